@@ -1,0 +1,50 @@
+"""The ``textcl`` command: a thin shell over the Python API.
+
+Each subcommand lives in ``textcl/commands/<name>.py`` and exposes ``register(subparsers)``, which adds
+its parser and sets ``func`` to a function ``(args) -> int``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from textcl.errors import TextclError
+
+COMMANDS = ("encode", "eval", "train", "augment", "index", "mine")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="textcl", description="Contrastive learning of sentence embeddings: train, evaluate, index."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"textcl.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"textcl.commands.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TextclError as exc:
+        print(f"textcl: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"textcl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("textcl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

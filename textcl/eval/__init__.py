@@ -1,0 +1,1 @@
+"""Evaluation: STS (Spearman with bootstrap CIs, paired tests) and retrieval (nDCG, MRR, Recall)."""

@@ -1,0 +1,82 @@
+"""Correlations and bootstrap statistics for STS evaluation.
+
+All functions take 1-D arrays of equal length n. Spearman is the Pearson correlation of average ranks
+(ties share the mean rank), as in ``scipy.stats.spearmanr``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+N_BOOTSTRAP = 1000
+
+
+def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Row-wise Pearson correlation of (R, n) arrays -> (R,)."""
+    x = x - x.mean(axis=-1, keepdims=True)
+    y = y - y.mean(axis=-1, keepdims=True)
+    denom = np.sqrt((x * x).sum(-1) * (y * y).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (x * y).sum(-1) / denom, np.nan)
+
+
+def pearson(x, y) -> float:
+    return float(_pearson_rows(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)))
+
+
+def spearman(x, y) -> float:
+    return float(_pearson_rows(rankdata(x), rankdata(y)))
+
+
+def _resample_spearman(gold: np.ndarray, pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Spearman on each row of resampling indices idx (R, n) -> (R,)."""
+    return _pearson_rows(rankdata(gold[idx], axis=1), rankdata(pred[idx], axis=1))
+
+
+def bootstrap_indices(n: int, n_resamples: int = N_BOOTSTRAP, seed: int = 0) -> np.ndarray:
+    """(n_resamples, n) indices drawn with replacement from a seeded generator."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+
+
+def bootstrap_ci(gold, pred, *, n_resamples: int = N_BOOTSTRAP, seed: int = 0, level: float = 0.95,
+                 chunk: int = 100) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of Spearman(gold, pred), resampling pairs.
+
+    Returns (low, high) as correlations (not ×100).
+    """
+    gold = np.asarray(gold, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    idx = bootstrap_indices(len(gold), n_resamples, seed)
+    stats = np.concatenate([_resample_spearman(gold, pred, idx[i:i + chunk]) for i in range(0, n_resamples, chunk)])
+    alpha = (1.0 - level) / 2.0
+    low, high = np.nanquantile(stats, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def paired_bootstrap(gold, pred_a, pred_b, *, n_resamples: int = N_BOOTSTRAP, seed: int = 0, level: float = 0.95,
+                     chunk: int = 100) -> dict[str, float]:
+    """Paired bootstrap test of Spearman(gold, pred_a) − Spearman(gold, pred_b) on the same pairs.
+
+    Each resample draws the same pair indices for both models. The two-sided p-value is twice the share
+    of resampled differences on the other side of zero from the observed difference (capped at 1).
+
+    Returns ``diff``, ``ci95`` bounds ``low``/``high`` (correlations, not ×100) and ``p_value``.
+    """
+    gold = np.asarray(gold, dtype=np.float64)
+    pred_a = np.asarray(pred_a, dtype=np.float64)
+    pred_b = np.asarray(pred_b, dtype=np.float64)
+    diff = spearman(gold, pred_a) - spearman(gold, pred_b)
+    idx = bootstrap_indices(len(gold), n_resamples, seed)
+    diffs = np.concatenate([
+        _resample_spearman(gold, pred_a, idx[i:i + chunk]) - _resample_spearman(gold, pred_b, idx[i:i + chunk])
+        for i in range(0, n_resamples, chunk)
+    ])
+    if diff > 0:
+        tail = np.mean(diffs <= 0)
+    elif diff < 0:
+        tail = np.mean(diffs >= 0)
+    else:
+        tail = 0.5
+    alpha = (1.0 - level) / 2.0
+    low, high = np.nanquantile(diffs, [alpha, 1.0 - alpha])
+    return {"diff": float(diff), "low": float(low), "high": float(high), "p_value": float(min(1.0, 2.0 * tail))}

@@ -1,0 +1,143 @@
+"""STS evaluation: encode each unique sentence once, score pairs, correlate with gold scores.
+
+Scores follow SentEval/MTEB: Spearman and Pearson ×100 between gold scores and the similarity of the
+two sentences' embeddings (cosine by default). With several sets, ``all`` is the correlation over the
+concatenation of every set's pairs (SentEval's "all" setting).
+"""
+from __future__ import annotations
+
+import os
+from typing import Protocol, Sequence, Union
+
+import numpy as np
+
+from textcl.data.sts import STSData, load_sts
+from textcl.eval.similarity import SIMILARITIES, paired_similarity
+from textcl.eval.stats import N_BOOTSTRAP, bootstrap_ci, paired_bootstrap, pearson, spearman
+
+STSInput = Union[STSData, str, os.PathLike]
+
+
+class SupportsEncode(Protocol):
+    def encode(self, texts: Sequence[str], **kwargs) -> np.ndarray: ...
+
+
+def as_sts_list(data: STSInput | Sequence[STSInput]) -> list[STSData]:
+    items = [data] if isinstance(data, (STSData, str, os.PathLike)) else list(data)
+    sets = [d if isinstance(d, STSData) else load_sts(d) for d in items]
+    seen: dict[str, int] = {}
+    for d in sets:  # two files with the same stem still get distinct names in the report
+        if d.name in seen:
+            seen[d.name] += 1
+            d.name = f"{d.name}#{seen[d.name]}"
+        else:
+            seen[d.name] = 1
+    return sets
+
+
+def encode_unique(encoder: SupportsEncode, texts: Sequence[str], **encode_kwargs) -> tuple[np.ndarray, dict[str, int]]:
+    """Encode each distinct text once. Returns (embeddings (u, d), text -> row)."""
+    index: dict[str, int] = {}
+    for t in texts:
+        index.setdefault(t, len(index))
+    emb = encoder.encode(list(index), **encode_kwargs)
+    return emb, index
+
+
+def sts_predictions(encoder: SupportsEncode, sets: list[STSData], *, similarity: str = "cosine",
+                    **encode_kwargs) -> list[np.ndarray]:
+    """Predicted similarity for each pair of each set: a list of (n_i,) arrays."""
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}; got {similarity!r}")
+    texts = [t for d in sets for t in (*d.sentences1, *d.sentences2)]
+    emb, index = encode_unique(encoder, texts, **encode_kwargs)
+    preds = []
+    for d in sets:
+        a = emb[[index[t] for t in d.sentences1]]
+        b = emb[[index[t] for t in d.sentences2]]
+        preds.append(paired_similarity(a, b, similarity))
+    return preds
+
+
+def _metrics(gold: np.ndarray, pred: np.ndarray, n_bootstrap: int, seed: int) -> dict:
+    low, high = bootstrap_ci(gold, pred, n_resamples=n_bootstrap, seed=seed) if n_bootstrap else (np.nan, np.nan)
+    return {
+        "spearman": 100.0 * spearman(gold, pred),
+        "pearson": 100.0 * pearson(gold, pred),
+        "n": int(len(gold)),
+        "ci95": [100.0 * low, 100.0 * high],
+    }
+
+
+def evaluate_sts(encoder: SupportsEncode, data: STSInput | Sequence[STSInput], *, similarity: str = "cosine",
+                 batch_size: int = 64, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0, **encode_kwargs) -> dict:
+    """Evaluate ``encoder`` on one or more STS sets.
+
+    Args:
+        encoder: anything with ``encode(list[str]) -> (n, d) array`` (a textcl ``Encoder``, a SentenceTransformer).
+        data: a named set (``stsb-test``), a file path, an :class:`STSData`, or a list of them.
+        similarity: ``cosine``, ``dot``, ``euclidean`` or ``manhattan``.
+        n_bootstrap: resamples for the 95% percentile CI of Spearman (0 disables it).
+
+    Returns:
+        ``{"model", "similarity", "sets": {name: {"spearman", "pearson", "n", "ci95": [low, high]}}}`` with
+        correlations ×100, plus ``"all"`` (same fields) when there are several sets.
+    """
+    sets = as_sts_list(data)
+    preds = sts_predictions(encoder, sets, similarity=similarity, batch_size=batch_size, **encode_kwargs)
+    report = {
+        "model": getattr(encoder, "name", type(encoder).__name__),
+        "similarity": similarity,
+        "sets": {d.name: _metrics(d.scores, p, n_bootstrap, seed) for d, p in zip(sets, preds)},
+    }
+    if len(sets) > 1:
+        report["all"] = _metrics(np.concatenate([d.scores for d in sets]), np.concatenate(preds), n_bootstrap, seed)
+    return report
+
+
+def compare_sts(encoder_a: SupportsEncode, encoder_b: SupportsEncode, data: STSInput | Sequence[STSInput], *,
+                similarity: str = "cosine", batch_size: int = 64, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0,
+                **encode_kwargs) -> dict:
+    """Paired bootstrap comparison of two encoders on the same pairs.
+
+    Returns ``{"model_a", "model_b", "similarity", "sets": {name: {"spearman_a", "spearman_b", "diff",
+    "ci95": [low, high], "p_value", "n"}}}`` (×100 except the p-value), plus ``"all"`` for several sets.
+    """
+    sets = as_sts_list(data)
+    kw = dict(similarity=similarity, batch_size=batch_size, **encode_kwargs)
+    preds_a = sts_predictions(encoder_a, sets, **kw)
+    preds_b = sts_predictions(encoder_b, sets, **kw)
+
+    def one(gold, pa, pb):
+        test = paired_bootstrap(gold, pa, pb, n_resamples=n_bootstrap, seed=seed)
+        return {"spearman_a": 100.0 * spearman(gold, pa), "spearman_b": 100.0 * spearman(gold, pb),
+                "diff": 100.0 * test["diff"], "ci95": [100.0 * test["low"], 100.0 * test["high"]],
+                "p_value": test["p_value"], "n": int(len(gold))}
+
+    report = {
+        "model_a": getattr(encoder_a, "name", "a"), "model_b": getattr(encoder_b, "name", "b"),
+        "similarity": similarity,
+        "sets": {d.name: one(d.scores, pa, pb) for d, pa, pb in zip(sets, preds_a, preds_b)},
+    }
+    if len(sets) > 1:
+        report["all"] = one(np.concatenate([d.scores for d in sets]), np.concatenate(preds_a), np.concatenate(preds_b))
+    return report
+
+
+def format_sts_table(report: dict) -> str:
+    """A plain-text table of an :func:`evaluate_sts` or :func:`compare_sts` report."""
+    rows = list(report["sets"].items()) + ([("all", report["all"])] if "all" in report else [])
+    if "model_a" in report:
+        head = f"{'set':<14}{'n':>7}{'A':>9}{'B':>9}{'A-B':>9}{'95% CI of A-B':>20}{'p':>8}"
+        lines = [f"A = {report['model_a']}", f"B = {report['model_b']}", head, "-" * len(head)]
+        for name, m in rows:
+            ci = f"[{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]"
+            lines.append(f"{name:<14}{m['n']:>7}{m['spearman_a']:>9.2f}{m['spearman_b']:>9.2f}{m['diff']:>+9.2f}"
+                         f"{ci:>20}{m['p_value']:>8.3f}")
+        return "\n".join(lines)
+    head = f"{'set':<14}{'n':>7}{'spearman':>10}{'pearson':>9}{'95% CI (spearman)':>21}"
+    lines = [f"model = {report['model']}  similarity = {report['similarity']}", head, "-" * len(head)]
+    for name, m in rows:
+        ci = f"[{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]"
+        lines.append(f"{name:<14}{m['n']:>7}{m['spearman']:>10.2f}{m['pearson']:>9.2f}{ci:>21}")
+    return "\n".join(lines)

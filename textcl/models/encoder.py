@@ -1,0 +1,229 @@
+"""The Encoder: a Hugging Face transformer + pooling (+ optional dense layers) that turns texts into vectors."""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from textcl.models.pooling import check_pooling, pool
+
+
+class DenseLayer(nn.Module):
+    """``activation(linear(x))``: a sentence-transformers ``Dense`` module. (B, d_in) -> (B, d_out)."""
+
+    ACTIVATIONS = {
+        "torch.nn.modules.activation.Tanh": nn.Tanh,
+        "torch.nn.modules.linear.Identity": nn.Identity,
+        "torch.nn.modules.activation.ReLU": nn.ReLU,
+        "torch.nn.modules.activation.GELU": nn.GELU,
+        "torch.nn.modules.activation.Sigmoid": nn.Sigmoid,
+    }
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 activation: str = "torch.nn.modules.activation.Tanh"):
+        super().__init__()
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f"unsupported Dense activation {activation!r}; expected one of {sorted(self.ACTIVATIONS)}")
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        self.activation_name = activation
+        self.activation = self.ACTIVATIONS[activation]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.linear(x))
+
+
+def check_texts(texts: Sequence[object]) -> list[str]:
+    """Return ``texts`` as a list, or raise ``TypeError`` naming the first entry that is not a string."""
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+    return out
+
+
+class Encoder(nn.Module):
+    """Texts -> sentence embeddings.
+
+    Args:
+        model: a Hugging Face ``PreTrainedModel`` (e.g. ``BertModel``) returning ``last_hidden_state``.
+        tokenizer: its tokenizer (a fast tokenizer is best).
+        pooling: ``cls``, ``cls_before_pooler``, ``mean``, ``max`` or ``first_last_avg``
+            (see :mod:`textcl.models.pooling`).
+        normalize: L2-normalise in :meth:`encode` by default.
+        max_seq_length: inputs are truncated to this many tokens.
+        dense: sentence-transformers ``Dense`` layers applied after pooling, in order.
+        mlp_head: add the SimCSE projection head (``Linear(d, d) + Tanh``), used while training only
+            unless ``mlp_at_inference``.
+        name: the name the model was loaded by (recorded in saved models and index manifests).
+
+    ``forward(features) -> (B, d)`` gives un-normalised embeddings with gradient, for training;
+    :meth:`encode` gives normalised float32 numpy arrays for evaluation and search.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        *,
+        pooling: str = "mean",
+        normalize: bool = True,
+        max_seq_length: int | None = None,
+        dense: Iterable[DenseLayer] = (),
+        mlp_head: bool = False,
+        mlp_at_inference: bool = False,
+        do_lower_case: bool = False,
+        name: str | None = None,
+    ):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling = check_pooling(pooling)
+        if pooling == "cls" and getattr(model, "pooler", None) is None:
+            raise ValueError("pooling 'cls' needs a model with a pooler layer; use 'cls_before_pooler' instead")
+        self.normalize = normalize
+        limit = getattr(model.config, "max_position_embeddings", 512)
+        if getattr(model.config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"}:
+            limit -= 2  # position ids start after the padding index
+        self.max_seq_length = int(min(max_seq_length or 512, limit))
+        self.dense = nn.ModuleList(dense)
+        hidden = model.config.hidden_size
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh()) if mlp_head else None
+        self.mlp_at_inference = mlp_at_inference
+        self.do_lower_case = do_lower_case
+        self.name = name or getattr(model.config, "_name_or_path", "") or "model"
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        """The embedding dimension d."""
+        if len(self.dense):
+            return self.dense[-1].linear.out_features
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ tokenization
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        """Tokenize and pad a batch: returns ``input_ids``, ``attention_mask`` (B, L), and
+        ``token_type_ids`` when the model uses them."""
+        texts = check_texts(texts)
+        if self.do_lower_case:
+            texts = [t.lower() for t in texts]
+        return dict(self.tokenizer(texts, padding=True, truncation=True,
+                                   max_length=max_length or self.max_seq_length, return_tensors="pt"))
+
+    def _pad(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        """Right-pad pre-tokenized rows into (B, L) tensors."""
+        width = max(len(r["input_ids"]) for r in rows)
+        pad_id = self.tokenizer.pad_token_id or 0
+        batch: dict[str, torch.Tensor] = {}
+        for key in rows[0]:
+            fill = pad_id if key == "input_ids" else 0
+            t = torch.full((len(rows), width), fill, dtype=torch.long)
+            for i, r in enumerate(rows):
+                t[i, : len(r[key])] = torch.as_tensor(r[key], dtype=torch.long)
+            batch[key] = t
+        return batch
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """features: ``input_ids``, ``attention_mask`` (B, L) [+ ``token_type_ids``] -> (B, d) embeddings."""
+        inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        need_hidden = self.pooling == "first_last_avg"
+        out = self.model(**inputs, output_hidden_states=need_hidden, return_dict=True)
+        emb = pool(
+            self.pooling,
+            out.last_hidden_state,
+            inputs["attention_mask"],
+            hidden_states=out.hidden_states if need_hidden else None,
+            pooler_output=getattr(out, "pooler_output", None),
+        )
+        for layer in self.dense:
+            emb = layer(emb)
+        if self.mlp is not None and (self.training or self.mlp_at_inference):
+            emb = self.mlp(emb)
+        return emb
+
+    # ------------------------------------------------------------------ inference
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 64,
+        normalize: bool | None = None,
+        show_progress: bool = False,
+        bf16: bool = False,
+    ) -> np.ndarray:
+        """Embed texts.
+
+        Texts are tokenized once, sorted by token length and batched, so that each batch pads little.
+        Runs in eval mode under ``torch.inference_mode``; ``bf16=True`` adds bf16 autocast.
+
+        Returns:
+            float32 array (n, d) in the input order; (d,) for a single string; (0, d) for an empty list.
+        """
+        single = isinstance(texts, str)
+        texts = check_texts([texts] if single else texts)
+        normalize = self.normalize if normalize is None else normalize
+        n = len(texts)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        if self.do_lower_case:
+            texts = [t.lower() for t in texts]
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_seq_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        lengths = np.fromiter((len(ids) for ids in enc["input_ids"]), dtype=np.int64, count=n)
+        order = np.argsort(-lengths, kind="stable")
+        device = self.device
+        autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext())
+        starts = range(0, n, batch_size)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="encode", unit="batch")
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode(), autocast:
+                for start in starts:
+                    idx = order[start : start + batch_size]
+                    batch = self._pad([{k: enc[k][i] for k in keys} for i in idx])
+                    emb = self.forward({k: v.to(device) for k, v in batch.items()}).float()
+                    if normalize:
+                        emb = F.normalize(emb, p=2, dim=-1)
+                    out[idx] = emb.cpu().numpy()
+        finally:
+            self.train(was_training)
+        return out[0] if single else out
+
+    # ------------------------------------------------------------------ persistence
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike, *, pooling: str | None = None, normalize: bool | None = None,
+             max_seq_length: int | None = None, device: str | torch.device | None = None, **kwargs) -> "Encoder":
+        """Load from a sentence-transformers folder, a Hugging Face folder, or a hub name.
+
+        Keyword arguments override what the folder says (e.g. ``pooling="cls_before_pooler"``).
+        """
+        from textcl.models.resolve import resolve_model
+        from textcl.models.st_format import load_folder
+
+        path = resolve_model(name_or_path)
+        encoder = load_folder(Path(path), name=os.fspath(name_or_path), pooling=pooling, normalize=normalize,
+                              max_seq_length=max_seq_length, **kwargs)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return encoder.to(device)
+
+    def save(self, path: str | os.PathLike, *, model_card: str | None = None) -> Path:
+        """Write the sentence-transformers layout atomically; ``SentenceTransformer(path)`` loads it."""
+        from textcl.models.st_format import save_folder
+
+        return save_folder(self, Path(path), model_card=model_card)

@@ -1,0 +1,224 @@
+"""Read and write the sentence-transformers folder layout.
+
+A folder textcl writes holds the Hugging Face model and tokenizer at its root, plus ``modules.json``
+listing ``Transformer -> [WeightedLayerPooling] -> Pooling -> [Dense ...] -> [Normalize]``, so that
+``SentenceTransformer(path)``, MTEB and FAISS pipelines use it as it is.
+"""
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from textcl._io import atomic_dir
+from textcl.errors import ModelNotFoundError
+
+if TYPE_CHECKING:
+    from textcl.models.encoder import Encoder
+
+TANH = "torch.nn.modules.activation.Tanh"
+_ST = "sentence_transformers.models."
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"{path}: missing; the sentence-transformers folder is incomplete") from None
+    except json.JSONDecodeError as exc:
+        raise ModelNotFoundError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+
+
+def _module_kind(type_name: str) -> str:
+    return type_name.rsplit(".", 1)[-1]
+
+
+def _load_state(folder: Path) -> dict[str, torch.Tensor]:
+    if (folder / "model.safetensors").exists():
+        from safetensors.torch import load_file
+
+        return load_file(str(folder / "model.safetensors"))
+    if (folder / "pytorch_model.bin").exists():
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise ModelNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin")
+
+
+def _load_hf(folder: Path):
+    from transformers import AutoModel, AutoTokenizer
+
+    if not (folder / "config.json").exists():
+        raise ModelNotFoundError(f"{folder}: no config.json; expected a Hugging Face or sentence-transformers model folder")
+    from transformers.utils import logging as hf_logging
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a weights bar per load is noise in a CLI table
+    try:
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    return model, tokenizer
+
+
+def load_folder(folder: Path, *, name: str, pooling: str | None = None, normalize: bool | None = None,
+                max_seq_length: int | None = None, **kwargs) -> "Encoder":
+    """Build an :class:`Encoder` from a local sentence-transformers or Hugging Face folder."""
+    from textcl.models.encoder import DenseLayer, Encoder
+
+    modules_file = folder / "modules.json"
+    if not modules_file.exists():  # a plain Hugging Face folder: mean pooling unless told otherwise
+        model, tokenizer = _load_hf(folder)
+        return Encoder(model, tokenizer, pooling=pooling or "mean", normalize=True if normalize is None else normalize,
+                       max_seq_length=max_seq_length, name=name, **kwargs)
+
+    modules = _read_json(modules_file)
+    found_pooling, found_normalize, dense, layer_weights = None, False, [], None
+    model = tokenizer = None
+    st_config: dict = {}
+    for entry in modules:
+        kind = _module_kind(entry.get("type", ""))
+        sub = folder / entry.get("path", "")
+        if kind == "Transformer":
+            model, tokenizer = _load_hf(sub)
+            for cfg_name in ("sentence_bert_config.json", "sentence_xlnet_config.json"):
+                if (sub / cfg_name).exists():
+                    st_config = _read_json(sub / cfg_name)
+        elif kind == "WeightedLayerPooling":
+            cfg = _read_json(sub / "config.json")
+            weights = _load_state(sub)["layer_weights"].tolist()
+            expected = [1.0] + [0.0] * (len(weights) - 2) + [1.0]
+            if cfg.get("layer_start") != 1 or weights != expected:
+                raise ModelNotFoundError(f"{sub}: only the first-last average (layer_start 1, weights [1, 0, ..., 1]) "
+                                         "is supported")
+            layer_weights = weights
+        elif kind == "Pooling":
+            cfg = _read_json(sub / "config.json")
+            modes = [m for m in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens",
+                                 "lasttoken") if cfg.get(f"pooling_mode_{m}")]
+            mapping = {"cls_token": "cls_before_pooler", "mean_tokens": "mean", "max_tokens": "max"}
+            if len(modes) != 1 or modes[0] not in mapping:
+                raise ModelNotFoundError(f"{sub / 'config.json'}: pooling modes {modes} are not supported; textcl reads "
+                                         "exactly one of cls_token, mean_tokens, max_tokens")
+            found_pooling = mapping[modes[0]]
+            if layer_weights is not None:
+                if found_pooling != "mean":
+                    raise ModelNotFoundError(f"{sub}: WeightedLayerPooling is supported with mean pooling only")
+                found_pooling = "first_last_avg"
+        elif kind == "Dense":
+            cfg = _read_json(sub / "config.json")
+            layer = DenseLayer(cfg["in_features"], cfg["out_features"], cfg.get("bias", True),
+                               cfg.get("activation_function", TANH))
+            state = _load_state(sub)
+            layer.linear.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("linear.")})
+            dense.append(layer)
+        elif kind == "Normalize":
+            found_normalize = True
+        else:
+            raise ModelNotFoundError(f"{modules_file}: module type {entry.get('type')!r} is not supported; textcl reads "
+                                     "Transformer, WeightedLayerPooling, Pooling, Dense and Normalize")
+    if model is None:
+        raise ModelNotFoundError(f"{modules_file}: no Transformer module")
+    return Encoder(
+        model, tokenizer,
+        pooling=pooling or found_pooling or "mean",
+        normalize=found_normalize if normalize is None else normalize,
+        max_seq_length=max_seq_length or st_config.get("max_seq_length"),
+        do_lower_case=bool(st_config.get("do_lower_case", False)),
+        dense=dense, name=name, **kwargs,
+    )
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("sentence-transformers", "transformers", "torch", "textcl"):
+        try:
+            out[dist.replace("-", "_") if dist != "torch" else "pytorch"] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+def _save_dense(folder: Path, linear: torch.nn.Linear, activation: str) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(folder / "config.json", {"in_features": linear.in_features, "out_features": linear.out_features,
+                                         "bias": linear.bias is not None, "activation_function": activation})
+    state = {"linear.weight": linear.weight.detach().cpu().contiguous()}
+    if linear.bias is not None:
+        state["linear.bias"] = linear.bias.detach().cpu().contiguous()
+    save_file(state, str(folder / "model.safetensors"))
+
+
+def default_model_card(encoder: "Encoder") -> str:
+    return (
+        f"---\nlibrary_name: sentence-transformers\ntags:\n- sentence-transformers\n- textcl\n---\n\n"
+        f"# {encoder.name}\n\nA sentence embedding model saved by textcl ({encoder.dim}-d, {encoder.pooling} pooling"
+        f"{', normalised' if encoder.normalize else ''}).\n\n```python\nfrom sentence_transformers import "
+        f"SentenceTransformer\nmodel = SentenceTransformer(\"path/to/this/folder\")\n"
+        f"embeddings = model.encode([\"A sentence.\"])\n```\n"
+    )
+
+
+def save_folder(encoder: "Encoder", path: Path, *, model_card: str | None = None) -> Path:
+    """Write ``encoder`` to ``path`` in the sentence-transformers layout, atomically (temp folder, then rename)."""
+    from safetensors.torch import save_file
+
+    with atomic_dir(path) as tmp:
+        model = encoder.model
+        if encoder.pooling == "first_last_avg":
+            model.config.output_hidden_states = True
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        encoder.tokenizer.save_pretrained(str(tmp))
+        _write_json(tmp / "sentence_bert_config.json",
+                    {"max_seq_length": encoder.max_seq_length, "do_lower_case": encoder.do_lower_case})
+        modules = [{"path": "", "type": _ST + "Transformer"}]
+        hidden = int(model.config.hidden_size)
+        if encoder.pooling == "first_last_avg":
+            n_layers = int(model.config.num_hidden_layers)
+            sub = tmp / "1_WeightedLayerPooling"
+            sub.mkdir()
+            _write_json(sub / "config.json", {"embedding_dimension": hidden, "layer_start": 1,
+                                               "num_hidden_layers": n_layers})
+            weights = torch.zeros(n_layers)
+            weights[0] = weights[-1] = 1.0
+            save_file({"layer_weights": weights}, str(sub / "model.safetensors"))
+            modules.append({"path": sub.name, "type": _ST + "WeightedLayerPooling"})
+        sub = tmp / f"{len(modules)}_Pooling"
+        _write_json(sub / "config.json", {
+            "word_embedding_dimension": hidden,
+            "pooling_mode_cls_token": encoder.pooling in ("cls", "cls_before_pooler"),
+            "pooling_mode_mean_tokens": encoder.pooling in ("mean", "first_last_avg"),
+            "pooling_mode_max_tokens": encoder.pooling == "max",
+            "pooling_mode_mean_sqrt_len_tokens": False,
+        })
+        modules.append({"path": sub.name, "type": _ST + "Pooling"})
+        dense: list[tuple[torch.nn.Linear, str]] = []
+        if encoder.pooling == "cls":  # the model's pooler (dense + tanh) becomes a Dense module
+            dense.append((model.pooler.dense, TANH))
+        dense += [(layer.linear, layer.activation_name) for layer in encoder.dense]
+        if encoder.mlp is not None and encoder.mlp_at_inference:
+            dense.append((encoder.mlp[0], TANH))
+        for linear, activation in dense:
+            sub = tmp / f"{len(modules)}_Dense"
+            _save_dense(sub, linear, activation)
+            modules.append({"path": sub.name, "type": _ST + "Dense"})
+        if encoder.normalize:
+            sub = tmp / f"{len(modules)}_Normalize"
+            sub.mkdir()
+            modules.append({"path": sub.name, "type": _ST + "Normalize"})
+        _write_json(tmp / "modules.json", [{"idx": i, "name": str(i), **m} for i, m in enumerate(modules)])
+        _write_json(tmp / "config_sentence_transformers.json", {
+            "__version__": _versions(), "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine",
+        })
+        (tmp / "README.md").write_text(model_card or default_model_card(encoder), encoding="utf-8")
+    return path
