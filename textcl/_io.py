@@ -15,10 +15,7 @@ from typing import Any, Iterator
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
-
-    ``suffix`` keeps an extension on the temporary name for writers that insist on one (``np.save``).
-    """
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
@@ -72,5 +69,5 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_save_npy(path: str | os.PathLike, array) -> None:
     import numpy as np
 
-    with atomic_path(path, suffix=".npy") as tmp:
-        np.save(tmp, array)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file handle: np.save would append ".npy"
+        np.save(fh, array)
