@@ -24,6 +24,7 @@ class ConfigError(TextclError, ValueError):
 
     def __init__(self, field: str, message: str, source: str | None = None):
         self.field = field
+        self.reason = message
         self.source = source
         prefix = f"{source}: " if source else ""
         super().__init__(f"{prefix}{field}: {message}")

@@ -110,6 +110,15 @@ class Encoder(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def set_dropout(self, rate: float) -> None:
+        """Set every dropout layer of the transformer (hidden and attention) to ``rate``."""
+        for module in self.model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = rate
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+            if isinstance(getattr(self.model.config, key, None), float):
+                setattr(self.model.config, key, rate)
+
     # ------------------------------------------------------------------ tokenization
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Tokenize and pad a batch: returns ``input_ids``, ``attention_mask`` (B, L), and
@@ -136,6 +145,11 @@ class Encoder(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """features: ``input_ids``, ``attention_mask`` (B, L) [+ ``token_type_ids``] -> (B, d) embeddings."""
+        return self.embed(features)
+
+    def embed(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The computation behind ``forward``. :meth:`encode` calls it directly, so wrappers that a trainer
+        puts around ``forward`` (Accelerate's mixed-precision autocast) never change evaluation."""
         inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         need_hidden = self.pooling == "first_last_avg"
         out = self.model(**inputs, output_hidden_states=need_hidden, return_dict=True)
@@ -196,7 +210,7 @@ class Encoder(nn.Module):
                 for start in starts:
                     idx = order[start : start + batch_size]
                     batch = self._pad([{k: enc[k][i] for k in keys} for i in idx])
-                    emb = self.forward({k: v.to(device) for k, v in batch.items()}).float()
+                    emb = self.embed({k: v.to(device) for k, v in batch.items()}).float()
                     if normalize:
                         emb = F.normalize(emb, p=2, dim=-1)
                     out[idx] = emb.cpu().numpy()

@@ -1,0 +1,47 @@
+"""``textcl train RECIPE.yaml [--out DIR] [--set k=v ...] [--resume]``."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an encoder from a YAML recipe")
+    p.add_argument("recipe", help="a recipe YAML file (see recipes/)")
+    p.add_argument("--out", help="output folder (overrides the recipe's output_dir)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one field, e.g. --set train.batch_size=128 (repeatable; VALUE is YAML)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
+    p.add_argument("--check", action="store_true", help="validate the recipe and exit")
+    p.set_defaults(func=run)
+
+
+def format_results(metrics: dict) -> str:
+    names = list(metrics.get("after", {}))
+    if not names:
+        return "(no evaluation sets)"
+    head = f"{'STS set':<14}{'before':>9}{'after':>9}{'change':>9}   95% CI (after)"
+    lines = [head, "-" * len(head)]
+    for name in names:
+        after = metrics["after"][name]
+        before = metrics.get("before", {}).get(name, {}).get("spearman")
+        b = f"{before:>9.2f}" if before is not None else f"{'-':>9}"
+        d = f"{after['spearman'] - before:>+9.2f}" if before is not None else f"{'':>9}"
+        lines.append(f"{name:<14}{b}{after['spearman']:>9.2f}{d}   [{after['ci95'][0]:.2f}, {after['ci95'][1]:.2f}]")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from textcl.config import load_config
+
+    config = load_config(args.recipe, args.overrides)
+    if args.check:
+        print(f"{args.recipe}: valid")
+        return 0
+    from textcl.train import train
+
+    result = train(config, output_dir=args.out, resume=args.resume)
+    if result.metrics:
+        print(f"\n{config.name}: {result.steps} steps, best step {result.metrics.get('best_step')}")
+        print(format_results(result.metrics))
+        print(f"\nmodel: {result.model_dir}  (SentenceTransformer('{result.model_dir}') loads it)")
+    return 0

@@ -1,0 +1,303 @@
+"""Training recipes as typed dataclasses, loaded from YAML and validated once.
+
+A recipe maps one-to-one onto :class:`TrainConfig`: each YAML section is a nested dataclass. Unknown keys,
+wrong types, out-of-range values and missing files raise :class:`~textcl.errors.ConfigError` naming the
+field by its dotted path (``loss.temperature``). ``--set a.b=value`` overrides parse ``value`` as YAML.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from textcl.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """The encoder to train."""
+
+    name: str = "sentence-transformers/all-MiniLM-L6-v2"  #: local folder or hub name
+    pooling: Optional[str] = None  #: None keeps the folder's pooling (mean for a plain HF folder)
+    mlp_head: bool = False  #: the SimCSE MLP head, used in training only
+    max_seq_len: int = 32
+    dropout: Optional[float] = None  #: override hidden and attention dropout (None: the model's own)
+    two_tower: bool = False  #: separate query (anchor) and document (positive/negative) encoders
+
+
+@dataclass
+class DataConfig:
+    """Training data.
+
+    ``kind``: ``unlabeled`` (one text per example; both views come from it), ``pairs`` (anchor, positive)
+    or ``triples`` (anchor, positive, hard negative).
+    ``path``: a ``.txt`` (one text per line), ``.jsonl``, ``.csv``/``.tsv`` file; ``packaged:wiki`` (the
+    packaged Wikipedia sentences); or ``hf:NAME[:SPLIT]`` for a hub dataset.
+    """
+
+    kind: str = "unlabeled"
+    path: str = "packaged:wiki"
+    text_field: str = "text"
+    anchor_field: str = "anchor"
+    positive_field: str = "positive"
+    negative_field: str = "negative"
+    max_examples: Optional[int] = None
+    augment: Any = None  #: a textcl.augment config (dict/list/name); None = identical texts (dropout views)
+    token_augment: Any = None  #: a token-level augmenter (token_cutoff), applied after tokenization
+    group_by_length: bool = True
+
+
+@dataclass
+class MoCoConfig:
+    momentum: float = 0.999
+    queue_size: int = 4096
+
+
+@dataclass
+class LossConfig:
+    temperature: float = 0.05
+    similarity: str = "cosine"
+    symmetric: bool = False
+    nt_xent: bool = False
+    hard_negative_weight: float = 0.0
+    learnable_temperature: bool = False
+    gather_across_devices: bool = False
+    mask_false_negatives: bool = True  #: identical texts in the batch are not negatives of each other
+    cached: bool = False  #: GradCache: negatives from the whole batch, memory of one mini-batch
+    mini_batch_size: int = 32
+    moco: Optional[MoCoConfig] = None
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    scheduler: str = "linear"  #: linear (warmup then linear decay) or constant (after warmup)
+    max_grad_norm: Optional[float] = 1.0
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class EvalConfig:
+    data: list = field(default_factory=lambda: ["stsb-dev"])  #: STS sets evaluated during training
+    test: list = field(default_factory=lambda: ["stsb-test"])  #: reported before and after, never selected on
+    every: int = 125  #: steps between evaluations (0: only before and after)
+    select_best: bool = True  #: the final model is the best on ``data`` (SimCSE protocol)
+    batch_size: int = 128
+    before: bool = True  #: evaluate the untrained model too
+
+
+@dataclass
+class TrainSection:
+    batch_size: int = 64
+    epochs: int = 1
+    max_steps: Optional[int] = None
+    grad_accum: int = 1
+    mixed_precision: str = "no"  #: no, fp16 or bf16 (bf16 autocast also works on CPU)
+    seed: int = 42
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    report_to: Any = "auto"  #: "auto" (tensorboard/wandb when installed), "none", or a list of trackers
+    plot: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """A whole training recipe."""
+
+    name: str = "run"
+    output_dir: str = "runs/run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainSection = field(default_factory=TrainSection)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self, source: str | None = None) -> "TrainConfig":
+        """Check ranges, choices and files; raise :class:`ConfigError` naming the first bad field."""
+        from textcl.models.pooling import POOLING_MODES
+
+        def bad(path, msg):
+            raise ConfigError(path, msg, source)
+
+        def choice(path, value, options):
+            if value not in options:
+                bad(path, f"expected one of {', '.join(map(str, options))}, got {value!r}")
+
+        def positive(path, value, allow_zero=False):
+            if value < 0 or (value == 0 and not allow_zero):
+                bad(path, f"expected a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+
+        m, d, lo, o, e, t = self.model, self.data, self.loss, self.optim, self.eval, self.train
+        if m.pooling is not None:
+            choice("model.pooling", m.pooling, POOLING_MODES)
+        positive("model.max_seq_len", m.max_seq_len)
+        if m.dropout is not None and not 0.0 <= m.dropout < 1.0:
+            bad("model.dropout", f"expected a rate in [0, 1), got {m.dropout!r}")
+        choice("data.kind", d.kind, ("unlabeled", "pairs", "triples"))
+        if d.max_examples is not None:
+            positive("data.max_examples", d.max_examples)
+        if not (d.path.startswith(("packaged:", "hf:"))):
+            if not Path(d.path).expanduser().is_file():
+                bad("data.path", f"file {d.path!r} does not exist (expected a .txt/.jsonl/.csv/.tsv file, "
+                                 "packaged:wiki, or hf:NAME[:SPLIT])")
+        elif d.path.startswith("packaged:"):
+            choice("data.path", d.path, ("packaged:wiki",))
+        if d.augment is not None or d.token_augment is not None:
+            from textcl.augment import build_augmenter
+
+            for name in ("augment", "token_augment"):
+                spec = getattr(d, name)
+                if spec is None:
+                    continue
+                try:
+                    aug = build_augmenter(spec, field=f"data.{name}")
+                except ConfigError as exc:
+                    raise ConfigError(exc.field, exc.reason, source) from None
+                if getattr(aug, "token_level", False) != (name == "token_augment"):
+                    bad(f"data.{name}", "token_cutoff goes in data.token_augment; text augmenters in data.augment")
+        positive("loss.temperature", lo.temperature)
+        choice("loss.similarity", lo.similarity, ("cosine", "dot", "euclidean"))
+        positive("loss.hard_negative_weight", lo.hard_negative_weight, allow_zero=True)
+        positive("loss.mini_batch_size", lo.mini_batch_size)
+        if lo.nt_xent and d.kind == "triples":
+            bad("loss.nt_xent", "NT-Xent takes no hard negatives; use data.kind pairs/unlabeled or nt_xent: false")
+        if lo.moco is not None:
+            if not 0.0 <= lo.moco.momentum < 1.0:
+                bad("loss.moco.momentum", f"expected a value in [0, 1), got {lo.moco.momentum!r}")
+            positive("loss.moco.queue_size", lo.moco.queue_size)
+            if lo.cached:
+                bad("loss.cached", "GradCache and MoCo do not combine; MoCo already decouples negatives from memory")
+            if m.two_tower:
+                bad("model.two_tower", "MoCo's key encoder is a momentum copy; two_tower does not combine with it")
+        positive("optim.lr", o.lr)
+        positive("optim.weight_decay", o.weight_decay, allow_zero=True)
+        if not 0.0 <= o.warmup_ratio < 1.0:
+            bad("optim.warmup_ratio", f"expected a ratio in [0, 1), got {o.warmup_ratio!r}")
+        choice("optim.scheduler", o.scheduler, ("linear", "constant"))
+        if o.max_grad_norm is not None:
+            positive("optim.max_grad_norm", o.max_grad_norm)
+        if len(o.betas) != 2:
+            bad("optim.betas", f"expected two numbers, got {o.betas!r}")
+        positive("eval.every", e.every, allow_zero=True)
+        positive("eval.batch_size", e.batch_size)
+        positive("train.batch_size", t.batch_size)
+        if t.batch_size < 2 and lo.moco is None:
+            bad("train.batch_size", "in-batch negatives need a batch of at least 2")
+        positive("train.epochs", t.epochs)
+        if t.max_steps is not None:
+            positive("train.max_steps", t.max_steps)
+        positive("train.grad_accum", t.grad_accum)
+        choice("train.mixed_precision", t.mixed_precision, ("no", "fp16", "bf16"))
+        positive("train.checkpoint_every", t.checkpoint_every, allow_zero=True)
+        positive("train.keep_checkpoints", t.keep_checkpoints)
+        positive("train.log_every", t.log_every)
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, path: str, source: str | None) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], path, source)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"expected a mapping of {_type_name(tp)} fields, got {type(value).__name__}", source)
+        return _from_dict(tp, value, path, source)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is list or origin is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        if isinstance(value, str):  # a single set name where a list is expected
+            return [value]
+    else:
+        return value
+    raise ConfigError(path, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}", source)
+
+
+def _from_dict(cls, data: dict, prefix: str, source: str | None):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(path, f"unknown field; expected one of {', '.join(names)}", source)
+        kwargs[key] = _coerce(value, hints[key], path, source)
+    return cls(**kwargs)
+
+
+def _apply_override(data: dict, assignment: str, source: str | None) -> None:
+    if "=" not in assignment:
+        raise ConfigError(assignment, "expected KEY=VALUE, e.g. train.batch_size=128", source)
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parts), f"{part!r} is not a section", source)
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+
+
+def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = (), source: str | None = None) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from a plain dict (as loaded from YAML)."""
+    data = dict(data or {})
+    for assignment in overrides:
+        _apply_override(data, assignment, source)
+    return _from_dict(TrainConfig, data, "", source).validate(source)
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Load a recipe YAML file, apply ``KEY=VALUE`` overrides, and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError("", f"not valid YAML{line}: {getattr(exc, 'problem', exc)}", str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("", "expected a mapping of sections (model, data, loss, optim, eval, train)", str(path))
+    return config_from_dict(data, overrides, source=str(path))

@@ -1,0 +1,70 @@
+"""Run logs: a CSV written as training goes, and a PNG of the loss and evaluation curves at the end."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from textcl._io import atomic_path
+
+COLUMNS = ["step", "epoch", "loss", "lr", "temperature", "pairs_per_s", "eval_name", "eval_spearman"]
+
+
+class CSVLog:
+    """Append rows to ``path`` (created with a header); each row is flushed at once."""
+
+    def __init__(self, path: Path, resume_from_step: int | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_from_step is not None and self.path.exists():
+            # drop rows past the checkpoint we resume from: they will be logged again
+            rows = read_log(self.path)
+            keep = [r for r in rows if int(r["step"]) <= resume_from_step]
+            with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, COLUMNS)
+                writer.writeheader()
+                writer.writerows(keep)
+        elif not self.path.exists() or resume_from_step is None:
+            with open(self.path, "w", newline="", encoding="utf-8") as fh:
+                csv.DictWriter(fh, COLUMNS).writeheader()
+
+    def write(self, **row) -> None:
+        with open(self.path, "a", newline="", encoding="utf-8") as fh:
+            csv.DictWriter(fh, COLUMNS).writerow({k: row.get(k, "") for k in COLUMNS})
+
+
+
+def read_log(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def plot_curves(log_csv: Path, out_png: Path, title: str = "") -> Path | None:
+    """Plot training loss and evaluation Spearman against step; returns the PNG path (None without data)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_log(Path(log_csv))
+    loss = [(int(r["step"]), float(r["loss"])) for r in rows if r["loss"]]
+    evals: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        if r["eval_name"]:
+            evals.setdefault(r["eval_name"], []).append((int(r["step"]), float(r["eval_spearman"])))
+    if not loss and not evals:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    if loss:
+        axes[0].plot(*zip(*loss), lw=1)
+    axes[0].set(xlabel="step", ylabel="loss", title="training loss")
+    for name, points in evals.items():
+        axes[1].plot(*zip(*points), marker="o", label=name)
+    axes[1].set(xlabel="step", ylabel="Spearman x100", title="evaluation")
+    if evals:
+        axes[1].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp, open(tmp, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+    return Path(out_png)
