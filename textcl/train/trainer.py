@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +159,12 @@ class Trainer:
 
         c = self.config
         self.trackers = _trackers(c.train.report_to)
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            # Accelerate keeps one global state per process; a second run in the same process (a notebook,
+            # a sweep) may ask for another mixed precision, so a single-process run starts afresh.
+            from accelerate.state import AcceleratorState
+
+            AcceleratorState._reset_state(reset_partial_state=True)
         self.acc = Accelerator(
             mixed_precision=c.train.mixed_precision, cpu=not torch.cuda.is_available(),
             log_with=self.trackers or None, project_dir=str(self.out),

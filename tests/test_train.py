@@ -1,0 +1,164 @@
+"""The trainer: resumed equals uninterrupted, cached equals plain, NaN stops, and what a run writes."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from textcl.config import config_from_dict
+from textcl.train import TrainingDiverged, train
+
+SENTENCES = [
+    "the cat sat on the mat", "a dog ran in the park", "the sun is bright today", "she reads a long book",
+    "rain fell on the quiet town", "he plays the piano at night", "birds sing in the early morning",
+    "the train left the station late", "children laugh in the garden", "a ship sails across the sea",
+    "the old man walks slowly", "snow covers the high mountains", "we cook dinner together",
+    "the river flows to the ocean", "a small boat drifts away", "music fills the crowded hall",
+] * 2
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(f"{s} {i}" for i, s in enumerate(SENTENCES)) + "\n")
+    return path
+
+
+@pytest.fixture()
+def sts_file(tmp_path):
+    path = tmp_path / "dev.tsv"
+    path.write_text("the cat sat\na cat was sitting\t4.5\n".replace("\n", "\t", 1)
+                    + "a dog ran\tthe sun is bright\t0.5\nbirds sing\tbirds are singing\t4.8\nrain fell\ta ship sails\t1.0\n")
+    return path
+
+
+def make_config(model_dir, data_path, **sections):
+    base = {
+        "model": {"name": str(model_dir), "max_seq_len": 16},
+        "data": {"path": str(data_path)},
+        "eval": {"data": [], "test": [], "every": 0, "before": False},
+        "train": {"batch_size": 4, "max_steps": 6, "checkpoint_every": 3, "log_every": 1, "report_to": "none",
+                  "plot": False},
+        "optim": {"lr": 1e-3},
+    }
+    for key, value in sections.items():
+        base.setdefault(key, {}).update(value)
+    return config_from_dict(base)
+
+
+def weights(run_dir):
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+def assert_same_weights(a, b, atol=0.0):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=atol, rtol=0)
+
+
+AUGMENT = {"compose": [{"span_crop": {"min_ratio": 0.5, "max_ratio": 0.9}}, {"word_deletion": {"rate": 0.2}}]}
+
+
+@pytest.mark.parametrize("variant", ["dropout", "augmented", "moco"])
+def test_resumed_run_equals_uninterrupted(tiny_bert_dir, corpus, tmp_path, variant):
+    extra = {"dropout": {}, "augmented": {"data": {"augment": AUGMENT}},
+             "moco": {"loss": {"moco": {"momentum": 0.9, "queue_size": 8}}}}[variant]
+    config = make_config(tiny_bert_dir, corpus, **extra)
+    straight = train(config, output_dir=tmp_path / "straight")
+    assert straight.finished and straight.steps == 6
+    first = train(config, output_dir=tmp_path / "split", stop_after_step=3)
+    assert not first.finished and first.steps == 3
+    assert not (tmp_path / "split" / "model").exists()
+    resumed = train(config, output_dir=tmp_path / "split", resume=True)
+    assert resumed.finished and resumed.steps == 6
+    assert_same_weights(tmp_path / "straight", tmp_path / "split")
+
+
+def test_cached_training_equals_plain(tiny_bert_dir, corpus, tmp_path):
+    # The plain step runs anchors and positives in one forward, GradCache in chunks, so their dropout masks
+    # differ by construction; with dropout off the two trainer paths must agree. (tests/test_gradcache.py
+    # checks the dropout replay itself.)
+    common = {"model": {"dropout": 0.0}, "train": {"max_steps": 2, "batch_size": 8}}
+    plain = make_config(tiny_bert_dir, corpus, **common)
+    cached = make_config(tiny_bert_dir, corpus, **common, loss={"cached": True, "mini_batch_size": 3})
+    train(plain, output_dir=tmp_path / "plain")
+    train(cached, output_dir=tmp_path / "cached")
+    assert_same_weights(tmp_path / "plain", tmp_path / "cached", atol=1e-5)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_bert_dir, corpus, tmp_path, monkeypatch):
+    from textcl.losses import InfoNCE
+
+    real = InfoNCE.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        calls["n"] += 1
+        loss = real(self, *args, **kwargs)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(InfoNCE, "forward", poisoned)
+    config = make_config(tiny_bert_dir, corpus, train={"checkpoint_every": 2})
+    with pytest.raises(TrainingDiverged, match=r"the loss is nan at step 3.*step-00000002") as err:
+        train(config, output_dir=tmp_path / "run")
+    assert "before the optimizer step" in str(err.value)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    assert json.loads((ckpt / "textcl_state.json").read_text())["step"] == 2
+    assert not (tmp_path / "run" / "checkpoints" / "step-00000003").exists()
+    monkeypatch.setattr(InfoNCE, "forward", real)
+    resumed = train(config, output_dir=tmp_path / "run", resume=True)  # the kept checkpoint resumes
+    assert resumed.finished and resumed.steps == 6
+
+
+def test_run_outputs_and_sentence_transformers_load(tiny_bert_dir, corpus, sts_file, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from textcl.models import Encoder
+
+    config = make_config(tiny_bert_dir, corpus, eval={"data": [str(sts_file)], "test": [str(sts_file)], "every": 2,
+                                                      "before": True}, train={"plot": True})
+    result = train(config, output_dir=tmp_path / "run")
+    out = tmp_path / "run"
+    for name in ("model/modules.json", "model/README.md", "metrics.json", "log.csv", "training.png", "config.json"):
+        assert (out / name).exists(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["before"]) == set(metrics["after"]) == {"dev"}
+    assert metrics["best_step"] in (2, 4, 6)
+    card = (out / "model" / "README.md").read_text()
+    assert "STS results" in card and "gao2021simcse" in card and "max_seq_len: 16" in card
+    texts = ["the cat sat on the mat", "music fills the hall"]
+    ours = Encoder.load(out / "model").encode(texts)
+    theirs = SentenceTransformer(str(out / "model"), device="cpu").encode(texts)
+    assert np.abs(ours - theirs).max() <= 1e-5
+    log = (out / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,epoch,loss,lr") and len(log) > 6
+    assert result.metrics["after"]["dev"]["n"] == 4
+
+
+@pytest.mark.parametrize("kind, rows, extra", [
+    ("pairs", [{"anchor": f"q {i}", "positive": f"the answer {i}"} for i in range(12)], {}),
+    ("triples", [{"anchor": f"q {i}", "positive": f"yes {i}", "negative": f"no {i}"} for i in range(12)],
+     {"loss": {"hard_negative_weight": 1.0}}),
+    ("pairs", [{"anchor": f"q {i}", "positive": f"the answer {i}"} for i in range(12)],
+     {"model": {"two_tower": True}, "loss": {"symmetric": True}}),
+])
+def test_pairs_triples_and_two_towers_train(tiny_bert_dir, tmp_path, kind, rows, extra):
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    config = make_config(tiny_bert_dir, data, data={"kind": kind}, train={"max_steps": 2}, **extra)
+    result = train(config, output_dir=tmp_path / "run")
+    assert result.finished
+    assert (tmp_path / "run" / "model-document").exists() == bool(extra.get("model", {}).get("two_tower"))
+
+
+def test_bf16_autocast_trains_on_cpu(tiny_bert_dir, corpus, tmp_path):
+    config = make_config(tiny_bert_dir, corpus, train={"max_steps": 2, "mixed_precision": "bf16"})
+    assert train(config, output_dir=tmp_path / "run").finished
+
+
+def test_too_little_data_is_explained(tiny_bert_dir, corpus, tmp_path):
+    config = make_config(tiny_bert_dir, corpus, train={"batch_size": 64})
+    with pytest.raises(Exception, match="make no full optimizer step of batch_size 64"):
+        train(config, output_dir=tmp_path / "run")

@@ -1,0 +1,35 @@
+"""Contrastive losses: InfoNCE / NT-Xent, false-negative masks, cross-device gathering, GradCache, MoCo.
+
+A trainer step, in its variants (``enc`` maps a tokenized batch to ``(B, d)``)::
+
+    loss_fn = InfoNCE(temperature=0.05, gather_across_devices=accelerator.num_processes > 1)
+    keys = text_keys(batch_texts)                       # optional: duplicates are not negatives
+
+    # plain (unsupervised SimCSE: the same batch twice, two dropout masks)
+    loss = loss_fn(enc(batch), enc(batch), anchor_keys=keys, positive_keys=keys)
+    accelerator.backward(loss)
+
+    # hard negatives (sent0, sent1, hard_neg): negatives are (B, k, d)
+    loss = loss_fn(enc(s0), enc(s1), enc(neg).view(B, 1, -1))
+
+    # cached: any batch size at the memory of mini_batch_size rows (gradients land in enc's parameters)
+    loss = cached_backward([(enc, s0), (enc, s1)], loss_fn, mini_batch_size=64,
+                           backward=accelerator.backward, no_sync=lambda: accelerator.no_sync(model))
+
+    # MoCo: see textcl.losses.moco
+
+Never imports ``textcl.train``: the trainer builds on these, not the other way round.
+"""
+from .gather import all_gather_no_grad, all_gather_with_grad, gather_sizes, world_info
+from .gradcache import RandContext, cached_backward, split_batch
+from .infonce import SIMILARITIES, InfoNCE, info_nce, nt_xent, pairwise_similarity
+from .masking import false_negative_mask, text_keys
+from .moco import MoCoQueue, MomentumEncoder, moco_loss, momentum_update
+
+__all__ = [
+    "InfoNCE", "info_nce", "nt_xent", "pairwise_similarity", "SIMILARITIES",
+    "false_negative_mask", "text_keys",
+    "all_gather_with_grad", "all_gather_no_grad", "gather_sizes", "world_info",
+    "cached_backward", "split_batch", "RandContext",
+    "MomentumEncoder", "MoCoQueue", "momentum_update", "moco_loss",
+]
