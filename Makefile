@@ -29,6 +29,7 @@ bench: install
 	$(PY) benchmarks/bench_encode.py
 	$(PY) benchmarks/bench_augment.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_gradcache.py
 	$(PY) benchmarks/bench_index.py
 
 clean:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,6 @@ class TrainResult:
 # ---------------------------------------------------------------------------------------------- helpers
 def _trackers(report_to) -> list[str]:
     import importlib.util
-    import os
 
     if report_to in (None, "none", []):
         return []
@@ -344,6 +344,12 @@ class Trainer:
         if resumed_from is not None:
             state = load_checkpoint(acc, resumed_from)
             acc.print(f"textcl: resumed from {resumed_from} (step {state['step']})")
+        elif acc.is_main_process:
+            # a fresh run in a used folder: stale checkpoints and best model would mix with this run's
+            for stale in (ckpt_root, self.out / "best-model"):
+                if stale.exists():
+                    shutil.rmtree(stale)
+        acc.wait_for_everyone()
         self.step = state["step"]
         log = CSVLog(self.out / "log.csv", resume_from_step=self.step if resumed_from else None) \
             if acc.is_main_process else None
