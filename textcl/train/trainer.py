@@ -192,9 +192,9 @@ class Trainer:
                           gather_across_devices=lc.gather_across_devices).to(self.acc.device)
 
         self.world = self.acc.num_processes
-        per_rank = len(epoch_batches(self.lengths, c.train.batch_size, seed=c.train.seed, epoch=0,
-                                     group_by_length=False)) // self.world
-        self.steps_per_epoch = per_rank // c.train.grad_accum
+        global_batches = len(epoch_batches(self.lengths, c.train.batch_size * self.world, seed=c.train.seed,
+                                           epoch=0, group_by_length=False))
+        self.steps_per_epoch = global_batches // c.train.grad_accum
         if self.steps_per_epoch == 0:
             raise TextclError(f"data: {len(self.examples)} examples make no full optimizer step of batch_size "
                               f"{c.train.batch_size} x grad_accum {c.train.grad_accum} x {self.world} process(es)")
@@ -213,9 +213,13 @@ class Trainer:
                                       lr=o.lr, betas=tuple(o.betas), eps=o.eps)
         warmup = int(round(o.warmup_ratio * self.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(self.total_steps, warmup, o.scheduler))
-        prepared = self.acc.prepare(*(m for m in modules), optimizer)
-        self.model, self.loss_fn = prepared[0], prepared[1]
-        self.doc_model = prepared[2] if doc_encoder is not None else self.model
+        # the loss is prepared (DDP-wrapped) only when it has parameters (a learnt temperature)
+        to_prepare = [encoder] + ([doc_encoder] if doc_encoder is not None else [])
+        learnt = any(p.requires_grad for p in loss_fn.parameters())
+        prepared = self.acc.prepare(*to_prepare, *([loss_fn] if learnt else []), optimizer)
+        self.model = prepared[0]
+        self.doc_model = prepared[1] if doc_encoder is not None else self.model
+        self.loss_fn = prepared[-2] if learnt else loss_fn
         self.optimizer = prepared[-1]
         self.acc.register_for_checkpointing(self.scheduler)
         self.key_encoder = self.queue = None
@@ -375,10 +379,12 @@ class Trainer:
         finished = True
         rate = None
         while self.step < self.total_steps:
-            batches = epoch_batches(self.lengths, batch_size, seed=c.train.seed, epoch=epoch,
-                                    group_by_length=c.data.group_by_length)
-            per_rank = len(batches) // self.world
-            mine = batches[acc.process_index * per_rank:(acc.process_index + 1) * per_rank]
+            # global batches of batch_size x processes; each process takes its slice, so N processes see the
+            # same global batches as one process with an N times larger batch
+            r = acc.process_index
+            mine = [b[r * batch_size:(r + 1) * batch_size]
+                    for b in epoch_batches(self.lengths, batch_size * self.world, seed=c.train.seed, epoch=epoch,
+                                           group_by_length=c.data.group_by_length)]
             usable = (len(mine) // g) * g
             while pos + g <= usable and self.step < self.total_steps:
                 t0 = time.perf_counter()

@@ -1,0 +1,82 @@
+"""Recipes: every shipped recipe validates; bad recipes fail before any work with the field named."""
+from pathlib import Path
+
+import pytest
+
+from textcl.config import load_config
+from textcl.errors import ConfigError
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_shipped_recipes_validate(recipe):
+    config = load_config(recipe)
+    assert config.name and config.train.batch_size >= 2
+
+
+def test_simcse_recipes_follow_the_paper():
+    bert = load_config(Path(RECIPES[0]).parent / "unsup-simcse-bert-base.yaml")
+    assert (bert.train.batch_size, bert.optim.lr, bert.model.max_seq_len, bert.loss.temperature) == (64, 3e-5, 32, 0.05)
+    assert bert.model.mlp_head and bert.model.pooling == "cls_before_pooler" and bert.eval.every == 125
+    roberta = load_config(Path(RECIPES[0]).parent / "unsup-simcse-roberta-base.yaml")
+    assert (roberta.train.batch_size, roberta.optim.lr) == (512, 1e-5)
+    sup = load_config(Path(RECIPES[0]).parent / "sup-simcse-bert-base.yaml")
+    assert (sup.data.kind, sup.train.batch_size, sup.optim.lr, sup.train.epochs) == ("triples", 512, 5e-5, 3)
+
+
+def write(tmp_path, text):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("loss:\n  temperatur: 0.1\n", "loss.temperatur: unknown field; expected one of temperature, similarity"),
+    ("train:\n  batch_size: many\n", "train.batch_size: expected int, got str 'many'"),
+    ("train:\n  batch_size: 1\n", "train.batch_size: in-batch negatives need a batch of at least 2"),
+    ("data:\n  path: /no/such/corpus.txt\n", "data.path: file '/no/such/corpus.txt' does not exist"),
+    ("loss:\n  similarity: jaccard\n", "loss.similarity: expected one of cosine, dot, euclidean, got 'jaccard'"),
+    ("model:\n  pooling: avg\n", "model.pooling: expected one of cls, cls_before_pooler, mean, max, first_last_avg"),
+    ("train:\n  mixed_precision: fp8\n", "train.mixed_precision: expected one of no, fp16, bf16"),
+    ("data:\n  augment: {word_delete: {rate: 0.1}}\n", "data.augment: unknown augmenter 'word_delete'"),
+    ("data:\n  augment: {token_cutoff: {rate: 0.1}}\n", "data.augment: token_cutoff goes in data.token_augment"),
+    ("loss:\n  moco: {momentum: 1.5}\n", r"loss.moco.momentum: expected a value in \[0, 1\)"),
+    ("loss: 3\n", "loss: expected a mapping of LossConfig fields, got int"),
+])
+def test_bad_recipe_names_the_field_and_the_file(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = write(tmp_path, "train:\n  batch_size: 4\n  - oops\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML:3"):
+        load_config(path)
+
+
+def test_overrides_parse_values_as_yaml(tmp_path):
+    path = write(tmp_path, "train:\n  batch_size: 4\n")
+    config = load_config(path, ["train.batch_size=128", "optim.lr=1e-5", "eval.data=[stsb-dev, stsb-test]",
+                                "loss.moco.queue_size=64"])
+    assert config.train.batch_size == 128 and config.optim.lr == 1e-5
+    assert config.eval.data == ["stsb-dev", "stsb-test"] and config.loss.moco.queue_size == 64
+
+
+def test_override_without_equals(tmp_path):
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(write(tmp_path, "{}\n"), ["train.batch_size"])
+
+
+def test_cli_check_and_errors(tmp_path, capsys):
+    from textcl.cli import main
+
+    good = write(tmp_path, "train:\n  batch_size: 4\n")
+    assert main(["train", str(good), "--check"]) == 0
+    assert "valid" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lr: -1\n")
+    assert main(["train", str(bad), "--check"]) == 2
+    assert f"{bad}: optim.lr: expected a positive number, got -1" in capsys.readouterr().err
