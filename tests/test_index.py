@@ -1,0 +1,148 @@
+"""SearchIndex: build, search, add/delete/upsert, persistence, and each bad input with its error."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from _index_fakes import HashEncoder
+from textcl.errors import ConfigError
+from textcl.index import (DimensionMismatchError, DuplicateIdError, EmptyCorpusError, IndexCorruptedError,
+                          IndexStateError, SearchIndex, UnknownIdError, choose_factory)
+
+DOCS = {
+    "cat": "the cat sat on the mat",
+    "dog": "a dog chased the ball in the park",
+    "stock": "stock markets fell sharply today",
+    "rain": "heavy rain and storms expected tomorrow",
+    "piano": "she played the piano at the concert",
+}
+
+
+@pytest.fixture()
+def index():
+    return SearchIndex.build(list(DOCS.values()), list(DOCS), [{"n": i} for i in range(len(DOCS))],
+                             encoder=HashEncoder())
+
+
+def test_search_returns_best_match_with_text_score_and_metadata(index):
+    [hits] = index.search(["cat on the mat"], k=2)
+    assert hits[0].id == "cat" and hits[0].text == DOCS["cat"] and hits[0].metadata == {"n": 0}
+    assert hits[0].score == pytest.approx(float(HashEncoder().encode(["cat on the mat"])[0]
+                                                @ HashEncoder().encode([DOCS["cat"]])[0]), abs=1e-6)
+    assert hits[0].score >= hits[1].score
+
+
+def test_batch_search_and_k_larger_than_corpus_returns_what_exists(index):
+    results = index.search(["piano concert", "markets stock"], k=50)
+    assert [len(r) for r in results] == [5, 5]
+    assert results[0][0].id == "piano" and results[1][0].id == "stock"
+    assert sorted(h.id for h in results[0]) == sorted(DOCS)
+
+
+def test_save_load_round_trip_gives_identical_results(index, tmp_path):
+    queries = ["cat", "rain storms", "ball park"]
+    before = index.search(queries, k=5)
+    index.save(tmp_path / "ix")
+    loaded = SearchIndex.load(tmp_path / "ix", encoder=HashEncoder())
+    assert loaded.search(queries, k=5) == before
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    assert manifest["dim"] == 64 and manifest["normalize"] is True and manifest["n_docs"] == 5
+    assert manifest["model"] == "hash-bow" and manifest["factory"] == "Flat" and len(manifest["index_sha256"]) == 64
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "ix"]  # no temporary leftovers
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32"])
+def test_deleted_id_never_comes_back(factory, tmp_path):
+    index = SearchIndex.build(list(DOCS.values()), list(DOCS), encoder=HashEncoder(), factory=factory)
+    assert index.delete(["cat"]) == 1
+    for hits in index.search(["the cat sat on the mat", "dog", "piano"], k=10):
+        assert "cat" not in [h.id for h in hits] and len(hits) == 4
+    index.save(tmp_path / "ix")
+    loaded = SearchIndex.load(tmp_path / "ix", encoder=HashEncoder())
+    assert all("cat" not in [h.id for h in hits] for hits in loaded.search(["the cat sat on the mat"], k=10))
+    assert loaded.get("cat") is None and len(loaded) == 4
+    if factory == "HNSW32":  # HNSW cannot remove vectors: the id is a tombstone
+        assert loaded.info()["n_tombstones"] == 1
+
+
+def test_upsert_replaces_text_and_vector(index):
+    index.upsert(["quantum physics lecture notes"], ["cat"], [{"v": 2}])
+    assert index.get("cat").text == "quantum physics lecture notes" and len(index) == 5
+    [hits] = index.search(["quantum physics"], k=1)
+    assert (hits[0].id, hits[0].metadata) == ("cat", {"v": 2})
+    [hits] = index.search(["the cat sat on the mat"], k=5)
+    assert [h.text for h in hits].count("quantum physics lecture notes") == 1
+    assert DOCS["cat"] not in [h.text for h in hits]
+
+
+def test_duplicate_ids_are_an_error_and_add_nothing(index):
+    with pytest.raises(DuplicateIdError, match="already in the index: 'dog'.*use upsert"):
+        index.add(["another dog"], ["dog"])
+    with pytest.raises(DuplicateIdError, match="'x' appears twice"):
+        index.add(["one", "two"], ["x", "x"])
+    with pytest.raises(DuplicateIdError, match="appears twice"):
+        SearchIndex.build(["a b", "c d"], ["same", "same"], encoder=HashEncoder())
+    assert len(index) == 5 and index.info()["n_vectors"] == 5
+
+
+def test_delete_unknown_id(index):
+    with pytest.raises(UnknownIdError, match="not in the index: 'nope'"):
+        index.delete(["nope"])
+    assert index.delete(["nope"], missing_ok=True) == 0
+
+
+def test_empty_corpus_and_search_before_build():
+    with pytest.raises(EmptyCorpusError, match="empty corpus"):
+        SearchIndex.build([], [], encoder=HashEncoder())
+    with pytest.raises(IndexStateError, match="empty: build it or add documents before searching"):
+        SearchIndex(64, encoder=HashEncoder()).search(["anything"])
+
+
+def test_corrupted_or_truncated_index_file_is_a_checksum_error(index, tmp_path):
+    path = index.save(tmp_path / "ix")
+    data = (path / "index.faiss").read_bytes()
+    (path / "index.faiss").write_bytes(data[: len(data) // 2])
+    with pytest.raises(IndexCorruptedError, match=r"index\.faiss: checksum mismatch.*truncated or corrupted"):
+        SearchIndex.load(path)
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(IndexCorruptedError, match="manifest.json: not valid JSON"):
+        SearchIndex.load(path)
+    with pytest.raises(IndexCorruptedError, match="no such index folder"):
+        SearchIndex.load(tmp_path / "missing")
+
+
+def test_encoder_of_another_dimension_is_refused(index, tmp_path):
+    path = index.save(tmp_path / "ix")
+    with pytest.raises(DimensionMismatchError, match="64-dimensional vectors but the encoder 'hash-bow' produces 32"):
+        SearchIndex.load(path, encoder=HashEncoder(dim=32))
+
+
+def test_save_refuses_to_replace_a_folder_that_is_not_an_index(index, tmp_path):
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(ConfigError, match="not a textcl index folder"):
+        index.save(tmp_path)
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def test_doc_store_is_sqlite_queryable_by_metadata(index):
+    rows = index.store.query("SELECT doc_id FROM docs WHERE json_extract(metadata, '$.n') >= ? ORDER BY doc_id", (3,))
+    assert rows == [("piano",), ("rain",)]
+
+
+def test_bad_factory_and_untrainable_ivf():
+    x = np.eye(8, dtype=np.float32)
+    with pytest.raises(ConfigError, match="not a FAISS index_factory string"):
+        SearchIndex.build(["a"] * 8, [str(i) for i in range(8)], embeddings=x, factory="Bogus99")
+    with pytest.raises(ConfigError, match="needs at least 39,936 vectors to train.*corpus has 8"):
+        SearchIndex.build(["a"] * 8, [str(i) for i in range(8)], embeddings=x, factory="IVF1024,Flat")
+
+
+def test_auto_rule():
+    assert choose_factory(1_000, 384) == "Flat"
+    assert choose_factory(500_000, 384) == "HNSW32"
+    assert choose_factory(5_000_000, 384, memory_budget=16 * 2**30) == "IVF8192,Flat"
+    assert choose_factory(5_000_000, 384) == "IVF8192,SQ8"  # 7.7 GB of float32 > 4 GiB; 2 GB of SQ8 fits
+    assert choose_factory(50_000_000, 384, memory_budget=2 * 2**30) == "IVF32768,PQ32"
+    assert choose_factory(100, 384) == "Flat"

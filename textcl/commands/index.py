@@ -1,0 +1,151 @@
+"""``textcl index build|search|add|delete|info``: a thin shell over :class:`textcl.index.SearchIndex`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def load_encoder(name: str):
+    from textcl.models import Encoder
+
+    return Encoder.load(name)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="build and query a FAISS semantic search index")
+    isub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+
+    b = isub.add_parser("build", help="embed documents and write an index folder")
+    b.add_argument("--model", required=True, help="local folder or hub name")
+    b.add_argument("--input", required=True, help="documents: .jsonl (text, id/_id, title, ...), .txt (one per "
+                   "line), .csv/.tsv (a text column) or a BEIR folder")
+    b.add_argument("--out", required=True, help="index folder to write (replaced atomically)")
+    b.add_argument("--factory", default="Flat", help="FAISS factory string (Flat, HNSW32, IVF1024,Flat, "
+                   "IVF1024,PQ32, SQ8, ...) or auto (default: Flat)")
+    b.add_argument("--chunk-size", type=int, default=10_000, help="documents per embedded chunk (default 10000)")
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--memory-budget-gb", type=float, default=4.0, help="for --factory auto (default 4)")
+    b.add_argument("--no-resume", action="store_true", help="discard a leftover OUT.partial folder")
+    b.set_defaults(func=run_build)
+
+    s = isub.add_parser("search", help="query an index")
+    s.add_argument("index", help="index folder")
+    s.add_argument("query", help="a query, or a file of queries (.txt one per line, .jsonl with text)")
+    s.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    s.add_argument("--model", help="override the model named in the manifest")
+    s.add_argument("--nprobe", type=int, help="IVF lists to visit")
+    s.add_argument("--ef-search", type=int, help="HNSW search breadth")
+    s.add_argument("--json", action="store_true", help="print JSON lines: {query, hits: [{id, score, text, metadata}]}")
+    s.set_defaults(func=run_search)
+
+    a = isub.add_parser("add", help="add (or with --upsert, replace) documents in an index")
+    a.add_argument("index")
+    a.add_argument("--input", required=True, help="documents, as for build")
+    a.add_argument("--upsert", action="store_true", help="replace documents whose id exists instead of failing")
+    a.add_argument("--model", help="override the model named in the manifest")
+    a.add_argument("--batch-size", type=int, default=64)
+    a.set_defaults(func=run_add)
+
+    d = isub.add_parser("delete", help="delete documents by id")
+    d.add_argument("index")
+    d.add_argument("ids", nargs="+", help="document ids (or @FILE with one id per line)")
+    d.add_argument("--missing-ok", action="store_true", help="ignore ids that are not in the index")
+    d.set_defaults(func=run_delete)
+
+    i = isub.add_parser("info", help="print an index's manifest")
+    i.add_argument("index")
+    i.set_defaults(func=run_info)
+
+
+def _open(path: str, model: str | None, need_encoder: bool = True):
+    from textcl.index import SearchIndex
+
+    manifest = SearchIndex.read_manifest(path)
+    encoder = None
+    if need_encoder:
+        name = model or manifest.get("model")
+        if not name:
+            from textcl.errors import ConfigError
+
+            raise ConfigError("--model", f"{path} records no model name; pass --model")
+        encoder = load_encoder(name)
+    return SearchIndex.load(path, encoder=encoder)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from textcl.index import build_streaming
+    from textcl.index.documents import read_documents
+
+    docs = read_documents(args.input)
+    first = next(docs, None)  # fail on an unreadable input before loading the model
+    encoder = load_encoder(args.model)
+
+    def all_docs():
+        if first is not None:
+            yield first
+        yield from docs
+
+    index = build_streaming(all_docs(), encoder, args.out, factory=args.factory, chunk_size=args.chunk_size,
+                            batch_size=args.batch_size, resume=not args.no_resume,
+                            memory_budget=int(args.memory_budget_gb * 2**30), model_name=args.model,
+                            show_progress=sys.stderr.isatty())
+    info = index.info()
+    print(f"wrote {args.out}: {info['n_docs']} documents, factory {info['factory']}, dim {info['dim']}")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from textcl.index.documents import read_queries
+
+    queries = read_queries(args.query)
+    index = _open(args.index, args.model)
+    results = index.search(queries, k=args.k, nprobe=args.nprobe, ef_search=args.ef_search)
+    for query, hits in zip(queries, results):
+        if args.json:
+            print(json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
+            continue
+        print(f"query: {query}")
+        for rank, h in enumerate(hits, start=1):
+            text = h.text if len(h.text) <= 100 else h.text[:97] + "..."
+            print(f"{rank:3d}  {h.score:.4f}  {h.id}  {text}")
+    return 0
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from textcl.index.documents import read_documents
+
+    docs = list(read_documents(args.input))
+    index = _open(args.index, args.model)
+    texts, ids, meta = [d.text for d in docs], [d.id for d in docs], [d.metadata for d in docs]
+    if args.upsert:
+        index.upsert(texts, ids, meta, batch_size=args.batch_size)
+    else:
+        index.add(texts, ids, meta, batch_size=args.batch_size)
+    index.save(args.index)
+    print(f"{'upserted' if args.upsert else 'added'} {len(docs)} documents; {len(index)} in {args.index}")
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    ids: list[str] = []
+    for item in args.ids:
+        if item.startswith("@"):
+            with open(item[1:], encoding="utf-8") as fh:
+                ids.extend(line.strip() for line in fh if line.strip())
+        else:
+            ids.append(item)
+    index = _open(args.index, None, need_encoder=False)
+    n = index.delete(ids, missing_ok=args.missing_ok)
+    index.save(args.index)
+    print(f"deleted {n} documents; {len(index)} in {args.index}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from textcl.index import SearchIndex
+
+    manifest = SearchIndex.read_manifest(args.index)
+    SearchIndex.load(args.index).close()  # verifies checksums
+    print(json.dumps(manifest, indent=2))
+    return 0

@@ -1,0 +1,96 @@
+"""Read documents to index from ``.jsonl``, ``.txt``, ``.csv``/``.tsv`` files or a BEIR folder, streaming.
+
+* ``.jsonl``: one object per line with ``text`` (required), ``id`` or ``_id`` (default: the line number),
+  ``title`` (prepended to the text, as BEIR does) and any other keys, kept as metadata.
+* ``.txt``: one document per non-blank line; the id is the line number.
+* ``.csv`` / ``.tsv``: a header row with a ``text`` column and optionally ``id``/``_id`` and ``title``;
+  other columns become metadata.
+* a BEIR folder: its ``corpus.jsonl`` (``_id``, ``title``, ``text``).
+
+Every error names the file and line (non-UTF-8 bytes, invalid JSON, a missing ``text``).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Iterator
+
+from textcl.data.beir import doc_text, iter_corpus, iter_jsonl
+from textcl.errors import DataFormatError
+from textcl.index.docstore import Document
+
+
+def _from_record(rec: dict, default_id: str, path: Path, lineno: int) -> Document:
+    text = rec.get("text")
+    if not isinstance(text, str):
+        raise DataFormatError(path, lineno, "missing a string field 'text'")
+    doc_id = rec.get("id", rec.get("_id", default_id))
+    title = rec.get("title") or ""
+    meta = {k: v for k, v in rec.items() if k not in ("id", "_id", "text")}
+    return Document(str(doc_id), doc_text(str(title), text), meta)
+
+
+def _iter_txt(path: Path) -> Iterator[Document]:
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                raise DataFormatError(path, lineno, f"not UTF-8 (byte {exc.start})") from None
+            if line:
+                yield Document(str(lineno), line, {})
+
+
+def _iter_csv(path: Path) -> Iterator[Document]:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        data = path.read_bytes()
+        lineno = data[: exc.start].count(b"\n") + 1
+        raise DataFormatError(path, lineno, f"not UTF-8 (byte {exc.start})") from None
+    delim = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.DictReader(io.StringIO(text), delimiter=delim)
+    if not reader.fieldnames or "text" not in reader.fieldnames:
+        raise DataFormatError(path, 1, f"the header needs a 'text' column; got {reader.fieldnames}")
+    for n, row in enumerate(reader, start=1):
+        if None in row:
+            raise DataFormatError(path, reader.line_num, "more columns than the header")
+        yield _from_record(row, str(n), path, reader.line_num)
+
+
+def read_documents(path: str | os.PathLike) -> Iterator[Document]:
+    """Yield :class:`Document` objects from ``path`` (see the module docstring for the formats)."""
+    path = Path(path)
+    if path.is_dir():
+        corpus = path / "corpus.jsonl"
+        if not corpus.exists():
+            raise FileNotFoundError(f"{path}: a folder must be a BEIR folder with corpus.jsonl")
+        for _, doc_id, rec in iter_corpus(corpus):
+            meta = {k: v for k, v in rec.items() if k not in ("text",)}
+            yield Document(doc_id, doc_text(rec.get("title") or "", rec["text"]), meta)
+        return
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        for lineno, obj in iter_jsonl(path):
+            yield _from_record(obj, str(lineno), path, lineno)
+    elif suffix == ".txt":
+        yield from _iter_txt(path)
+    elif suffix in (".csv", ".tsv"):
+        yield from _iter_csv(path)
+    else:
+        raise DataFormatError(path, None, f"unknown document format {suffix!r}; use .jsonl, .txt, .csv, .tsv "
+                              "or a BEIR folder")
+
+
+def read_queries(arg: str) -> list[str]:
+    """A query argument: a file of queries (``.txt`` one per line, ``.jsonl`` with ``text``) or the query."""
+    path = Path(arg)
+    if path.is_file():
+        if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+            return [d.text for d in read_documents(path)]
+        return [d.text for d in _iter_txt(path)]
+    return [arg]

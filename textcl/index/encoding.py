@@ -1,0 +1,73 @@
+"""Turning texts into unit-length float32 vectors with any encoder.
+
+An encoder is any object with ``encode(list[str]) -> np.ndarray`` of shape ``(n, d)``. Keyword arguments
+(``batch_size``, ``normalize``, ``show_progress``) are passed only to encoders whose ``encode`` accepts them.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Sequence
+
+import numpy as np
+
+from textcl.index.errors import DimensionMismatchError
+
+
+def _accepted_kwargs(fn, wanted: dict[str, Any]) -> dict[str, Any]:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(wanted)
+    return {k: v for k, v in wanted.items() if k in params}
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """L2-normalise the rows of ``x`` (n, d) in place and return it; all-zero rows stay zero."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.divide(x, norms, out=x, where=norms > 0)
+    return x
+
+
+def encode_texts(encoder, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+    """Encode ``texts`` into a C-contiguous float32 array of shape ``(len(texts), d)`` with unit-norm rows."""
+    texts = list(texts)
+    kwargs = _accepted_kwargs(
+        encoder.encode, {"batch_size": batch_size, "normalize": True, "show_progress": show_progress}
+    )
+    vecs = encoder.encode(texts, **kwargs)
+    if hasattr(vecs, "detach"):  # a torch tensor
+        vecs = vecs.detach().cpu().numpy()
+    vecs = np.ascontiguousarray(np.asarray(vecs, dtype=np.float32))
+    if vecs.ndim != 2 or vecs.shape[0] != len(texts):
+        raise ValueError(f"encoder returned shape {vecs.shape} for {len(texts)} texts; expected (n, d)")
+    return normalize_rows(vecs)
+
+
+def encoder_dim(encoder) -> int:
+    """The encoder's output dimension: its ``dim`` attribute, or the width of one encoded probe text."""
+    for attr in ("dim", "dimension"):
+        value = getattr(encoder, attr, None)
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+    getter = getattr(encoder, "get_sentence_embedding_dimension", None)
+    if callable(getter) and getter():
+        return int(getter())
+    return int(encode_texts(encoder, ["dimension probe"]).shape[1])
+
+
+def encoder_name(encoder) -> str | None:
+    name = getattr(encoder, "name", None)
+    return name if isinstance(name, str) else None
+
+
+def check_dim(encoder, dim: int, where: str) -> None:
+    """Raise :class:`DimensionMismatchError` when ``encoder`` does not produce ``dim``-wide vectors."""
+    got = encoder_dim(encoder)
+    if got != dim:
+        raise DimensionMismatchError(
+            f"{where}: the index holds {dim}-dimensional vectors but the encoder "
+            f"{encoder_name(encoder) or type(encoder).__name__!r} produces {got}-dimensional ones; "
+            "load the index with the model that built it"
+        )

@@ -1,0 +1,371 @@
+"""``SearchIndex``: a FAISS index over unit-normalised embeddings plus a SQLite doc store.
+
+An index folder holds three files, written under temporary names and then renamed as a whole::
+
+    index.faiss    faiss.write_index of an IndexIDMap2 (int64 ids -> vectors)
+    docs.sqlite    the DocStore: int64 id -> document id, text, metadata JSON
+    manifest.json  model name, dim, normalize, factory, counts, sha256 of both files
+
+Scores are inner products of L2-normalised vectors (cosine similarity), higher is better.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from textcl._io import atomic_dir, atomic_write_json
+from textcl.errors import ConfigError
+from textcl.index import factory as fx
+from textcl.index.docstore import DocStore, Document
+from textcl.index.encoding import check_dim, encode_texts, encoder_dim, encoder_name, normalize_rows
+from textcl.index.errors import EmptyCorpusError, IndexCorruptedError, IndexStateError
+
+MANIFEST = "manifest.json"
+INDEX_FILE = "index.faiss"
+DOCS_FILE = "docs.sqlite"
+FORMAT = "textcl-index"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the document id, its cosine score, its text and its metadata."""
+
+    id: str
+    score: float
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "score": self.score, "text": self.text, "metadata": self.metadata}
+
+
+def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _as_documents(texts: Sequence[str], ids: Sequence[str] | None, metadata: Sequence[dict] | None) -> list[Document]:
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if ids is None:
+        raise ConfigError("ids", "give one id per text (use SearchIndex.build to number documents 0..n-1)")
+    ids = [str(i) for i in ids]
+    if len(ids) != len(texts):
+        raise ConfigError("ids", f"{len(ids)} ids for {len(texts)} texts")
+    if metadata is not None and len(metadata) != len(texts):
+        raise ConfigError("metadata", f"{len(metadata)} metadata entries for {len(texts)} texts")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise ConfigError("texts", f"text {i} (id {ids[i]!r}) is {type(t).__name__}, not str")
+    return [Document(i, t, dict(metadata[n] or {}) if metadata is not None else {}) for n, (i, t) in
+            enumerate(zip(ids, texts))]
+
+
+class SearchIndex:
+    """Semantic search over documents: FAISS for vectors, SQLite for ids, texts and metadata.
+
+    Build with :meth:`build` (in memory) or :func:`textcl.index.build_streaming` (larger than memory),
+    or :meth:`load` a saved folder. ``encoder`` is any object with ``encode(list[str]) -> (n, d) array``;
+    it is needed for text queries and for :meth:`add`/:meth:`upsert` without precomputed embeddings.
+
+    Deletion: indexes that support ``remove_ids`` (Flat, IVF*, SQ*, PQ*) drop the vector; HNSW cannot, so the
+    id becomes a tombstone that is filtered out of every search by an ``IDSelector`` (and never reused).
+    """
+
+    def __init__(self, dim: int, factory: str = "Flat", encoder=None, model_name: str | None = None,
+                 memory_budget: int = fx.DEFAULT_MEMORY_BUDGET):
+        self.dim = int(dim)
+        self.factory = factory
+        self.encoder = encoder
+        self.model_name = model_name or (encoder_name(encoder) if encoder is not None else None)
+        self.memory_budget = memory_budget
+        self._index = None  # created (and trained) on the first add
+        self._workdir = Path(tempfile.mkdtemp(prefix="textcl-index-"))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self._workdir), True)
+        self._store = DocStore(self._workdir / DOCS_FILE)
+        self._source: Path | None = None  # folder loaded from, while the store is still read-only there
+
+    # ---------------------------------------------------------------- building
+    @classmethod
+    def build(cls, texts: Sequence[str], ids: Sequence[str] | None = None, metadata: Sequence[dict] | None = None,
+              encoder=None, factory: str = "Flat", embeddings: np.ndarray | None = None, batch_size: int = 64,
+              memory_budget: int = fx.DEFAULT_MEMORY_BUDGET, model_name: str | None = None,
+              show_progress: bool = False) -> "SearchIndex":
+        """Index ``texts`` (n) with ``ids`` (n strings; default "0".."n-1") and optional ``metadata`` (n dicts).
+
+        ``embeddings`` (n, d) skips encoding. ``factory`` is a FAISS factory string or ``"auto"``
+        (see :func:`textcl.index.factory.choose_factory`). Raises EmptyCorpusError for zero texts and
+        DuplicateIdError for repeated ids.
+        """
+        texts = list(texts)
+        if not texts:
+            raise EmptyCorpusError("cannot build an index from an empty corpus (0 documents)")
+        ids = [str(i) for i in range(len(texts))] if ids is None else ids
+        if embeddings is None:
+            if encoder is None:
+                raise ConfigError("encoder", "give an encoder or precomputed embeddings")
+            dim = encoder_dim(encoder)
+        else:
+            dim = int(np.asarray(embeddings).shape[1])
+        index = cls(dim, factory, encoder=encoder, model_name=model_name, memory_budget=memory_budget)
+        index.add(texts, ids, metadata, embeddings=embeddings, batch_size=batch_size, show_progress=show_progress)
+        return index
+
+    def _vectors(self, docs: Sequence[Document], embeddings, batch_size: int, show_progress: bool) -> np.ndarray:
+        if embeddings is not None:
+            vecs = np.array(embeddings, dtype=np.float32, copy=True, order="C")
+            if vecs.shape != (len(docs), self.dim):
+                raise ConfigError("embeddings", f"shape {vecs.shape}, expected ({len(docs)}, {self.dim})")
+            return normalize_rows(vecs)
+        if self.encoder is None:
+            raise ConfigError("encoder", "this index has no encoder: load it with one, or pass embeddings")
+        vecs = encode_texts(self.encoder, [d.text for d in docs], batch_size, show_progress)
+        if vecs.shape[1] != self.dim:
+            check_dim(self.encoder, self.dim, "add")
+        return vecs
+
+    def _ensure_index(self, sample: np.ndarray) -> None:
+        """Create the FAISS index on first use, resolving ``auto`` and training on (a sample of) ``sample``."""
+        if self._index is not None:
+            return
+        if self.factory == "auto":
+            self.factory = fx.choose_factory(len(sample), self.dim, self.memory_budget)
+        index = fx.make_index(self.factory, self.dim)
+        if not index.is_trained:
+            m = fx.train_size(self.factory, len(sample))
+            rows = np.random.default_rng(0).choice(len(sample), size=m, replace=False) if m < len(sample) else None
+            fx.train(index, sample if rows is None else sample[np.sort(rows)], self.factory)
+        self._index = index
+
+    def _writable_store(self) -> DocStore:
+        """Copy-on-write: a loaded store is read-only in its folder until the first change."""
+        if self._store.readonly:
+            target = self._workdir / DOCS_FILE
+            self._store.backup_to(target)
+            self._store.close()
+            self._store = DocStore(target)
+        return self._store
+
+    def add(self, texts: Sequence[str], ids: Sequence[str], metadata: Sequence[dict] | None = None,
+            embeddings: np.ndarray | None = None, batch_size: int = 64, show_progress: bool = False) -> None:
+        """Add new documents. Raises DuplicateIdError (and adds nothing) if an id exists or repeats."""
+        docs = _as_documents(texts, ids, metadata)
+        if not docs:
+            return
+        store = self._writable_store()
+        # Check ids before the (slow) encoding; the insert below re-checks inside the transaction.
+        store.insert(docs)
+        store.rollback()
+        vecs = self._vectors(docs, embeddings, batch_size, show_progress)
+        self._ensure_index(vecs)
+        try:
+            int_ids = store.insert(docs)
+            self._index.add_with_ids(vecs, np.asarray(int_ids, dtype=np.int64))
+        except BaseException:
+            store.rollback()
+            raise
+        store.commit()
+
+    def delete(self, ids: Iterable[str], missing_ok: bool = False) -> int:
+        """Remove documents by id; return how many were removed. Unknown ids raise UnknownIdError
+        unless ``missing_ok``. A deleted id never appears in a search result again."""
+        store = self._writable_store()
+        int_ids = store.remove([str(i) for i in ids], missing_ok=missing_ok)
+        if int_ids and self._index is not None:
+            arr = np.asarray(int_ids, dtype=np.int64)
+            try:
+                self._index.remove_ids(arr)
+            except RuntimeError:  # HNSW and friends cannot remove: keep a tombstone
+                store.add_tombstones(int_ids)
+        store.commit()
+        return len(int_ids)
+
+    def upsert(self, texts: Sequence[str], ids: Sequence[str], metadata: Sequence[dict] | None = None,
+               embeddings: np.ndarray | None = None, batch_size: int = 64) -> None:
+        """Add documents, replacing (text, metadata and vector) any that already exist under the same id."""
+        docs = _as_documents(texts, ids, metadata)
+        if len({d.id for d in docs}) != len(docs):
+            self._writable_store().insert(docs)  # raises DuplicateIdError naming the repeated id
+        self.delete([d.id for d in docs], missing_ok=True)
+        self.add([d.text for d in docs], [d.id for d in docs], [d.metadata for d in docs], embeddings, batch_size)
+
+    # ---------------------------------------------------------------- searching
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def encode_queries(self, queries: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        if self.encoder is None:
+            raise ConfigError("encoder", "text queries need an encoder: SearchIndex.load(path, encoder=...)")
+        vecs = encode_texts(self.encoder, list(queries), batch_size)
+        if vecs.shape[1] != self.dim:
+            check_dim(self.encoder, self.dim, "search")
+        return vecs
+
+    def search_vectors(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None,
+                       ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Raw search: ``queries`` (nq, d) -> (scores (nq, k) float32, int64 ids (nq, k)); -1 pads missing."""
+        if self._index is None or len(self._store) == 0:
+            raise IndexStateError("the index is empty: build it or add documents before searching")
+        if k < 1:
+            raise ConfigError("k", f"must be >= 1, got {k}")
+        q = normalize_rows(np.array(queries, dtype=np.float32, copy=True, order="C").reshape(-1, self.dim))
+        k_eff = min(int(k), int(self._index.ntotal))
+        tombstones = self._store.tombstones()
+        sel = None
+        if tombstones:
+            import faiss
+
+            sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.asarray(tombstones, dtype=np.int64)))
+        params = fx.search_params(self._index, nprobe, ef_search, sel)
+        scores, labels = self._index.search(q, k_eff, params=params) if params is not None else \
+            self._index.search(q, k_eff)
+        if k_eff < k:
+            pad = k - k_eff
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            labels = np.pad(labels, ((0, 0), (0, pad)), constant_values=-1)
+        return scores, labels
+
+    def search(self, queries: str | Sequence[str] | np.ndarray, k: int = 10, nprobe: int | None = None,
+               ef_search: int | None = None, batch_size: int = 64) -> list[list[Hit]]:
+        """Top-``k`` documents for each query, best first: a list (one per query) of lists of :class:`Hit`.
+
+        ``queries``: texts (encoded with the index's encoder) or an (nq, d) array. A query gets fewer than
+        ``k`` hits when the index holds fewer documents (k > ndocs returns what exists). ``nprobe`` (IVF) and
+        ``ef_search`` (HNSW) trade speed for recall for this call only.
+        """
+        if isinstance(queries, str):
+            queries = [queries]
+        if isinstance(queries, np.ndarray):
+            vecs = queries
+        else:
+            if self._index is None or len(self._store) == 0:
+                raise IndexStateError("the index is empty: build it or add documents before searching")
+            vecs = self.encode_queries(list(queries), batch_size)
+        scores, labels = self.search_vectors(vecs, k, nprobe, ef_search)
+        docs = self._store.fetch(labels.ravel().tolist())
+        return [
+            [Hit(docs[i].id, float(s), docs[i].text, docs[i].metadata) for s, i in zip(srow, lrow) if i in docs]
+            for srow, lrow in zip(scores, labels)
+        ]
+
+    def get(self, doc_id: str) -> Document | None:
+        return self._store.get(str(doc_id))
+
+    @property
+    def store(self) -> DocStore:
+        """The SQLite doc store, e.g. ``index.store.query("SELECT COUNT(*) FROM docs")``."""
+        return self._store
+
+    # ---------------------------------------------------------------- persistence
+    def info(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "model": self.model_name,
+            "dim": self.dim,
+            "normalize": True,
+            "metric": "inner_product",
+            "factory": self.factory,
+            "n_docs": len(self._store),
+            "n_vectors": int(self._index.ntotal) if self._index is not None else 0,
+            "n_tombstones": self._store.n_tombstones(),
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the folder atomically: all files go to a temporary folder that then replaces ``path``."""
+        import faiss
+
+        if self._index is None:
+            raise IndexStateError("nothing to save: the index has no documents yet")
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / MANIFEST).exists())):
+            raise ConfigError("out", f"{path} exists and is not a textcl index folder; refusing to replace it")
+        self._store.commit()
+        with atomic_dir(path) as tmp:
+            faiss.write_index(self._index, str(tmp / INDEX_FILE))
+            self._store.backup_to(tmp / DOCS_FILE)
+            manifest = self.info()
+            manifest.update({
+                "index_file": INDEX_FILE,
+                "index_bytes": (tmp / INDEX_FILE).stat().st_size,
+                "index_sha256": sha256_file(tmp / INDEX_FILE),
+                "docstore_file": DOCS_FILE,
+                "docstore_sha256": sha256_file(tmp / DOCS_FILE),
+            })
+            atomic_write_json(tmp / MANIFEST, manifest)
+        if self._store.readonly:  # the folder it pointed into was replaced
+            self._store.close()
+            self._store = DocStore(path / DOCS_FILE, readonly=True)
+        return path
+
+    @staticmethod
+    def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not path.is_dir():
+            raise IndexCorruptedError(f"{path}: no such index folder (build one with `textcl index build`)")
+        if not mpath.exists():
+            raise IndexCorruptedError(f"{mpath}: missing; {path} is not a (complete) textcl index folder")
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise IndexCorruptedError(f"{mpath}: not valid JSON ({exc})") from None
+        missing = [k for k in ("format", "dim", "factory", "index_sha256", "n_docs") if k not in manifest]
+        if manifest.get("format") != FORMAT or missing:
+            raise IndexCorruptedError(f"{mpath}: not a textcl index manifest (missing {missing or ['format']})")
+        return manifest
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, encoder=None, verify: bool = True) -> "SearchIndex":
+        """Open a saved folder. Checks the manifest, both checksums and, when ``encoder`` is given, that it
+        produces vectors of the index's dimension; raises IndexCorruptedError / DimensionMismatchError."""
+        import faiss
+
+        path = Path(path)
+        manifest = cls.read_manifest(path)
+        for name, key in ((INDEX_FILE, "index_sha256"), (DOCS_FILE, "docstore_sha256")):
+            fpath = path / name
+            if not fpath.exists():
+                raise IndexCorruptedError(f"{fpath}: missing from the index folder")
+            if verify and key in manifest and sha256_file(fpath) != manifest[key]:
+                raise IndexCorruptedError(
+                    f"{fpath}: checksum mismatch (sha256 differs from {MANIFEST}); the file is truncated or "
+                    "corrupted: rebuild the index with `textcl index build`"
+                )
+        try:
+            index = faiss.read_index(str(path / INDEX_FILE))
+        except RuntimeError as exc:
+            raise IndexCorruptedError(f"{path / INDEX_FILE}: FAISS cannot read it ({str(exc).strip()[:200]})") from None
+        dim = int(manifest["dim"])
+        if index.d != dim:
+            raise IndexCorruptedError(f"{path / INDEX_FILE}: holds {index.d}-d vectors, manifest says {dim}")
+        if encoder is not None:
+            check_dim(encoder, dim, str(path))
+        self = cls(dim, manifest["factory"], encoder=encoder, model_name=manifest.get("model"))
+        self._store.close()
+        self._store = DocStore(path / DOCS_FILE, readonly=True)
+        self._index = index
+        self._source = path
+        if len(self._store) != int(manifest["n_docs"]):
+            raise IndexCorruptedError(f"{path / DOCS_FILE}: {len(self._store)} documents, manifest says "
+                                      f"{manifest['n_docs']}")
+        return self
+
+    def close(self) -> None:
+        self._store.close()
+        self._finalizer()
+
+    def __repr__(self) -> str:
+        return f"SearchIndex(factory={self.factory!r}, dim={self.dim}, n_docs={len(self)}, model={self.model_name!r})"
