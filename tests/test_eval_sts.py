@@ -90,3 +90,15 @@ def test_cli_encode_writes_npy(tiny_bert_dir, tmp_path):
     assert main(["encode", "--model", str(tiny_bert_dir), "--input", str(src), "--out", str(out)]) == 0
     arr = np.load(out)
     assert arr.shape == (2, 32) and arr.dtype == np.float32
+
+
+def test_json_has_null_ci_without_bootstrap_and_no_nan(tiny_bert_dir, tmp_path):
+    data = tmp_path / "one.tsv"
+    data.write_text("a cat\ta cat\t5.0\n")  # a single pair: Spearman is undefined (NaN)
+    out = tmp_path / "m.json"
+    assert main(["eval", "sts", "--model", str(tiny_bert_dir), "--data", str(data), "--json", str(out),
+                 "--bootstrap", "0"]) == 0
+    text = out.read_text()
+    assert "NaN" not in text
+    report = json.loads(text)
+    assert report["sets"]["one"]["ci95"] is None and report["sets"]["one"]["spearman"] is None

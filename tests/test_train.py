@@ -64,7 +64,9 @@ AUGMENT = {"compose": [{"span_crop": {"min_ratio": 0.5, "max_ratio": 0.9}}, {"wo
 @pytest.mark.parametrize("variant", ["dropout", "augmented", "moco"])
 def test_resumed_run_equals_uninterrupted(tiny_bert_dir, corpus, tmp_path, variant):
     extra = {"dropout": {}, "augmented": {"data": {"augment": AUGMENT}},
-             "moco": {"loss": {"moco": {"momentum": 0.9, "queue_size": 8}}}}[variant]
+             # MoCo with 2 micro-batches per step: one EMA update per step, both micro-batches' keys queued;
+             # 6 steps x 2 x 4 examples cross the 32-example epoch boundary
+             "moco": {"loss": {"moco": {"momentum": 0.9, "queue_size": 8}}, "train": {"grad_accum": 2, "epochs": 2}}}[variant]
     config = make_config(tiny_bert_dir, corpus, **extra)
     straight = train(config, output_dir=tmp_path / "straight")
     assert straight.finished and straight.steps == 6
@@ -127,7 +129,9 @@ def test_run_outputs_and_sentence_transformers_load(tiny_bert_dir, corpus, sts_f
     assert set(metrics["before"]) == set(metrics["after"]) == {"dev"}
     assert metrics["best_step"] in (2, 4, 6)
     card = (out / "model" / "README.md").read_text()
-    assert "STS results" in card and "gao2021simcse" in card and "max_seq_len: 16" in card
+    assert "Results (STS" in card and "gao2021simcse" in card and "max_seq_len: 16" in card
+    saved = json.loads((out / "model" / "sentence_bert_config.json").read_text())
+    assert saved["max_seq_length"] == 128  # training truncation (16) is not the model's limit
     texts = ["the cat sat on the mat", "music fills the hall"]
     ours = Encoder.load(out / "model").encode(texts)
     theirs = SentenceTransformer(str(out / "model"), device="cpu").encode(texts)
@@ -162,3 +166,18 @@ def test_too_little_data_is_explained(tiny_bert_dir, corpus, tmp_path):
     config = make_config(tiny_bert_dir, corpus, train={"batch_size": 64})
     with pytest.raises(Exception, match="make no full optimizer step of batch_size 64"):
         train(config, output_dir=tmp_path / "run")
+
+
+def test_custom_evaluator_selects_the_best_step(tiny_bert_dir, corpus, tmp_path):
+    scores = iter([1.0, 5.0, 3.0, 5.0])  # steps 2, 4, 6, then the final model (the best, step 4)
+    seen = []
+
+    def evaluator(encoder):
+        seen.append(encoder)
+        return {"my-metric": next(scores)}
+
+    config = make_config(tiny_bert_dir, corpus, eval={"every": 2})
+    result = train(config, output_dir=tmp_path / "run", evaluators=[evaluator])
+    assert result.metrics["best_step"] == 4
+    assert result.metrics["after"]["my-metric"] == {"score": 5.0}
+    assert len(seen) == 4

@@ -6,6 +6,7 @@ field by its dotted path (``loss.temperature``). ``--set a.b=value`` overrides p
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import types
@@ -26,7 +27,7 @@ class ModelConfig:
     name: str = "sentence-transformers/all-MiniLM-L6-v2"  #: local folder or hub name
     pooling: Optional[str] = None  #: None keeps the folder's pooling (mean for a plain HF folder)
     mlp_head: bool = False  #: the SimCSE MLP head, used in training only
-    max_seq_len: int = 32
+    max_seq_len: int = 32  #: training inputs are truncated to this; evaluation uses the model's own limit
     dropout: Optional[float] = None  #: override hidden and attention dropout (None: the model's own)
     two_tower: bool = False  #: separate query (anchor) and document (positive/negative) encoders
 
@@ -89,6 +90,7 @@ class OptimConfig:
 class EvalConfig:
     data: list = field(default_factory=lambda: ["stsb-dev"])  #: STS sets evaluated during training
     test: list = field(default_factory=lambda: ["stsb-test"])  #: reported before and after, never selected on
+    retrieval: list = field(default_factory=list)  #: BEIR folders whose nDCG@10 joins the selection score
     every: int = 125  #: steps between evaluations (0: only before and after)
     select_best: bool = True  #: the final model is the best on ``data`` (SimCSE protocol)
     batch_size: int = 128
@@ -181,6 +183,11 @@ class TrainConfig:
             positive("loss.moco.queue_size", lo.moco.queue_size)
             if lo.cached:
                 bad("loss.cached", "GradCache and MoCo do not combine; MoCo already decouples negatives from memory")
+            if d.kind == "triples":
+                bad("data.kind", "MoCo contrasts against its queue and takes no hard negatives; use pairs or unlabeled")
+            for name in ("symmetric", "nt_xent", "learnable_temperature", "gather_across_devices"):
+                if getattr(lo, name):
+                    bad(f"loss.{name}", "is not used with MoCo (its loss is one-directional InfoNCE against the queue)")
             if m.two_tower:
                 bad("model.two_tower", "MoCo's key encoder is a momentum copy; two_tower does not combine with it")
         positive("optim.lr", o.lr)
@@ -192,6 +199,9 @@ class TrainConfig:
             positive("optim.max_grad_norm", o.max_grad_norm)
         if len(o.betas) != 2:
             bad("optim.betas", f"expected two numbers, got {o.betas!r}")
+        for i, folder in enumerate(e.retrieval):
+            if not (Path(str(folder)).expanduser() / "corpus.jsonl").is_file():
+                bad(f"eval.retrieval[{i}]", f"{folder!r} is not a BEIR folder (no corpus.jsonl)")
         positive("eval.every", e.every, allow_zero=True)
         positive("eval.batch_size", e.batch_size)
         positive("train.batch_size", t.batch_size)
@@ -286,7 +296,7 @@ def _apply_override(data: dict, assignment: str, source: str | None) -> None:
 
 def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = (), source: str | None = None) -> TrainConfig:
     """Build and validate a :class:`TrainConfig` from a plain dict (as loaded from YAML)."""
-    data = dict(data or {})
+    data = copy.deepcopy(dict(data or {}))  # overrides must not write into the caller's nested dicts
     for assignment in overrides:
         _apply_override(data, assignment, source)
     return _from_dict(TrainConfig, data, "", source).validate(source)

@@ -16,17 +16,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def format_results(metrics: dict) -> str:
+    from textcl.train.trainer import metric_value
+
     names = list(metrics.get("after", {}))
     if not names:
-        return "(no evaluation sets)"
-    head = f"{'STS set':<14}{'before':>9}{'after':>9}{'change':>9}   95% CI (after)"
+        return "(no evaluation)"
+    head = f"{'evaluation':<22}{'before':>9}{'after':>9}{'change':>9}   95% CI (after)"
     lines = [head, "-" * len(head)]
     for name in names:
         after = metrics["after"][name]
-        before = metrics.get("before", {}).get(name, {}).get("spearman")
-        b = f"{before:>9.2f}" if before is not None else f"{'-':>9}"
-        d = f"{after['spearman'] - before:>+9.2f}" if before is not None else f"{'':>9}"
-        lines.append(f"{name:<14}{b}{after['spearman']:>9.2f}{d}   [{after['ci95'][0]:.2f}, {after['ci95'][1]:.2f}]")
+        before = metrics.get("before", {}).get(name)
+        a = metric_value(after)
+        b = f"{metric_value(before):>9.2f}" if before else f"{'-':>9}"
+        d = f"{a - metric_value(before):>+9.2f}" if before else f"{'':>9}"
+        ci = after.get("ci95")
+        lines.append(f"{name:<22}{b}{a:>9.2f}{d}   " + (f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
     return "\n".join(lines)
 
 

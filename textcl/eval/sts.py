@@ -60,12 +60,15 @@ def sts_predictions(encoder: SupportsEncode, sets: list[STSData], *, similarity:
 
 
 def _metrics(gold: np.ndarray, pred: np.ndarray, n_bootstrap: int, seed: int) -> dict:
-    low, high = bootstrap_ci(gold, pred, n_resamples=n_bootstrap, seed=seed) if n_bootstrap else (np.nan, np.nan)
+    ci = None  # no resamples, no interval (JSON null)
+    if n_bootstrap:
+        low, high = bootstrap_ci(gold, pred, n_resamples=n_bootstrap, seed=seed)
+        ci = [100.0 * low, 100.0 * high]
     return {
         "spearman": 100.0 * spearman(gold, pred),
         "pearson": 100.0 * pearson(gold, pred),
         "n": int(len(gold)),
-        "ci95": [100.0 * low, 100.0 * high],
+        "ci95": ci,
     }
 
 
@@ -77,7 +80,7 @@ def evaluate_sts(encoder: SupportsEncode, data: STSInput | Sequence[STSInput], *
         encoder: anything with ``encode(list[str]) -> (n, d) array`` (a textcl ``Encoder``, a SentenceTransformer).
         data: a named set (``stsb-test``), a file path, an :class:`STSData`, or a list of them.
         similarity: ``cosine``, ``dot``, ``euclidean`` or ``manhattan``.
-        n_bootstrap: resamples for the 95% percentile CI of Spearman (0 disables it).
+        n_bootstrap: resamples for the 95% percentile CI of Spearman (0: no CI, ``ci95`` is None).
 
     Returns:
         ``{"model", "similarity", "sets": {name: {"spearman", "pearson", "n", "ci95": [low, high]}}}`` with
@@ -138,6 +141,6 @@ def format_sts_table(report: dict) -> str:
     head = f"{'set':<14}{'n':>7}{'spearman':>10}{'pearson':>9}{'95% CI (spearman)':>21}"
     lines = [f"model = {report['model']}  similarity = {report['similarity']}", head, "-" * len(head)]
     for name, m in rows:
-        ci = f"[{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]"
+        ci = f"[{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]" if m["ci95"] else "-"
         lines.append(f"{name:<14}{m['n']:>7}{m['spearman']:>10.2f}{m['pearson']:>9.2f}{ci:>21}")
     return "\n".join(lines)

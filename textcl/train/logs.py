@@ -6,7 +6,7 @@ from pathlib import Path
 
 from textcl._io import atomic_path
 
-COLUMNS = ["step", "epoch", "loss", "lr", "temperature", "pairs_per_s", "eval_name", "eval_spearman"]
+COLUMNS = ["step", "epoch", "loss", "lr", "temperature", "pairs_per_s", "eval_name", "eval_score"]
 
 
 class CSVLog:
@@ -50,7 +50,7 @@ def plot_curves(log_csv: Path, out_png: Path, title: str = "") -> Path | None:
     evals: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
         if r["eval_name"]:
-            evals.setdefault(r["eval_name"], []).append((int(r["step"]), float(r["eval_spearman"])))
+            evals.setdefault(r["eval_name"], []).append((int(r["step"]), float(r["eval_score"])))
     if not loss and not evals:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -59,7 +59,7 @@ def plot_curves(log_csv: Path, out_png: Path, title: str = "") -> Path | None:
     axes[0].set(xlabel="step", ylabel="loss", title="training loss")
     for name, points in evals.items():
         axes[1].plot(*zip(*points), marker="o", label=name)
-    axes[1].set(xlabel="step", ylabel="Spearman x100", title="evaluation")
+    axes[1].set(xlabel="step", ylabel="score (STS: Spearman x100)", title="evaluation")
     if evals:
         axes[1].legend()
     fig.suptitle(title)

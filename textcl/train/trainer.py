@@ -22,6 +22,7 @@ from textcl._io import atomic_write_json
 from textcl.config import TrainConfig
 from textcl.data.pairs import Example, load_examples
 from textcl.errors import TextclError
+from textcl.eval.stats import N_BOOTSTRAP
 from textcl.eval.sts import as_sts_list, evaluate_sts
 from textcl.models import Encoder
 from textcl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -43,6 +44,20 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def metric_value(m: dict) -> float:
+    """The headline number of one evaluation: an STS set's Spearman x100, or an evaluator's score."""
+    return m["spearman"] if "spearman" in m else m["score"]
+
+
+def retrieval_evaluator(beir_dir: str):
+    """An evaluator: nDCG@10 x100 on a BEIR folder's test split, named ``<folder> ndcg@10``."""
+    def evaluate(encoder) -> dict[str, float]:
+        from textcl.eval.retrieval import evaluate_retrieval
+
+        return {f"{Path(beir_dir).name} ndcg@10": 100.0 * evaluate_retrieval(encoder, beir_dir)["ndcg@10"]}
+    return evaluate
+
+
 def _trackers(report_to) -> list[str]:
     import importlib.util
 
@@ -92,13 +107,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def model_card(config: TrainConfig, metrics: dict, citation: str) -> str:
     rows = []
-    for name in metrics.get("after", {}):
-        before = metrics.get("before", {}).get(name, {}).get("spearman")
-        after = metrics["after"][name]["spearman"]
-        ci = metrics["after"][name]["ci95"]
-        rows.append(f"| {name} | {before:.2f} | {after:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] |" if before is not None
-                    else f"| {name} | – | {after:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] |")
-    table = "\n".join(["| STS set | before | after (95% CI) |", "|---|---|---|", *rows]) if rows else "(no evaluation)"
+    for name, m in metrics.get("after", {}).items():
+        before = metrics.get("before", {}).get(name)
+        ci = m.get("ci95")
+        ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+        before_text = f"{metric_value(before):.2f}" if before else "–"
+        rows.append(f"| {name} | {before_text} | {metric_value(m):.2f}{ci_text} |")
+    table = "\n".join(["| evaluation | before | after (95% CI) |", "|---|---|---|", *rows]) if rows else "(no evaluation)"
     recipe = yaml.safe_dump(config.to_dict(), sort_keys=False)
     return f"""---
 library_name: sentence-transformers
@@ -122,7 +137,7 @@ model = SentenceTransformer("path/to/this/folder")
 embeddings = model.encode(["A sentence to embed."])
 ```
 
-## STS results (Spearman x100, cosine)
+## Results (STS: Spearman x100 of cosine similarities)
 
 {table}
 
@@ -145,9 +160,10 @@ Best step on {', '.join(config.eval.data) or 'n/a'}: {metrics.get('best_step')}.
 class Trainer:
     """Runs one recipe. Use :func:`textcl.train.train` unless you need the pieces."""
 
-    def __init__(self, config: TrainConfig, output_dir: str | Path | None = None):
+    def __init__(self, config: TrainConfig, output_dir: str | Path | None = None, evaluators=()):
         self.config = config
         self.out = Path(output_dir or config.output_dir)
+        self.extra_evaluators = list(evaluators)
 
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
@@ -173,8 +189,10 @@ class Trainer:
         set_seed(c.train.seed)
         self.examples: list[Example] = load_examples(c.data)
         self.lengths = np.fromiter((len(e.anchor) for e in self.examples), dtype=np.int64, count=len(self.examples))
-        encoder = Encoder.load(c.model.name, pooling=c.model.pooling, max_seq_length=c.model.max_seq_len,
-                               mlp_head=c.model.mlp_head, device=self.acc.device)
+        # model.max_seq_len truncates training inputs only: evaluation and the saved model keep the model's
+        # own maximum length, as SimCSE's evaluation does
+        encoder = Encoder.load(c.model.name, pooling=c.model.pooling, mlp_head=c.model.mlp_head,
+                               device=self.acc.device)
         self.text_aug = build_augmenter(c.data.augment, field="data.augment") if c.data.augment is not None else None
         self.token_aug = None
         if c.data.token_augment is not None:
@@ -192,6 +210,9 @@ class Trainer:
                           gather_across_devices=lc.gather_across_devices).to(self.acc.device)
 
         self.world = self.acc.num_processes
+        if c.loss.cached and c.model.two_tower and self.world > 1:
+            raise TextclError("loss.cached with model.two_tower on several processes is not supported: the "
+                              "replayed query tower would skip its gradient all-reduce; use one of the two")
         global_batches = len(epoch_batches(self.lengths, c.train.batch_size * self.world, seed=c.train.seed,
                                            epoch=0, group_by_length=False))
         self.steps_per_epoch = global_batches // c.train.grad_accum
@@ -229,6 +250,7 @@ class Trainer:
             self.acc.register_for_checkpointing(self.key_encoder)
             self.acc.register_for_checkpointing(self.queue)
         self.eval_sets = as_sts_list(c.eval.data) if c.eval.data else []
+        self.evaluators = list(self.extra_evaluators) + [retrieval_evaluator(d) for d in c.eval.retrieval]
         self.test_sets = as_sts_list(c.eval.test) if c.eval.test else []
 
     @property
@@ -241,7 +263,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _features(self, texts: list[str], encoder: Encoder, seeds: list[int] | None) -> dict[str, torch.Tensor]:
-        feats = encoder.tokenize(texts)
+        feats = encoder.tokenize(texts, max_length=self.config.model.max_seq_len)
         if self.token_aug is not None and seeds is not None:
             feats["input_ids"], feats["attention_mask"] = self.token_aug(feats["input_ids"], feats["attention_mask"],
                                                                          seeds)
@@ -304,11 +326,10 @@ class Trainer:
         if self.queue is not None:
             q = self.model(batch["anchor"])
             with torch.no_grad():
-                self.key_encoder.update(self.encoder)
                 k = self.key_encoder(batch["positive"])
             loss = moco_loss(q, k, self.queue, temperature=lc.temperature, similarity=lc.similarity,
                              positive_keys=keys.get("positive_keys"), anchor_keys=keys.get("anchor_keys"))
-            self._pending_keys = (k.detach(), keys.get("positive_keys"))
+            self._pending_keys.append((k.detach(), keys.get("positive_keys")))
             self._checked(backward)(loss)
             return loss.detach()
         loss = self._loss(*self._embed_pair(batch), keys=keys)
@@ -327,14 +348,24 @@ class Trainer:
         return run
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate(self, sets, n_bootstrap: int = 0) -> dict:
-        if not sets:
-            return {}
-        report = evaluate_sts(self.encoder, sets, n_bootstrap=n_bootstrap, batch_size=self.config.eval.batch_size)
-        return report["sets"]
+    def _evaluate(self, encoder: Encoder, sets, *, evaluators=(), n_bootstrap: int = 0, with_all: bool = False) -> dict:
+        """name -> metrics: each STS set's ``{spearman, pearson, n, ci95}`` (plus SentEval's ``all`` over several
+        sets when ``with_all``), and each evaluator's values as ``{score}``."""
+        out: dict = {}
+        if sets:
+            report = evaluate_sts(encoder, sets, n_bootstrap=n_bootstrap, batch_size=self.config.eval.batch_size)
+            out.update(report["sets"])
+            if with_all and "all" in report:
+                out["all"] = report["all"]
+        for evaluator in evaluators:
+            for name, value in evaluator(encoder).items():
+                out[name] = {"score": float(value)}
+        return out
 
-    def _score(self, metrics: dict) -> float:
-        return float(np.mean([m["spearman"] for m in metrics.values()]))
+    @staticmethod
+    def _score(metrics: dict) -> float:
+        """The selection score: the mean over the evaluated sets and evaluator values (``all`` excluded)."""
+        return float(np.mean([metric_value(m) for k, m in metrics.items() if k != "all"]))
 
     # ------------------------------------------------------------------ the loop
     def run(self, *, resume: bool = False, stop_after_step: int | None = None) -> TrainResult:
@@ -350,7 +381,7 @@ class Trainer:
             acc.print(f"textcl: resumed from {resumed_from} (step {state['step']})")
         elif acc.is_main_process:
             # a fresh run in a used folder: stale checkpoints and best model would mix with this run's
-            for stale in (ckpt_root, self.out / "best-model"):
+            for stale in (ckpt_root, self.out / "best-model", self.out / "best-model-document"):
                 if stale.exists():
                     shutil.rmtree(stale)
         acc.wait_for_everyone()
@@ -363,10 +394,11 @@ class Trainer:
             (self.out).mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.out / "config.json", c.to_dict())
             if not resumed_from and c.eval.before:
-                state["before"] = {**self._evaluate(self.eval_sets), **self._evaluate(self.test_sets)}
+                state["before"] = {**self._evaluate(self.encoder, self.eval_sets, evaluators=self.evaluators),
+                                   **self._evaluate(self.encoder, self.test_sets, with_all=True)}
                 for name, m in state["before"].items():
-                    log.write(step=0, eval_name=name, eval_spearman=f"{m['spearman']:.4f}")
-                    acc.print(f"before training: {name} spearman {m['spearman']:.2f}")
+                    log.write(step=0, eval_name=name, eval_score=f"{metric_value(m):.4f}")
+                    acc.print(f"before training: {name} {metric_value(m):.2f}")
 
         g = c.train.grad_accum
         batch_size = c.train.batch_size
@@ -392,6 +424,10 @@ class Trainer:
                 if self.doc_model is not self.model:
                     self.doc_model.train()
                 losses = []
+                if self.queue is not None:  # MoCo: one EMA update per optimizer step, before the keys
+                    with torch.no_grad():
+                        self.key_encoder.update(self.encoder)
+                    self._pending_keys = []
                 for micro in range(g):
                     batch, keys = self._batch(mine[pos + micro], epoch)
                     sync = contextlib.nullcontext() if micro == g - 1 else acc.no_sync(self.model)
@@ -403,10 +439,11 @@ class Trainer:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                if self.queue is not None:
+                if self.queue is not None:  # enqueue after the step, every micro-batch's keys
                     from textcl.losses import all_gather_no_grad
 
-                    k, kk = self._pending_keys
+                    k = torch.cat([k for k, _ in self._pending_keys])
+                    kk = None if self._pending_keys[0][1] is None else torch.cat([kk for _, kk in self._pending_keys])
                     if self.world > 1:
                         k = all_gather_no_grad(k)
                         kk = all_gather_no_grad(kk) if kk is not None else None
@@ -429,7 +466,7 @@ class Trainer:
                 if self.trackers:
                     acc.log({"train/loss": loss, "train/lr": lr, "train/pairs_per_s": pairs}, step=self.step)
                 last = self.step == self.total_steps
-                if self.eval_sets and c.eval.every and (self.step % c.eval.every == 0 or last):
+                if (self.eval_sets or self.evaluators) and c.eval.every and (self.step % c.eval.every == 0 or last):
                     self._eval_and_select(state, log)
                 if c.train.checkpoint_every and (self.step % c.train.checkpoint_every == 0 or last):
                     state.update(step=self.step, epoch=epoch, pos=pos)
@@ -450,19 +487,21 @@ class Trainer:
     def _eval_and_select(self, state: dict, log) -> None:
         acc = self.acc
         if acc.is_main_process:
-            metrics = self._evaluate(self.eval_sets)
+            metrics = self._evaluate(self.encoder, self.eval_sets, evaluators=self.evaluators)
             score = self._score(metrics)
             for name, m in metrics.items():
-                log.write(step=self.step, eval_name=name, eval_spearman=f"{m['spearman']:.4f}")
+                log.write(step=self.step, eval_name=name, eval_score=f"{metric_value(m):.4f}")
             if self.trackers:
-                acc.log({f"eval/{k}": m["spearman"] for k, m in metrics.items()}, step=self.step)
+                acc.log({f"eval/{k}": metric_value(m) for k, m in metrics.items()}, step=self.step)
             improved = state["best"] is None or score > state["best"]
-            acc.print(f"step {self.step}: " + ", ".join(f"{k} {m['spearman']:.2f}" for k, m in metrics.items())
+            acc.print(f"step {self.step}: " + ", ".join(f"{k} {metric_value(m):.2f}" for k, m in metrics.items())
                       + (" (best so far)" if improved else ""))
             if improved:
                 state["best"], state["best_step"] = score, self.step
                 if self.config.eval.select_best:
                     self.encoder.save(self.out / "best-model")
+                    if self.config.model.two_tower:
+                        self.doc_encoder.save(self.out / "best-model-document")
         acc.wait_for_everyone()
 
     def _finish(self, state: dict) -> TrainResult:
@@ -470,20 +509,21 @@ class Trainer:
         model_dir = self.out / "model"
         metrics: dict = {}
         if acc.is_main_process:
-            final = self.encoder
+            final, final_doc = self.encoder, (self.doc_encoder if c.model.two_tower else None)
             if c.eval.select_best and (self.out / "best-model").exists():
                 final = Encoder.load(self.out / "best-model", device=acc.device)
-            after = {**evaluate_sts(final, self.eval_sets, batch_size=c.eval.batch_size)["sets"]} if self.eval_sets else {}
-            if self.test_sets:
-                after.update(evaluate_sts(final, self.test_sets, batch_size=c.eval.batch_size)["sets"])
+                if c.model.two_tower:
+                    final_doc = Encoder.load(self.out / "best-model-document", device=acc.device)
+            after = {**self._evaluate(final, self.eval_sets, evaluators=self.evaluators, n_bootstrap=N_BOOTSTRAP),
+                     **self._evaluate(final, self.test_sets, n_bootstrap=N_BOOTSTRAP, with_all=True)}
             metrics = {"before": state.get("before", {}), "after": after, "best_step": state.get("best_step"),
                        "best_score": state.get("best"), "steps": self.step, "examples": len(self.examples),
                        "model": c.model.name, "config": c.to_dict()}
             citation = self.acc.unwrap_model(self.loss_fn).citation
             final.name = c.name
             final.save(model_dir, model_card=model_card(c, metrics, citation))
-            if c.model.two_tower:
-                self.doc_encoder.save(self.out / "model-document")
+            if final_doc is not None:
+                final_doc.save(self.out / "model-document")
             atomic_write_json(self.out / "metrics.json", metrics)
             if c.train.plot:
                 plot_curves(self.out / "log.csv", self.out / "training.png", title=c.name)
@@ -493,7 +533,7 @@ class Trainer:
 
 
 def train(config: TrainConfig, *, output_dir: str | Path | None = None, resume: bool = False,
-          stop_after_step: int | None = None) -> TrainResult:
+          stop_after_step: int | None = None, evaluators=()) -> TrainResult:
     """Train an encoder with a recipe.
 
     Writes ``OUT/model/`` (sentence-transformers format, with a model card), ``OUT/metrics.json``
@@ -504,5 +544,7 @@ def train(config: TrainConfig, *, output_dir: str | Path | None = None, resume: 
         output_dir: overrides ``config.output_dir``.
         resume: continue from the newest complete checkpoint under ``OUT/checkpoints``.
         stop_after_step: stop (as if interrupted) after this step and its checkpoint, if any.
+        evaluators: extra evaluators, each ``fn(encoder) -> {name: score}`` (higher is better), run with the
+            STS sets of ``eval.data``; the best step maximises the mean of all of them.
     """
-    return Trainer(config, output_dir).run(resume=resume, stop_after_step=stop_after_step)
+    return Trainer(config, output_dir, evaluators).run(resume=resume, stop_after_step=stop_after_step)
