@@ -46,7 +46,7 @@ def test_non_json_and_non_utf8_lines_name_file_and_line(beir_dir):
     with pytest.raises(DataFormatError, match=r"corpus\.jsonl:3: not valid JSON"):
         load_beir(beir_dir)
     (beir_dir / "corpus.jsonl").write_bytes(b'{"_id": "a", "text": "ok"}\n{"_id": "b", "text": "caf\xe9"}\n')
-    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:2: not UTF-8"):
+    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:2: not valid UTF-8"):
         load_beir(beir_dir)
 
 
@@ -88,7 +88,7 @@ def test_read_documents_bad_inputs(tmp_path):
     with pytest.raises(DataFormatError, match=r"bad\.jsonl:2: expected a JSON object"):
         list(read_documents(tmp_path / "bad.jsonl"))
     (tmp_path / "bad.txt").write_bytes(b"fine\n\xff\xfe\n")
-    with pytest.raises(DataFormatError, match=r"bad\.txt:2: not UTF-8"):
+    with pytest.raises(DataFormatError, match=r"bad\.txt:2: not valid UTF-8"):
         list(read_documents(tmp_path / "bad.txt"))
     (tmp_path / "bad.csv").write_text("id,body\n1,x\n")
     with pytest.raises(DataFormatError, match=r"bad\.csv:1: the header needs a 'text' column"):

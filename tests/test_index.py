@@ -146,3 +146,38 @@ def test_auto_rule():
     assert choose_factory(5_000_000, 384) == "IVF8192,SQ8"  # 7.7 GB of float32 > 4 GiB; 2 GB of SQ8 fits
     assert choose_factory(50_000_000, 384, memory_budget=2 * 2**30) == "IVF32768,PQ32"
     assert choose_factory(100, 384) == "Flat"
+
+
+class BrokenEncoder(HashEncoder):
+    def encode(self, texts, batch_size: int = 32):
+        raise RuntimeError("encoder down")
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32"])
+def test_failed_upsert_leaves_the_old_documents_searchable(factory):
+    index = SearchIndex.build(list(DOCS.values()), list(DOCS), encoder=HashEncoder(), factory=factory)
+    index.encoder = BrokenEncoder()
+    with pytest.raises(RuntimeError, match="encoder down"):
+        index.upsert(["quantum physics lecture notes", "new doc"], ["cat", "new"])
+    index.encoder = HashEncoder()
+    assert len(index) == 5 and index.get("cat").text == DOCS["cat"] and index.get("new") is None
+    [hits] = index.search(["the cat sat on the mat"], k=1)
+    assert (hits[0].id, hits[0].text) == ("cat", DOCS["cat"])
+
+
+def test_cli_build_records_the_absolute_model_folder(tmp_path, monkeypatch):
+    import textcl.commands.index as cmd
+    from textcl.cli import main
+
+    loaded = []
+    monkeypatch.setattr(cmd, "load_encoder", lambda name: loaded.append(name) or HashEncoder())
+    (tmp_path / "work" / "my-model").mkdir(parents=True)
+    (tmp_path / "docs.txt").write_text("the cat sat on the mat\na dog chased the ball\n")
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(["index", "build", "--model", "my-model", "--input", "../docs.txt", "--out", "../ix"]) == 0
+    model = json.loads((tmp_path / "ix" / "manifest.json").read_text())["model"]
+    assert model == str((tmp_path / "work" / "my-model").resolve())
+    monkeypatch.chdir(tmp_path)  # searching from elsewhere loads the recorded folder
+    assert main(["index", "search", "ix", "cat"]) == 0 and loaded[-1] == model
+    assert main(["index", "build", "--model", "org/hub-model", "--input", "docs.txt", "--out", "ix2"]) == 0
+    assert json.loads((tmp_path / "ix2" / "manifest.json").read_text())["model"] == "org/hub-model"

@@ -47,3 +47,35 @@ def test_streaming_bad_inputs(tmp_path):
         build_streaming(iter([]), HashEncoder(), tmp_path / "e", show_progress=False)
     with pytest.raises(DuplicateIdError, match="'d0' appears twice"):
         build_streaming(iter(docs(3) + docs(3)), HashEncoder(), tmp_path / "dup", show_progress=False)
+
+
+def test_resume_only_from_the_same_unchanged_input(tmp_path):
+    import json
+
+    from textcl.index.documents import read_documents
+
+    def write(path, prefix, n):
+        path.write_text("".join(json.dumps({"id": f"{prefix}{d.id}", "text": d.text}) + "\n" for d in docs(n)))
+        return path
+
+    def killed(src, out, ok_calls):
+        with pytest.raises(KeyboardInterrupt):
+            build_streaming(read_documents(src), FailingEncoder(ok_calls), out, chunk_size=64, show_progress=False,
+                            source=src)
+
+    def build(src, out):
+        encoder = HashEncoder()
+        index = build_streaming(read_documents(src), encoder, out, chunk_size=64, show_progress=False, source=src)
+        return index, encoder.calls
+
+    a, b = write(tmp_path / "a.jsonl", "a", 300), write(tmp_path / "b.jsonl", "b", 200)
+    killed(a, tmp_path / "ix", 2)
+    index, calls = build(b, tmp_path / "ix")  # another input: starts afresh
+    assert calls == 4 and len(index) == 200 and index.get("bd0") is not None and index.get("ad0") is None
+    killed(a, tmp_path / "ix2", 2)
+    index, calls = build(a, tmp_path / "ix2")  # the same input: resumes after the 2 finished chunks
+    assert calls == 5 - 2 and len(index) == 300
+    killed(a, tmp_path / "ix3", 2)
+    write(a, "c", 250)  # the same path, changed
+    index, calls = build(a, tmp_path / "ix3")
+    assert calls == 4 and len(index) == 250 and index.get("cd0") is not None

@@ -1,16 +1,28 @@
-"""Atomic file writes: write to a temporary file in the same folder, fsync, then rename.
+"""File helpers shared by the package.
 
-A reader never sees a half-written file, and a crash leaves the previous version in place.
+* Atomic writes: write to a temporary file in the same folder, fsync, then rename; a reader never sees a
+  half-written file, and a crash leaves the previous version in place.
+* Reading UTF-8 text, line-based and JSONL files. Lines end at ``"\n"`` only (never at U+2028, U+0085 or
+  ``\x0c``, where ``str.splitlines()`` would also split), lose a trailing ``"\r"``, and a leading UTF-8 BOM
+  is dropped. Every error is a :class:`~textcl.errors.DataFormatError` naming the file and line.
+* Locating data files shipped inside installed packages without importing them.
 """
 from __future__ import annotations
 
 import contextlib
+import csv
+import importlib.util
 import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
+
+from textcl.errors import DataFormatError
+
+_BOM = b"\xef\xbb\xbf"
 
 
 @contextlib.contextmanager
@@ -62,8 +74,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _finite(obj: Any) -> Any:
+    """NaN and infinities become None: JSON has no spelling for them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write strict JSON (NaN written as null) atomically."""
+    atomic_write_text(path, json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n")
 
 
 def atomic_save_npy(path: str | os.PathLike, array) -> None:
@@ -71,3 +95,79 @@ def atomic_save_npy(path: str | os.PathLike, array) -> None:
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file handle: np.save would append ".npy"
         np.save(fh, array)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line) for each line of a UTF-8 file, streaming, without line endings.
+
+    Raises ``FileNotFoundError`` for a missing file and ``DataFormatError(path, line, "not valid UTF-8 ...")``
+    for bytes that are not UTF-8, naming the first bad line.
+    """
+    offset = 0  # bytes before this line (after the BOM), for the error message
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):  # a binary file splits at b"\n" only
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataFormatError(path, lineno, f"not valid UTF-8 ({exc.reason} at byte "
+                                                    f"{offset + exc.start})") from None
+            offset += len(raw)
+            yield lineno, (line[:-1] if line.endswith("\n") else line).rstrip("\r")
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """The lines of a UTF-8 text file, without their line endings (blank lines kept, as ``""``)."""
+    return [line for _, line in iter_lines(path)]
+
+
+def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, JSON value) for each non-blank line of a JSONL file, streaming."""
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(path, lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        yield lineno, value
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line of a JSONL file of objects."""
+    for lineno, obj in iter_json_lines(path):
+        if not isinstance(obj, dict):
+            raise DataFormatError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
+
+
+def csv_reader(path: str | os.PathLike, lines: Iterable[str], *, dicts: bool = False):
+    """A ``csv.reader`` (``csv.DictReader`` with ``dicts``) over ``lines`` (from :func:`read_lines`) of
+    ``path``: a ``.tsv`` is tab-separated with quotes kept as text (``csv.QUOTE_NONE``), anything else is
+    a standard comma-separated file whose quoted fields may span lines. ``line_num`` is the file's line."""
+    if Path(path).suffix.lower() == ".tsv":
+        fmt: dict[str, Any] = {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+    else:
+        fmt = {"delimiter": ","}
+    rows = (line + "\n" for line in lines)  # the "\n" keeps line breaks inside quoted fields
+    return csv.DictReader(rows, **fmt) if dicts else csv.reader(rows, **fmt)
+
+
+def packaged_path(module: str, *parts: str) -> Path | None:
+    """``<folder of package module>/<parts...>`` if that package is installed and the path exists, else
+    None. The package is located with ``importlib.util.find_spec``, never imported."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a missing parent package; a module with no spec
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        path = Path(root).joinpath(*parts)
+        if path.exists():
+            return path
+    return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def load_encoder(name: str):
@@ -73,6 +74,13 @@ def _open(path: str, model: str | None, need_encoder: bool = True):
     return SearchIndex.load(path, encoder=encoder)
 
 
+def _model_name(model: str) -> str:
+    """What the manifest records: the absolute path of a local model folder (so the index can be searched
+    from any directory), else the name as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.is_dir() else model
+
+
 def run_build(args: argparse.Namespace) -> int:
     from textcl.index import build_streaming
     from textcl.index.documents import read_documents
@@ -88,8 +96,8 @@ def run_build(args: argparse.Namespace) -> int:
 
     index = build_streaming(all_docs(), encoder, args.out, factory=args.factory, chunk_size=args.chunk_size,
                             batch_size=args.batch_size, resume=not args.no_resume,
-                            memory_budget=int(args.memory_budget_gb * 2**30), model_name=args.model,
-                            show_progress=sys.stderr.isatty())
+                            memory_budget=int(args.memory_budget_gb * 2**30), model_name=_model_name(args.model),
+                            show_progress=sys.stderr.isatty(), source=args.input)
     info = index.info()
     print(f"wrote {args.out}: {info['n_docs']} documents, factory {info['factory']}, dim {info['dim']}")
     return 0

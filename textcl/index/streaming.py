@@ -9,11 +9,14 @@ Work happens in ``<out>.partial/`` beside the output folder:
 4. the folder is saved atomically to ``<out>`` and ``<out>.partial/`` is removed.
 
 A killed build, run again with the same arguments, keeps the documents and every finished chunk and
-embeds only the rest; the result is identical to an uninterrupted build.
+embeds only the rest; the result is identical to an uninterrupted build. The resume key is the factory,
+chunk size, model and, when ``source`` is given, the input's resolved path, size and mtime: a rerun on
+another (or a changed) input starts afresh.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -49,20 +52,35 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
     return tqdm(total=total, initial=initial, desc=desc, unit="doc", disable=not enabled, dynamic_ncols=True)
 
 
+def input_fingerprint(source: str | os.PathLike) -> dict:
+    """Resolved path, size and mtime (ns) of an input file; for a BEIR folder, of its ``corpus.jsonl``."""
+    path = Path(source).expanduser().resolve()
+    if path.is_dir() and (path / "corpus.jsonl").is_file():
+        path = path / "corpus.jsonl"
+    st = path.stat()
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 def build_streaming(documents: Iterable[Document], encoder, out: str | Path, factory: str = "Flat",
                     chunk_size: int = 10_000, batch_size: int = 64, resume: bool = True,
                     memory_budget: int = fx.DEFAULT_MEMORY_BUDGET, show_progress: bool = True,
-                    model_name: str | None = None, seed: int = 0) -> SearchIndex:
+                    model_name: str | None = None, seed: int = 0,
+                    source: str | os.PathLike | None = None) -> SearchIndex:
     """Build and save an index at ``out`` from an iterable of :class:`Document` without holding the corpus
     or its embeddings in memory (peak: one chunk of texts and vectors, plus the training sample).
 
     Returns the saved index, loaded with ``encoder``. With ``resume=False`` a leftover ``.partial`` folder
-    is discarded. Raises EmptyCorpusError for zero documents, DuplicateIdError for repeated ids.
+    is discarded. ``source``: the file or folder ``documents`` are read from; a leftover ``.partial`` is
+    resumed only if it was built from the same, unchanged input (see :func:`input_fingerprint`). Without
+    it, resuming trusts that ``documents`` are the same as before. Raises EmptyCorpusError for zero
+    documents, DuplicateIdError for repeated ids.
     """
     out = Path(out)
     work = out.with_name(out.name + ".partial")
     model_name = model_name or encoder_name(encoder)
     config = {"factory": factory, "chunk_size": int(chunk_size), "model": model_name}
+    if source is not None:
+        config["input"] = input_fingerprint(source)
     state = _read_state(work)
     if state is None or not resume or state.get("config") != config or not state.get("ingested"):
         shutil.rmtree(work, ignore_errors=True)
