@@ -181,3 +181,52 @@ def test_custom_evaluator_selects_the_best_step(tiny_bert_dir, corpus, tmp_path)
     assert result.metrics["best_step"] == 4
     assert result.metrics["after"]["my-metric"] == {"score": 5.0}
     assert len(seen) == 4
+
+
+def test_group_field_reaches_the_loss_as_group_ids(tiny_bert_dir, tmp_path, monkeypatch):
+    from textcl.losses import InfoNCE
+
+    rows = [{"anchor": f"question {i}", "positive": f"answer {i}", "topic": f"t{i // 2}"} for i in range(8)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    captured = []
+    real = InfoNCE.forward
+
+    def spy(self, *args, **kwargs):
+        captured.append(kwargs.get("group_ids"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(InfoNCE, "forward", spy)
+    config = make_config(tiny_bert_dir, data, data={"kind": "pairs", "group_field": "topic",
+                                                    "group_by_length": False}, train={"max_steps": 1})
+    train(config, output_dir=tmp_path / "run")
+    from textcl.data.pairs import read_examples_file
+    from textcl.losses import text_keys
+
+    groups = captured[0].tolist()
+    assert len(groups) == 4 and set(groups) <= set(text_keys([f"t{k}" for k in range(4)]).tolist())
+
+    examples = read_examples_file(data, "pairs", ["anchor", "positive"], "topic")
+    assert [e.group for e in examples] == [f"t{i // 2}" for i in range(8)]
+
+
+def test_missing_group_field_names_file_and_line(tmp_path):
+    from textcl.data.pairs import read_examples_file
+    from textcl.errors import DataFormatError
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"anchor": "a", "positive": "b", "topic": 1}\n{"anchor": "a", "positive": "b"}\n')
+    with pytest.raises(DataFormatError, match=rf"{data}:2: missing or non-string field\(s\) topic"):
+        read_examples_file(data, "pairs", ["anchor", "positive"], "topic")
+
+
+def test_hub_dataset_rows_become_examples():
+    from datasets import Dataset
+
+    from textcl.data.pairs import examples_from_dataset
+
+    ds = Dataset.from_dict({"sent0": ["a", "b", ""], "sent1": ["x", "y", "z"], "hard_neg": ["n1", "n2", "n3"]})
+    examples = examples_from_dataset(ds, "triples", ["sent0", "sent1", "hard_neg"])
+    assert [(e.anchor, e.positive, e.negative) for e in examples] == [("a", "x", "n1"), ("b", "y", "n2")]
+    text_only = Dataset.from_dict({"text": ["one sentence", "another"]})
+    assert [e.anchor for e in examples_from_dataset(text_only, "unlabeled", ["sentence"])] == ["one sentence", "another"]

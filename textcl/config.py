@@ -48,6 +48,7 @@ class DataConfig:
     anchor_field: str = "anchor"
     positive_field: str = "positive"
     negative_field: str = "negative"
+    group_field: Optional[str] = None  #: a field/column whose equal values mark pairs that are not negatives
     max_examples: Optional[int] = None
     augment: Any = None  #: a textcl.augment config (dict/list/name); None = identical texts (dropout views)
     token_augment: Any = None  #: a token-level augmenter (token_cutoff), applied after tokenization

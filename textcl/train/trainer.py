@@ -290,6 +290,10 @@ class Trainer:
         if self.config.loss.mask_false_negatives:
             keys = {"anchor_keys": text_keys(anchors).to(self.acc.device),
                     "positive_keys": text_keys(positives).to(self.acc.device)}
+        if self.config.data.group_field is not None:  # same group: not each other's negatives
+            groups = text_keys([e.group or "" for e in exs])
+            groups[torch.tensor([e.group is None for e in exs])] = -1  # -1: in no group
+            keys["group_ids"] = groups.to(self.acc.device)
         if exs[0].negative is not None:
             negatives = [e.negative for e in exs]
             batch["negative"] = self._features(negatives, self.doc_encoder, None)
