@@ -60,8 +60,9 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 def test_overrides_parse_values_as_yaml(tmp_path):
     path = write(tmp_path, "train:\n  batch_size: 4\n")
     config = load_config(path, ["train.batch_size=128", "optim.lr=1e-5", "eval.data=[stsb-dev, stsb-test]",
-                                "loss.moco.queue_size=64"])
-    assert config.train.batch_size == 128 and config.optim.lr == 1e-5
+                                "loss.moco.queue_size=64", "train.mixed_precision=no"])
+    assert config.train.batch_size == 128 and config.optim.lr == 1e-5  # YAML reads 1e-5 as a string
+    assert config.train.mixed_precision == "no"  # and `no` as False
     assert config.eval.data == ["stsb-dev", "stsb-test"] and config.loss.moco.queue_size == 64
 
 

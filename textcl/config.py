@@ -257,6 +257,8 @@ def _coerce(value: Any, tp: Any, path: str, source: str | None) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):  # YAML 1.1 reads no/yes/off/on as booleans: `mixed_precision: no`
+            return "yes" if value else "no"
     elif tp is list or origin is list:
         if isinstance(value, (list, tuple)):
             return list(value)
