@@ -56,11 +56,17 @@ def run_st(steps: int, precision: str, batch: int, out: str) -> list[float]:
     times: list[float] = []
 
     class Clock(TrainerCallback):
+        """Time between consecutive step ends, so the next batch's loading and collation count, as they do in
+        textcl's per-step figure (which includes building and tokenizing the batch)."""
+
         def on_step_begin(self, args, state, control, **kw):
-            self.t = time.perf_counter()
+            if not hasattr(self, "t"):
+                self.t = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            times.append(time.perf_counter() - self.t)
+            now = time.perf_counter()
+            times.append(now - self.t)
+            self.t = now
 
     args = SentenceTransformerTrainingArguments(
         output_dir=out, per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-5,
