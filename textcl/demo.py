@@ -8,7 +8,7 @@ import argparse
 import time
 from pathlib import Path
 
-QUERIES = ["Which planet is known as the red planet?", "the composer of the Moonlight Sonata"]
+QUERIES = ["who painted the Mona Lisa", "the composer of the Moonlight Sonata"]
 
 
 def main(argv: list[str] | None = None) -> int:
