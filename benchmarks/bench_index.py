@@ -268,7 +268,7 @@ def pareto(rows: list[dict]) -> list[dict]:
 def report(rows: list[dict], n: int) -> None:
     flat = next(r for r in rows if r["config"].startswith("faiss Flat"))
     print(f"\nPareto frontier at N = {n:,} (batched QPS vs recall@10); ratios against faiss Flat:")
-    print(f"| config | recall@10 | QPS batch | x Flat | QPS single | x Flat | build s | bytes/vec |")
+    print("| config | recall@10 | QPS batch | x Flat | QPS single | x Flat | build s | bytes/vec |")
     print("|---|---|---|---|---|---|---|---|")
     for r in pareto(rows):
         print(f"| {r['config']} | {r['recall@10']:.3f} | {r['qps_batch']:.0f} | {r['qps_batch'] / flat['qps_batch']:.1f} "
