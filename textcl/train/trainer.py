@@ -275,21 +275,24 @@ class Trainer:
 
         seed = self.config.train.seed
         exs = [self.examples[i] for i in idx]
+        same_texts = self.config.data.kind == "unlabeled"  # both views come from the one text
         anchors = [e.anchor for e in exs]
-        positives = [e.positive for e in exs]
+        positives = anchors if same_texts else [e.positive for e in exs]
         s0 = [view_seed(seed, epoch, int(i), 0) for i in idx]
         s1 = [view_seed(seed, epoch, int(i), 1) for i in idx]
         a_views = self.text_aug(anchors, s0) if self.text_aug is not None else anchors
         p_views = self.text_aug(positives, s1) if self.text_aug is not None else positives
-        batch = {
-            "anchor": self._features(a_views, self.encoder, s0),
-            "positive": self._features(p_views, self.doc_encoder, s1),
-            "negative": None,
-        }
+        anchor_feats = self._features(a_views, self.encoder, s0)
+        if p_views is a_views and self.token_aug is None and self.doc_model is self.model:
+            positive_feats = anchor_feats  # plain dropout views: the same tokens, encoded twice
+        else:
+            positive_feats = self._features(p_views, self.doc_encoder, s1)
+        batch = {"anchor": anchor_feats, "positive": positive_feats, "negative": None}
         keys = {}
         if self.config.loss.mask_false_negatives:
-            keys = {"anchor_keys": text_keys(anchors).to(self.acc.device),
-                    "positive_keys": text_keys(positives).to(self.acc.device)}
+            anchor_keys = text_keys(anchors).to(self.acc.device)
+            keys = {"anchor_keys": anchor_keys,
+                    "positive_keys": anchor_keys if same_texts else text_keys(positives).to(self.acc.device)}
         if self.config.data.group_field is not None:  # same group: not each other's negatives
             groups = text_keys([e.group or "" for e in exs])
             groups[torch.tensor([e.group is None for e in exs])] = -1  # -1: in no group
