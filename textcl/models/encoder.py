@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from textcl.models.chunking import CHUNK_OVERHEAD_TOKENS, forward_by_length
 from textcl.models.pooling import check_pooling, pool
 
 
@@ -62,9 +63,15 @@ class Encoder(nn.Module):
             unless ``mlp_at_inference``.
         name: the name the model was loaded by (recorded in saved models and index manifests).
 
-    ``forward(features) -> (B, d)`` gives un-normalised embeddings with gradient, for training;
-    :meth:`encode` gives normalised float32 numpy arrays for evaluation and search.
+    ``forward(features) -> (B, d)`` gives un-normalised embeddings with gradient, for training. It runs the
+    rows as length-homogeneous chunks (:mod:`textcl.models.chunking`), so a batch that mixes short queries
+    and long passages costs the tokens it holds, not ``B x L``; set ``chunk_overhead = None`` to run the
+    padded batch as one forward. :meth:`encode` gives normalised float32 numpy arrays for evaluation and
+    search.
     """
+
+    #: the cost of one more chunk in :meth:`forward`, in tokens; None runs the batch unchunked
+    chunk_overhead: int | None = CHUNK_OVERHEAD_TOKENS
 
     def __init__(
         self,
@@ -144,8 +151,12 @@ class Encoder(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """features: ``input_ids``, ``attention_mask`` (B, L) [+ ``token_type_ids``] -> (B, d) embeddings."""
-        return self.embed(features)
+        """features: ``input_ids``, ``attention_mask`` (B, L) [+ ``token_type_ids``], right-padded -> (B, d)
+        embeddings, computed in length-homogeneous chunks (see the class docstring)."""
+        if self.chunk_overhead is None:
+            return self.embed(features)
+        inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        return forward_by_length(self.embed, inputs, self.chunk_overhead)
 
     def embed(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """The computation behind ``forward``. :meth:`encode` calls it directly, so wrappers that a trainer

@@ -25,6 +25,7 @@ from textcl.errors import TextclError
 from textcl.eval.stats import N_BOOTSTRAP
 from textcl.eval.sts import as_sts_list, evaluate_sts
 from textcl.models import Encoder
+from textcl.models.chunking import row_lengths
 from textcl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from textcl.train.logs import CSVLog, plot_curves
 from textcl.train.sampler import epoch_batches
@@ -188,7 +189,9 @@ class Trainer:
         )
         set_seed(c.train.seed)
         self.examples: list[Example] = load_examples(c.data)
-        self.lengths = np.fromiter((len(e.anchor) for e in self.examples), dtype=np.int64, count=len(self.examples))
+        # length grouping sorts by the whole row's cost: anchor + positive (+ negative), in characters
+        self.lengths = np.fromiter((len(e.anchor) + len(e.positive) + len(e.negative or "") for e in self.examples),
+                                   dtype=np.int64, count=len(self.examples))
         # model.max_seq_len truncates training inputs only: evaluation and the saved model keep the model's
         # own maximum length, as SimCSE's evaluation does
         encoder = Encoder.load(c.model.name, pooling=c.model.pooling, mlp_head=c.model.mlp_head,
@@ -305,12 +308,18 @@ class Trainer:
         return batch, keys
 
     def _embed_pair(self, batch) -> list[torch.Tensor]:
-        """Embeddings of anchors, positives (and negatives), with one forward when the encoder is shared."""
+        """Embeddings of anchors, positives (and negatives): one forward call per encoder.
+
+        The encoder runs the rows of that call as length-homogeneous chunks (``Encoder.forward``), so short
+        anchors are never padded to the width of long positives; one call per encoder also keeps DDP's one
+        forward per backward."""
         parts = [batch["anchor"], batch["positive"]] + ([batch["negative"]] if batch["negative"] is not None else [])
+        pad_id = self.encoder.tokenizer.pad_token_id or 0
+        sizes = [p["input_ids"].shape[0] for p in parts]
         if self.config.model.two_tower:
-            return [self.model(parts[0])] + [self.doc_model(p) for p in parts[1:]]
-        merged = _pad_cat(parts, self.encoder.tokenizer.pad_token_id or 0)
-        return list(self.model(merged).split([p["input_ids"].shape[0] for p in parts]))
+            docs = self.doc_model(_pad_cat(parts[1:], pad_id))
+            return [self.model(parts[0]), *docs.split(sizes[1:])]
+        return list(self.model(_pad_cat(parts, pad_id)).split(sizes))
 
     def _loss(self, a, p, n=None, keys=None) -> torch.Tensor:
         keys = dict(keys or {})
@@ -325,11 +334,19 @@ class Trainer:
         lc = self.config.loss
         backward = lambda loss: self.acc.backward(loss * scale)  # noqa: E731
         if lc.cached:
-            views = [(self.model, batch["anchor"]), (self.doc_model, batch["positive"])]
+            parts = [(self.model, batch["anchor"]), (self.doc_model, batch["positive"])]
             if batch["negative"] is not None:
-                views.append((self.doc_model, batch["negative"]))
-            return cached_backward(views, lambda *e: self._loss(*e, keys=keys), lc.mini_batch_size,
-                                   backward=self._checked(backward), no_sync=lambda: self.acc.no_sync(self.model))
+                parts.append((self.doc_model, batch["negative"]))
+            # each view's rows sorted longest first, so every mini-batch is length-homogeneous (the encoder
+            # trims its padding); the loss sees the rows back in batch order
+            views, inverses = [], []
+            for model, feats in parts:
+                order = torch.argsort(-row_lengths(feats["attention_mask"]), stable=True)
+                views.append((model, {k: v[order] for k, v in feats.items()}))
+                inverses.append(torch.argsort(order))
+            return cached_backward(views, lambda *e: self._loss(*(x[i] for x, i in zip(e, inverses)), keys=keys),
+                                   lc.mini_batch_size, backward=self._checked(backward),
+                                   no_sync=lambda: self.acc.no_sync(self.model))
         if self.queue is not None:
             q = self.model(batch["anchor"])
             with torch.no_grad():
