@@ -1,4 +1,5 @@
 """The trainer: resumed equals uninterrupted, cached equals plain, NaN stops, and what a run writes."""
+import csv
 import json
 
 import numpy as np
@@ -129,9 +130,12 @@ def test_run_outputs_and_sentence_transformers_load(tiny_bert_dir, corpus, sts_f
     assert set(metrics["before"]) == set(metrics["after"]) == {"dev"}
     assert metrics["best_step"] in (2, 4, 6)
     card = (out / "model" / "README.md").read_text()
-    assert "Results (STS" in card and "gao2021simcse" in card and "max_seq_len: 16" in card
+    assert "| dev | Spearman x100 (cosine) |" in card and "gao2021simcse" in card and "max_seq_len: 16" in card
+    assert "Best step on dev:" in card and "truncated to 16 tokens; this model encodes up to\n128 tokens" in card
     saved = json.loads((out / "model" / "sentence_bert_config.json").read_text())
     assert saved["max_seq_length"] == 128  # training truncation (16) is not the model's limit
+    assert metrics["max_seq_len"] == {"train": 16, "saved": 128} and metrics["selected_on"] == ["dev"]
+    assert metrics["time"]["eval_s"] > 0 and 0 < metrics["time"]["eval_share"] < 1
     texts = ["the cat sat on the mat", "music fills the hall"]
     ours = Encoder.load(out / "model").encode(texts)
     theirs = SentenceTransformer(str(out / "model"), device="cpu").encode(texts)
@@ -230,3 +234,26 @@ def test_hub_dataset_rows_become_examples():
     assert [(e.anchor, e.positive, e.negative) for e in examples] == [("a", "x", "n1"), ("b", "y", "n2")]
     text_only = Dataset.from_dict({"text": ["one sentence", "another"]})
     assert [e.anchor for e in examples_from_dataset(text_only, "unlabeled", ["sentence"])] == ["one sentence", "another"]
+
+
+def test_retrieval_only_selection_is_labelled_and_saved_length_follows_training(tiny_bert_dir, corpus, tmp_path):
+    """A run evaluated on retrieval alone says nDCG@10 (not Spearman) and which evaluation chose the best step;
+    model.save_max_seq_len saves the training length."""
+    beir = tmp_path / "mini"
+    (beir / "qrels").mkdir(parents=True)
+    docs = SENTENCES[:8]
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": d}) + "\n" for i, d in enumerate(docs)))
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": d[:12]}) + "\n"
+                                                for i, d in enumerate(docs)))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(8)))
+    config = make_config(tiny_bert_dir, corpus, model={"save_max_seq_len": True},
+                         eval={"retrieval": [str(beir)], "every": 3}, train={"plot": True})
+    result = train(config, output_dir=tmp_path / "run")
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "| mini ndcg@10 | nDCG@10 x100 |" in card and "Best step on mini ndcg@10:" in card
+    assert "Spearman" not in card.split("## Recipe")[0] and "n/a" not in card
+    assert result.metrics["selected_on"] == ["mini ndcg@10"]
+    saved = json.loads((tmp_path / "run" / "model" / "sentence_bert_config.json").read_text())
+    assert saved["max_seq_length"] == 16 and result.metrics["max_seq_len"] == {"train": 16, "saved": 16}
+    rows = [r for r in csv.DictReader(open(tmp_path / "run" / "log.csv")) if r["eval_name"]]
+    assert rows and all(float(r["eval_seconds"]) > 0 for r in rows)

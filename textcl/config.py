@@ -28,6 +28,7 @@ class ModelConfig:
     pooling: Optional[str] = None  #: None keeps the folder's pooling (mean for a plain HF folder)
     mlp_head: bool = False  #: the SimCSE MLP head, used in training only
     max_seq_len: int = 32  #: training inputs are truncated to this; evaluation uses the model's own limit
+    save_max_seq_len: bool = False  #: also evaluate and save the model with max_seq_len (if below its own)
     dropout: Optional[float] = None  #: override hidden and attention dropout (None: the model's own)
     two_tower: bool = False  #: separate query (anchor) and document (positive/negative) encoders
 
@@ -104,7 +105,7 @@ class TrainSection:
     epochs: int = 1
     max_steps: Optional[int] = None
     grad_accum: int = 1
-    mixed_precision: str = "no"  #: no, fp16 or bf16 (bf16 autocast also works on CPU)
+    mixed_precision: str = "no"  #: no, fp16, bf16, or auto (bf16 where the device has it natively, else no)
     seed: int = 42
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
@@ -212,7 +213,7 @@ class TrainConfig:
         if t.max_steps is not None:
             positive("train.max_steps", t.max_steps)
         positive("train.grad_accum", t.grad_accum)
-        choice("train.mixed_precision", t.mixed_precision, ("no", "fp16", "bf16"))
+        choice("train.mixed_precision", t.mixed_precision, ("no", "fp16", "bf16", "auto"))
         positive("train.checkpoint_every", t.checkpoint_every, allow_zero=True)
         positive("train.keep_checkpoints", t.keep_checkpoints)
         positive("train.log_every", t.log_every)

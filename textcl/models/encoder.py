@@ -72,6 +72,8 @@ class Encoder(nn.Module):
 
     #: the cost of one more chunk in :meth:`forward`, in tokens; None runs the batch unchunked
     chunk_overhead: int | None = CHUNK_OVERHEAD_TOKENS
+    #: what ``encode(bf16=None)`` does; the trainer sets it to the run's precision for its evaluations
+    encode_bf16: bool = False
 
     def __init__(
         self,
@@ -184,12 +186,13 @@ class Encoder(nn.Module):
         batch_size: int = 64,
         normalize: bool | None = None,
         show_progress: bool = False,
-        bf16: bool = False,
+        bf16: bool | None = None,
     ) -> np.ndarray:
         """Embed texts.
 
         Texts are tokenized once, sorted by token length and batched, so that each batch pads little.
-        Runs in eval mode under ``torch.inference_mode``; ``bf16=True`` adds bf16 autocast.
+        Runs in eval mode under ``torch.inference_mode``; ``bf16=True`` adds bf16 autocast (``None``: the
+        encoder's ``encode_bf16``, False unless a trainer set it to its run's precision).
 
         Returns:
             float32 array (n, d) in the input order; (d,) for a single string; (0, d) for an empty list.
@@ -208,6 +211,7 @@ class Encoder(nn.Module):
         lengths = np.fromiter((len(ids) for ids in enc["input_ids"]), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")
         device = self.device
+        bf16 = self.encode_bf16 if bf16 is None else bf16
         autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext())
         starts = range(0, n, batch_size)
         if show_progress:

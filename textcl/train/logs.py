@@ -6,7 +6,7 @@ from pathlib import Path
 
 from textcl._io import atomic_path
 
-COLUMNS = ["step", "epoch", "loss", "lr", "temperature", "pairs_per_s", "eval_name", "eval_score"]
+COLUMNS = ["step", "epoch", "loss", "lr", "temperature", "pairs_per_s", "eval_name", "eval_score", "eval_seconds"]
 
 
 class CSVLog:
@@ -38,8 +38,12 @@ def read_log(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def plot_curves(log_csv: Path, out_png: Path, title: str = "") -> Path | None:
-    """Plot training loss and evaluation Spearman against step; returns the PNG path (None without data)."""
+def plot_curves(log_csv: Path, out_png: Path, title: str = "", labels: dict[str, str] | None = None) -> Path | None:
+    """Plot training loss and each evaluation's score against step; returns the PNG path (None without data).
+
+    ``labels`` maps an evaluation name to what its score measures (``Spearman x100 (cosine)``,
+    ``nDCG@10 x100``), shown in the legend; the default says Spearman x100 for every curve."""
+    labels = labels or {}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,8 +62,9 @@ def plot_curves(log_csv: Path, out_png: Path, title: str = "") -> Path | None:
         axes[0].plot(*zip(*loss), lw=1)
     axes[0].set(xlabel="step", ylabel="loss", title="training loss")
     for name, points in evals.items():
-        axes[1].plot(*zip(*points), marker="o", label=name)
-    axes[1].set(xlabel="step", ylabel="score (STS: Spearman x100)", title="evaluation")
+        axes[1].plot(*zip(*points), marker="o", label=f"{name}: {labels.get(name, 'Spearman x100')}")
+    kinds = sorted({labels.get(name, "Spearman x100") for name in evals})
+    axes[1].set(xlabel="step", ylabel=kinds[0] if len(kinds) == 1 else "score x100", title="evaluation")
     if evals:
         axes[1].legend()
     fig.suptitle(title)

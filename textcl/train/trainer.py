@@ -26,6 +26,7 @@ from textcl.eval.stats import N_BOOTSTRAP
 from textcl.eval.sts import as_sts_list, evaluate_sts
 from textcl.models import Encoder
 from textcl.models.chunking import row_lengths
+from textcl.models.precision import resolve_precision
 from textcl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from textcl.train.logs import CSVLog, plot_curves
 from textcl.train.sampler import epoch_batches
@@ -48,6 +49,15 @@ class TrainResult:
 def metric_value(m: dict) -> float:
     """The headline number of one evaluation: an STS set's Spearman x100, or an evaluator's score."""
     return m["spearman"] if "spearman" in m else m["score"]
+
+
+def metric_label(name: str, m: dict) -> str:
+    """What :func:`metric_value` of ``m`` measures, for tables and plots."""
+    if "spearman" in m:
+        return "Spearman x100 (cosine)"
+    if name.lower().endswith("ndcg@10"):
+        return "nDCG@10 x100"
+    return "score"
 
 
 def retrieval_evaluator(beir_dir: str):
@@ -113,8 +123,11 @@ def model_card(config: TrainConfig, metrics: dict, citation: str) -> str:
         ci = m.get("ci95")
         ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
         before_text = f"{metric_value(before):.2f}" if before else "–"
-        rows.append(f"| {name} | {before_text} | {metric_value(m):.2f}{ci_text} |")
-    table = "\n".join(["| evaluation | before | after (95% CI) |", "|---|---|---|", *rows]) if rows else "(no evaluation)"
+        rows.append(f"| {name} | {metric_label(name, m)} | {before_text} | {metric_value(m):.2f}{ci_text} |")
+    table = ("\n".join(["| evaluation | metric | before | after (95% CI) |", "|---|---|---|---|", *rows])
+             if rows else "(no evaluation)")
+    lengths = metrics.get("max_seq_len", {})
+    selected_on = ", ".join(metrics.get("selected_on") or []) or "n/a"
     recipe = yaml.safe_dump(config.to_dict(), sort_keys=False)
     return f"""---
 library_name: sentence-transformers
@@ -138,11 +151,16 @@ model = SentenceTransformer("path/to/this/folder")
 embeddings = model.encode(["A sentence to embed."])
 ```
 
-## Results (STS: Spearman x100 of cosine similarities)
+Training inputs were truncated to {lengths.get('train', config.model.max_seq_len)} tokens; this model encodes up to
+{lengths.get('saved', '?')} tokens (`model.save_max_seq_len: true` saves the training length instead).
+
+## Results
+
+Evaluated in {metrics.get('eval_precision', 'fp32')}, at this model's maximum length.
 
 {table}
 
-Best step on {', '.join(config.eval.data) or 'n/a'}: {metrics.get('best_step')}.
+Best step on {selected_on}: {metrics.get('best_step')}.
 
 ## Recipe
 
@@ -182,8 +200,10 @@ class Trainer:
             from accelerate.state import AcceleratorState
 
             AcceleratorState._reset_state(reset_partial_state=True)
+        # auto: bf16 where the device has it natively (an AVX2-only CPU emulates bf16, 10x+ slower than fp32)
+        self.precision = resolve_precision(c.train.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu")
         self.acc = Accelerator(
-            mixed_precision=c.train.mixed_precision, cpu=not torch.cuda.is_available(),
+            mixed_precision=self.precision, cpu=not torch.cuda.is_available(),
             log_with=self.trackers or None, project_dir=str(self.out),
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
@@ -196,6 +216,13 @@ class Trainer:
         # own maximum length, as SimCSE's evaluation does
         encoder = Encoder.load(c.model.name, pooling=c.model.pooling, mlp_head=c.model.mlp_head,
                                device=self.acc.device)
+        if c.model.save_max_seq_len:
+            encoder.max_seq_length = min(encoder.max_seq_length, c.model.max_seq_len)
+        self.max_seq_len = {"train": c.model.max_seq_len, "saved": encoder.max_seq_length}
+        # evaluation encodes in the run's precision (bf16 evaluates about twice as fast where it is native)
+        encoder.encode_bf16 = self.precision == "bf16"
+        self.eval_seconds = 0.0
+        self.train_seconds = 0.0
         self.text_aug = build_augmenter(c.data.augment, field="data.augment") if c.data.augment is not None else None
         self.token_aug = None
         if c.data.token_augment is not None:
@@ -376,6 +403,8 @@ class Trainer:
         """name -> metrics: each STS set's ``{spearman, pearson, n, ci95}`` (plus SentEval's ``all`` over several
         sets when ``with_all``), and each evaluator's values as ``{score}``."""
         out: dict = {}
+        t0 = time.perf_counter()
+        encoder.encode_bf16 = self.precision == "bf16"
         if sets:
             report = evaluate_sts(encoder, sets, n_bootstrap=n_bootstrap, batch_size=self.config.eval.batch_size)
             out.update(report["sets"])
@@ -384,7 +413,13 @@ class Trainer:
         for evaluator in evaluators:
             for name, value in evaluator(encoder).items():
                 out[name] = {"score": float(value)}
+        self.eval_seconds += time.perf_counter() - t0
         return out
+
+    def _time_report(self) -> dict:
+        total = self.train_seconds + self.eval_seconds
+        return {"train_s": round(self.train_seconds, 2), "eval_s": round(self.eval_seconds, 2),
+                "eval_share": round(self.eval_seconds / total, 4) if total else 0.0}
 
     @staticmethod
     def _score(metrics: dict) -> float:
@@ -476,6 +511,7 @@ class Trainer:
                 self.step += 1
                 loss = float(torch.stack(losses).mean())
                 dt = time.perf_counter() - t0
+                self.train_seconds += dt
                 pairs = batch_size * g * self.world / dt
                 rate = pairs if rate is None else 0.9 * rate + 0.1 * pairs
                 lr = self.scheduler.get_last_lr()[0]
@@ -511,15 +547,22 @@ class Trainer:
     def _eval_and_select(self, state: dict, log) -> None:
         acc = self.acc
         if acc.is_main_process:
+            before = self.eval_seconds
             metrics = self._evaluate(self.encoder, self.eval_sets, evaluators=self.evaluators)
+            took = self.eval_seconds - before
             score = self._score(metrics)
             for name, m in metrics.items():
-                log.write(step=self.step, eval_name=name, eval_score=f"{metric_value(m):.4f}")
+                log.write(step=self.step, eval_name=name, eval_score=f"{metric_value(m):.4f}",
+                          eval_seconds=f"{took:.2f}")
             if self.trackers:
                 acc.log({f"eval/{k}": metric_value(m) for k, m in metrics.items()}, step=self.step)
             improved = state["best"] is None or score > state["best"]
+            state["selected_on"] = [k for k in metrics if k != "all"]
+            share = self._time_report()["eval_share"]
             acc.print(f"step {self.step}: " + ", ".join(f"{k} {metric_value(m):.2f}" for k, m in metrics.items())
-                      + (" (best so far)" if improved else ""))
+                      + (" (best so far)" if improved else "")
+                      + f" [evaluation {took:.1f} s; {100 * share:.0f}% of this run's time so far"
+                      + ("; raise eval.every to train more between evaluations]" if share > 0.3 else "]"))
             if improved:
                 state["best"], state["best_step"] = score, self.step
                 if self.config.eval.select_best:
@@ -541,8 +584,13 @@ class Trainer:
             after = {**self._evaluate(final, self.eval_sets, evaluators=self.evaluators, n_bootstrap=N_BOOTSTRAP),
                      **self._evaluate(final, self.test_sets, n_bootstrap=N_BOOTSTRAP, with_all=True)}
             metrics = {"before": state.get("before", {}), "after": after, "best_step": state.get("best_step"),
-                       "best_score": state.get("best"), "steps": self.step, "examples": len(self.examples),
-                       "model": c.model.name, "config": c.to_dict()}
+                       "best_score": state.get("best"), "selected_on": state.get("selected_on"),
+                       "steps": self.step, "examples": len(self.examples), "model": c.model.name,
+                       "max_seq_len": self.max_seq_len, "precision": self.precision,
+                       "eval_precision": "bf16" if self.precision == "bf16" else "fp32",
+                       "time": self._time_report(), "config": c.to_dict()}
+            acc.print(f"time: training {metrics['time']['train_s']:.1f} s, evaluation {metrics['time']['eval_s']:.1f} s "
+                      f"({100 * metrics['time']['eval_share']:.0f}% of the total)")
             citation = self.acc.unwrap_model(self.loss_fn).citation
             final.name = c.name
             final.save(model_dir, model_card=model_card(c, metrics, citation))
@@ -550,7 +598,8 @@ class Trainer:
                 final_doc.save(self.out / "model-document")
             atomic_write_json(self.out / "metrics.json", metrics)
             if c.train.plot:
-                plot_curves(self.out / "log.csv", self.out / "training.png", title=c.name)
+                labels = {name: metric_label(name, m) for name, m in after.items()}
+                plot_curves(self.out / "log.csv", self.out / "training.png", title=c.name, labels=labels)
         acc.wait_for_everyone()
         acc.end_training()
         return TrainResult(self.out, model_dir, metrics, self.step, True)

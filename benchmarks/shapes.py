@@ -1,0 +1,96 @@
+"""The training data shapes users bring, built from the packaged Wikipedia leads and cached in benchmarks/.cache.
+
+- ``pairs``: a short query (the article's title, 3-7 tokens) -> a long passage (the rest of the lead after
+  its first sentence; median 74 MiniLM tokens, 13% over 128).
+- ``short_pairs``: title -> the lead's first sentence (median 28 tokens), for large cached batches.
+- ``triples``: ``pairs`` plus one hard negative mined with the packaged MiniLM (``textcl mine``'s function,
+  ranks 10-50, margin 0.05, candidates: the training passages).
+- ``heldout``: a BEIR folder whose queries are the titles of 500 articles that no training file contains,
+  each with its passage as the one relevant document, in a corpus of those 500 passages and 1,500 training
+  passages as distractors.
+
+Articles are shuffled once with a fixed seed; the last 500 (with at least two sentences) are held out.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+CACHE = Path(__file__).resolve().parent / ".cache" / "shapes"
+HELDOUT = 500
+DISTRACTORS = 1500
+
+
+def _articles() -> list[tuple[str, str, str]]:
+    """(title, first sentence, rest of the lead) of each lead with at least two sentences, shuffled."""
+    from textcl.data.wiki import split_sentences, wiki_leads
+
+    rows = []
+    for title, lead in wiki_leads():
+        sentences = split_sentences(lead)
+        if len(sentences) >= 2:
+            rows.append((title, sentences[0], " ".join(sentences[1:])))
+    order = np.random.default_rng(0).permutation(len(rows))
+    return [rows[i] for i in order]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def pairs(n: int | None = None) -> Path:
+    """JSONL of (title -> rest of lead) training pairs, the first ``n`` (all ~8,900 when None)."""
+    train = _articles()[:-HELDOUT]
+    path = CACHE / f"pairs-{n or 'all'}.jsonl"
+    if not path.exists():
+        _write_jsonl(path, [{"anchor": t, "positive": rest} for t, _, rest in train[:n]])
+    return path
+
+
+def short_pairs(n: int | None = None) -> Path:
+    """JSONL of (title -> first sentence) training pairs."""
+    train = _articles()[:-HELDOUT]
+    path = CACHE / f"short-pairs-{n or 'all'}.jsonl"
+    if not path.exists():
+        _write_jsonl(path, [{"anchor": t, "positive": first} for t, first, _ in train[:n]])
+    return path
+
+
+def triples(n: int) -> Path:
+    """JSONL of (title, passage, mined hard negative) for the first ``n`` training pairs that get one."""
+    path = CACHE / f"triples-{n}.jsonl"
+    if path.exists():
+        return path
+    from textcl.index.mining import mine_hard_negatives
+    from textcl.models import Encoder, packaged_minilm_path
+
+    train = _articles()[:-HELDOUT]
+    candidates = [(t, rest) for t, _, rest in train[: int(n * 1.2) + 50]]
+    encoder = Encoder.load(packaged_minilm_path(), max_seq_length=128, device="cpu")
+    found = mine_hard_negatives(candidates, encoder, rank_range=(10, 50), margin=0.05, batch_size=64)
+    if len(found) < n:
+        raise SystemExit(f"mined only {len(found)} triples, wanted {n}")
+    return _write_jsonl(path, found[:n])
+
+
+def heldout() -> Path:
+    """The held-out BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)."""
+    folder = CACHE / "heldout-beir"
+    if (folder / "qrels" / "test.tsv").exists():
+        return folder
+    rows = _articles()
+    test, distractors = rows[-HELDOUT:], rows[:DISTRACTORS]
+    corpus = [{"_id": f"d{i}", "title": "", "text": rest} for i, (_, _, rest) in enumerate(test)]
+    corpus += [{"_id": f"x{i}", "title": "", "text": rest} for i, (_, _, rest) in enumerate(distractors)]
+    _write_jsonl(folder / "corpus.jsonl", corpus)
+    _write_jsonl(folder / "queries.jsonl", [{"_id": f"q{i}", "text": t} for i, (t, _, _) in enumerate(test)])
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\td{i}\t1" for i in range(len(test))]
+    (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
