@@ -43,24 +43,32 @@ SCENARIOS = {
 }
 
 
-def data_file(s: dict) -> str | None:
-    """The scenario's rows (None: the packaged Wikipedia sentences)."""
+MODEL = None  # --model: a local model folder (default: the packaged all-MiniLM-L6-v2)
+DEVICE = "cpu"  # --device
+
+
+def model_path() -> str:
+    from textcl.models import packaged_minilm_path
+
+    return MODEL or str(packaged_minilm_path())
+
+
+def data_file(s: dict) -> str:
+    """The scenario's rows: a .txt of sentences or a .jsonl of pairs/triples, built once under benchmarks/.cache."""
     n = s["batch"] * (s["steps"] + 1)
-    return {"unlabeled": lambda: None, "pairs": lambda: str(shapes.pairs(n)),
+    return {"unlabeled": lambda: str(shapes.sentences(n)), "pairs": lambda: str(shapes.pairs(n)),
             "triples": lambda: str(shapes.triples(n)), "short_pairs": lambda: str(shapes.short_pairs(n))}[s["kind"]]()
 
 
 def run_textcl(s: dict, precision: str, out: str) -> list[float]:
     from textcl.config import config_from_dict
-    from textcl.models import packaged_minilm_path
     from textcl.train import train
     from textcl.train.logs import read_log
 
-    path = data_file(s)
     kind = "pairs" if s["kind"] == "short_pairs" else s["kind"]
     config = config_from_dict({
-        "model": {"name": str(packaged_minilm_path()), "max_seq_len": s["max_len"]},
-        "data": {"path": path or "packaged:wiki", "kind": kind, "max_examples": s["batch"] * (s["steps"] + 1)},
+        "model": {"name": model_path(), "max_seq_len": s["max_len"]},
+        "data": {"path": data_file(s), "kind": kind, "max_examples": s["batch"] * (s["steps"] + 1)},
         "loss": {"cached": "mini_batch" in s, "mini_batch_size": s.get("mini_batch", 32)},
         "eval": {"data": [], "test": [], "every": 0, "before": False},
         "optim": {"lr": LR},
@@ -78,15 +86,12 @@ def run_st(s: dict, precision: str, out: str) -> list[float]:
                                        SentenceTransformerTrainingArguments, losses)
     from transformers import TrainerCallback
 
-    from textcl.data.wiki import wiki_sentences
-    from textcl.models import packaged_minilm_path
-
-    model = SentenceTransformer(str(packaged_minilm_path()), device="cpu")
+    model = SentenceTransformer(model_path(), device=DEVICE)
     model.max_seq_length = s["max_len"]
     n = s["batch"] * (s["steps"] + 1)
     path = data_file(s)
-    if path is None:
-        sents = wiki_sentences()[:n]
+    if path.endswith(".txt"):
+        sents = open(path, encoding="utf-8").read().splitlines()[:n]
         ds = Dataset.from_dict({"anchor": sents, "positive": sents})
     else:
         rows = [json.loads(line) for line in open(path, encoding="utf-8")][:n]
@@ -112,7 +117,7 @@ def run_st(s: dict, precision: str, out: str) -> list[float]:
 
     args = SentenceTransformerTrainingArguments(
         output_dir=out, per_device_train_batch_size=s["batch"], max_steps=s["steps"], learning_rate=LR,
-        bf16=precision == "bf16", use_cpu=True, logging_steps=1000, save_strategy="no", report_to="none",
+        bf16=precision == "bf16", use_cpu=DEVICE == "cpu", logging_steps=1000, save_strategy="no", report_to="none",
         dataloader_drop_last=True, seed=42, disable_tqdm=True,
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=loss, callbacks=[Clock()])
@@ -131,8 +136,12 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--precisions", nargs="+", default=["no", "bf16"])
+    parser.add_argument("--model", help="a local model folder (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--child", nargs=3, metavar=("WHICH", "SCENARIO", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global MODEL, DEVICE
+    MODEL, DEVICE = args.model, args.device
     if args.child:
         child(*args.child)
         return
@@ -145,7 +154,8 @@ def main() -> None:
             medians = {"textcl": [], "st": []}
             for r in range(args.repeats):
                 for which in ("textcl", "st"):  # each run in a fresh process, interleaved
-                    cmd = [sys.executable, __file__, "--child", which, scenario, precision]
+                    cmd = [sys.executable, __file__, "--device", args.device, "--child", which, scenario, precision]
+                    cmd += ["--model", args.model] if args.model else []
                     proc = subprocess.run(cmd, capture_output=True, text=True)
                     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                     if proc.returncode or not line:

@@ -1,5 +1,6 @@
 """The training data shapes users bring, built from the packaged Wikipedia leads and cached in benchmarks/.cache.
 
+- ``sentences``: the packaged Wikipedia sentences, one per line (unsupervised SimCSE).
 - ``pairs``: a short query (the article's title, 3-7 tokens) -> a long passage (the rest of the lead after
   its first sentence; median 74 MiniLM tokens, 13% over 128).
 - ``short_pairs``: title -> the lead's first sentence (median 28 tokens), for large cached batches.
@@ -41,6 +42,19 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     tmp.replace(path)
+    return path
+
+
+def sentences(n: int) -> Path:
+    """A .txt of the first ``n`` packaged Wikipedia sentences."""
+    path = CACHE / f"sentences-{n}.txt"
+    if not path.exists():
+        from textcl.data.wiki import wiki_sentences
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(s + "\n" for s in wiki_sentences()[:n]), encoding="utf-8")
+        tmp.replace(path)
     return path
 
 

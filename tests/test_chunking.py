@@ -144,3 +144,22 @@ def test_training_steps_equal_the_unchunked_computation(tiny_bert_dir, tmp_path,
     b = load_file(str(tmp_path / "plain" / "model" / "model.safetensors"))
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=0, msg=name)
+
+
+def test_length_grouping_sees_the_whole_row(tiny_bert_dir, tmp_path):
+    """Equal-length queries with passages of very different lengths: grouped batches hold passages of
+    similar length (grouping by the anchor alone could not tell them apart), in an order fixed by the seed."""
+    from textcl.train import Trainer
+    from textcl.train.sampler import epoch_batches
+
+    rng = np.random.default_rng(0)
+    sizes = rng.permutation(np.repeat([2, 10, 40, 80], 16))
+    rows = [{"anchor": f"query {i:03d}", "positive": " ".join(["word"] * int(n))} for i, n in enumerate(sizes)]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    trainer = Trainer(_config(tiny_bert_dir, data, "pairs", train={"batch_size": 16}), tmp_path / "run")
+    trainer._setup()
+    batches = epoch_batches(trainer.lengths, 16, seed=1, epoch=0)
+    assert batches and all(len(set(sizes[b])) == 1 for b in batches)  # each batch: one passage length
+    again = epoch_batches(trainer.lengths, 16, seed=1, epoch=0)
+    assert all((a == b).all() for a, b in zip(batches, again))

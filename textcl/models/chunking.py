@@ -16,14 +16,20 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
-__all__ = ["CHUNK_OVERHEAD_TOKENS", "plan_chunks", "row_lengths", "forward_by_length"]
+__all__ = ["CHUNK_OVERHEAD_TOKENS", "chunk_overhead_for", "plan_chunks", "row_lengths", "forward_by_length"]
 
-#: the fixed cost of one more forward/backward pass, in tokens of work; measured on MiniLM (CPU, 2 threads),
-#: where 32 to 1024 gave step times within noise of each other (benchmarks/RESULTS.md, "Step layout")
-CHUNK_OVERHEAD_TOKENS = 256
+#: the fixed cost of one more forward/backward pass, in tokens of work, by device type. CPU: measured on
+#: MiniLM with 2 threads, where 64 was fastest (benchmarks/RESULTS.md, "Step layout"). CUDA: not measured
+#: yet; a GPU runs thousands of tokens in the time of one kernel launch, so chunks there stay large.
+CHUNK_OVERHEAD_TOKENS = {"cpu": 64, "cuda": 4096}
 
 
-def plan_chunks(lengths: np.ndarray | list[int], overhead: int = CHUNK_OVERHEAD_TOKENS) -> list[tuple[int, int]]:
+def chunk_overhead_for(device: torch.device | str) -> int:
+    """The default chunk overhead (tokens) on ``device``."""
+    return CHUNK_OVERHEAD_TOKENS.get(torch.device(device).type, CHUNK_OVERHEAD_TOKENS["cuda"])
+
+
+def plan_chunks(lengths: np.ndarray | list[int], overhead: int = CHUNK_OVERHEAD_TOKENS["cpu"]) -> list[tuple[int, int]]:
     """Cut rows sorted by decreasing length into chunks ``[(start, stop), ...]``.
 
     A chunk costs ``(stop - start) * lengths[start] + overhead``; the plan has the least total cost.
@@ -72,20 +78,22 @@ def row_lengths(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def forward_by_length(embed: Callable[[dict[str, torch.Tensor]], torch.Tensor],
-                      features: Mapping[str, torch.Tensor], overhead: int = CHUNK_OVERHEAD_TOKENS) -> torch.Tensor:
+                      features: Mapping[str, torch.Tensor], overhead: int | None = None) -> torch.Tensor:
     """``embed(features)`` computed as length-homogeneous chunks.
 
     Args:
         embed: ``features -> (m, d)``, e.g. :meth:`Encoder.embed`.
         features: ``input_ids``, ``attention_mask`` (B, L) and any other (B, L) tensors (``token_type_ids``),
             right-padded.
-        overhead: see :func:`plan_chunks`.
+        overhead: see :func:`plan_chunks`; None takes :func:`chunk_overhead_for` the features' device.
     Returns:
         (B, d) embeddings in the input order, equal to ``embed(features)`` up to floating-point rounding for
         an encoder whose padded positions are masked out (every Hugging Face encoder with right padding).
     """
     mask = features["attention_mask"]
     n = mask.shape[0]
+    if overhead is None:
+        overhead = chunk_overhead_for(mask.device)
     lengths = row_lengths(mask).cpu()
     if n == 0:
         return embed(dict(features))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from textcl.models.chunking import CHUNK_OVERHEAD_TOKENS, forward_by_length
+from textcl.models.chunking import forward_by_length
 from textcl.models.pooling import check_pooling, pool
 
 
@@ -70,8 +70,9 @@ class Encoder(nn.Module):
     search.
     """
 
-    #: the cost of one more chunk in :meth:`forward`, in tokens; None runs the batch unchunked
-    chunk_overhead: int | None = CHUNK_OVERHEAD_TOKENS
+    #: the cost of one more chunk in :meth:`forward`, in tokens: "auto" (by device, see
+    #: :data:`textcl.models.chunking.CHUNK_OVERHEAD_TOKENS`), a number, or None to run the batch unchunked
+    chunk_overhead: int | str | None = "auto"
     #: what ``encode(bf16=None)`` does; the trainer sets it to the run's precision for its evaluations
     encode_bf16: bool = False
 
@@ -158,7 +159,7 @@ class Encoder(nn.Module):
         if self.chunk_overhead is None:
             return self.embed(features)
         inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        return forward_by_length(self.embed, inputs, self.chunk_overhead)
+        return forward_by_length(self.embed, inputs, None if self.chunk_overhead == "auto" else self.chunk_overhead)
 
     def embed(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """The computation behind ``forward``. :meth:`encode` calls it directly, so wrappers that a trainer
