@@ -43,6 +43,7 @@ SCENARIOS = {
 }
 
 
+GPU_SCALE = 4  # --gpu-scale multiplies every batch (and GradCache mini-batch) by this
 MODEL = None  # --model: a local model folder (default: the packaged all-MiniLM-L6-v2)
 DEVICE = "cpu"  # --device
 
@@ -138,10 +139,16 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["no", "bf16"])
     parser.add_argument("--model", help="a local model folder (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--gpu-scale", action="store_true", help=f"batches {GPU_SCALE}x larger (benchmarks/gpu.sh)")
     parser.add_argument("--child", nargs=3, metavar=("WHICH", "SCENARIO", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     global MODEL, DEVICE
     MODEL, DEVICE = args.model, args.device
+    if args.gpu_scale:
+        for s in SCENARIOS.values():
+            s["batch"] *= GPU_SCALE
+            if "mini_batch" in s:
+                s["mini_batch"] *= GPU_SCALE
     if args.child:
         child(*args.child)
         return
@@ -156,6 +163,7 @@ def main() -> None:
                 for which in ("textcl", "st"):  # each run in a fresh process, interleaved
                     cmd = [sys.executable, __file__, "--device", args.device, "--child", which, scenario, precision]
                     cmd += ["--model", args.model] if args.model else []
+                    cmd += ["--gpu-scale"] if args.gpu_scale else []
                     proc = subprocess.run(cmd, capture_output=True, text=True)
                     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                     if proc.returncode or not line:

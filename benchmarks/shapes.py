@@ -15,11 +15,12 @@ Articles are shuffled once with a fixed seed; the last 500 (with at least two se
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-CACHE = Path(__file__).resolve().parent / ".cache" / "shapes"
+CACHE = Path(os.environ.get("TEXTCL_SHAPES_CACHE") or Path(__file__).resolve().parent / ".cache" / "shapes")
 HELDOUT = 500
 DISTRACTORS = 1500
 
@@ -60,19 +61,17 @@ def sentences(n: int) -> Path:
 
 def pairs(n: int | None = None) -> Path:
     """JSONL of (title -> rest of lead) training pairs, the first ``n`` (all ~8,900 when None)."""
-    train = _articles()[:-HELDOUT]
     path = CACHE / f"pairs-{n or 'all'}.jsonl"
     if not path.exists():
-        _write_jsonl(path, [{"anchor": t, "positive": rest} for t, _, rest in train[:n]])
+        _write_jsonl(path, [{"anchor": t, "positive": rest} for t, _, rest in _articles()[:-HELDOUT][:n]])
     return path
 
 
 def short_pairs(n: int | None = None) -> Path:
     """JSONL of (title -> first sentence) training pairs."""
-    train = _articles()[:-HELDOUT]
     path = CACHE / f"short-pairs-{n or 'all'}.jsonl"
     if not path.exists():
-        _write_jsonl(path, [{"anchor": t, "positive": first} for t, first, _ in train[:n]])
+        _write_jsonl(path, [{"anchor": t, "positive": first} for t, first, _ in _articles()[:-HELDOUT][:n]])
     return path
 
 
