@@ -90,6 +90,21 @@ def test_sentence_transformers_round_trip(tiny_bert_dir, tmp_path, pooling):
     np.testing.assert_allclose(ours, enc.encode(TEXTS), atol=1e-6)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "cls_before_pooler", "max"])
+def test_a_folder_saved_by_sentence_transformers_loads_with_its_pooling_and_length(tiny_bert_dir, tmp_path, pooling):
+    """The installed sentence-transformers' own save format (6.x: ``"pooling_mode": "mean"`` and the length in
+    the tokenizer's ``model_max_length``) loads in textcl with the same vectors."""
+    from sentence_transformers import SentenceTransformer
+
+    Encoder.load(tiny_bert_dir, pooling=pooling).save(tmp_path / "ours")
+    st = SentenceTransformer(str(tmp_path / "ours"), device="cpu")
+    st.max_seq_length = 24
+    st.save(str(tmp_path / "theirs"))
+    enc = Encoder.load(tmp_path / "theirs")
+    assert enc.pooling == pooling and enc.max_seq_length == 24
+    assert np.abs(enc.encode(TEXTS) - st.encode(TEXTS)).max() <= 1e-5
+
+
 def test_save_replaces_an_existing_folder_whole(tiny_bert_dir, tmp_path):
     enc = Encoder.load(tiny_bert_dir)
     target = tmp_path / "model"

@@ -36,6 +36,12 @@ def _module_kind(type_name: str) -> str:
     return type_name.rsplit(".", 1)[-1]
 
 
+def _tokenizer_limit(tokenizer) -> int | None:
+    """The tokenizer's ``model_max_length`` when it is a real limit (transformers uses ~1e30 for "none")."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+
+
 def _load_state(folder: Path) -> dict[str, torch.Tensor]:
     if (folder / "model.safetensors").exists():
         from safetensors.torch import load_file
@@ -99,6 +105,9 @@ def load_folder(folder: Path, *, name: str, pooling: str | None = None, normaliz
             cfg = _read_json(sub / "config.json")
             modes = [m for m in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens",
                                  "lasttoken") if cfg.get(f"pooling_mode_{m}")]
+            if isinstance(cfg.get("pooling_mode"), str):  # sentence-transformers 6: "pooling_mode": "mean"
+                modes = [{"cls": "cls_token", "mean": "mean_tokens", "max": "max_tokens"}.get(cfg["pooling_mode"],
+                                                                                             cfg["pooling_mode"])]
             mapping = {"cls_token": "cls_before_pooler", "mean_tokens": "mean", "max_tokens": "max"}
             if len(modes) != 1 or modes[0] not in mapping:
                 raise ModelNotFoundError(f"{sub / 'config.json'}: pooling modes {modes} are not supported; textcl reads "
@@ -126,7 +135,8 @@ def load_folder(folder: Path, *, name: str, pooling: str | None = None, normaliz
         model, tokenizer,
         pooling=pooling or found_pooling or "mean",
         normalize=found_normalize if normalize is None else normalize,
-        max_seq_length=max_seq_length or st_config.get("max_seq_length"),
+        # sentence-transformers 6 keeps the limit in the tokenizer's model_max_length instead
+        max_seq_length=max_seq_length or st_config.get("max_seq_length") or _tokenizer_limit(tokenizer),
         do_lower_case=bool(st_config.get("do_lower_case", False)),
         dense=dense, name=name, **kwargs,
     )
