@@ -8,8 +8,8 @@ import pytest
 
 from _index_fakes import HashEncoder
 from textcl.errors import ConfigError
-from textcl.index import (DimensionMismatchError, DuplicateIdError, EmptyCorpusError, IndexCorruptedError,
-                          IndexStateError, SearchIndex, UnknownIdError, choose_factory)
+from textcl.index import (DimensionMismatchError, DuplicateIdError, EmptyCorpusError, EmptyQueryError,
+                          IndexCorruptedError, IndexStateError, SearchIndex, UnknownIdError, choose_factory)
 
 DOCS = {
     "cat": "the cat sat on the mat",
@@ -39,6 +39,15 @@ def test_batch_search_and_k_larger_than_corpus_returns_what_exists(index):
     assert [len(r) for r in results] == [5, 5]
     assert results[0][0].id == "piano" and results[1][0].id == "stock"
     assert sorted(h.id for h in results[0]) == sorted(DOCS)
+
+
+def test_an_empty_or_blank_query_is_an_error_naming_its_position(index):
+    with pytest.raises(EmptyQueryError, match=r"^the query is empty \(or only whitespace\)$"):
+        index.search("")
+    with pytest.raises(EmptyQueryError, match=r"^queries\[2\] is empty \(or only whitespace\)$"):
+        index.search(["cat", "dog", " \t"])
+    with pytest.raises(EmptyQueryError, match=r"^queries\[0\] is empty"):
+        index.search(q for q in ["", "cat"])
 
 
 def test_save_load_round_trip_gives_identical_results(index, tmp_path):

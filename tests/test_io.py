@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from textcl._io import iter_jsonl, packaged_path, read_lines
+from textcl._io import atomic_write_json, check_writable, iter_jsonl, packaged_path, read_lines
 from textcl.data.pairs import read_examples_file
 from textcl.data.sts import read_sts_file
 from textcl.data.texts import read_texts
-from textcl.errors import DataFormatError
+from textcl.errors import DataFormatError, OutputPathError
 from textcl.index.documents import read_documents
 
 LS = "\u2028"  # LINE SEPARATOR: str.splitlines() splits at it, a JSON string may hold it raw
@@ -100,3 +100,57 @@ def test_sts_reader(tmp_path):
                                         {"sentence1": "d", "sentence2": "e", "score": 2.0}], bom=True)
     data = read_sts_file(path)
     assert data.sentences1 == [f"a{LS}b", "d"] and list(data.scores) == [1.0, 2.0]
+
+
+# ---------------------------------------------------------------- check_writable
+
+
+@pytest.fixture()
+def places(tmp_path, monkeypatch):
+    """cwd = tmp_path holding a folder ``dir``, a file ``file.txt`` and a folder ``ro`` that os.access calls
+    read-only (as ``chmod 555`` would for anyone but root)."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "ro").mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == "ro" else real_access(p, mode))
+    return tmp_path
+
+
+@pytest.mark.parametrize("path, message", [
+    ("dir", "--json dir: is a folder; give a file name"),
+    ("dir/", "--json dir/: is a folder; give a file name"),
+    ("new/", "--json new/: ends with a slash; give a file name"),
+    ("file.txt/x.json", "--json file.txt/x.json: file.txt is a file, not a folder"),
+    ("file.txt/a/x.json", "--json file.txt/a/x.json: file.txt is a file, not a folder"),
+    ("ro/x.json", "--json ro/x.json: the folder ro is not writable"),
+    ("ro/sub/x.json", "--json ro/sub/x.json: the folder ro is not writable"),
+    ("", "--json '': the path is empty"),
+])
+def test_check_writable_names_the_flag_the_path_and_the_problem(places, path, message):
+    with pytest.raises(OutputPathError) as err:
+        check_writable(path, "--json")
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("path, message", [
+    ("file.txt", "--out file.txt: is a file, not a folder"),
+    ("ro", "--out ro: the folder ro is not writable"),
+    ("ro/index", "--out ro/index: the folder ro is not writable"),
+])
+def test_check_writable_for_an_output_folder(places, path, message):
+    with pytest.raises(OutputPathError) as err:
+        check_writable(path, "--out", folder=True)
+    assert str(err.value) == message
+
+
+def test_check_writable_accepts_what_the_atomic_writers_can_write(places):
+    for path in ["x.json", "file.txt", "dir/x.json", "new/deeper/x.json"]:
+        check_writable(path, "--json")
+    for path in ["dir", "new/index"]:
+        check_writable(path, "--out", folder=True)
+    atomic_write_json("new/deeper/x.json", {"a": 1})  # missing folders are created, as checked
+    assert json.loads((places / "new" / "deeper" / "x.json").read_text()) == {"a": 1}

@@ -9,6 +9,7 @@ from _index_fakes import HashEncoder
 from test_beir import write_beir
 from textcl.cli import main
 from textcl.eval.retrieval import evaluate_retrieval
+from textcl.versions import environment
 
 CORPUS = [
     {"_id": "cat", "title": "Cat", "text": "the cat sat on the mat"},
@@ -72,6 +73,7 @@ def test_cli_eval_retrieval_writes_json(beir, tmp_path, tiny_bert_dir):
     for key in ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100", "map@100"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["n_queries"] == 3
+    assert metrics["versions"] == environment()
 
 
 def test_cli_bad_input_is_a_clean_error(tmp_path, capsys):

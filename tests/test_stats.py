@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from textcl.eval.stats import bootstrap_ci, paired_bootstrap, pearson, spearman
+from textcl.eval.stats import bootstrap_ci, paired_bootstrap, pearson, spearman, undefined_reason
 
 
 def test_spearman_hand_case():
@@ -57,3 +57,21 @@ def test_paired_bootstrap_of_identical_predictions():
     pred = gold + np.sin(gold)
     result = paired_bootstrap(gold, pred, pred)
     assert result["diff"] == 0 and result["p_value"] == 1.0
+
+
+@pytest.mark.parametrize("gold, pred, reason", [
+    ([], None, "no pairs"),
+    ([4.0], [0.3], "only 1 pair"),
+    ([3.0, 3.0, 3.0, 3.0, 3.0], [0.1, 0.2, 0.3, 0.4, 0.5], "all 5 gold scores are equal (3.0)"),
+    ([1.0, 2.0, 3.0], [0.5, 0.5, 0.5], "all 3 predicted similarities are equal (0.5)"),
+    ([1.0, 2.0, 3.0], [0.1, float("nan"), 0.3], "1 of 3 predicted similarities are not finite"),
+    ([1.0, 2.0, 3.0], None, None),
+    ([1.0, 2.0, 3.0], [0.3, 0.2, 0.2], None),
+])
+def test_undefined_reason_says_why(gold, pred, reason):
+    assert undefined_reason(gold, pred) == reason
+
+
+def test_undefined_correlations_are_nan():
+    assert np.isnan(spearman([3.0, 3.0, 3.0], [1, 2, 3])) and np.isnan(pearson([1, 2, 3], [0.5, 0.5, 0.5]))
+    assert np.isnan(spearman([1.0], [2.0]))

@@ -136,6 +136,7 @@ def test_run_outputs_and_sentence_transformers_load(tiny_bert_dir, corpus, sts_f
     assert saved["max_seq_length"] == 128  # training truncation (16) is not the model's limit
     assert metrics["max_seq_len"] == {"train": 16, "saved": 128} and metrics["selected_on"] == ["dev"]
     assert metrics["time"]["eval_s"] > 0 and 0 < metrics["time"]["eval_share"] < 1
+    assert metrics["versions"]["torch"] == torch.__version__ and metrics["versions"]["textcl"]
     texts = ["the cat sat on the mat", "music fills the hall"]
     ours = Encoder.load(out / "model").encode(texts)
     theirs = SentenceTransformer(str(out / "model"), device="cpu").encode(texts)

@@ -1,7 +1,8 @@
 """File helpers shared by the package.
 
 * Atomic writes: write to a temporary file in the same folder, fsync, then rename; a reader never sees a
-  half-written file, and a crash leaves the previous version in place.
+  half-written file, and a crash leaves the previous version in place. Missing parent folders are created.
+  :func:`check_writable` tells before any work whether such a write can succeed.
 * Reading UTF-8 text, line-based and JSONL files. Lines end at ``"\n"`` only (never at U+2028, U+0085 or
   ``\x0c``, where ``str.splitlines()`` would also split), lose a trailing ``"\r"``, and a leading UTF-8 BOM
   is dropped. Every error is a :class:`~textcl.errors.DataFormatError` naming the file and line.
@@ -20,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from textcl.errors import DataFormatError
+from textcl.errors import DataFormatError, OutputPathError
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -63,6 +64,35 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def check_writable(path: str | os.PathLike, flag: str, *, folder: bool = False) -> None:
+    """Raise :class:`~textcl.errors.OutputPathError` naming ``flag`` and ``path`` if the atomic writers above
+    could not write an output file (``folder=True``: an output folder) at ``path``.
+
+    Meant to run before the work that produces the output. The path must not be an existing folder (a file
+    path) or an existing file (``folder=True``); its nearest existing ancestor must be a folder this process
+    may create entries in (missing folders below it are created by the writers), and an existing output
+    folder must be writable too.
+    """
+    text = os.fspath(path)
+    if not text:
+        raise OutputPathError(flag, "''", "the path is empty")
+    p = Path(text)
+    if p.is_dir() and not folder:
+        raise OutputPathError(flag, text, "is a folder; give a file name")
+    if not folder and text.endswith(("/", os.sep)):
+        raise OutputPathError(flag, text, "ends with a slash; give a file name")
+    if p.exists() and not p.is_dir() and folder:
+        raise OutputPathError(flag, text, "is a file, not a folder")
+    ancestor = p.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputPathError(flag, text, f"{ancestor} is a file, not a folder")
+    for where in (ancestor, p) if folder and p.is_dir() else (ancestor,):
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise OutputPathError(flag, text, f"the folder {where} is not writable")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

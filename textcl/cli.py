@@ -14,10 +14,25 @@ from textcl.errors import TextclError
 COMMANDS = ("encode", "eval", "train", "augment", "index", "mine")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: print textcl's version and its libraries' (looked up only when asked), then exit."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from textcl.versions import format_versions
+
+        print(format_versions())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="textcl", description="Contrastive learning of sentence embeddings: train, evaluate, index."
     )
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the versions of textcl, torch, transformers, sentence-transformers, faiss")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:

@@ -39,3 +39,18 @@ class UnknownDatasetError(TextclError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class OutputPathError(TextclError, OSError):
+    """An output path given on the command line cannot be written. The message starts with the option and
+    the path as the user gave them (``--json out/x.json: ...``)."""
+
+    def __init__(self, flag: str, path: str | os.PathLike, message: str):
+        self.flag = flag
+        self.path = os.fspath(path)
+        self.reason = message
+        super().__init__(f"{flag} {self.path}: {message}")
+
+
+class UndefinedCorrelationError(TextclError, ValueError):
+    """No evaluated set has a defined correlation (each has one pair, or equal gold scores or predictions)."""

@@ -98,6 +98,7 @@ def run_preview(args: argparse.Namespace) -> int:
 
 
 def run_backtranslate(args: argparse.Namespace) -> int:
+    from textcl._io import check_writable
     from textcl.augment import HFTranslator, TranslationCache, back_translate_file
     from textcl.errors import ConfigError
 
@@ -107,6 +108,9 @@ def run_backtranslate(args: argparse.Namespace) -> int:
         raise ConfigError("--via", f"must differ from --src ({args.src})")
     if not Path(args.input).is_file():
         raise FileNotFoundError(f"no such input file: {args.input}")
+    check_writable(args.out, "--out")
+    if args.cache:
+        check_writable(args.cache, "--cache")
     translator = HFTranslator.pivot(
         args.src, args.via, args.model_forward, args.model_backward,
         batch_size=args.batch_size, device=args.device, max_length=args.max_length, num_beams=args.num_beams,

@@ -17,10 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from textcl._io import atomic_save_npy
+    from textcl._io import atomic_save_npy, check_writable
     from textcl.data.texts import read_texts
     from textcl.models import Encoder
 
+    check_writable(args.out, "--out")
     texts = read_texts(args.input, field=args.field)
     encoder = Encoder.load(args.model)
     emb = encoder.encode(texts, batch_size=args.batch_size, normalize=False if args.no_normalize else None,

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from textcl.errors import UndefinedCorrelationError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a model (sts, retrieval)")
@@ -29,13 +31,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         register_retrieval(eval_sub)
 
 
-def run_sts(args: argparse.Namespace) -> int:
-    from textcl._io import atomic_write_json
-    from textcl.data.sts import load_sts
-    from textcl.eval.sts import compare_sts, evaluate_sts, format_sts_table
-    from textcl.models import Encoder
+def _all_undefined(reasons: dict[str, str]) -> UndefinedCorrelationError:
+    return UndefinedCorrelationError("the correlation is undefined for every set: "
+                                     + "; ".join(f"{name}: {reason}" for name, reason in reasons.items()))
 
-    sets = [load_sts(d) for d in args.data]  # fail on bad data before loading any model
+
+def run_sts(args: argparse.Namespace) -> int:
+    """Exits 0 when at least one set has a defined correlation (the others are reported as undefined and
+    left out of ``all``); 2 when none has: before loading a model when the gold scores already tell, else
+    after printing the table and writing ``--json``."""
+    from textcl._io import atomic_write_json, check_writable
+    from textcl.data.sts import load_sts
+    from textcl.eval.stats import undefined_reason
+    from textcl.eval.sts import as_sts_list, compare_sts, evaluate_sts, format_sts_table, undefined_sets
+    from textcl.models import Encoder
+    from textcl.versions import environment
+
+    if args.json:
+        check_writable(args.json, "--json")
+    sets = as_sts_list([load_sts(d) for d in args.data])  # fail on bad data before loading any model
+    gold_reasons = {d.name: undefined_reason(d.scores) for d in sets}
+    if all(gold_reasons.values()):
+        raise _all_undefined(gold_reasons)
     overrides = {"pooling": args.pooling} if args.pooling else {}
     encoder = Encoder.load(args.model, **overrides)
     kw = dict(similarity=args.similarity, batch_size=args.batch_size, n_bootstrap=args.bootstrap, seed=args.seed,
@@ -47,6 +64,9 @@ def run_sts(args: argparse.Namespace) -> int:
         report = evaluate_sts(encoder, sets, **kw)
     print(format_sts_table(report))
     if args.json:
-        atomic_write_json(args.json, report)
+        atomic_write_json(args.json, {**report, "versions": environment()})
         print(f"wrote {args.json}")
+    reasons = undefined_sets(report)
+    if len(reasons) == len(report["sets"]):
+        raise _all_undefined(reasons)
     return 0

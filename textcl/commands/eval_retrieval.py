@@ -26,11 +26,14 @@ def format_table(result: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from textcl._io import atomic_write_json
+    from textcl._io import atomic_write_json, check_writable
     from textcl.commands.index import load_encoder
     from textcl.data.beir import load_beir
     from textcl.eval.retrieval import evaluate_retrieval
+    from textcl.versions import environment
 
+    if args.json:
+        check_writable(args.json, "--json")
     data = load_beir(args.data, args.split)  # fail on bad data before loading the model
     encoder = load_encoder(args.model)
     result = evaluate_retrieval(encoder, data, split=args.split, factory=args.factory, batch_size=args.batch_size,
@@ -39,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
     result["data"] = args.data
     print(format_table(result))
     if args.json:
-        atomic_write_json(args.json, result)
+        atomic_write_json(args.json, {**result, "versions": environment()})
         print(f"wrote {args.json}")
     return 0

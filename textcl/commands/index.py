@@ -82,9 +82,11 @@ def _model_name(model: str) -> str:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from textcl._io import check_writable
     from textcl.index import build_streaming
     from textcl.index.documents import read_documents
 
+    check_writable(args.out, "--out", folder=True)
     docs = read_documents(args.input)
     first = next(docs, None)  # fail on an unreadable input before loading the model
     encoder = load_encoder(args.model)
@@ -121,8 +123,10 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
+    from textcl._io import check_writable
     from textcl.index.documents import read_documents
 
+    check_writable(args.index, "index", folder=True)  # the folder is rewritten as a whole
     docs = list(read_documents(args.input))
     index = _open(args.index, args.model)
     texts, ids, meta = [d.text for d in docs], [d.id for d in docs], [d.metadata for d in docs]
@@ -136,6 +140,9 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_delete(args: argparse.Namespace) -> int:
+    from textcl._io import check_writable
+
+    check_writable(args.index, "index", folder=True)  # the folder is rewritten as a whole
     ids: list[str] = []
     for item in args.ids:
         if item.startswith("@"):

@@ -25,12 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from textcl._io import check_writable
     from textcl.commands.index import load_encoder
     from textcl.index import SearchIndex
     from textcl.index.documents import read_documents
     from textcl.index.faiss_index import MANIFEST
     from textcl.index.mining import MiningStats, mine_hard_negatives, parse_range, read_pairs, write_triples
 
+    check_writable(args.out, "--out")
     rank_range = parse_range(args.range)
     pairs = read_pairs(args.pairs)
     encoder = load_encoder(args.model)

@@ -35,13 +35,15 @@ def format_results(metrics: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from textcl._io import check_writable
     from textcl.config import load_config
 
     config = load_config(args.recipe, args.overrides)
     if args.check:
         print(f"{args.recipe}: valid")
         return 0
-    from textcl.train import train
+    check_writable(args.out or config.output_dir, "--out" if args.out else f"{args.recipe}: output_dir", folder=True)
+    from textcl.train import train  # torch and transformers: only once the recipe and output folder are fine
 
     result = train(config, output_dir=args.out, resume=args.resume)
     if result.metrics:

@@ -1,7 +1,8 @@
 """Correlations and bootstrap statistics for STS evaluation.
 
 All functions take 1-D arrays of equal length n. Spearman is the Pearson correlation of average ranks
-(ties share the mean rank), as in ``scipy.stats.spearmanr``.
+(ties share the mean rank), as in ``scipy.stats.spearmanr``. Both are NaN where they are undefined (fewer
+than 2 pairs, or a side whose values are all equal); :func:`undefined_reason` says why in words.
 """
 from __future__ import annotations
 
@@ -26,6 +27,36 @@ def pearson(x, y) -> float:
 
 def spearman(x, y) -> float:
     return float(_pearson_rows(rankdata(x), rankdata(y)))
+
+
+def _shown(x: float) -> str:
+    return str(float(f"{x:.6g}"))  # 3.0, 0.812345
+
+
+def _side_reason(values: np.ndarray, what: str) -> str | None:
+    n = len(values)
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        return f"{bad} of {n} {what} are not finite"
+    if np.all(values == values[0]):
+        return f"all {n} {what} are equal ({_shown(values[0])})"
+    return None
+
+
+def undefined_reason(gold, pred=None) -> str | None:
+    """Why Spearman and Pearson of (``gold``, ``pred``) are undefined, or None when they are defined.
+
+    They are undefined for fewer than 2 pairs (``"only 1 pair"``), for a side whose values are all equal
+    (``"all 5 gold scores are equal (3.0)"``, ``"all 5 predicted similarities are equal (1.0)"``: zero
+    variance) and for a side with NaN or infinite values. ``pred=None`` checks the gold scores alone.
+    """
+    gold = np.asarray(gold, dtype=np.float64)
+    if len(gold) < 2:
+        return "no pairs" if len(gold) == 0 else "only 1 pair"
+    reason = _side_reason(gold, "gold scores")
+    if reason is None and pred is not None:
+        reason = _side_reason(np.asarray(pred, dtype=np.float64), "predicted similarities")
+    return reason
 
 
 def _resample_spearman(gold: np.ndarray, pred: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from textcl.index.errors import (
     DimensionMismatchError,
     DuplicateIdError,
     EmptyCorpusError,
+    EmptyQueryError,
     IndexCorruptedError,
     IndexStateError,
     UnknownIdError,
@@ -14,6 +15,6 @@ from textcl.index.streaming import build_streaming
 
 __all__ = [
     "SearchIndex", "Hit", "build_streaming", "DocStore", "Document", "choose_factory",
-    "DimensionMismatchError", "DuplicateIdError", "EmptyCorpusError", "IndexCorruptedError",
+    "DimensionMismatchError", "DuplicateIdError", "EmptyCorpusError", "EmptyQueryError", "IndexCorruptedError",
     "IndexStateError", "UnknownIdError",
 ]

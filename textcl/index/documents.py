@@ -19,6 +19,7 @@ from textcl._io import csv_reader, iter_jsonl, iter_lines, read_lines
 from textcl.data.beir import doc_text, iter_corpus
 from textcl.errors import DataFormatError
 from textcl.index.docstore import Document
+from textcl.index.errors import EmptyQueryError
 
 
 def _from_record(rec: dict, default_id: str, path: Path, lineno: int) -> Document:
@@ -74,10 +75,23 @@ def read_documents(path: str | os.PathLike) -> Iterator[Document]:
 
 
 def read_queries(arg: str) -> list[str]:
-    """A query argument: a file of queries (``.txt`` one per line, ``.jsonl`` with ``text``) or the query."""
+    """A query argument: a file of queries (``.txt`` one per non-blank line, ``.jsonl`` with ``text``) or the
+    query. An empty or whitespace-only query, a ``.jsonl`` line with an empty text, and a file without a
+    query raise errors that say which."""
     path = Path(arg)
-    if path.is_file():
-        if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-            return [d.text for d in read_documents(path)]
-        return [d.text for d in _iter_txt(path)]
-    return [arg]
+    if not path.is_file():
+        if not arg.strip():
+            raise EmptyQueryError("the query is empty (or only whitespace): give some text, or a file of queries")
+        return [arg]
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        queries = []
+        for lineno, obj in iter_jsonl(path):
+            text = _from_record(obj, str(lineno), path, lineno).text
+            if not text.strip():
+                raise DataFormatError(path, lineno, "the query text is empty (or only whitespace)")
+            queries.append(text)
+    else:
+        queries = [d.text for d in _iter_txt(path)]
+    if not queries:
+        raise DataFormatError(path, None, "no queries: the file holds no non-blank line")
+    return queries

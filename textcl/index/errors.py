@@ -29,3 +29,7 @@ class IndexCorruptedError(TextclError, OSError):
 
 class DimensionMismatchError(TextclError, ValueError):
     """The encoder's embedding dimension differs from the index's."""
+
+
+class EmptyQueryError(TextclError, ValueError):
+    """A search query is empty or only whitespace: it would match arbitrary documents."""

@@ -27,13 +27,20 @@ from textcl.errors import ConfigError
 from textcl.index import factory as fx
 from textcl.index.docstore import DocStore, Document
 from textcl.index.encoding import check_dim, encode_texts, encoder_dim, encoder_name, normalize_rows
-from textcl.index.errors import EmptyCorpusError, IndexCorruptedError, IndexStateError
+from textcl.index.errors import EmptyCorpusError, EmptyQueryError, IndexCorruptedError, IndexStateError
 
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 DOCS_FILE = "docs.sqlite"
 FORMAT = "textcl-index"
 FORMAT_VERSION = 1
+
+
+def check_queries(queries: Sequence[str]) -> None:
+    """Raise :class:`EmptyQueryError` naming (by its position) the first query that is empty or whitespace."""
+    for i, q in enumerate(queries):
+        if isinstance(q, str) and not q.strip():
+            raise EmptyQueryError(f"queries[{i}] is empty (or only whitespace)")
 
 
 @dataclass(frozen=True)
@@ -252,16 +259,21 @@ class SearchIndex:
 
         ``queries``: texts (encoded with the index's encoder) or an (nq, d) array. A query gets fewer than
         ``k`` hits when the index holds fewer documents (k > ndocs returns what exists). ``nprobe`` (IVF) and
-        ``ef_search`` (HNSW) trade speed for recall for this call only.
+        ``ef_search`` (HNSW) trade speed for recall for this call only. An empty or whitespace-only text query
+        raises :class:`EmptyQueryError` (``queries[2] is empty (or only whitespace)``).
         """
         if isinstance(queries, str):
+            if not queries.strip():
+                raise EmptyQueryError("the query is empty (or only whitespace)")
             queries = [queries]
         if isinstance(queries, np.ndarray):
             vecs = queries
         else:
+            queries = list(queries)
+            check_queries(queries)
             if self._index is None or len(self._store) == 0:
                 raise IndexStateError("the index is empty: build it or add documents before searching")
-            vecs = self.encode_queries(list(queries), batch_size)
+            vecs = self.encode_queries(queries, batch_size)
         scores, labels = self.search_vectors(vecs, k, nprobe, ef_search)
         docs = self._store.fetch(labels.ravel().tolist())
         return [

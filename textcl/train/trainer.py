@@ -30,6 +30,7 @@ from textcl.models.precision import resolve_precision
 from textcl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from textcl.train.logs import CSVLog, plot_curves
 from textcl.train.sampler import epoch_batches
+from textcl.versions import environment
 
 
 class TrainingDiverged(TextclError, FloatingPointError):
@@ -588,7 +589,7 @@ class Trainer:
                        "steps": self.step, "examples": len(self.examples), "model": c.model.name,
                        "max_seq_len": self.max_seq_len, "precision": self.precision,
                        "eval_precision": "bf16" if self.precision == "bf16" else "fp32",
-                       "time": self._time_report(), "config": c.to_dict()}
+                       "time": self._time_report(), "versions": environment(), "config": c.to_dict()}
             acc.print(f"time: training {metrics['time']['train_s']:.1f} s, evaluation {metrics['time']['eval_s']:.1f} s "
                       f"({100 * metrics['time']['eval_share']:.0f}% of the total)")
             citation = self.acc.unwrap_model(self.loss_fn).citation
