@@ -28,7 +28,10 @@ test: install
 bench: install
 	$(PY) benchmarks/bench_encode.py
 	$(PY) benchmarks/bench_augment.py
+	$(PY) benchmarks/bench_precision.py
+	$(PY) benchmarks/bench_step_layout.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_quality.py
 	$(PY) benchmarks/bench_gradcache.py
 	$(PY) benchmarks/bench_index.py
 
