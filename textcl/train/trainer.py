@@ -220,8 +220,6 @@ class Trainer:
         if c.model.save_max_seq_len:
             encoder.max_seq_length = min(encoder.max_seq_length, c.model.max_seq_len)
         self.max_seq_len = {"train": c.model.max_seq_len, "saved": encoder.max_seq_length}
-        # evaluation encodes in the run's precision (bf16 evaluates about twice as fast where it is native)
-        encoder.encode_bf16 = self.precision == "bf16"
         self.eval_seconds = 0.0
         self.train_seconds = 0.0
         self.text_aug = build_augmenter(c.data.augment, field="data.augment") if c.data.augment is not None else None
@@ -405,6 +403,7 @@ class Trainer:
         sets when ``with_all``), and each evaluator's values as ``{score}``."""
         out: dict = {}
         t0 = time.perf_counter()
+        # evaluation encodes in the run's precision (bf16 evaluates about twice as fast where it is native)
         encoder.encode_bf16 = self.precision == "bf16"
         if sets:
             report = evaluate_sts(encoder, sets, n_bootstrap=n_bootstrap, batch_size=self.config.eval.batch_size)
