@@ -2,7 +2,7 @@
 
 On CPUs with AVX-512 (bf16 instructions or AMX tiles), bf16 autocast runs a MiniLM training step faster than
 fp32. On CPUs with AVX2 only, oneDNN has no bf16 kernels and PyTorch emulates bf16: a MiniLM forward and
-backward measured 10x to 35x slower than fp32 (benchmarks/RESULTS.md, "Precision"). ``auto`` picks bf16
+backward measured 16x to 24x slower than fp32 (benchmarks/RESULTS.md, "Precision"). ``auto`` picks bf16
 only where it is native.
 """
 from __future__ import annotations
@@ -43,6 +43,6 @@ def resolve_precision(requested: str, device_type: str, *, field: str = "train.m
         return "bf16" if native_bf16(device_type) else "no"
     if requested == "bf16" and not native_bf16(device_type):
         warnings.warn(f"{field} is bf16, but this {device_type.upper()} has no native bf16 (no AVX-512 or AMX): "
-                      "PyTorch emulates it, which measured 10x to 35x slower than fp32 on MiniLM. Use 'auto' "
+                      "PyTorch emulates it, which measured 16x to 24x slower than fp32 on MiniLM. Use 'auto' "
                       "to take bf16 only where the hardware has it.", RuntimeWarning, stacklevel=2)
     return requested
