@@ -39,10 +39,9 @@ def _articles() -> list[tuple[str, str, str]]:
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
+    from textcl._io import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return path
 
 
@@ -50,12 +49,10 @@ def sentences(n: int) -> Path:
     """A .txt of the first ``n`` packaged Wikipedia sentences."""
     path = CACHE / f"sentences-{n}.txt"
     if not path.exists():
+        from textcl._io import atomic_write_text
         from textcl.data.wiki import wiki_sentences
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(s + "\n" for s in wiki_sentences()[:n]), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, "".join(s + "\n" for s in wiki_sentences()[:n]))
     return path
 
 
