@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from textcl.models import Encoder, packaged_minilm_path
-    from textcl.train.trainer import _pad_cat
+    from textcl.models.features import pad_features
 
     encoder = Encoder.load(packaged_minilm_path(), device="cpu").train()
     pad_id = encoder.tokenizer.pad_token_id
@@ -55,7 +55,7 @@ def main() -> None:
             embs = [encoder(p) for p in parts]
         else:
             encoder.chunk_overhead = None if layout == "merged" else int(layout.split("-")[1])
-            embs = encoder(_pad_cat(parts, pad_id)).split([p["input_ids"].shape[0] for p in parts])
+            embs = encoder(pad_features(parts, pad_id)).split([p["input_ids"].shape[0] for p in parts])
         sum((e.float() ** 2).mean() for e in embs).backward()
 
     for precision in args.precisions:

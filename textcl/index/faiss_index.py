@@ -24,7 +24,7 @@ import numpy as np
 
 from textcl._io import atomic_dir, atomic_write_json
 from textcl.errors import ConfigError
-from textcl.index import factory as fx
+import textcl.index.factory as fx
 from textcl.index.docstore import DocStore, Document
 from textcl.index.encoding import check_dim, encode_texts, encoder_dim, encoder_name, normalize_rows
 from textcl.index.errors import EmptyCorpusError, EmptyQueryError, IndexCorruptedError, IndexStateError

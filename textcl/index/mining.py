@@ -29,6 +29,7 @@ from textcl._io import atomic_path, iter_jsonl
 from textcl.errors import ConfigError, DataFormatError
 from textcl.index.encoding import encode_texts
 from textcl.index.faiss_index import SearchIndex
+from textcl.text import normalize_text
 
 _PAIR_KEYS = (("anchor", "positive"), ("query", "positive"), ("sentence1", "sentence2"), ("text1", "text2"))
 
@@ -62,10 +63,6 @@ def read_pairs(path: str | os.PathLike) -> list[tuple[str, str]]:
     return pairs
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def mine_hard_negatives(pairs: Sequence[tuple[str, str]], encoder, corpus: Iterable[str] | SearchIndex | None = None,
                         rank_range: tuple[int, int] = (10, 50), margin: float = 0.05, num_negatives: int = 1,
                         strategy: str = "top", factory: str = "Flat", batch_size: int = 64, seed: int = 0,
@@ -90,7 +87,7 @@ def mine_hard_negatives(pairs: Sequence[tuple[str, str]], encoder, corpus: Itera
                                   batch_size=batch_size)
     positives: dict[str, set[str]] = {}
     for a, p in pairs:
-        positives.setdefault(a, set()).add(_norm(p))
+        positives.setdefault(a, set()).add(normalize_text(p))
     anchors = list(dict.fromkeys(a for a, _ in pairs))
     a_vecs = encode_texts(encoder, anchors, batch_size)
     row_of = {a: i for i, a in enumerate(anchors)}
@@ -101,7 +98,7 @@ def mine_hard_negatives(pairs: Sequence[tuple[str, str]], encoder, corpus: Itera
     triples = []
     for (a, p), pos_score in zip(pairs, pos_scores):
         ranked = hits[row_of[a]][lo - 1 : hi]
-        ok = [h.text for h in ranked if _norm(h.text) not in positives[a] and h.score <= pos_score - margin]
+        ok = [h.text for h in ranked if normalize_text(h.text) not in positives[a] and h.score <= pos_score - margin]
         if not ok:
             stats.skipped += 1
             continue

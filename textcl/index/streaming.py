@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from textcl._io import atomic_write_json
-from textcl.index import factory as fx
+import textcl.index.factory as fx
 from textcl.index.docstore import DocStore, Document
 from textcl.index.encoding import encode_texts, encoder_dim, encoder_name
 from textcl.index.errors import EmptyCorpusError

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from textcl.text import normalize_text
+
 __all__ = ["text_keys", "false_negative_mask"]
 
 
@@ -39,7 +41,7 @@ def text_keys(texts: Sequence[str], *, normalize: bool = False) -> torch.LongTen
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}]: expected str, got {type(text).__name__}")
         if normalize:
-            text = " ".join(text.lower().split())
+            text = normalize_text(text)
         digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
         out.append(int.from_bytes(digest, "little", signed=True))
     return torch.tensor(out, dtype=torch.long)

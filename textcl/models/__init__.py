@@ -1,5 +1,6 @@
 """Encoders: a Hugging Face transformer with pooling, saved in the sentence-transformers format."""
-from textcl.models.encoder import DenseLayer, Encoder
+from textcl.models.dense import DenseLayer
+from textcl.models.encoder import Encoder
 from textcl.models.pooling import POOLING_MODES, pool
 from textcl.models.resolve import DEFAULT_MODEL, packaged_minilm_path, resolve_model
 

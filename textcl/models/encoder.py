@@ -12,31 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from textcl.models.chunking import forward_by_length
+from textcl.models.dense import DenseLayer
+from textcl.models.features import pad_features
 from textcl.models.pooling import check_pooling, pool
-
-
-class DenseLayer(nn.Module):
-    """``activation(linear(x))``: a sentence-transformers ``Dense`` module. (B, d_in) -> (B, d_out)."""
-
-    ACTIVATIONS = {
-        "torch.nn.modules.activation.Tanh": nn.Tanh,
-        "torch.nn.modules.linear.Identity": nn.Identity,
-        "torch.nn.modules.activation.ReLU": nn.ReLU,
-        "torch.nn.modules.activation.GELU": nn.GELU,
-        "torch.nn.modules.activation.Sigmoid": nn.Sigmoid,
-    }
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 activation: str = "torch.nn.modules.activation.Tanh"):
-        super().__init__()
-        if activation not in self.ACTIVATIONS:
-            raise ValueError(f"unsupported Dense activation {activation!r}; expected one of {sorted(self.ACTIVATIONS)}")
-        self.linear = nn.Linear(in_features, out_features, bias=bias)
-        self.activation_name = activation
-        self.activation = self.ACTIVATIONS[activation]()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.linear(x))
+from textcl.models.resolve import resolve_model
+from textcl.models.st_format import TANH, default_model_card, read_folder, write_folder
 
 
 def check_texts(texts: Sequence[object]) -> list[str]:
@@ -139,19 +119,6 @@ class Encoder(nn.Module):
         return dict(self.tokenizer(texts, padding=True, truncation=True,
                                    max_length=max_length or self.max_seq_length, return_tensors="pt"))
 
-    def _pad(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        """Right-pad pre-tokenized rows into (B, L) tensors."""
-        width = max(len(r["input_ids"]) for r in rows)
-        pad_id = self.tokenizer.pad_token_id or 0
-        batch: dict[str, torch.Tensor] = {}
-        for key in rows[0]:
-            fill = pad_id if key == "input_ids" else 0
-            t = torch.full((len(rows), width), fill, dtype=torch.long)
-            for i, r in enumerate(rows):
-                t[i, : len(r[key])] = torch.as_tensor(r[key], dtype=torch.long)
-            batch[key] = t
-        return batch
-
     # ------------------------------------------------------------------ forward
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """features: ``input_ids``, ``attention_mask`` (B, L) [+ ``token_type_ids``], right-padded -> (B, d)
@@ -225,7 +192,7 @@ class Encoder(nn.Module):
             with torch.inference_mode(), autocast:
                 for start in starts:
                     idx = order[start : start + batch_size]
-                    batch = self._pad([{k: enc[k][i] for k in keys} for i in idx])
+                    batch = pad_features([{k: enc[k][i] for k in keys} for i in idx], self.tokenizer.pad_token_id or 0)
                     emb = self.embed({k: v.to(device) for k, v in batch.items()}).float()
                     if normalize:
                         emb = F.normalize(emb, p=2, dim=-1)
@@ -242,18 +209,26 @@ class Encoder(nn.Module):
 
         Keyword arguments override what the folder says (e.g. ``pooling="cls_before_pooler"``).
         """
-        from textcl.models.resolve import resolve_model
-        from textcl.models.st_format import load_folder
-
         path = resolve_model(name_or_path)
-        encoder = load_folder(Path(path), name=os.fspath(name_or_path), pooling=pooling, normalize=normalize,
-                              max_seq_length=max_seq_length, **kwargs)
+        parts = read_folder(Path(path))
+        encoder = cls(
+            parts.model, parts.tokenizer,
+            pooling=pooling or parts.pooling or "mean",
+            normalize=parts.normalize if normalize is None else normalize,
+            max_seq_length=max_seq_length or parts.max_seq_length,
+            do_lower_case=parts.do_lower_case,
+            dense=parts.dense, name=os.fspath(name_or_path), **kwargs,
+        )
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return encoder.to(device)
 
     def save(self, path: str | os.PathLike, *, model_card: str | None = None) -> Path:
         """Write the sentence-transformers layout atomically; ``SentenceTransformer(path)`` loads it."""
-        from textcl.models.st_format import save_folder
-
-        return save_folder(self, Path(path), model_card=model_card)
+        dense = [(layer.linear, layer.activation_name) for layer in self.dense]
+        if self.mlp is not None and self.mlp_at_inference:
+            dense.append((self.mlp[0], TANH))
+        card = model_card or default_model_card(self.name, self.dim, self.pooling, self.normalize)
+        return write_folder(Path(path), model=self.model, tokenizer=self.tokenizer, pooling=self.pooling,
+                            normalize=self.normalize, max_seq_length=self.max_seq_length,
+                            do_lower_case=self.do_lower_case, dense=dense, model_card=card)

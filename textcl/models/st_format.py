@@ -1,7 +1,9 @@
 """Read and write the sentence-transformers folder layout.
 
-A folder textcl writes holds the Hugging Face model and tokenizer at its root, plus ``modules.json``
-listing ``Transformer -> [WeightedLayerPooling] -> Pooling -> [Dense ...] -> [Normalize]``, so that
+This module reads a folder into :class:`ModelParts` and writes parts into a folder; it knows nothing of
+:class:`~textcl.models.Encoder`, which composes the parts. A folder textcl writes holds the Hugging Face
+model and tokenizer at its root, plus ``modules.json`` listing
+``Transformer -> [WeightedLayerPooling] -> Pooling -> [Dense ...] -> [Normalize]``, so that
 ``SentenceTransformer(path)``, MTEB and FAISS pipelines use it as it is.
 """
 from __future__ import annotations
@@ -9,18 +11,32 @@ from __future__ import annotations
 import json
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from textcl._io import atomic_dir
 from textcl.errors import ModelNotFoundError
-
-if TYPE_CHECKING:
-    from textcl.models.encoder import Encoder
+from textcl.models.dense import DenseLayer
 
 TANH = "torch.nn.modules.activation.Tanh"
 _ST = "sentence_transformers.models."
+
+
+@dataclass
+class ModelParts:
+    """What a model folder holds: the transformer and tokenizer, and the sentence-transformers modules after
+    it. ``pooling`` is None for a plain Hugging Face folder (the caller picks a default); ``max_seq_length``
+    is None when the folder states no limit."""
+
+    model: Any
+    tokenizer: Any
+    pooling: str | None = None
+    normalize: bool = True
+    max_seq_length: int | None = None
+    do_lower_case: bool = False
+    dense: list[DenseLayer] = field(default_factory=list)
 
 
 def _read_json(path: Path) -> dict:
@@ -70,16 +86,12 @@ def _load_hf(folder: Path):
     return model, tokenizer
 
 
-def load_folder(folder: Path, *, name: str, pooling: str | None = None, normalize: bool | None = None,
-                max_seq_length: int | None = None, **kwargs) -> "Encoder":
-    """Build an :class:`Encoder` from a local sentence-transformers or Hugging Face folder."""
-    from textcl.models.encoder import DenseLayer, Encoder
-
+def read_folder(folder: Path) -> ModelParts:
+    """The parts of a local sentence-transformers or Hugging Face folder."""
     modules_file = folder / "modules.json"
-    if not modules_file.exists():  # a plain Hugging Face folder: mean pooling unless told otherwise
+    if not modules_file.exists():  # a plain Hugging Face folder: the caller's pooling, normalised
         model, tokenizer = _load_hf(folder)
-        return Encoder(model, tokenizer, pooling=pooling or "mean", normalize=True if normalize is None else normalize,
-                       max_seq_length=max_seq_length, name=name, **kwargs)
+        return ModelParts(model, tokenizer)
 
     modules = _read_json(modules_file)
     found_pooling, found_normalize, dense, layer_weights = None, False, [], None
@@ -131,14 +143,11 @@ def load_folder(folder: Path, *, name: str, pooling: str | None = None, normaliz
                                      "Transformer, WeightedLayerPooling, Pooling, Dense and Normalize")
     if model is None:
         raise ModelNotFoundError(f"{modules_file}: no Transformer module")
-    return Encoder(
-        model, tokenizer,
-        pooling=pooling or found_pooling or "mean",
-        normalize=found_normalize if normalize is None else normalize,
+    return ModelParts(
+        model, tokenizer, pooling=found_pooling, normalize=found_normalize,
         # sentence-transformers 6 keeps the limit in the tokenizer's model_max_length instead
-        max_seq_length=max_seq_length or st_config.get("max_seq_length") or _tokenizer_limit(tokenizer),
-        do_lower_case=bool(st_config.get("do_lower_case", False)),
-        dense=dense, name=name, **kwargs,
+        max_seq_length=st_config.get("max_seq_length") or _tokenizer_limit(tokenizer),
+        do_lower_case=bool(st_config.get("do_lower_case", False)), dense=dense,
     )
 
 
@@ -169,31 +178,34 @@ def _save_dense(folder: Path, linear: torch.nn.Linear, activation: str) -> None:
     save_file(state, str(folder / "model.safetensors"))
 
 
-def default_model_card(encoder: "Encoder") -> str:
+def default_model_card(name: str, dim: int, pooling: str, normalize: bool) -> str:
     return (
         f"---\nlibrary_name: sentence-transformers\ntags:\n- sentence-transformers\n- textcl\n---\n\n"
-        f"# {encoder.name}\n\nA sentence embedding model saved by textcl ({encoder.dim}-d, {encoder.pooling} pooling"
-        f"{', normalised' if encoder.normalize else ''}).\n\n```python\nfrom sentence_transformers import "
+        f"# {name}\n\nA sentence embedding model saved by textcl ({dim}-d, {pooling} pooling"
+        f"{', normalised' if normalize else ''}).\n\n```python\nfrom sentence_transformers import "
         f"SentenceTransformer\nmodel = SentenceTransformer(\"path/to/this/folder\")\n"
         f"embeddings = model.encode([\"A sentence.\"])\n```\n"
     )
 
 
-def save_folder(encoder: "Encoder", path: Path, *, model_card: str | None = None) -> Path:
-    """Write ``encoder`` to ``path`` in the sentence-transformers layout, atomically (temp folder, then rename)."""
+def write_folder(path: Path, *, model, tokenizer, pooling: str, normalize: bool, max_seq_length: int,
+                 do_lower_case: bool, dense: list[tuple[torch.nn.Linear, str]], model_card: str) -> Path:
+    """Write the parts to ``path`` in the sentence-transformers layout, atomically (temp folder, then rename).
+
+    ``dense``: (linear layer, activation class path) for each layer after pooling, in order; with ``cls``
+    pooling the model's pooler (dense + tanh) is written first, as a Dense module."""
     from safetensors.torch import save_file
 
     with atomic_dir(path) as tmp:
-        model = encoder.model
-        if encoder.pooling == "first_last_avg":
+        if pooling == "first_last_avg":
             model.config.output_hidden_states = True
         model.save_pretrained(str(tmp), safe_serialization=True)
-        encoder.tokenizer.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
         _write_json(tmp / "sentence_bert_config.json",
-                    {"max_seq_length": encoder.max_seq_length, "do_lower_case": encoder.do_lower_case})
+                    {"max_seq_length": max_seq_length, "do_lower_case": do_lower_case})
         modules = [{"path": "", "type": _ST + "Transformer"}]
         hidden = int(model.config.hidden_size)
-        if encoder.pooling == "first_last_avg":
+        if pooling == "first_last_avg":
             n_layers = int(model.config.num_hidden_layers)
             sub = tmp / "1_WeightedLayerPooling"
             sub.mkdir()
@@ -206,23 +218,18 @@ def save_folder(encoder: "Encoder", path: Path, *, model_card: str | None = None
         sub = tmp / f"{len(modules)}_Pooling"
         _write_json(sub / "config.json", {
             "word_embedding_dimension": hidden,
-            "pooling_mode_cls_token": encoder.pooling in ("cls", "cls_before_pooler"),
-            "pooling_mode_mean_tokens": encoder.pooling in ("mean", "first_last_avg"),
-            "pooling_mode_max_tokens": encoder.pooling == "max",
+            "pooling_mode_cls_token": pooling in ("cls", "cls_before_pooler"),
+            "pooling_mode_mean_tokens": pooling in ("mean", "first_last_avg"),
+            "pooling_mode_max_tokens": pooling == "max",
             "pooling_mode_mean_sqrt_len_tokens": False,
         })
         modules.append({"path": sub.name, "type": _ST + "Pooling"})
-        dense: list[tuple[torch.nn.Linear, str]] = []
-        if encoder.pooling == "cls":  # the model's pooler (dense + tanh) becomes a Dense module
-            dense.append((model.pooler.dense, TANH))
-        dense += [(layer.linear, layer.activation_name) for layer in encoder.dense]
-        if encoder.mlp is not None and encoder.mlp_at_inference:
-            dense.append((encoder.mlp[0], TANH))
-        for linear, activation in dense:
+        layers = ([(model.pooler.dense, TANH)] if pooling == "cls" else []) + list(dense)
+        for linear, activation in layers:
             sub = tmp / f"{len(modules)}_Dense"
             _save_dense(sub, linear, activation)
             modules.append({"path": sub.name, "type": _ST + "Dense"})
-        if encoder.normalize:
+        if normalize:
             sub = tmp / f"{len(modules)}_Normalize"
             sub.mkdir()
             modules.append({"path": sub.name, "type": _ST + "Normalize"})
@@ -230,5 +237,5 @@ def save_folder(encoder: "Encoder", path: Path, *, model_card: str | None = None
         _write_json(tmp / "config_sentence_transformers.json", {
             "__version__": _versions(), "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine",
         })
-        (tmp / "README.md").write_text(model_card or default_model_card(encoder), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card, encoding="utf-8")
     return path

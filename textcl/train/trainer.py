@@ -26,6 +26,7 @@ from textcl.eval.stats import N_BOOTSTRAP
 from textcl.eval.sts import as_sts_list, evaluate_sts
 from textcl.models import Encoder
 from textcl.models.chunking import row_lengths
+from textcl.models.features import pad_features
 from textcl.models.precision import resolve_precision
 from textcl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from textcl.train.logs import CSVLog, plot_curves
@@ -93,17 +94,6 @@ def _lr_lambda(total: int, warmup: int, kind: str):
             return 1.0
         return max(0.0, (total - step) / max(1, total - warmup))
     return f
-
-
-def _pad_cat(feats: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Concatenate tokenized batches along the batch axis, right-padding to the widest."""
-    width = max(f["input_ids"].shape[1] for f in feats)
-    out = {}
-    for key in feats[0]:
-        fill = pad_id if key == "input_ids" else 0
-        out[key] = torch.cat([torch.nn.functional.pad(f[key], (0, width - f[key].shape[1]), value=fill)
-                              for f in feats])
-    return out
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -343,9 +333,9 @@ class Trainer:
         pad_id = self.encoder.tokenizer.pad_token_id or 0
         sizes = [p["input_ids"].shape[0] for p in parts]
         if self.config.model.two_tower:
-            docs = self.doc_model(_pad_cat(parts[1:], pad_id))
+            docs = self.doc_model(pad_features(parts[1:], pad_id))
             return [self.model(parts[0]), *docs.split(sizes[1:])]
-        return list(self.model(_pad_cat(parts, pad_id)).split(sizes))
+        return list(self.model(pad_features(parts, pad_id)).split(sizes))
 
     def _loss(self, a, p, n=None, keys=None) -> torch.Tensor:
         keys = dict(keys or {})
