@@ -7,7 +7,7 @@ import pytest
 
 from textcl.data.beir import doc_text, load_beir
 from textcl.errors import DataFormatError
-from textcl.index.documents import read_documents, read_queries
+from textcl.data.documents import read_documents, read_queries
 
 
 def write_beir(root, corpus, queries, qrels, split="test"):

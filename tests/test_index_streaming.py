@@ -6,7 +6,7 @@ import pytest
 
 from _index_fakes import FailingEncoder, HashEncoder
 from textcl.index import DuplicateIdError, EmptyCorpusError, SearchIndex, build_streaming
-from textcl.index.docstore import Document
+from textcl.data.records import Document
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
 
@@ -52,7 +52,7 @@ def test_streaming_bad_inputs(tmp_path):
 def test_resume_only_from_the_same_unchanged_input(tmp_path):
     import json
 
-    from textcl.index.documents import read_documents
+    from textcl.data.documents import read_documents
 
     def write(path, prefix, n):
         path.write_text("".join(json.dumps({"id": f"{prefix}{d.id}", "text": d.text}) + "\n" for d in docs(n)))

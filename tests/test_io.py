@@ -6,12 +6,13 @@ import sys
 
 import pytest
 
-from textcl._io import atomic_write_json, check_writable, iter_jsonl, packaged_path, read_lines
+from textcl._io import atomic_write_json, check_writable, packaged_path
+from textcl.data.readers import iter_jsonl, read_lines
 from textcl.data.pairs import read_examples_file
 from textcl.data.sts import read_sts_file
 from textcl.data.texts import read_texts
 from textcl.errors import DataFormatError, OutputPathError
-from textcl.index.documents import read_documents
+from textcl.data.documents import read_documents
 
 LS = "\u2028"  # LINE SEPARATOR: str.splitlines() splits at it, a JSON string may hold it raw
 BOM = b"\xef\xbb\xbf"

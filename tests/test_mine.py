@@ -7,7 +7,8 @@ import pytest
 
 from _index_fakes import HashEncoder
 from textcl.errors import ConfigError
-from textcl.index.mining import mine_hard_negatives, parse_range, read_pairs, write_triples
+from textcl.data.pairs import read_pairs
+from textcl.index.mining import mine_hard_negatives, parse_range, write_triples
 
 PAIRS = [("red apple fruit", "a red apple is a fruit")]
 CORPUS = [

@@ -3,15 +3,13 @@
 * Atomic writes: write to a temporary file in the same folder, fsync, then rename; a reader never sees a
   half-written file, and a crash leaves the previous version in place. Missing parent folders are created.
   :func:`check_writable` tells before any work whether such a write can succeed.
-* Reading UTF-8 text, line-based and JSONL files. Lines end at ``"\n"`` only (never at U+2028, U+0085 or
-  ``\x0c``, where ``str.splitlines()`` would also split), lose a trailing ``"\r"``, and a leading UTF-8 BOM
-  is dropped. Every error is a :class:`~textcl.errors.DataFormatError` naming the file and line.
+* Reading textcl's own JSON files (:func:`read_json`); data files users bring are read by
+  :mod:`textcl.data.readers`.
 * Locating data files shipped inside installed packages without importing them.
 """
 from __future__ import annotations
 
 import contextlib
-import csv
 import importlib.util
 import json
 import math
@@ -19,12 +17,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from textcl.errors import DataFormatError, OutputPathError
-
-_BOM = b"\xef\xbb\xbf"
-
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
@@ -127,64 +122,22 @@ def atomic_save_npy(path: str | os.PathLike, array) -> None:
         np.save(fh, array)
 
 
-# ---------------------------------------------------------------- reading
+# ---------------------------------------------------------------- textcl's own files
 
 
-def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """Yield (line number, line) for each line of a UTF-8 file, streaming, without line endings.
-
-    Raises ``FileNotFoundError`` for a missing file and ``DataFormatError(path, line, "not valid UTF-8 ...")``
-    for bytes that are not UTF-8, naming the first bad line.
-    """
-    offset = 0  # bytes before this line (after the BOM), for the error message
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):  # a binary file splits at b"\n" only
-            if lineno == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataFormatError(path, lineno, f"not valid UTF-8 ({exc.reason} at byte "
-                                                    f"{offset + exc.start})") from None
-            offset += len(raw)
-            yield lineno, (line[:-1] if line.endswith("\n") else line).rstrip("\r")
-
-
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """The lines of a UTF-8 text file, without their line endings (blank lines kept, as ``""``)."""
-    return [line for _, line in iter_lines(path)]
-
-
-def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, JSON value) for each non-blank line of a JSONL file, streaming."""
-    for lineno, line in iter_lines(path):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(path, lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-        yield lineno, value
-
-
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line of a JSONL file of objects."""
-    for lineno, obj in iter_json_lines(path):
-        if not isinstance(obj, dict):
-            raise DataFormatError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
-        yield lineno, obj
-
-
-def csv_reader(path: str | os.PathLike, lines: Iterable[str], *, dicts: bool = False):
-    """A ``csv.reader`` (``csv.DictReader`` with ``dicts``) over ``lines`` (from :func:`read_lines`) of
-    ``path``: a ``.tsv`` is tab-separated with quotes kept as text (``csv.QUOTE_NONE``), anything else is
-    a standard comma-separated file whose quoted fields may span lines. ``line_num`` is the file's line."""
-    if Path(path).suffix.lower() == ".tsv":
-        fmt: dict[str, Any] = {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
-    else:
-        fmt = {"delimiter": ","}
-    rows = (line + "\n" for line in lines)  # the "\n" keeps line breaks inside quoted fields
-    return csv.DictReader(rows, **fmt) if dicts else csv.reader(rows, **fmt)
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in one of textcl's own files (a manifest, a checkpoint's state, a model folder's
+    config). Raises ``FileNotFoundError``, or :class:`~textcl.errors.DataFormatError` naming the file and
+    line of invalid JSON or UTF-8. Data files users bring are read by :mod:`textcl.data` instead."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(path, raw[:exc.start].count(b"\n") + 1, f"not valid UTF-8 ({exc.reason})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(path, exc.lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
 
 
 def packaged_path(module: str, *parts: str) -> Path | None:

@@ -17,7 +17,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from textcl.errors import ConfigError
+from textcl.errors import ConfigError, DataFormatError
 
 
 @dataclass
@@ -320,3 +320,16 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     if not isinstance(data, dict):
         raise ConfigError("", "expected a mapping of sections (model, data, loss, optim, eval, train)", str(path))
     return config_from_dict(data, overrides, source=str(path))
+
+
+def load_augment_config(path: str) -> Any:
+    """The augmenter config in a YAML file: its ``augment:`` section if it has one, else the whole file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise DataFormatError(path, mark.line + 1 if mark else None, f"not valid YAML: {exc}") from None
+    if isinstance(data, dict) and "augment" in data:
+        data = data["augment"]
+    return data

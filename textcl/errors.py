@@ -54,3 +54,7 @@ class OutputPathError(TextclError, OSError):
 
 class UndefinedCorrelationError(TextclError, ValueError):
     """No evaluated set has a defined correlation (each has one pair, or equal gold scores or predictions)."""
+
+
+class EmptyQueryError(TextclError, ValueError):
+    """A search query is empty or only whitespace: it would match arbitrary documents."""

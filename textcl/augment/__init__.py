@@ -8,7 +8,7 @@ from textcl.augment.base import TextAugmenter, make_views
 from textcl.augment.rng import SeedStream, derive_seed, seed_streams, view_seed
 from textcl.augment.build import AUGMENTERS, build_augmenter, default_pipeline
 from textcl.augment.compose import Compose, OneOf, RandomApply
-from textcl.augment.corpus import read_lines
+from textcl.data.readers import read_lines
 from textcl.augment.crop import SpanCrop, document_span_pairs, sample_span_pairs
 from textcl.augment.cutoff import TokenCutoff
 from textcl.augment.edits import WordDeletion, WordRepetition, WordSwap

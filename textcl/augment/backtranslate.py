@@ -6,7 +6,7 @@ from typing import Any, Callable, Sequence
 
 from textcl.augment.rng import SeedStream
 from textcl.augment.base import TextAugmenter, check_choice, check_seeds, is_blank
-from textcl.augment.corpus import read_lines
+from textcl.data.readers import read_lines
 from textcl.augment.translation_cache import TranslationCache
 from textcl.augment.translator import HFTranslator, Translator, translator_id
 from textcl.errors import ConfigError

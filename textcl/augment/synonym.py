@@ -1,12 +1,11 @@
 """``Synonym``: replace words through a pluggable lexicon (a dict, a callable, or WordNet via nltk)."""
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Callable, Mapping, Sequence, Union
 
 from textcl.augment.rng import SeedStream
 from textcl.augment.base import TextAugmenter, check_probability
+from textcl.data.lexicon import read_lexicon
 from textcl.errors import ConfigError
 
 Lexicon = Union[Mapping[str, Sequence[str]], Callable[[str], Sequence[str]]]
@@ -70,7 +69,7 @@ def _as_lookup(lexicon: Any) -> Callable[[str], Sequence[str] | None]:
     if isinstance(lexicon, str):
         if lexicon == "wordnet":
             return wordnet_lexicon()
-        return _as_lookup(load_lexicon(lexicon))
+        return _as_lookup(read_lexicon(lexicon))
     if isinstance(lexicon, Mapping):
         for key, value in lexicon.items():
             if not isinstance(key, str) or isinstance(value, str) or not isinstance(value, (list, tuple)):
@@ -83,20 +82,6 @@ def _as_lookup(lexicon: Any) -> Callable[[str], Sequence[str] | None]:
     raise ConfigError(
         "lexicon", f"must be a dict, a callable, 'wordnet' or a JSON file path; got {type(lexicon).__name__}"
     )
-
-
-def load_lexicon(path: str | os.PathLike) -> dict[str, list[str]]:
-    """Read a JSON object ``{"word": ["synonym", ...], ...}``."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError("lexicon", f"no such lexicon file {os.fspath(path)!r} (nor 'wordnet')") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("lexicon", f"{os.fspath(path)}: not a JSON lexicon: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError("lexicon", f"{os.fspath(path)}: must hold a JSON object of word -> [synonyms]")
-    return data
 
 
 def wordnet_lexicon(lang: str = "eng") -> Callable[[str], list[str]]:

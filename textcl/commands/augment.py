@@ -48,23 +48,6 @@ def register(subparsers: Any) -> None:
     bt.set_defaults(func=lambda args: run_backtranslate(args))
 
 
-def load_augment_config(path: str) -> Any:
-    """The augmenter config in a YAML file: its ``augment:`` section if it has one, else the whole file."""
-    import yaml
-
-    from textcl.errors import DataFormatError
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise DataFormatError(path, mark.line + 1 if mark else None, f"not valid YAML: {exc}") from None
-    if isinstance(data, dict) and "augment" in data:
-        data = data["augment"]
-    return data
-
-
 def run_preview(args: argparse.Namespace) -> int:
     from textcl.augment import build_augmenter, default_pipeline, make_views, read_lines
     from textcl.augment.build import config_error_reason
@@ -74,6 +57,8 @@ def run_preview(args: argparse.Namespace) -> int:
         raise ConfigError("-n" if args.n < 1 else "--views", "must be at least 1")
     if args.config:
         try:
+            from textcl.config import load_augment_config
+
             augmenter = build_augmenter(load_augment_config(args.config))
         except ConfigError as exc:
             raise ConfigError(exc.field, config_error_reason(exc), source=args.config) from None

@@ -84,7 +84,7 @@ def _model_name(model: str) -> str:
 def run_build(args: argparse.Namespace) -> int:
     from textcl._io import check_writable
     from textcl.index import build_streaming
-    from textcl.index.documents import read_documents
+    from textcl.data.documents import read_documents
 
     check_writable(args.out, "--out", folder=True)
     docs = read_documents(args.input)
@@ -106,7 +106,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from textcl.index.documents import read_queries
+    from textcl.data.documents import read_queries
 
     queries = read_queries(args.query)
     index = _open(args.index, args.model)
@@ -124,7 +124,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 def run_add(args: argparse.Namespace) -> int:
     from textcl._io import check_writable
-    from textcl.index.documents import read_documents
+    from textcl.data.documents import read_documents
 
     check_writable(args.index, "index", folder=True)  # the folder is rewritten as a whole
     docs = list(read_documents(args.input))
@@ -141,13 +141,13 @@ def run_add(args: argparse.Namespace) -> int:
 
 def run_delete(args: argparse.Namespace) -> int:
     from textcl._io import check_writable
+    from textcl.data.texts import read_ids
 
     check_writable(args.index, "index", folder=True)  # the folder is rewritten as a whole
     ids: list[str] = []
     for item in args.ids:
         if item.startswith("@"):
-            with open(item[1:], encoding="utf-8") as fh:
-                ids.extend(line.strip() for line in fh if line.strip())
+            ids.extend(read_ids(item[1:]))
         else:
             ids.append(item)
     index = _open(args.index, None, need_encoder=False)

@@ -28,9 +28,10 @@ def run(args: argparse.Namespace) -> int:
     from textcl._io import check_writable
     from textcl.commands.index import load_encoder
     from textcl.index import SearchIndex
-    from textcl.index.documents import read_documents
+    from textcl.data.documents import read_documents
+    from textcl.data.pairs import read_pairs
     from textcl.index.faiss_index import MANIFEST
-    from textcl.index.mining import MiningStats, mine_hard_negatives, parse_range, read_pairs, write_triples
+    from textcl.index.mining import MiningStats, mine_hard_negatives, parse_range, write_triples
 
     check_writable(args.out, "--out")
     rank_range = parse_range(args.range)

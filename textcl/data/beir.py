@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from textcl._io import iter_jsonl, iter_lines
+from textcl.data.readers import iter_jsonl, iter_lines
 from textcl.errors import DataFormatError
 
 

@@ -7,21 +7,13 @@ Sources: a local ``.txt`` (one text per line, unlabeled only), ``.jsonl``, ``.cs
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
 from pathlib import Path
-from typing import Optional
 
-from textcl._io import csv_reader, iter_json_lines, read_lines
+from textcl.data.readers import csv_reader, iter_json_lines, iter_jsonl, read_lines
+from textcl.data.records import Example
 from textcl.errors import ConfigError, DataFormatError
 from textcl.hub import hub_reachable
-
-
-@dataclass(frozen=True)
-class Example:
-    anchor: str
-    positive: str
-    negative: Optional[str] = None
-    group: Optional[str] = None  #: pairs of one group are never each other's negatives
 
 
 def _fields(kind: str, text_field: str, anchor: str, positive: str, negative: str) -> list[str]:
@@ -132,3 +124,20 @@ def load_examples(data_cfg) -> list[Example]:
     if len(examples) < 2:
         raise DataFormatError(data_cfg.path, None, f"found {len(examples)} example(s); training needs at least 2")
     return examples
+
+
+_PAIR_KEYS = (("anchor", "positive"), ("query", "positive"), ("sentence1", "sentence2"), ("text1", "text2"))
+
+
+def read_pairs(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(anchor, positive) from JSONL with keys anchor/positive (or query/positive, sentence1/sentence2)."""
+    path = Path(path)
+    pairs = []
+    for lineno, obj in iter_jsonl(path):
+        for a, p in _PAIR_KEYS:
+            if isinstance(obj.get(a), str) and isinstance(obj.get(p), str):
+                pairs.append((obj[a], obj[p]))
+                break
+        else:
+            raise DataFormatError(path, lineno, "expected string fields 'anchor' and 'positive'")
+    return pairs

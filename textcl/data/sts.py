@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from textcl._io import iter_json_lines, packaged_path, read_lines
+from textcl._io import packaged_path
+from textcl.data.readers import iter_json_lines, read_lines
+from textcl.data.records import ScoredPair
 from textcl.errors import DataFormatError, TextclError, UnknownDatasetError
 from textcl.hub import hub_reachable
 
@@ -54,6 +56,10 @@ class STSData:
     def __len__(self) -> int:
         return len(self.scores)
 
+    def pairs(self) -> list[ScoredPair]:
+        """The rows as typed records."""
+        return [ScoredPair(a, b, float(s)) for a, b, s in zip(self.sentences1, self.sentences2, self.scores)]
+
 
 def _parse_score(raw: str, path: str, line: int, score_range: tuple[float, float]) -> float:
     try:
@@ -90,9 +96,9 @@ def _detect_layout(first: str, path: Path) -> str:
                                    "original STS-B .csv (genre, source, year, id, score, sentence1, sentence2)")
 
 
-def read_sts_file(path: str | os.PathLike, *, score_range: tuple[float, float] = DEFAULT_SCORE_RANGE,
-                  name: str | None = None) -> STSData:
-    """Read a local STS file in any supported layout; errors name the file and line."""
+def read_scored_pairs(path: str | os.PathLike, *,
+                      score_range: tuple[float, float] = DEFAULT_SCORE_RANGE) -> list[ScoredPair]:
+    """The scored pairs of a local STS file in any supported layout; errors name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"STS file {str(path)!r} does not exist")
@@ -101,16 +107,12 @@ def read_sts_file(path: str | os.PathLike, *, score_range: tuple[float, float] =
     if first_idx is None:
         raise DataFormatError(path, None, "the file is empty; expected sentence pairs with scores")
     layout = _detect_layout(lines[first_idx], path)
-    s1: list[str] = []
-    s2: list[str] = []
-    scores: list[float] = []
+    pairs: list[ScoredPair] = []
 
     def add(a, b, raw, lineno):
         if not isinstance(a, str) or not isinstance(b, str):
             raise DataFormatError(path, lineno, "sentence1 and sentence2 must be strings")
-        s1.append(a)
-        s2.append(b)
-        scores.append(_parse_score(raw, str(path), lineno, score_range))
+        pairs.append(ScoredPair(a, b, _parse_score(raw, str(path), lineno, score_range)))
 
     if layout == "jsonl":
         for lineno, row in iter_json_lines(path):
@@ -152,10 +154,17 @@ def read_sts_file(path: str | os.PathLike, *, score_range: tuple[float, float] =
                 add(cols[0], cols[1], cols[2], lineno)
             else:
                 add(cols[5], cols[6], cols[4], lineno)
-    if not scores:
+    if not pairs:
         raise DataFormatError(path, None, "no sentence pairs found")
-    return STSData(name or path.stem, s1, s2, np.asarray(scores, dtype=np.float64), source=str(path),
-                   score_range=score_range)
+    return pairs
+
+
+def read_sts_file(path: str | os.PathLike, *, score_range: tuple[float, float] = DEFAULT_SCORE_RANGE,
+                  name: str | None = None) -> STSData:
+    """Read a local STS file in any supported layout (see :func:`read_scored_pairs`) as :class:`STSData`."""
+    pairs = read_scored_pairs(path, score_range=score_range)
+    return STSData(name or Path(path).stem, [p.sentence1 for p in pairs], [p.sentence2 for p in pairs],
+                   np.asarray([p.score for p in pairs], dtype=np.float64), source=str(path), score_range=score_range)
 
 
 def packaged_stsb_dir() -> Path | None:

@@ -1,10 +1,11 @@
-"""Read a list of texts from .txt (one per line), .jsonl (a text field) or .csv/.tsv (a text column)."""
+"""Read a list of texts from .txt (one per line), .jsonl (a text field) or .csv/.tsv (a text column), and
+lists of ids (one per line)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from textcl._io import csv_reader, iter_json_lines, read_lines
+from textcl.data.readers import csv_reader, iter_json_lines, iter_lines, read_lines
 from textcl.errors import DataFormatError
 
 
@@ -36,3 +37,10 @@ def read_texts(path: str | os.PathLike, *, field: str = "text") -> list[str]:
             out.append(value)
         return out
     return [line for line in read_lines(path) if line.strip()]
+
+
+def read_ids(path: str | os.PathLike) -> list[str]:
+    """Document ids, one per non-blank line, surrounding whitespace removed (``textcl index delete @FILE``)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"id file {os.fspath(path)!r} does not exist")
+    return [line.strip() for _, line in iter_lines(path) if line.strip()]

@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from textcl.data.records import Document
 from textcl.index.errors import DuplicateIdError, UnknownIdError
 
 _SCHEMA = """
@@ -27,13 +27,6 @@ CREATE TABLE IF NOT EXISTS tombstones (int_id INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 _BATCH = 500  # ids per "IN (...)" query, well under SQLite's variable limit
-
-
-@dataclass(frozen=True)
-class Document:
-    id: str
-    text: str
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def _chunks(seq: Sequence, size: int = _BATCH):

@@ -1,7 +1,10 @@
 """Errors raised by the search index. Each subclasses :class:`textcl.errors.TextclError`, so the CLI prints it."""
 from __future__ import annotations
 
-from textcl.errors import TextclError
+from textcl.errors import EmptyQueryError, TextclError
+
+__all__ = ["DimensionMismatchError", "DuplicateIdError", "EmptyCorpusError", "EmptyQueryError", "IndexCorruptedError",
+           "IndexStateError", "UnknownIdError"]
 
 
 class IndexStateError(TextclError, RuntimeError):
@@ -29,7 +32,3 @@ class IndexCorruptedError(TextclError, OSError):
 
 class DimensionMismatchError(TextclError, ValueError):
     """The encoder's embedding dimension differs from the index's."""
-
-
-class EmptyQueryError(TextclError, ValueError):
-    """A search query is empty or only whitespace: it would match arbitrary documents."""

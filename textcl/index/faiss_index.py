@@ -11,7 +11,6 @@ Scores are inner products of L2-normalised vectors (cosine similarity), higher i
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -22,8 +21,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from textcl._io import atomic_dir, atomic_write_json
-from textcl.errors import ConfigError
+from textcl._io import atomic_dir, atomic_write_json, read_json
+from textcl.errors import ConfigError, DataFormatError
 import textcl.index.factory as fx
 from textcl.index.docstore import DocStore, Document
 from textcl.index.encoding import check_dim, encode_texts, encoder_dim, encoder_name, normalize_rows
@@ -340,9 +339,9 @@ class SearchIndex:
         if not mpath.exists():
             raise IndexCorruptedError(f"{mpath}: missing; {path} is not a (complete) textcl index folder")
         try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise IndexCorruptedError(f"{mpath}: not valid JSON ({exc})") from None
+            manifest = read_json(mpath)
+        except DataFormatError as exc:
+            raise IndexCorruptedError(f"{mpath}: {exc.reason}") from None
         missing = [k for k in ("format", "dim", "factory", "index_sha256", "n_docs") if k not in manifest]
         if manifest.get("format") != FORMAT or missing:
             raise IndexCorruptedError(f"{mpath}: not a textcl index manifest (missing {missing or ['format']})")

@@ -20,19 +20,15 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from textcl._io import atomic_path, iter_jsonl
-from textcl.errors import ConfigError, DataFormatError
+from textcl._io import atomic_path
+from textcl.errors import ConfigError
 from textcl.index.encoding import encode_texts
 from textcl.index.faiss_index import SearchIndex
 from textcl.text import normalize_text
-
-_PAIR_KEYS = (("anchor", "positive"), ("query", "positive"), ("sentence1", "sentence2"), ("text1", "text2"))
-
 
 @dataclass
 class MiningStats:
@@ -47,20 +43,6 @@ def parse_range(text: str) -> tuple[int, int]:
     if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
         raise ConfigError("range", f"{text!r}: expected LO-HI with 1 <= LO <= HI, e.g. 10-50")
     return int(match.group(1)), int(match.group(2))
-
-
-def read_pairs(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """(anchor, positive) from JSONL with keys anchor/positive (or query/positive, sentence1/sentence2)."""
-    path = Path(path)
-    pairs = []
-    for lineno, obj in iter_jsonl(path):
-        for a, p in _PAIR_KEYS:
-            if isinstance(obj.get(a), str) and isinstance(obj.get(p), str):
-                pairs.append((obj[a], obj[p]))
-                break
-        else:
-            raise DataFormatError(path, lineno, "expected string fields 'anchor' and 'positive'")
-    return pairs
 
 
 def mine_hard_negatives(pairs: Sequence[tuple[str, str]], encoder, corpus: Iterable[str] | SearchIndex | None = None,

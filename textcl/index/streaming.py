@@ -15,7 +15,6 @@ another (or a changed) input starts afresh.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from textcl._io import atomic_write_json
+from textcl._io import atomic_write_json, read_json
 import textcl.index.factory as fx
 from textcl.index.docstore import DocStore, Document
 from textcl.index.encoding import encode_texts, encoder_dim, encoder_name
@@ -142,6 +141,6 @@ def build_streaming(documents: Iterable[Document], encoder, out: str | Path, fac
 
 def _read_state(work: Path) -> dict | None:
     try:
-        return json.loads((work / STATE).read_text(encoding="utf-8"))
+        return read_json(work / STATE)
     except (OSError, ValueError):
         return None

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from textcl._io import atomic_dir
-from textcl.errors import ModelNotFoundError
+from textcl._io import atomic_dir, read_json
+from textcl.errors import DataFormatError, ModelNotFoundError
 from textcl.models.dense import DenseLayer
 
 TANH = "torch.nn.modules.activation.Tanh"
@@ -41,11 +41,11 @@ class ModelParts:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path)
     except FileNotFoundError:
         raise ModelNotFoundError(f"{path}: missing; the sentence-transformers folder is incomplete") from None
-    except json.JSONDecodeError as exc:
-        raise ModelNotFoundError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except DataFormatError as exc:
+        raise ModelNotFoundError(str(exc)) from None
 
 
 def _module_kind(type_name: str) -> str:

@@ -11,6 +11,8 @@ import re
 import shutil
 from pathlib import Path
 
+from textcl._io import read_json
+
 _NAME = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "textcl_state.json"
 
@@ -53,4 +55,4 @@ def save_checkpoint(accelerator, root: Path, step: int, state: dict, keep: int) 
 def load_checkpoint(accelerator, path: Path) -> dict:
     """Restore Accelerate's state from ``path`` and return textcl's state dict."""
     accelerator.load_state(str(path))
-    return json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    return read_json(path / STATE_FILE)

@@ -5,6 +5,7 @@ import csv
 from pathlib import Path
 
 from textcl._io import atomic_path
+from textcl.data.readers import csv_reader, read_lines
 
 COLUMNS = ["step", "epoch", "loss", "lr", "temperature", "pairs_per_s", "eval_name", "eval_score", "eval_seconds"]
 
@@ -34,8 +35,8 @@ class CSVLog:
 
 
 def read_log(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    """The rows of a run's ``log.csv``, as dicts of strings."""
+    return list(csv_reader(path, read_lines(path), dicts=True))
 
 
 def plot_curves(log_csv: Path, out_png: Path, title: str = "", labels: dict[str, str] | None = None) -> Path | None:

@@ -15,11 +15,10 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from textcl._io import csv_reader, iter_jsonl, iter_lines, read_lines
 from textcl.data.beir import doc_text, iter_corpus
-from textcl.errors import DataFormatError
-from textcl.index.docstore import Document
-from textcl.index.errors import EmptyQueryError
+from textcl.data.readers import csv_reader, iter_jsonl, iter_lines, read_lines
+from textcl.data.records import Document
+from textcl.errors import DataFormatError, EmptyQueryError
 
 
 def _from_record(rec: dict, default_id: str, path: Path, lineno: int) -> Document:
