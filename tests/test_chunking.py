@@ -158,8 +158,8 @@ def test_length_grouping_sees_the_whole_row(tiny_bert_dir, tmp_path):
     data = tmp_path / "rows.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     trainer = Trainer(_config(tiny_bert_dir, data, "pairs", train={"batch_size": 16}), tmp_path / "run")
-    trainer._setup()
-    batches = epoch_batches(trainer.lengths, 16, seed=1, epoch=0)
+    run = trainer.setup()
+    batches = epoch_batches(run.lengths, 16, seed=1, epoch=0)
     assert batches and all(len(set(sizes[b])) == 1 for b in batches)  # each batch: one passage length
-    again = epoch_batches(trainer.lengths, 16, seed=1, epoch=0)
+    again = epoch_batches(run.lengths, 16, seed=1, epoch=0)
     assert all((a == b).all() for a, b in zip(batches, again))

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def format_results(metrics: dict) -> str:
-    from textcl.train.trainer import metric_value
+    from textcl.train.card import metric_value
 
     names = list(metrics.get("after", {}))
     if not names:

@@ -56,3 +56,37 @@ def load_checkpoint(accelerator, path: Path) -> dict:
     """Restore Accelerate's state from ``path`` and return textcl's state dict."""
     accelerator.load_state(str(path))
     return read_json(path / STATE_FILE)
+
+
+class Checkpointer:
+    """A run's checkpoints under ``OUT/checkpoints``: how the run starts (resumed or fresh) and when a
+    checkpoint is written (every ``every`` steps and at the last, keeping the newest ``keep``)."""
+
+    def __init__(self, accelerator, root: Path, every: int | None, keep: int):
+        self.acc, self.root, self.every, self.keep = accelerator, Path(root), every, keep
+        self.resumed_from: Path | None = None
+
+    def start(self, resume: bool, fresh_state: dict, stale: tuple[Path, ...] = ()) -> dict:
+        """The state to start from: the newest complete checkpoint's when ``resume`` (and one exists), else
+        ``fresh_state``, after removing this folder's old checkpoints and the ``stale`` outputs of an earlier
+        run, which would otherwise mix with this run's."""
+        acc = self.acc
+        self.resumed_from = latest_checkpoint(self.root) if resume else None
+        state = fresh_state
+        if resume and self.resumed_from is None:
+            acc.print(f"textcl: no checkpoint under {self.root}; starting from scratch")
+        if self.resumed_from is not None:
+            state = load_checkpoint(acc, self.resumed_from)
+            acc.print(f"textcl: resumed from {self.resumed_from} (step {state['step']})")
+        elif acc.is_main_process:
+            for old in (self.root, *stale):
+                if old.exists():
+                    shutil.rmtree(old)
+        acc.wait_for_everyone()
+        return state
+
+    def due(self, step: int, last: bool) -> bool:
+        return bool(self.every and (step % self.every == 0 or last))
+
+    def save(self, step: int, state: dict) -> Path:
+        return save_checkpoint(self.acc, self.root, step, state, self.keep)

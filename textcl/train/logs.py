@@ -34,6 +34,43 @@ class CSVLog:
 
 
 
+class Reporter:
+    """What each optimizer step reports: the progress bar (loss, lr, pairs/s), a ``log.csv`` row every
+    ``train.log_every`` steps (and at step 1), the trackers' metrics, and the training time on ``clock``."""
+
+    def __init__(self, run, log: CSVLog | None, start_step: int, clock):
+        self.run, self.log, self.clock = run, log, clock
+        c = run.config
+        self.pairs_per_step = c.train.batch_size * c.train.grad_accum * run.world
+        self.rate: float | None = None
+        self.pbar = None
+        if run.acc.is_main_process:
+            from tqdm.auto import tqdm
+
+            self.pbar = tqdm(total=run.total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+
+    def step(self, step: int, epoch: int, loss: float, seconds: float) -> None:
+        run = self.run
+        self.clock.train_s += seconds
+        pairs = self.pairs_per_step / seconds
+        self.rate = pairs if self.rate is None else 0.9 * self.rate + 0.1 * pairs
+        lr = run.scheduler.get_last_lr()[0]
+        temp = run.acc.unwrap_model(run.loss_fn).temperature
+        temp = float(temp) if not isinstance(temp, float) else temp
+        if self.pbar is not None:
+            self.pbar.update(1)
+            self.pbar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", pairs_s=f"{self.rate:.0f}")
+        if run.acc.is_main_process and (step % run.config.train.log_every == 0 or step == 1):
+            self.log.write(step=step, epoch=epoch, loss=f"{loss:.6f}", lr=f"{lr:.6g}", temperature=f"{temp:.5f}",
+                           pairs_per_s=f"{pairs:.1f}")
+        if run.trackers:
+            run.acc.log({"train/loss": loss, "train/lr": lr, "train/pairs_per_s": pairs}, step=step)
+
+    def close(self) -> None:
+        if self.pbar is not None:
+            self.pbar.close()
+
+
 def read_log(path: Path) -> list[dict]:
     """The rows of a run's ``log.csv``, as dicts of strings."""
     return list(csv_reader(path, read_lines(path), dicts=True))

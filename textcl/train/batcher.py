@@ -1,0 +1,70 @@
+"""Turn a micro-batch of example indices into what a step needs: the views' tokens and the keys that
+keep duplicates and same-group rows out of the negatives."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from textcl.models import Encoder
+from textcl.train.build import Run
+
+
+class Batcher:
+    """``batcher(idx, epoch) -> (batch, keys)``.
+
+    ``batch``: ``{"anchor", "positive", "negative"}``, each tokenized features ``{input_ids, attention_mask
+    [, token_type_ids]}`` of shape (B, L) on the run's device (``negative`` is None without hard negatives).
+    ``keys``: the optional ``anchor_keys``, ``positive_keys`` (B,), ``negative_keys`` (B, 1) and
+    ``group_ids`` (B,) int64 tensors of :func:`textcl.losses.false_negative_mask`.
+
+    Each view is augmented with a seed of (seed, epoch, example, view), so a resumed run sees the same views.
+    """
+
+    def __init__(self, run: Run):
+        self.run = run
+
+    def features(self, texts: list[str], encoder: Encoder, seeds: list[int] | None) -> dict[str, torch.Tensor]:
+        """Tokens of ``texts`` cut at ``model.max_seq_len``, token-augmented when ``seeds`` are given."""
+        run = self.run
+        feats = encoder.tokenize(texts, max_length=run.config.model.max_seq_len)
+        if run.token_aug is not None and seeds is not None:
+            feats["input_ids"], feats["attention_mask"] = run.token_aug(feats["input_ids"], feats["attention_mask"],
+                                                                        seeds)
+        return {k: v.to(run.acc.device) for k, v in feats.items()}
+
+    def __call__(self, idx: np.ndarray, epoch: int):
+        from textcl.augment import view_seed
+        from textcl.losses import text_keys
+
+        run, c = self.run, self.run.config
+        device = run.acc.device
+        seed = c.train.seed
+        exs = [run.examples[i] for i in idx]
+        same_texts = c.data.kind == "unlabeled"  # both views come from the one text
+        anchors = [e.anchor for e in exs]
+        positives = anchors if same_texts else [e.positive for e in exs]
+        s0 = [view_seed(seed, epoch, int(i), 0) for i in idx]
+        s1 = [view_seed(seed, epoch, int(i), 1) for i in idx]
+        a_views = run.text_aug(anchors, s0) if run.text_aug is not None else anchors
+        p_views = run.text_aug(positives, s1) if run.text_aug is not None else positives
+        anchor_feats = self.features(a_views, run.encoder, s0)
+        if p_views is a_views and run.token_aug is None and run.doc_model is run.model:
+            positive_feats = anchor_feats  # plain dropout views: the same tokens, encoded twice
+        else:
+            positive_feats = self.features(p_views, run.doc_encoder, s1)
+        batch = {"anchor": anchor_feats, "positive": positive_feats, "negative": None}
+        keys = {}
+        if c.loss.mask_false_negatives:
+            anchor_keys = text_keys(anchors).to(device)
+            keys = {"anchor_keys": anchor_keys,
+                    "positive_keys": anchor_keys if same_texts else text_keys(positives).to(device)}
+        if c.data.group_field is not None:  # same group: not each other's negatives
+            groups = text_keys([e.group or "" for e in exs])
+            groups[torch.tensor([e.group is None for e in exs])] = -1  # -1: in no group
+            keys["group_ids"] = groups.to(device)
+        if exs[0].negative is not None:
+            negatives = [e.negative for e in exs]
+            batch["negative"] = self.features(negatives, run.doc_encoder, None)
+            if keys:
+                keys["negative_keys"] = text_keys(negatives).to(device)[:, None]
+        return batch, keys

@@ -1,0 +1,202 @@
+"""Build a run from a recipe: the accelerator, the data, the encoders, the loss, the optimizer and its schedule."""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textcl.config import TrainConfig
+from textcl.data.pairs import load_examples
+from textcl.data.records import Example
+from textcl.errors import TextclError
+from textcl.models import Encoder
+from textcl.models.precision import resolve_precision
+from textcl.train.sampler import epoch_batches
+
+
+@dataclass
+class Run:
+    """Everything a training loop touches, built once by :func:`build`.
+
+    ``model`` and ``doc_model`` are the prepared (possibly DDP-wrapped) encoders; ``doc_model is model``
+    unless ``model.two_tower``. ``key_encoder`` and ``queue`` are set for MoCo only. ``lengths`` (n,) is each
+    example's length in characters (anchor + positive + negative), for length grouping."""
+
+    config: TrainConfig
+    out: Path
+    acc: object
+    precision: str
+    trackers: list[str]
+    examples: list[Example]
+    lengths: np.ndarray
+    model: torch.nn.Module
+    doc_model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    text_aug: object | None
+    token_aug: object | None
+    key_encoder: torch.nn.Module | None
+    queue: torch.nn.Module | None
+    world: int
+    steps_per_epoch: int
+    total_steps: int
+    max_seq_len: dict
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.acc.unwrap_model(self.model)
+
+    @property
+    def doc_encoder(self) -> Encoder:
+        return self.acc.unwrap_model(self.doc_model)
+
+    def process_batches(self, epoch: int) -> list[np.ndarray]:
+        """This process's micro-batches of example indices for ``epoch``: global batches of
+        ``batch_size x processes``, of which each process takes its slice, so N processes see the same
+        global batches as one process with an N times larger batch."""
+        c, r, size = self.config, self.acc.process_index, self.config.train.batch_size
+        return [b[r * size:(r + 1) * size]
+                for b in epoch_batches(self.lengths, size * self.world, seed=c.train.seed, epoch=epoch,
+                                       group_by_length=c.data.group_by_length)]
+
+
+def trackers(report_to) -> list[str]:
+    """The experiment trackers to log to: ``auto`` finds tensorboard, and wandb when it is configured."""
+    if report_to in (None, "none", []):
+        return []
+    if report_to != "auto":
+        return [report_to] if isinstance(report_to, str) else list(report_to)
+    found = []
+    if importlib.util.find_spec("tensorboard") is not None:
+        found.append("tensorboard")
+    if importlib.util.find_spec("wandb") is not None and (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")):
+        found.append("wandb")
+    return found
+
+
+def lr_lambda(total: int, warmup: int, kind: str):
+    """The learning-rate multiplier at a step: linear warm-up, then constant or linear decay to 0."""
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return f
+
+
+def _accelerator(c: TrainConfig, out: Path, found_trackers: list[str]):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # Accelerate keeps one global state per process; a second run in the same process (a notebook,
+        # a sweep) may ask for another mixed precision, so a single-process run starts afresh.
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+    # auto: bf16 where the device has it natively (an AVX2-only CPU emulates bf16, 10x+ slower than fp32)
+    precision = resolve_precision(c.train.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu")
+    acc = Accelerator(
+        mixed_precision=precision, cpu=not torch.cuda.is_available(),
+        log_with=found_trackers or None, project_dir=str(out),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    return acc, precision
+
+
+def _augmenters(c: TrainConfig, encoder: Encoder):
+    from textcl.augment import build_augmenter
+
+    text_aug = build_augmenter(c.data.augment, field="data.augment") if c.data.augment is not None else None
+    token_aug = None
+    if c.data.token_augment is not None:
+        token_aug = build_augmenter(c.data.token_augment, field="data.token_augment").with_tokenizer(encoder.tokenizer)
+    return text_aug, token_aug
+
+
+def _optimizer(c: TrainConfig, modules: list[torch.nn.Module]) -> torch.optim.Optimizer:
+    """AdamW; biases and LayerNorm weights get no weight decay."""
+    decay, no_decay = [], []
+    for module in modules:
+        for name, p in module.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    o = c.optim
+    return torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+
+
+def build(config: TrainConfig, out: Path) -> Run:
+    """Set up a run: seeds, data, encoders (with dropout, augmenters, a second tower), the InfoNCE loss,
+    AdamW with its schedule, everything prepared by Accelerate, and MoCo's key encoder and queue."""
+    from accelerate.utils import set_seed
+
+    from textcl.losses import InfoNCE, MoCoQueue, MomentumEncoder
+
+    c = config
+    found_trackers = trackers(c.train.report_to)
+    acc, precision = _accelerator(c, out, found_trackers)
+    set_seed(c.train.seed)
+    examples = load_examples(c.data)
+    # length grouping sorts by the whole row's cost: anchor + positive (+ negative), in characters
+    lengths = np.fromiter((len(e.anchor) + len(e.positive) + len(e.negative or "") for e in examples),
+                          dtype=np.int64, count=len(examples))
+    # model.max_seq_len truncates training inputs only: evaluation and the saved model keep the model's
+    # own maximum length, as SimCSE's evaluation does
+    encoder = Encoder.load(c.model.name, pooling=c.model.pooling, mlp_head=c.model.mlp_head, device=acc.device)
+    if c.model.save_max_seq_len:
+        encoder.max_seq_length = min(encoder.max_seq_length, c.model.max_seq_len)
+    max_seq_len = {"train": c.model.max_seq_len, "saved": encoder.max_seq_length}
+    text_aug, token_aug = _augmenters(c, encoder)
+    dropout = c.model.dropout
+    if dropout is None and getattr(text_aug, "dropout", None) is not None:
+        dropout = text_aug.dropout  # Identity(dropout=...) names the rate of the dropout views
+    if dropout is not None:
+        encoder.set_dropout(dropout)
+    doc_encoder = copy.deepcopy(encoder) if c.model.two_tower else None
+    lc = c.loss
+    loss_fn = InfoNCE(lc.temperature, lc.similarity, symmetric=lc.symmetric, nt_xent=lc.nt_xent,
+                      hard_negative_weight=lc.hard_negative_weight, learnable_temperature=lc.learnable_temperature,
+                      gather_across_devices=lc.gather_across_devices).to(acc.device)
+
+    world = acc.num_processes
+    if lc.cached and c.model.two_tower and world > 1:
+        raise TextclError("loss.cached with model.two_tower on several processes is not supported: the "
+                          "replayed query tower would skip its gradient all-reduce; use one of the two")
+    global_batches = len(epoch_batches(lengths, c.train.batch_size * world, seed=c.train.seed, epoch=0,
+                                       group_by_length=False))
+    steps_per_epoch = global_batches // c.train.grad_accum
+    if steps_per_epoch == 0:
+        raise TextclError(f"data: {len(examples)} examples make no full optimizer step of batch_size "
+                          f"{c.train.batch_size} x grad_accum {c.train.grad_accum} x {world} process(es)")
+    total = steps_per_epoch * c.train.epochs
+    total_steps = min(total, c.train.max_steps) if c.train.max_steps else total
+
+    towers = [encoder] + ([doc_encoder] if doc_encoder is not None else [])
+    optimizer = _optimizer(c, towers[:1] + [loss_fn] + towers[1:])
+    warmup = int(round(c.optim.warmup_ratio * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, warmup, c.optim.scheduler))
+    # the loss is prepared (DDP-wrapped) only when it has parameters (a learnt temperature)
+    learnt = any(p.requires_grad for p in loss_fn.parameters())
+    prepared = acc.prepare(*towers, *([loss_fn] if learnt else []), optimizer)
+    model = prepared[0]
+    acc.register_for_checkpointing(scheduler)
+    key_encoder = queue = None
+    if lc.moco is not None:
+        unwrapped = acc.unwrap_model(model)
+        key_encoder = MomentumEncoder(unwrapped, lc.moco.momentum).to(acc.device)
+        queue = MoCoQueue(unwrapped.dim, lc.moco.queue_size).to(acc.device)
+        acc.register_for_checkpointing(key_encoder)
+        acc.register_for_checkpointing(queue)
+    return Run(config=c, out=out, acc=acc, precision=precision, trackers=found_trackers, examples=examples,
+               lengths=lengths, model=model, doc_model=prepared[1] if doc_encoder is not None else model,
+               loss_fn=prepared[-2] if learnt else loss_fn, optimizer=prepared[-1], scheduler=scheduler,
+               text_aug=text_aug, token_aug=token_aug, key_encoder=key_encoder, queue=queue, world=world,
+               steps_per_epoch=steps_per_epoch, total_steps=total_steps, max_seq_len=max_seq_len)

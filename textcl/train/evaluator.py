@@ -1,0 +1,153 @@
+"""Evaluation during and after training: score the encoder, select the best step, save the final model."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from textcl._io import atomic_write_json
+from textcl.eval.stats import N_BOOTSTRAP
+from textcl.eval.sts import as_sts_list, evaluate_sts
+from textcl.models import Encoder
+from textcl.train.build import Run
+from textcl.train.card import metric_label, metric_value, model_card
+from textcl.train.logs import plot_curves
+from textcl.versions import environment
+
+
+def retrieval_evaluator(beir_dir: str):
+    """An evaluator: nDCG@10 x100 on a BEIR folder's test split, named ``<folder> ndcg@10``."""
+    def evaluate(encoder) -> dict[str, float]:
+        from textcl.eval.retrieval import evaluate_retrieval
+
+        return {f"{Path(beir_dir).name} ndcg@10": 100.0 * evaluate_retrieval(encoder, beir_dir)["ndcg@10"]}
+    return evaluate
+
+
+@dataclass
+class Clock:
+    """Seconds spent training and evaluating so far."""
+
+    train_s: float = 0.0
+    eval_s: float = 0.0
+
+    def report(self) -> dict:
+        total = self.train_s + self.eval_s
+        return {"train_s": round(self.train_s, 2), "eval_s": round(self.eval_s, 2),
+                "eval_share": round(self.eval_s / total, 4) if total else 0.0}
+
+
+class Evaluator:
+    """The run's evaluations: ``eval.data`` STS sets and ``eval.retrieval`` folders (plus extra evaluators,
+    each ``fn(encoder) -> {name: score}``) select the best step; ``eval.test`` sets are reported before and
+    after training only."""
+
+    def __init__(self, run: Run, extra_evaluators=(), clock: Clock | None = None):
+        c = run.config
+        self.run = run
+        self.clock = clock or Clock()
+        self.sets = as_sts_list(c.eval.data) if c.eval.data else []
+        self.evaluators = list(extra_evaluators) + [retrieval_evaluator(d) for d in c.eval.retrieval]
+        self.test_sets = as_sts_list(c.eval.test) if c.eval.test else []
+
+    def evaluate(self, encoder: Encoder, sets, *, evaluators=(), n_bootstrap: int = 0, with_all: bool = False) -> dict:
+        """name -> metrics: each STS set's ``{spearman, pearson, n, ci95}`` (plus SentEval's ``all`` over several
+        sets when ``with_all``), and each evaluator's values as ``{score}``."""
+        out: dict = {}
+        t0 = time.perf_counter()
+        # evaluation encodes in the run's precision (bf16 evaluates about twice as fast where it is native)
+        encoder.encode_bf16 = self.run.precision == "bf16"
+        if sets:
+            report = evaluate_sts(encoder, sets, n_bootstrap=n_bootstrap, batch_size=self.run.config.eval.batch_size)
+            out.update(report["sets"])
+            if with_all and "all" in report:
+                out["all"] = report["all"]
+        for evaluator in evaluators:
+            for name, value in evaluator(encoder).items():
+                out[name] = {"score": float(value)}
+        self.clock.eval_s += time.perf_counter() - t0
+        return out
+
+    def before(self, state: dict, log) -> None:
+        """Score the starting model on every set (main process), into ``state["before"]`` and the log."""
+        encoder = self.run.encoder
+        state["before"] = {**self.evaluate(encoder, self.sets, evaluators=self.evaluators),
+                           **self.evaluate(encoder, self.test_sets, with_all=True)}
+        for name, m in state["before"].items():
+            log.write(step=0, eval_name=name, eval_score=f"{metric_value(m):.4f}")
+            self.run.acc.print(f"before training: {name} {metric_value(m):.2f}")
+
+    def due(self, step: int, last: bool) -> bool:
+        every = self.run.config.eval.every
+        return bool((self.sets or self.evaluators) and every and (step % every == 0 or last))
+
+    @staticmethod
+    def score(metrics: dict) -> float:
+        """The selection score: the mean over the evaluated sets and evaluator values (``all`` excluded)."""
+        return float(np.mean([metric_value(m) for k, m in metrics.items() if k != "all"]))
+
+    def select(self, step: int, state: dict, log) -> None:
+        """Evaluate at ``step``, log it, and save the encoder(s) as ``best-model`` when the score improved."""
+        run, acc = self.run, self.run.acc
+        if acc.is_main_process:
+            before = self.clock.eval_s
+            metrics = self.evaluate(run.encoder, self.sets, evaluators=self.evaluators)
+            took = self.clock.eval_s - before
+            score = self.score(metrics)
+            for name, m in metrics.items():
+                log.write(step=step, eval_name=name, eval_score=f"{metric_value(m):.4f}", eval_seconds=f"{took:.2f}")
+            if run.trackers:
+                acc.log({f"eval/{k}": metric_value(m) for k, m in metrics.items()}, step=step)
+            improved = state["best"] is None or score > state["best"]
+            state["selected_on"] = [k for k in metrics if k != "all"]
+            share = self.clock.report()["eval_share"]
+            acc.print(f"step {step}: " + ", ".join(f"{k} {metric_value(m):.2f}" for k, m in metrics.items())
+                      + (" (best so far)" if improved else "")
+                      + f" [evaluation {took:.1f} s; {100 * share:.0f}% of this run's time so far"
+                      + ("; raise eval.every to train more between evaluations]" if share > 0.3 else "]"))
+            if improved:
+                state["best"], state["best_step"] = score, step
+                if run.config.eval.select_best:
+                    run.encoder.save(run.out / "best-model")
+                    if run.config.model.two_tower:
+                        run.doc_encoder.save(run.out / "best-model-document")
+        acc.wait_for_everyone()
+
+    def finish(self, state: dict, steps: int) -> tuple[Path, dict]:
+        """Take the best (or last) encoder, score it with bootstrap CIs, and write ``model/`` with its card,
+        ``metrics.json`` and ``training.png``. Returns the model folder and the metrics (empty off the main
+        process)."""
+        run, acc, c = self.run, self.run.acc, self.run.config
+        out = run.out
+        model_dir = out / "model"
+        metrics: dict = {}
+        if acc.is_main_process:
+            final, final_doc = run.encoder, (run.doc_encoder if c.model.two_tower else None)
+            if c.eval.select_best and (out / "best-model").exists():
+                final = Encoder.load(out / "best-model", device=acc.device)
+                if c.model.two_tower:
+                    final_doc = Encoder.load(out / "best-model-document", device=acc.device)
+            after = {**self.evaluate(final, self.sets, evaluators=self.evaluators, n_bootstrap=N_BOOTSTRAP),
+                     **self.evaluate(final, self.test_sets, n_bootstrap=N_BOOTSTRAP, with_all=True)}
+            metrics = {"before": state.get("before", {}), "after": after, "best_step": state.get("best_step"),
+                       "best_score": state.get("best"), "selected_on": state.get("selected_on"),
+                       "steps": steps, "examples": len(run.examples), "model": c.model.name,
+                       "max_seq_len": run.max_seq_len, "precision": run.precision,
+                       "eval_precision": "bf16" if run.precision == "bf16" else "fp32",
+                       "time": self.clock.report(), "versions": environment(), "config": c.to_dict()}
+            acc.print(f"time: training {metrics['time']['train_s']:.1f} s, evaluation {metrics['time']['eval_s']:.1f} s "
+                      f"({100 * metrics['time']['eval_share']:.0f}% of the total)")
+            citation = acc.unwrap_model(run.loss_fn).citation
+            final.name = c.name
+            final.save(model_dir, model_card=model_card(c, metrics, citation))
+            if final_doc is not None:
+                final_doc.save(out / "model-document")
+            atomic_write_json(out / "metrics.json", metrics)
+            if c.train.plot:
+                labels = {name: metric_label(name, m) for name, m in after.items()}
+                plot_curves(out / "log.csv", out / "training.png", title=c.name, labels=labels)
+        acc.wait_for_everyone()
+        acc.end_training()
+        return model_dir, metrics
