@@ -154,3 +154,18 @@ def test_unsupported_st_module_is_named(tiny_bert_dir, tmp_path):
     (tmp_path / "st" / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(ModelNotFoundError, match="module type 'sentence_transformers.models.LSTM' is not supported"):
         Encoder.load(tmp_path / "st")
+
+
+def test_encode_dim_keeps_the_first_dimensions_renormalised(encoder):
+    full = encoder.encode(TEXTS, normalize=False)
+    cut = encoder.encode(TEXTS, dim=8)
+    assert cut.shape == (len(TEXTS), 8)
+    np.testing.assert_allclose(cut, full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True), atol=1e-6)
+    encoder.truncate_dim = 8
+    try:
+        np.testing.assert_array_equal(encoder.encode(TEXTS), cut)
+    finally:
+        encoder.truncate_dim = None
+    for bad in (0, encoder.dim + 1, 2.5):
+        with pytest.raises(ValueError, match=rf"dim: expected an integer from 1 to the embedding dimension {encoder.dim}"):
+            encoder.encode(TEXTS, dim=bad)

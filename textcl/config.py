@@ -37,10 +37,12 @@ class ModelConfig:
 class DataConfig:
     """Training data.
 
-    ``kind``: ``unlabeled`` (one text per example; both views come from it), ``pairs`` (anchor, positive)
-    or ``triples`` (anchor, positive, hard negative).
+    ``kind``: ``unlabeled`` (one text per example; both views come from it), ``pairs`` (anchor, positive),
+    ``triples`` (anchor, positive, hard negative) or ``scored`` (sentence1, sentence2 and a graded score, for
+    ``loss.name: cosent`` or ``angle``).
     ``path``: a ``.txt`` (one text per line), ``.jsonl``, ``.csv``/``.tsv`` file; ``packaged:wiki`` (the
-    packaged Wikipedia sentences); or ``hf:NAME[:SPLIT]`` for a hub dataset.
+    packaged Wikipedia sentences); or ``hf:NAME[:SPLIT]`` for a hub dataset. For ``scored``: any STS layout
+    that ``textcl eval sts`` reads, or a named set such as ``stsb-train``.
     """
 
     kind: str = "unlabeled"
@@ -63,6 +65,35 @@ class MoCoConfig:
 
 
 @dataclass
+class AngleConfig:
+    """AnglE's terms (:class:`textcl.losses.AnglE`): CoSENT in cosine and in angle space, and in-batch InfoNCE
+    over the pairs scored at least ``ibn_min_score``."""
+
+    cosine_weight: float = 1.0
+    angle_weight: float = 1.0
+    ibn_weight: float = 1.0
+    ibn_scale: float = 20.0
+    ibn_min_score: float = 4.0
+
+
+@dataclass
+class MatryoshkaConfig:
+    """Train every prefix of the embedding: the loss is ``sum_d weights[d] * loss(embeddings[:, :d])``."""
+
+    dims: list = field(default_factory=lambda: [384, 256, 128, 64, 32])
+    weights: Optional[list] = None  #: one per dimension; None = all 1
+
+
+@dataclass
+class GuideConfig:
+    """GISTEmbed's guided filtering: a frozen guide encoder drops in-batch candidates it rates above the
+    anchor's positive (minus ``margin``) from the negatives."""
+
+    model: str = "self"  #: a model name or path; ``self`` = a frozen copy of the starting model
+    margin: float = 0.0
+
+
+@dataclass
 class LossConfig:
     temperature: float = 0.05
     similarity: str = "cosine"
@@ -75,6 +106,11 @@ class LossConfig:
     cached: bool = False  #: GradCache: negatives from the whole batch, memory of one mini-batch
     mini_batch_size: int = 32
     moco: Optional[MoCoConfig] = None
+    name: str = "infonce"  #: infonce (pairs, triples, unlabeled) or, for data.kind scored, cosent / angle
+    scale: float = 20.0  #: CoSENT and AnglE: multiplies similarity differences
+    angle: AngleConfig = field(default_factory=AngleConfig)
+    matryoshka: Optional[MatryoshkaConfig] = None
+    guide: Optional[GuideConfig] = None
 
 
 @dataclass
@@ -151,10 +187,14 @@ class TrainConfig:
         positive("model.max_seq_len", m.max_seq_len)
         if m.dropout is not None and not 0.0 <= m.dropout < 1.0:
             bad("model.dropout", f"expected a rate in [0, 1), got {m.dropout!r}")
-        choice("data.kind", d.kind, ("unlabeled", "pairs", "triples"))
+        choice("data.kind", d.kind, ("unlabeled", "pairs", "triples", "scored"))
         if d.max_examples is not None:
             positive("data.max_examples", d.max_examples)
-        if not (d.path.startswith(("packaged:", "hf:"))):
+        from textcl.data.sts import KNOWN_SETS
+
+        if d.kind == "scored" and d.path in KNOWN_SETS:
+            pass
+        elif not (d.path.startswith(("packaged:", "hf:"))):
             if not Path(d.path).expanduser().is_file():
                 bad("data.path", f"file {d.path!r} does not exist (expected a .txt/.jsonl/.csv/.tsv file, "
                                  "packaged:wiki, or hf:NAME[:SPLIT])")
@@ -173,6 +213,36 @@ class TrainConfig:
                     raise ConfigError(exc.field, exc.reason, source) from None
                 if getattr(aug, "token_level", False) != (name == "token_augment"):
                     bad(f"data.{name}", "token_cutoff goes in data.token_augment; text augmenters in data.augment")
+        choice("loss.name", lo.name, ("infonce", "cosent", "angle"))
+        if (d.kind == "scored") != (lo.name in ("cosent", "angle")):
+            bad("loss.name" if d.kind != "scored" else "data.kind",
+                f"loss.name {lo.name!r} with data.kind {d.kind!r}: cosent and angle learn from graded scores "
+                "(data.kind: scored); infonce learns from unlabeled texts, pairs or triples")
+        positive("loss.scale", lo.scale)
+        for name in ("cosine_weight", "angle_weight", "ibn_weight"):
+            positive(f"loss.angle.{name}", getattr(lo.angle, name), allow_zero=True)
+        positive("loss.angle.ibn_scale", lo.angle.ibn_scale)
+        if lo.name == "angle" and not (lo.angle.cosine_weight or lo.angle.angle_weight or lo.angle.ibn_weight):
+            bad("loss.angle", "every weight is 0; give at least one term a positive weight")
+        if lo.matryoshka is not None:
+            dims, weights = lo.matryoshka.dims, lo.matryoshka.weights
+            if not dims or not all(isinstance(x, int) and x > 0 for x in dims) or len(set(dims)) != len(dims):
+                bad("loss.matryoshka.dims", f"expected distinct positive integers, e.g. [384, 256, 128, 64], got {dims!r}")
+            if weights is not None and (len(weights) != len(dims) or any(w < 0 for w in weights)):
+                bad("loss.matryoshka.weights", f"expected {len(dims)} non-negative weights (one per dimension), got {weights!r}")
+        if lo.guide is not None:
+            if lo.name != "infonce":
+                bad("loss.guide", "guided filtering chooses in-batch negatives; it applies to loss.name infonce")
+            if lo.moco is not None or lo.nt_xent:
+                bad("loss.guide", "guided filtering does not combine with MoCo or NT-Xent")
+            if not isinstance(lo.guide.model, str) or not lo.guide.model:
+                bad("loss.guide.model", "expected a model name or path, or 'self' for the starting model")
+        if d.kind == "scored":
+            for name in ("cached", "symmetric", "nt_xent", "learnable_temperature", "gather_across_devices"):
+                if getattr(lo, name):
+                    bad(f"loss.{name}", f"is an InfoNCE option; loss.name {lo.name} does not use it")
+            if lo.moco is not None:
+                bad("loss.moco", "MoCo is an InfoNCE variant; scored data trains with cosent or angle")
         positive("loss.temperature", lo.temperature)
         choice("loss.similarity", lo.similarity, ("cosine", "dot", "euclidean"))
         positive("loss.hard_negative_weight", lo.hard_negative_weight, allow_zero=True)

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--batch-size", type=int, default=64)
     b.add_argument("--memory-budget-gb", type=float, default=4.0, help="for --factory auto (default 4)")
     b.add_argument("--no-resume", action="store_true", help="discard a leftover OUT.partial folder")
+    b.add_argument("--dim", type=int, help="keep the first DIM dimensions of each embedding, renormalised (a "
+                   "Matryoshka-trained model); searches with the manifest's model truncate queries the same way")
     b.set_defaults(func=run_build)
 
     s = isub.add_parser("search", help="query an index")
@@ -71,6 +73,8 @@ def _open(path: str, model: str | None, need_encoder: bool = True):
 
             raise ConfigError("--model", f"{path} records no model name; pass --model")
         encoder = load_encoder(name)
+        if model is None and getattr(encoder, "dim", 0) > int(manifest["dim"]):
+            encoder.truncate_dim = int(manifest["dim"])  # the index was built with --dim (Matryoshka)
     return SearchIndex.load(path, encoder=encoder)
 
 
@@ -90,6 +94,12 @@ def run_build(args: argparse.Namespace) -> int:
     docs = read_documents(args.input)
     first = next(docs, None)  # fail on an unreadable input before loading the model
     encoder = load_encoder(args.model)
+    if args.dim is not None:
+        if not 1 <= args.dim <= encoder.dim:
+            from textcl.errors import ConfigError
+
+            raise ConfigError("--dim", f"expected 1 to the model's dimension {encoder.dim}, got {args.dim}")
+        encoder.truncate_dim = args.dim
 
     def all_docs():
         if first is not None:

@@ -7,6 +7,7 @@ Sources: a local ``.txt`` (one text per line, unlabeled only), ``.jsonl``, ``.cs
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from textcl.hub import hub_reachable
 
 
 def _fields(kind: str, text_field: str, anchor: str, positive: str, negative: str) -> list[str]:
-    return {"unlabeled": [text_field], "pairs": [anchor, positive], "triples": [anchor, positive, negative]}[kind]
+    return {"unlabeled": [text_field], "pairs": [anchor, positive], "triples": [anchor, positive, negative],
+            "scored": ["sentence1", "sentence2", "score"]}[kind]
 
 
 def _to_example(kind: str, values: list[str], group=None) -> Example:
@@ -109,7 +111,14 @@ def load_examples(data_cfg) -> list[Example]:
     kind = data_cfg.kind
     fields = _fields(kind, data_cfg.text_field, data_cfg.anchor_field, data_cfg.positive_field,
                      data_cfg.negative_field)
-    if data_cfg.path == "packaged:wiki":
+    if kind == "scored":
+        from textcl.data.sts import KNOWN_SETS, load_sts
+
+        # CoSENT and AnglE use only the order of the scores: any finite scale is fine for training
+        sts = (load_sts(data_cfg.path) if data_cfg.path in KNOWN_SETS
+               else load_sts(Path(data_cfg.path).expanduser(), score_range=(-math.inf, math.inf)))
+        examples = [Example(p.sentence1, p.sentence2, score=p.score) for p in sts.pairs()]
+    elif data_cfg.path == "packaged:wiki":
         if kind != "unlabeled":
             raise ConfigError("data.kind", "packaged:wiki holds unlabeled sentences; use kind: unlabeled")
         from textcl.data.wiki import wiki_sentences

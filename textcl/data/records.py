@@ -21,12 +21,14 @@ class Document:
 
 @dataclass(frozen=True)
 class Example:
-    """A training row. Unlabeled data repeats the text as ``anchor`` and ``positive``."""
+    """A training row. Unlabeled data repeats the text as ``anchor`` and ``positive``; scored data holds
+    ``sentence1`` as ``anchor``, ``sentence2`` as ``positive`` and their gold ``score``."""
 
     anchor: str
     positive: str
     negative: Optional[str] = None
     group: Optional[str] = None  #: pairs of one group are never each other's negatives
+    score: Optional[float] = None  #: a graded similarity (data.kind scored)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,9 @@ def encode_texts(encoder, texts: Sequence[str], batch_size: int = 64, show_progr
 
 def encoder_dim(encoder) -> int:
     """The encoder's output dimension: its ``dim`` attribute, or the width of one encoded probe text."""
+    truncated = getattr(encoder, "truncate_dim", None)  # textcl Encoder / SentenceTransformer with a --dim
+    if isinstance(truncated, int):
+        return truncated
     for attr in ("dim", "dimension"):
         value = getattr(encoder, attr, None)
         if isinstance(value, (int, np.integer)):

@@ -1,4 +1,5 @@
-"""Contrastive losses: InfoNCE / NT-Xent, false-negative masks, cross-device gathering, GradCache, MoCo.
+"""Contrastive losses: InfoNCE / NT-Xent, CoSENT and AnglE (graded scores), the Matryoshka wrapper,
+false-negative masks (by text, by group, by a guide model), cross-device gathering, GradCache, MoCo.
 
 A trainer step, in its variants (``enc`` maps a tokenized batch to ``(B, d)``)::
 
@@ -20,14 +21,19 @@ A trainer step, in its variants (``enc`` maps a tokenized batch to ``(B, d)``)::
 
 Never imports ``textcl.train``: the trainer builds on these, not the other way round.
 """
+from .angle import AnglE, angle, angle_similarity
+from .cosent import CoSENT, cosent, cosent_from_similarities
 from .gather import all_gather_no_grad, all_gather_with_grad, gather_sizes, world_info
 from .gradcache import RandContext, cached_backward, split_batch
 from .infonce import SIMILARITIES, InfoNCE, info_nce, nt_xent, pairwise_similarity
+from .guide import guided_mask
 from .masking import false_negative_mask, text_keys
+from .matryoshka import Matryoshka
 from .moco import MoCoQueue, MomentumEncoder, moco_loss, momentum_update
 
 __all__ = [
     "InfoNCE", "info_nce", "nt_xent", "pairwise_similarity", "SIMILARITIES",
+    "CoSENT", "cosent", "cosent_from_similarities", "AnglE", "angle", "angle_similarity", "Matryoshka", "guided_mask",
     "false_negative_mask", "text_keys",
     "all_gather_with_grad", "all_gather_no_grad", "gather_sizes", "world_info",
     "cached_backward", "split_batch", "RandContext",

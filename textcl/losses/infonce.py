@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gather import all_gather_no_grad, all_gather_with_grad, gather_sizes, world_info
+from .guide import guided_mask
 from .masking import _mask
 
 __all__ = ["SIMILARITIES", "pairwise_similarity", "info_nce", "nt_xent", "InfoNCE"]
@@ -273,11 +274,16 @@ class InfoNCE(nn.Module):
         positive_keys        ``(B,)`` int    optional text keys of the positives
         negative_keys        ``(B, k)``/``(M,)``  optional text keys of the negatives
         group_ids            ``(B,)`` int    optional group of each pair; ``-1`` = none
+        guide_anchors        ``(B, g)``      optional guide-model embeddings of the anchors (no gradient)
+        guide_positives      ``(B, g)``      the guide's embeddings of the positives
+        guide_negatives      ``(B, k, g)``   the guide's embeddings of the hard negatives (with negatives)
         ===================  ==============  =====================================================
 
         With keys, a candidate is not a negative for anchor ``i`` when its text equals the text of anchor
         ``i`` or of its positive; with ``group_ids``, when its pair is in anchor ``i``'s group. The positive
         is never masked. For unsupervised SimCSE (the same text twice) pass the same keys for both.
+        With guide embeddings, a candidate the guide rates above the anchor's positive minus ``guide_margin``
+        is not a negative either (GISTEmbed, :func:`~textcl.losses.guide.guided_mask`).
 
     References:
         van den Oord et al. 2018 (CPC); Chen et al. 2020 (SimCLR); Gao et al. 2021 (SimCSE);
@@ -321,6 +327,7 @@ class InfoNCE(nn.Module):
         learnable_temperature: bool = False,
         max_scale: float = 100.0,
         gather_across_devices: bool = False,
+        guide_margin: float = 0.0,
     ):
         super().__init__()
         _check_temperature(temperature)
@@ -348,6 +355,7 @@ class InfoNCE(nn.Module):
         self.learnable_temperature = learnable_temperature
         self.max_scale = float(max_scale)
         self.gather_across_devices = gather_across_devices
+        self.guide_margin = float(guide_margin)
         self._temperature = float(temperature)
         if learnable_temperature:
             self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
@@ -386,14 +394,24 @@ class InfoNCE(nn.Module):
         positive_keys: torch.Tensor | None = None,
         negative_keys: torch.Tensor | None = None,
         group_ids: torch.Tensor | None = None,
+        guide_anchors: torch.Tensor | None = None,
+        guide_positives: torch.Tensor | None = None,
+        guide_negatives: torch.Tensor | None = None,
     ) -> torch.Tensor:
         self._check_inputs(anchors, positives, negatives, anchor_keys, positive_keys, negative_keys, group_ids)
+        guided = guide_anchors is not None
+        if guided and (guide_positives is None or (negatives is not None) != (guide_negatives is not None)):
+            raise ValueError("guide_anchors: give guide_positives too, and guide_negatives exactly when negatives "
+                             "are given")
+        if guided and self.nt_xent:
+            raise ValueError("guide_anchors: guided filtering does not combine with NT-Xent")
         dev = anchors.device
         # Keys travel with the embeddings (NCCL gathers only device tensors).
         anchor_keys, positive_keys, negative_keys, group_ids = (
             None if t is None else t.to(dev) for t in (anchor_keys, positive_keys, negative_keys, group_ids))
         g = _GlobalBatch(anchors, positives, negatives, anchor_keys, positive_keys, negative_keys, group_ids,
-                         gather=self.gather_across_devices, need_anchors=self.symmetric or self.nt_xent)
+                         gather=self.gather_across_devices, need_anchors=self.symmetric or self.nt_xent,
+                         guide=(guide_anchors, guide_positives, guide_negatives) if guided else None)
         b, p = anchors.shape[0], g.positives.shape[0]
         keyed = any(t is not None for t in (anchor_keys, positive_keys, negative_keys, group_ids))
         row_keys = [positive_keys, anchor_keys]  # a candidate with either text is no negative for the row
@@ -420,6 +438,11 @@ class InfoNCE(nn.Module):
                 n_neg = g.negatives.shape[0] * (g.negatives.shape[1] if g.negatives.dim() == 3 else 1)
                 blocks.append(_mask(b, n_neg, row_keys, flat, None, None, None, device=dev))
             mask = torch.cat(blocks, dim=1)
+        if guided:  # GISTEmbed: candidates the guide rates above the positive are no negatives
+            candidates = g.guide_positives if g.guide_negatives is None else torch.cat(
+                [g.guide_positives, g.guide_negatives.reshape(-1, g.guide_negatives.shape[-1])])
+            gmask = guided_mask(guide_anchors, guide_positives, candidates, g.offset, self.guide_margin)
+            mask = gmask if mask is None else mask | gmask
         rows = _info_nce_rows(anchors, g.positives, g.negatives, g.offset, mask=mask,
                               hard_negative_weight=self.hard_negative_weight, **options)
         if not self.symmetric:
@@ -428,6 +451,9 @@ class InfoNCE(nn.Module):
         if keyed:  # row = positive j, whose own positive is anchor j
             reverse = _mask(b, p, [anchor_keys, positive_keys], g.anchor_keys, group_ids, g.group_ids, g.offset,
                             device=dev)
+        if guided:  # row = positive j against the anchors, whose own target is anchor j
+            gmask = guided_mask(guide_positives, guide_anchors, g.guide_anchors, g.offset, self.guide_margin)
+            reverse = gmask if reverse is None else reverse | gmask
         back = _info_nce_rows(positives, g.anchors, None, g.offset, mask=reverse, hard_negative_weight=0.0,
                               **options)
         return (rows.sum() + back.sum()) * scale / 2
@@ -460,9 +486,10 @@ class _GlobalBatch:
     keys stay as they are (the same on every rank)."""
 
     def __init__(self, anchors, positives, negatives, anchor_keys, positive_keys, negative_keys, group_ids, *,
-                 gather: bool, need_anchors: bool):
+                 gather: bool, need_anchors: bool, guide=None):
         self.world = world_info()[1] if gather else 1
         per_anchor = negatives is not None and negatives.dim() == 3
+        self.guide_anchors, self.guide_positives, self.guide_negatives = guide or (None, None, None)
         if self.world == 1:
             self.anchors, self.positives, self.negatives = anchors, positives, negatives
             self.anchor_keys, self.positive_keys, self.negative_keys = anchor_keys, positive_keys, negative_keys
@@ -479,3 +506,6 @@ class _GlobalBatch:
 
         self.anchor_keys, self.positive_keys, self.group_ids = keys(anchor_keys), keys(positive_keys), keys(group_ids)
         self.negative_keys = keys(negative_keys, per_row=per_anchor)
+        if guide is not None:  # the guide's embeddings of every rank's rows, without gradient
+            self.guide_anchors, self.guide_positives = keys(guide[0]), keys(guide[1])
+            self.guide_negatives = keys(guide[2], per_row=per_anchor)

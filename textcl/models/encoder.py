@@ -55,6 +55,8 @@ class Encoder(nn.Module):
     chunk_overhead: int | str | None = "auto"
     #: what ``encode(bf16=None)`` does; the trainer sets it to the run's precision for its evaluations
     encode_bf16: bool = False
+    #: what ``encode(dim=None)`` keeps: the first ``truncate_dim`` dimensions (None: all of them)
+    truncate_dim: int | None = None
 
     def __init__(
         self,
@@ -155,12 +157,15 @@ class Encoder(nn.Module):
         normalize: bool | None = None,
         show_progress: bool = False,
         bf16: bool | None = None,
+        dim: int | None = None,
     ) -> np.ndarray:
         """Embed texts.
 
         Texts are tokenized once, sorted by token length and batched, so that each batch pads little.
         Runs in eval mode under ``torch.inference_mode``; ``bf16=True`` adds bf16 autocast (``None``: the
-        encoder's ``encode_bf16``, False unless a trainer set it to its run's precision).
+        encoder's ``encode_bf16``, False unless a trainer set it to its run's precision). ``dim=d`` keeps the
+        first ``d`` dimensions, before normalising (a Matryoshka-trained model's smaller embedding; ``None``:
+        the encoder's ``truncate_dim``, else all).
 
         Returns:
             float32 array (n, d) in the input order; (d,) for a single string; (0, d) for an empty list.
@@ -168,8 +173,12 @@ class Encoder(nn.Module):
         single = isinstance(texts, str)
         texts = check_texts([texts] if single else texts)
         normalize = self.normalize if normalize is None else normalize
+        dim = self.truncate_dim if dim is None else dim
+        if dim is not None and not (isinstance(dim, int) and 1 <= dim <= self.dim):
+            raise ValueError(f"dim: expected an integer from 1 to the embedding dimension {self.dim}, got {dim!r}")
+        dim = dim or self.dim
         n = len(texts)
-        out = np.empty((n, self.dim), dtype=np.float32)
+        out = np.empty((n, dim), dtype=np.float32)
         if n == 0:
             return out
         if self.do_lower_case:
@@ -193,7 +202,7 @@ class Encoder(nn.Module):
                 for start in starts:
                     idx = order[start : start + batch_size]
                     batch = pad_features([{k: enc[k][i] for k in keys} for i in idx], self.tokenizer.pad_token_id or 0)
-                    emb = self.embed({k: v.to(device) for k, v in batch.items()}).float()
+                    emb = self.embed({k: v.to(device) for k, v in batch.items()}).float()[:, :dim]
                     if normalize:
                         emb = F.normalize(emb, p=2, dim=-1)
                     out[idx] = emb.cpu().numpy()

@@ -62,9 +62,29 @@ class Batcher:
             groups = text_keys([e.group or "" for e in exs])
             groups[torch.tensor([e.group is None for e in exs])] = -1  # -1: in no group
             keys["group_ids"] = groups.to(device)
+        negatives = None
         if exs[0].negative is not None:
             negatives = [e.negative for e in exs]
             batch["negative"] = self.features(negatives, run.doc_encoder, None)
             if keys:
                 keys["negative_keys"] = text_keys(negatives).to(device)[:, None]
+        if c.data.kind == "scored":
+            keys["scores"] = torch.tensor([e.score for e in exs], dtype=torch.float32, device=device)
+        if run.guide is not None:
+            keys.update(self.guide_keys(a_views, p_views, negatives))
         return batch, keys
+
+    def guide_keys(self, anchors: list[str], positives: list[str], negatives: list[str] | None) -> dict:
+        """The frozen guide's embeddings of the views, (B, g) each and (B, 1, g) for hard negatives: computed
+        without gradient, in bf16 where the device has it natively."""
+        from textcl.models.precision import native_bf16
+
+        guide, device = self.run.guide, self.run.acc.device
+        texts = anchors + positives + (negatives or [])
+        emb = torch.from_numpy(guide.encode(texts, batch_size=len(texts), normalize=True,
+                                            bf16=native_bf16(device.type))).to(device)
+        b = len(anchors)
+        out = {"guide_anchors": emb[:b], "guide_positives": emb[b:2 * b]}
+        if negatives is not None:
+            out["guide_negatives"] = emb[2 * b:][:, None, :]
+        return out

@@ -43,6 +43,7 @@ class Run:
     token_aug: object | None
     key_encoder: torch.nn.Module | None
     queue: torch.nn.Module | None
+    guide: Encoder | None  #: the frozen guide of ``loss.guide`` (GISTEmbed), in eval mode
     world: int
     steps_per_epoch: int
     total_steps: int
@@ -133,12 +134,46 @@ def _optimizer(c: TrainConfig, modules: list[torch.nn.Module]) -> torch.optim.Op
                               {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas), eps=o.eps)
 
 
+def make_loss(c: TrainConfig, dim: int, device) -> torch.nn.Module:
+    """The recipe's loss: InfoNCE, CoSENT or AnglE, wrapped by Matryoshka when ``loss.matryoshka`` is set."""
+    from textcl.losses import AnglE, CoSENT, InfoNCE, Matryoshka
+
+    lc = c.loss
+    if lc.name == "cosent":
+        loss_fn = CoSENT(lc.scale)
+    elif lc.name == "angle":
+        a = lc.angle
+        loss_fn = AnglE(lc.scale, cosine_weight=a.cosine_weight, angle_weight=a.angle_weight, ibn_weight=a.ibn_weight,
+                        ibn_scale=a.ibn_scale, ibn_min_score=a.ibn_min_score)
+    else:
+        loss_fn = InfoNCE(lc.temperature, lc.similarity, symmetric=lc.symmetric, nt_xent=lc.nt_xent,
+                          hard_negative_weight=lc.hard_negative_weight, learnable_temperature=lc.learnable_temperature,
+                          gather_across_devices=lc.gather_across_devices,
+                          guide_margin=lc.guide.margin if lc.guide is not None else 0.0)
+    if lc.matryoshka is not None:
+        if max(lc.matryoshka.dims) > dim:
+            raise TextclError(f"loss.matryoshka.dims: {max(lc.matryoshka.dims)} is larger than the model's "
+                              f"embedding dimension {dim}")
+        loss_fn = Matryoshka(loss_fn, lc.matryoshka.dims, lc.matryoshka.weights)
+    return loss_fn.to(device)
+
+
+def _guide(c: TrainConfig, encoder: Encoder, device) -> Encoder | None:
+    """``loss.guide``'s frozen encoder: a copy of the starting model (``self``), or a model loaded by name."""
+    if c.loss.guide is None:
+        return None
+    name = c.loss.guide.model
+    guide = copy.deepcopy(encoder) if name == "self" else Encoder.load(name, device=device)
+    guide.eval().requires_grad_(False)
+    return guide
+
+
 def build(config: TrainConfig, out: Path) -> Run:
     """Set up a run: seeds, data, encoders (with dropout, augmenters, a second tower), the InfoNCE loss,
     AdamW with its schedule, everything prepared by Accelerate, and MoCo's key encoder and queue."""
     from accelerate.utils import set_seed
 
-    from textcl.losses import InfoNCE, MoCoQueue, MomentumEncoder
+    from textcl.losses import MoCoQueue, MomentumEncoder
 
     c = config
     found_trackers = trackers(c.train.report_to)
@@ -161,10 +196,9 @@ def build(config: TrainConfig, out: Path) -> Run:
     if dropout is not None:
         encoder.set_dropout(dropout)
     doc_encoder = copy.deepcopy(encoder) if c.model.two_tower else None
+    guide = _guide(c, encoder, acc.device)
     lc = c.loss
-    loss_fn = InfoNCE(lc.temperature, lc.similarity, symmetric=lc.symmetric, nt_xent=lc.nt_xent,
-                      hard_negative_weight=lc.hard_negative_weight, learnable_temperature=lc.learnable_temperature,
-                      gather_across_devices=lc.gather_across_devices).to(acc.device)
+    loss_fn = make_loss(c, encoder.dim, acc.device)
 
     world = acc.num_processes
     if lc.cached and c.model.two_tower and world > 1:
@@ -198,5 +232,5 @@ def build(config: TrainConfig, out: Path) -> Run:
     return Run(config=c, out=out, acc=acc, precision=precision, trackers=found_trackers, examples=examples,
                lengths=lengths, model=model, doc_model=prepared[1] if doc_encoder is not None else model,
                loss_fn=prepared[-2] if learnt else loss_fn, optimizer=prepared[-1], scheduler=scheduler,
-               text_aug=text_aug, token_aug=token_aug, key_encoder=key_encoder, queue=queue, world=world,
+               text_aug=text_aug, token_aug=token_aug, key_encoder=key_encoder, queue=queue, guide=guide, world=world,
                steps_per_epoch=steps_per_epoch, total_steps=total_steps, max_seq_len=max_seq_len)

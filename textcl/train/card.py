@@ -32,6 +32,11 @@ def model_card(config: TrainConfig, metrics: dict, citation: str) -> str:
     table = ("\n".join(["| evaluation | metric | before | after (95% CI) |", "|---|---|---|---|", *rows])
              if rows else "(no evaluation)")
     lengths = metrics.get("max_seq_len", {})
+    dims = config.loss.matryoshka.dims if config.loss.matryoshka is not None else None
+    matryoshka = (f"\nTrained with a Matryoshka loss at dimensions {dims}: the first d dimensions, renormalised, "
+                  f"are an embedding of their own (`SentenceTransformer(path, truncate_dim=d)`, textcl's "
+                  f"`Encoder.encode(texts, dim=d)`, `textcl index build --dim d`). Rows named `<set>@<d>d` score "
+                  f"them.\n" if dims else "")
     selected_on = ", ".join(metrics.get("selected_on") or []) or "n/a"
     recipe = yaml.safe_dump(config.to_dict(), sort_keys=False)
     return f"""---
@@ -62,7 +67,7 @@ Training inputs were truncated to {lengths.get('train', config.model.max_seq_len
 ## Results
 
 Evaluated in {metrics.get('eval_precision', 'fp32')}, at this model's maximum length.
-
+{matryoshka}
 {table}
 
 Best step on {selected_on}: {metrics.get('best_step')}.

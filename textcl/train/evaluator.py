@@ -51,6 +51,22 @@ class Evaluator:
         self.sets = as_sts_list(c.eval.data) if c.eval.data else []
         self.evaluators = list(extra_evaluators) + [retrieval_evaluator(d) for d in c.eval.retrieval]
         self.test_sets = as_sts_list(c.eval.test) if c.eval.test else []
+        #: Matryoshka prefixes reported before and after training (selection uses the full dimension)
+        self.dims = sorted((c.loss.matryoshka.dims if c.loss.matryoshka is not None else []), reverse=True)
+
+    def at_dims(self, encoder: Encoder, evaluate) -> dict:
+        """``evaluate(encoder)`` at the full dimension, then at each smaller Matryoshka dimension ``d``
+        (embeddings cut to ``d`` and renormalised), named ``<name>@<d>d``."""
+        out = evaluate(encoder)
+        for d in self.dims:
+            if d >= encoder.dim:
+                continue
+            encoder.truncate_dim = d
+            try:
+                out.update({f"{name}@{d}d": m for name, m in evaluate(encoder).items() if name != "all"})
+            finally:
+                encoder.truncate_dim = None
+        return out
 
     def evaluate(self, encoder: Encoder, sets, *, evaluators=(), n_bootstrap: int = 0, with_all: bool = False) -> dict:
         """name -> metrics: each STS set's ``{spearman, pearson, n, ci95}`` (plus SentEval's ``all`` over several
@@ -73,8 +89,9 @@ class Evaluator:
     def before(self, state: dict, log) -> None:
         """Score the starting model on every set (main process), into ``state["before"]`` and the log."""
         encoder = self.run.encoder
-        state["before"] = {**self.evaluate(encoder, self.sets, evaluators=self.evaluators),
-                           **self.evaluate(encoder, self.test_sets, with_all=True)}
+        state["before"] = self.at_dims(encoder, lambda enc: {
+            **self.evaluate(enc, self.sets, evaluators=self.evaluators),
+            **self.evaluate(enc, self.test_sets, with_all=True)})
         for name, m in state["before"].items():
             log.write(step=0, eval_name=name, eval_score=f"{metric_value(m):.4f}")
             self.run.acc.print(f"before training: {name} {metric_value(m):.2f}")
@@ -129,8 +146,9 @@ class Evaluator:
                 final = Encoder.load(out / "best-model", device=acc.device)
                 if c.model.two_tower:
                     final_doc = Encoder.load(out / "best-model-document", device=acc.device)
-            after = {**self.evaluate(final, self.sets, evaluators=self.evaluators, n_bootstrap=N_BOOTSTRAP),
-                     **self.evaluate(final, self.test_sets, n_bootstrap=N_BOOTSTRAP, with_all=True)}
+            after = self.at_dims(final, lambda enc: {
+                **self.evaluate(enc, self.sets, evaluators=self.evaluators, n_bootstrap=N_BOOTSTRAP),
+                **self.evaluate(enc, self.test_sets, n_bootstrap=N_BOOTSTRAP, with_all=True)})
             metrics = {"before": state.get("before", {}), "after": after, "best_step": state.get("best_step"),
                        "best_score": state.get("best"), "selected_on": state.get("selected_on"),
                        "steps": steps, "examples": len(run.examples), "model": c.model.name,
