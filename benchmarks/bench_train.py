@@ -10,6 +10,8 @@ Scenarios (same packaged all-MiniLM-L6-v2, same rows, batch, lr 2e-5, max length
   MultipleNegativesRankingLoss on (anchor, positive, negative).
 - ``d``: GradCache at batch 512 (mini-batches of 64) on title -> first sentence, max length 64;
   CachedMultipleNegativesRankingLoss with the same mini-batch size.
+- ``e``: graded STS-B train pairs (``data.kind: scored``), CoSENT, max length 128, batch 16 (the settings of
+  recipes/sts-finetune.yaml); sentence-transformers' CoSENTLoss.
 
 Each run is a fresh process; runs alternate textcl, sentence-transformers, textcl, ...; each reports its
 median pairs/s over the steps after a warm-up, timed step end to step end on both sides (building and
@@ -40,6 +42,7 @@ SCENARIOS = {
     "b256": {"kind": "pairs", "max_len": 256, "batch": 32, "steps": 16, "warmup": 3},
     "c": {"kind": "triples", "max_len": 128, "batch": 32, "steps": 20, "warmup": 3},
     "d": {"kind": "short_pairs", "max_len": 64, "batch": 512, "steps": 5, "warmup": 1, "mini_batch": 64},
+    "e": {"kind": "scored", "max_len": 128, "batch": 16, "steps": 60, "warmup": 5},
 }
 
 
@@ -58,7 +61,8 @@ def data_file(s: dict) -> str:
     """The scenario's rows: a .txt of sentences or a .jsonl of pairs/triples, built once under benchmarks/.cache."""
     n = s["batch"] * (s["steps"] + 1)
     return {"unlabeled": lambda: str(shapes.sentences(n)), "pairs": lambda: str(shapes.pairs(n)),
-            "triples": lambda: str(shapes.triples(n)), "short_pairs": lambda: str(shapes.short_pairs(n))}[s["kind"]]()
+            "triples": lambda: str(shapes.triples(n)), "short_pairs": lambda: str(shapes.short_pairs(n)),
+            "scored": lambda: str(shapes.scored(n))}[s["kind"]]()
 
 
 def run_textcl(s: dict, precision: str, out: str) -> list[float]:
@@ -70,7 +74,8 @@ def run_textcl(s: dict, precision: str, out: str) -> list[float]:
     config = config_from_dict({
         "model": {"name": model_path(), "max_seq_len": s["max_len"]},
         "data": {"path": data_file(s), "kind": kind, "max_examples": s["batch"] * (s["steps"] + 1)},
-        "loss": {"cached": "mini_batch" in s, "mini_batch_size": s.get("mini_batch", 32)},
+        "loss": {"cached": "mini_batch" in s, "mini_batch_size": s.get("mini_batch", 32),
+                 "name": "cosent" if kind == "scored" else "infonce"},
         "eval": {"data": [], "test": [], "every": 0, "before": False},
         "optim": {"lr": LR},
         "train": {"batch_size": s["batch"], "max_steps": s["steps"], "mixed_precision": precision,
@@ -97,7 +102,10 @@ def run_st(s: dict, precision: str, out: str) -> list[float]:
     else:
         rows = [json.loads(line) for line in open(path, encoding="utf-8")][:n]
         ds = Dataset.from_dict({k: [r[k] for r in rows] for k in rows[0]})
-    if "mini_batch" in s:
+    if s["kind"] == "scored":
+        ds = ds.map(lambda r: {"score": r["score"] / 5.0})
+        loss = losses.CoSENTLoss(model)
+    elif "mini_batch" in s:
         loss = losses.CachedMultipleNegativesRankingLoss(model, scale=20.0, mini_batch_size=s["mini_batch"])
     else:
         loss = losses.MultipleNegativesRankingLoss(model, scale=20.0)

@@ -6,6 +6,8 @@
 - ``short_pairs``: title -> the lead's first sentence (median 28 tokens), for large cached batches.
 - ``triples``: ``pairs`` plus one hard negative mined with the packaged MiniLM (``textcl mine``'s function,
   ranks 10-50, margin 0.05, candidates: the training passages).
+- ``scored``: STS-B train pairs (sentence1, sentence2, score 0-5) from the packaged genuine STS-B, shuffled
+  with a fixed seed (the file is sorted by genre).
 - ``heldout``: a BEIR folder whose queries are the titles of 500 articles that no training file contains,
   each with its passage as the one relevant document, in a corpus of those 500 passages and 1,500 training
   passages as distractors.
@@ -69,6 +71,19 @@ def short_pairs(n: int | None = None) -> Path:
     path = CACHE / f"short-pairs-{n or 'all'}.jsonl"
     if not path.exists():
         _write_jsonl(path, [{"anchor": t, "positive": first} for t, first, _ in _articles()[:-HELDOUT][:n]])
+    return path
+
+
+def scored(n: int) -> Path:
+    """JSONL of ``n`` shuffled STS-B train rows with ``sentence1``, ``sentence2`` and ``score``."""
+    path = CACHE / f"scored-{n}.jsonl"
+    if not path.exists():
+        from textcl.data.sts import load_sts
+
+        rows = load_sts("stsb-train").pairs()
+        order = np.random.default_rng(0).permutation(len(rows))[:n]
+        _write_jsonl(path, [{"sentence1": rows[i].sentence1, "sentence2": rows[i].sentence2, "score": rows[i].score}
+                            for i in order])
     return path
 
 

@@ -100,3 +100,27 @@ def test_a_guided_run_equals_an_unguided_one_when_the_guide_masks_nothing(tiny_b
     b = load_file(str(tmp_path / "guided" / "model" / "model.safetensors"))
     for k in a:
         np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-6, err_msg=k)
+
+
+def test_index_build_dim_truncates_documents_and_queries_alike(tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    import textcl.commands.index as cmd
+    from textcl.cli import main
+    from textcl.models import Encoder
+
+    monkeypatch.setattr(cmd, "load_encoder", lambda name: Encoder.load(tiny_bert_dir, device="cpu"))
+    docs = tmp_path / "docs.txt"
+    docs.write_text("".join(f"{a}\n{b}\n" for a, b, _ in ROWS[:8]))
+    assert main(["index", "build", "--model", "m", "--input", str(docs), "--out", str(tmp_path / "ix"),
+                 "--dim", "8"]) == 0
+    assert json.loads((tmp_path / "ix" / "manifest.json").read_text())["dim"] == 8
+    capsys.readouterr()
+    assert main(["index", "search", str(tmp_path / "ix"), ROWS[3][1], "-k", "1", "--json"]) == 0
+    [hit] = json.loads(capsys.readouterr().out.splitlines()[0])["hits"]
+    encoder = Encoder.load(tiny_bert_dir, device="cpu")
+    texts = [t for a, b, _ in ROWS[:8] for t in (a, b)]
+    cosines = encoder.encode(texts, dim=8) @ encoder.encode(ROWS[3][1], dim=8)
+    assert hit["score"] == pytest.approx(float(cosines.max()), abs=1e-5)  # the query was cut to 8 dims too
+    assert cosines[texts.index(hit["text"])] == pytest.approx(float(cosines.max()), abs=1e-5)
+    assert main(["index", "build", "--model", "m", "--input", str(docs), "--out", str(tmp_path / "ix2"),
+                 "--dim", "0"]) == 2
+    assert "--dim: expected 1 to the model's dimension 32, got 0" in capsys.readouterr().err
