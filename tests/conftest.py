@@ -49,7 +49,9 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
         vocab_file.write_text((minilm / "vocab.txt").read_text(encoding="utf-8"), encoding="utf-8")
     else:
         vocab_file.write_text("\n".join(_HAND_VOCAB) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    # the vocabulary goes positionally: transformers 5 ignores vocab_file= and keeps only the special tokens
+    tokenizer = BertTokenizerFast(str(vocab_file), do_lower_case=True)
+    assert tokenizer.vocab_size > 5, "the tiny BERT's tokenizer lost its vocabulary"
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=32,

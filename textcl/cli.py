@@ -11,7 +11,7 @@ import sys
 
 from textcl.errors import TextclError
 
-COMMANDS = ("encode", "eval", "train", "augment", "index", "mine")
+COMMANDS = ("encode", "eval", "train", "augment", "index", "mine", "serve")
 
 
 class _VersionAction(argparse.Action):

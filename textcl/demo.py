@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         for hit in hits:
             print(f"  {hit.score:.3f}  {hit.metadata.get('title')}: {hit.text[:90]}...")
     print(f"\nsearch it yourself: textcl index search {index_dir} \"your question\" -k 5")
+    print(f"or serve it (search page and HTTP API): textcl serve {index_dir}  then open http://127.0.0.1:8000/")
     return 0
 
 

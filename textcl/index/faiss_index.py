@@ -229,8 +229,13 @@ class SearchIndex:
         return vecs
 
     def search_vectors(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None,
-                       ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Raw search: ``queries`` (nq, d) -> (scores (nq, k) float32, int64 ids (nq, k)); -1 pads missing."""
+                       ef_search: int | None = None, *,
+                       among: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Raw search: ``queries`` (nq, d) -> (scores (nq, k) float32, int64 ids (nq, k)); -1 pads missing.
+
+        ``among``: search only these integer ids, e.g. those of a doc store query that filters on metadata,
+        ``index.store.query("SELECT int_id FROM docs WHERE json_extract(metadata, '$.lang') = 'en'")``.
+        """
         if self._index is None or len(self._store) == 0:
             raise IndexStateError("the index is empty: build it or add documents before searching")
         if k < 1:
@@ -239,7 +244,12 @@ class SearchIndex:
         k_eff = min(int(k), int(self._index.ntotal))
         tombstones = self._store.tombstones()
         sel = None
-        if tombstones:
+        if among is not None:
+            import faiss
+
+            allowed = np.setdiff1d(np.asarray(list(among), dtype=np.int64), np.asarray(tombstones, dtype=np.int64))
+            sel = faiss.IDSelectorBatch(allowed)
+        elif tombstones:
             import faiss
 
             sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.asarray(tombstones, dtype=np.int64)))

@@ -1,0 +1,120 @@
+"""The search page in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright.
+
+Loads ``/``, types a query, presses Enter and expects the document with that exact text first; checks that
+HTML in a document is shown as text (never run), that the page works from the keyboard, and that it fits a
+phone screen. Screenshots: ``tmp_path``, plus ``/tmp/textcl_serve_screenshot.png`` (desktop) and
+``/tmp/textcl_serve_phone.png`` (390x844) to look at. Skipped, with the reason, when Playwright or
+Chromium is missing (``.ci/run`` installs Chromium where it can).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+
+import pytest
+
+from test_serve_support import DOCS, build_index, live_server, serve_encoder, serve_model_dir  # noqa: F401
+from textcl.serve import create_app
+
+XSS = ("xss", "<script>window.__xss = 'title'</script>",
+       'A document whose text holds markup: <img src=x onerror="window.__xss = \'text\'"> and <b>bold</b> words.',
+       {"topic": "<i>security</i>"})
+QUERY = DOCS[1][2]  # the Moonlight Sonata's text: its own nearest neighbour
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    return ""
+
+
+def _skip(reason: str):
+    print(f"\ntest_serve_browser: SKIPPED: {reason}", file=sys.stderr)  # shown with -s; -ra lists it too
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _skip("Playwright is not installed (pip install -e '.[dev]')")
+    executable = _chromium()
+    if not executable:
+        _skip("no Chromium on PATH: apt-get install -y chromium (.ci/run does this when it runs as root)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def site(tmp_path, serve_model_dir, serve_encoder):
+    index_dir = build_index(tmp_path / "ix", serve_model_dir, docs=DOCS + [XSS], encoder=serve_encoder)
+    with live_server(create_app(index_dir, encoder=serve_encoder)) as url:
+        yield url
+
+
+def test_search_page_in_chromium(browser, site, tmp_path):
+    # bypass_csp: lets Playwright evaluate its waits, and makes the markup check below test the page's own
+    # escaping, without the Content-Security-Policy that would otherwise also block inline handlers
+    context = browser.new_context(viewport={"width": 1100, "height": 820}, bypass_csp=True)
+    page = context.new_page()
+    page.goto(site + "/")
+    assert page.evaluate("document.activeElement.id") == "q"  # autofocus: type straight away
+    page.wait_for_function("document.getElementById('index-info').textContent.includes('13 documents')")
+
+    page.keyboard.type(QUERY)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#results .result")
+    first = page.locator("#results .result").first
+    assert first.locator(".title").text_content() == "Moonlight Sonata"
+    assert float(first.locator(".score").text_content()) == pytest.approx(1.0, abs=1e-3)
+    assert "id: moonlight" in first.locator(".meta").text_content()
+    assert "year: 1801" in first.locator(".meta").text_content()
+    assert re.fullmatch(r"10 results · \d+\.\d ms in the server, \d+ ms round trip",
+                        page.locator("#status").text_content())
+    assert "q=" in page.url  # the search is a link
+    page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
+    shutil.copy(tmp_path / "search.png", "/tmp/textcl_serve_screenshot.png")
+
+    page.keyboard.press("ArrowDown")  # from the box to the first result, then on, then back
+    assert page.evaluate("document.activeElement.querySelector('.title').textContent") == "Moonlight Sonata"
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("[...document.querySelectorAll('.result')].indexOf(document.activeElement)") == 1
+    page.keyboard.press("Escape")
+    assert page.evaluate("document.activeElement.id") == "q"
+
+    # Markup inside documents is text: shown literally, never parsed or run.
+    page.fill("#q", XSS[2])
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#results .title').textContent.includes('<script>')")
+    first = page.locator("#results .result").first
+    assert first.locator(".title").text_content() == XSS[1]
+    assert '<img src=x onerror="window.__xss' in first.locator(".snippet").text_content()
+    assert "topic: <i>security</i>" in first.locator(".meta").text_content()
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("#results img, #results script, #results b, #results i").count() == 0
+
+    # A bad request shows the server's message.
+    page.goto(site + "/?q=" + "x" * 2001)
+    page.wait_for_selector("#error:not([hidden])")
+    assert "at most 2000 characters" in page.locator("#error").text_content()
+    context.close()
+
+
+def test_search_page_fits_a_phone(browser, site, tmp_path):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True)
+    page = context.new_page()
+    page.goto(site + "/?q=" + QUERY.replace(" ", "+") + "&k=5")
+    page.wait_for_selector("#results .result")
+    assert page.locator("#results .result").count() == 5
+    assert page.locator("#results .title").first.text_content() == "Moonlight Sonata"
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling
+    assert page.evaluate("parseFloat(getComputedStyle(document.getElementById('q')).fontSize)") >= 16  # no zoom
+    page.screenshot(path=str(tmp_path / "phone.png"))
+    shutil.copy(tmp_path / "phone.png", "/tmp/textcl_serve_phone.png")
+    context.close()

@@ -1,0 +1,66 @@
+"""``textcl serve INDEX_DIR``: a thin shell over :func:`textcl.serve.run`."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve an index over HTTP: search API, document writes, a search page",
+                       description="Serve an index folder over HTTP (FastAPI + uvicorn). Open http://HOST:PORT/ "
+                       "for the search page and /docs for the API. Writes are off unless --allow-writes.")
+    p.add_argument("index", metavar="INDEX_DIR", help="index folder (from `textcl index build`)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default 8000")
+    p.add_argument("--model", help="override the model named in the index manifest")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes, each with its own copy of the index (read-only serving only; default 1)")
+    w = p.add_argument_group("writes")
+    w.add_argument("--allow-writes", action="store_true",
+                   help="enable POST /documents and DELETE /documents/ID (durable: INDEX_DIR.wal.sqlite)")
+    w.add_argument("--api-key", help="bearer token the write endpoints require; needed with --allow-writes on a "
+                   "non-loopback --host (prefer the TEXTCL_API_KEY environment variable: arguments show in ps)")
+    w.add_argument("--save-interval", type=float, default=30.0, metavar="SECONDS",
+                   help="save the vector index this often when it changed (default 30; also on shutdown)")
+    b = p.add_argument_group("micro-batching")
+    b.add_argument("--no-batching", action="store_true", help="answer each request alone")
+    b.add_argument("--max-batch", type=int, default=64, help="queries encoded in one forward (default 64)")
+    b.add_argument("--max-wait-ms", type=float, default=2.0,
+                   help="under load, how long a query waits for others to batch with (default 2; a lone "
+                   "client never waits)")
+    b.add_argument("--threads", type=int, help="torch threads for encoding (default: torch's, one per core)")
+    lim = p.add_argument_group("limits")
+    lim.add_argument("--max-k", type=int, default=1000, help="largest k (default 1000)")
+    lim.add_argument("--max-queries", type=int, default=64, help="queries per POST /search (default 64)")
+    lim.add_argument("--max-documents", type=int, default=1000, help="documents per POST /documents (default 1000)")
+    lim.add_argument("--max-body-mb", type=float, default=4.0, help="request body limit (default 4 MiB)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser pages from ORIGIN (repeatable; default: no CORS)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    from textcl.serve.config import ServeConfig
+
+    return ServeConfig(
+        args.index, model=args.model, host=args.host, port=args.port, workers=args.workers,
+        allow_writes=args.allow_writes, api_key=args.api_key, cors_origins=list(args.cors_origin),
+        batching=not args.no_batching, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads,
+        max_k=args.max_k, max_queries=args.max_queries, max_documents=args.max_documents,
+        max_body_bytes=int(args.max_body_mb * 2**20), save_interval_s=args.save_interval, log_level=args.log_level,
+    ).validate()
+
+
+def run(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from textcl.errors import TextclError
+
+    config = config_from_args(args)
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise TextclError(f"textcl serve needs {' and '.join(missing)}: pip install 'textcl[serve]'")
+    from textcl.serve import run as serve
+
+    serve(config)  # uvicorn logs the address once the index is loaded
+    return 0

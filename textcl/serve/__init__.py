@@ -1,0 +1,27 @@
+"""``textcl serve``: a search index as an HTTP service (FastAPI + uvicorn; ``pip install 'textcl[serve]'``).
+
+    from textcl.serve import ServeConfig, create_app, run
+    run(ServeConfig("runs/quickstart/wiki-index", port=8000))
+
+Modules: ``config`` (settings and their checks), ``schemas`` (pydantic request/response models),
+``batcher`` (the micro-batcher, which is also the index's only thread), ``service`` (search, writes,
+saving), ``wal`` (the write-ahead log and recovery), ``security`` (auth, body limit), ``errors`` (JSON
+errors), ``routes`` and ``app`` (the FastAPI app), ``server`` (uvicorn); ``static/`` holds the search page.
+"""
+from __future__ import annotations
+
+from textcl.serve.config import ServeConfig
+
+__all__ = ["ServeConfig", "create_app", "run"]
+
+
+def __getattr__(name: str):
+    if name == "create_app":
+        from textcl.serve.app import create_app
+
+        return create_app
+    if name == "run":
+        from textcl.serve.server import run
+
+        return run
+    raise AttributeError(f"module 'textcl.serve' has no attribute {name!r}")

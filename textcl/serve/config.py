@@ -1,0 +1,110 @@
+"""``ServeConfig``: every choice ``textcl serve`` makes, as one typed, validated dataclass.
+
+The defaults are the safe ones: bound to 127.0.0.1, write endpoints off, CORS off, bodies, ``k`` and the
+number of queries per request bounded. :meth:`ServeConfig.validate` raises
+:class:`~textcl.errors.ConfigError` naming the command-line flag at fault.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textcl.errors import ConfigError
+
+API_KEY_ENV = "TEXTCL_API_KEY"
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1); False for anything else,
+    including ``0.0.0.0`` and host names, which may resolve to a public interface."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def write_log_path(index_dir: str | os.PathLike) -> Path:
+    """Where the write-ahead log of ``index_dir`` lives: beside the folder, since saving replaces the folder
+    as a whole (``wiki-index`` -> ``wiki-index.wal.sqlite``)."""
+    path = Path(index_dir).expanduser().absolute()
+    return path.with_name(path.name + ".wal.sqlite")
+
+
+@dataclass
+class ServeConfig:
+    """Settings of one ``textcl serve`` process (see ``textcl serve --help`` for each flag)."""
+
+    index_dir: Path
+    model: str | None = None  #: default: the model named in the index manifest
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    allow_writes: bool = False
+    api_key: str | None = None  #: bearer token for the write endpoints; default: $TEXTCL_API_KEY
+    cors_origins: list[str] = field(default_factory=list)
+    # micro-batching of concurrent queries
+    batching: bool = True
+    max_batch: int = 64  #: queries encoded in one forward
+    max_wait_ms: float = 2.0  #: how long the first query of a batch waits for company, once batches form
+    max_pending: int = 4096  #: queued queries beyond this are answered 503 (back-pressure)
+    threads: int | None = None  #: torch intra-op threads for encoding (default: torch's, one per core)
+    # request limits
+    max_k: int = 1000
+    max_queries: int = 64  #: queries in one POST /search
+    max_documents: int = 1000  #: documents in one POST /documents
+    max_query_chars: int = 2000
+    max_body_bytes: int = 4 * 2**20
+    # durability
+    save_interval_s: float = 30.0  #: the vector index is saved this often when it changed (and on shutdown)
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        self.index_dir = Path(self.index_dir).expanduser()
+        if self.api_key is None:
+            self.api_key = os.environ.get(API_KEY_ENV) or None
+
+    @property
+    def log_path(self) -> Path:
+        return write_log_path(self.index_dir)
+
+    def replace(self, **changes) -> "ServeConfig":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "ServeConfig":
+        """Check every field; raise ConfigError naming the flag. Returns self."""
+        positive = {
+            "--port": self.port, "--workers": self.workers, "--max-batch": self.max_batch, "--max-k": self.max_k,
+            "--max-queries": self.max_queries, "--max-documents": self.max_documents,
+            "--max-query-chars": self.max_query_chars, "--max-body-mb": self.max_body_bytes,
+            "--max-pending": self.max_pending,
+        }
+        for flag, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(flag, f"must be a positive integer, got {value!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError("--threads", f"must be a positive integer, got {self.threads!r}")
+        if self.port > 65535:
+            raise ConfigError("--port", f"must be at most 65535, got {self.port}")
+        if not 0 <= self.max_wait_ms <= 1000:
+            raise ConfigError("--max-wait-ms", f"must be between 0 and 1000 ms, got {self.max_wait_ms}")
+        if self.save_interval_s <= 0:
+            raise ConfigError("--save-interval", f"must be > 0 seconds, got {self.save_interval_s}")
+        if self.allow_writes and self.workers > 1:
+            raise ConfigError("--workers", f"{self.workers} workers with --allow-writes: writes need one process "
+                              "(a single writer owns the write-ahead log and saves the index); serve writes "
+                              "with --workers 1, or read-only with several")
+        if self.allow_writes and not is_loopback(self.host) and not self.api_key:
+            raise ConfigError("--api-key", f"--allow-writes on {self.host}, which is not a loopback address, "
+                              f"needs an API key: pass --api-key or set {API_KEY_ENV}")
+        if self.api_key is not None and len(self.api_key) < 16:
+            raise ConfigError("--api-key", "use at least 16 characters (e.g. `python -c 'import secrets; "
+                              "print(secrets.token_urlsafe(32))'`)")
+        for origin in self.cors_origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ConfigError("--cors-origin", f"{origin!r}: expected an origin like https://example.com")
+        return self

@@ -1,0 +1,104 @@
+"""The HTTP endpoints: search (POST and GET), documents (add/upsert, get, delete), info, health.
+
+No ``from __future__ import annotations`` here: FastAPI reads the annotations of the route functions,
+which name request models built inside :func:`build_router`.
+"""
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import AfterValidator
+
+from textcl.index import Document
+from textcl.serve.config import ServeConfig
+from textcl.serve.errors import error_response
+from textcl.serve.schemas import (MAX_ID_CHARS, DeleteResponse, DocumentOut, ErrorResponse, HealthResponse,
+                                  InfoResponse, RequestModels, SearchResponse, WriteResponse, _not_blank)
+from textcl.serve.security import writer_guard
+from textcl.serve.service import IndexService, split_title
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in ((413, "request body too large"), (422, "invalid request: the message names the field"),
+                         (503, "busy; retry shortly"))
+}
+WRITE_ERRORS = {**ERRORS, **{status: {"model": ErrorResponse, "description": text} for status, text in (
+    (401, "missing or wrong API key"), (403, "writes are off (--allow-writes)"), (409, "conflict"))}}
+
+
+def service_of(request: Request) -> IndexService:
+    return request.app.state.service
+
+
+def build_router(config: ServeConfig) -> APIRouter:
+    """The routes, with request models bounded by ``config``'s limits."""
+    models = RequestModels(config.max_k, config.max_queries, config.max_documents, config.max_query_chars)
+    SearchRequest, DocumentsRequest = models.SearchRequest, models.DocumentsRequest
+    router = APIRouter()
+    guard = Depends(writer_guard(config))
+    Service = Annotated[IndexService, Depends(service_of)]
+    DocIdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, description="document id")]
+
+    async def _search(service: IndexService, queries: list[str], k: int, filter: dict | None) -> dict[str, Any]:
+        started = time.perf_counter()
+        results = await service.search(queries, k, filter)
+        return {"results": [{"query": q, "hits": hits} for q, hits in zip(queries, results)], "k": k,
+                "took_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    @router.post("/search", response_model=SearchResponse, responses=ERRORS, tags=["search"],
+                 summary="top-k documents for each query, optionally filtered on metadata equality")
+    async def search(body: SearchRequest, service: Service) -> dict[str, Any]:  # type: ignore[valid-type]
+        return await _search(service, body.queries, body.k, body.filter)
+
+    @router.get("/search", response_model=SearchResponse, responses=ERRORS, tags=["search"],
+                summary="top-k documents for one query (for people and links)")
+    async def search_get(
+        service: Service,
+        q: Annotated[str, Query(min_length=1, max_length=config.max_query_chars, description="the query"),
+                     AfterValidator(_not_blank)],
+        k: Annotated[int, Query(ge=1, le=config.max_k, description="results")] = 10,
+    ) -> dict[str, Any]:
+        return await _search(service, [q], k, None)
+
+    @router.post("/documents", response_model=WriteResponse, responses=WRITE_ERRORS, dependencies=[guard],
+                 tags=["documents"], summary="add or upsert documents; durable when answered")
+    async def write_documents(body: DocumentsRequest, service: Service) -> dict[str, Any]:  # type: ignore[valid-type]
+        docs = []
+        for d in body.documents:
+            meta = dict(d.metadata or {})
+            if d.title is not None:
+                meta["title"] = d.title
+            docs.append(Document(d.id, d.text, meta))
+        n_docs = await service.write(docs, body.mode)
+        return {"written": len(docs), "n_docs": n_docs}
+
+    @router.get("/documents/{doc_id:path}", response_model=DocumentOut, tags=["documents"],
+                responses={**ERRORS, 404: {"model": ErrorResponse, "description": "no such document"}})
+    async def get_document(doc_id: DocIdPath, service: Service) -> Any:
+        doc = await service.get(doc_id)
+        if doc is None:
+            return error_response(404, f"document id {doc_id!r} is not in the index")
+        title, meta = split_title(doc)
+        return {"id": doc.id, "text": doc.text, "title": title, "metadata": meta}
+
+    @router.delete("/documents/{doc_id:path}", response_model=DeleteResponse, dependencies=[guard],
+                   responses={**WRITE_ERRORS, 404: {"model": ErrorResponse, "description": "no such document"}},
+                   tags=["documents"], summary="delete a document; durable when answered")
+    async def delete_document(doc_id: DocIdPath, service: Service) -> dict[str, Any]:
+        n_docs = await service.delete(doc_id)
+        return {"deleted": doc_id, "n_docs": n_docs}
+
+    @router.get("/info", response_model=InfoResponse, tags=["service"])
+    async def info(service: Service) -> dict[str, Any]:
+        return await service.info()
+
+    @router.get("/health", response_model=HealthResponse, tags=["service"],
+                responses={503: {"model": ErrorResponse, "description": "not serving"}})
+    async def health(service: Service) -> Any:
+        if not service.healthy:
+            return error_response(503, "the index is not being served (starting or stopping)")
+        return {"status": "ok", "n_docs": service.n_docs}
+
+    return router
+

@@ -1,0 +1,201 @@
+"""Request and response models of the HTTP API (pydantic). They are the OpenAPI schema at ``/docs``.
+
+The limits a request is checked against (``k``, queries per request, documents per request, query length)
+come from the server's :class:`~textcl.serve.config.ServeConfig`: :func:`request_models` builds the request
+models with them, so that the OpenAPI schema states the limits the server enforces.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr,
+                      model_validator)
+
+MAX_ID_CHARS = 256
+MAX_TITLE_CHARS = 1000
+MAX_TEXT_CHARS = 100_000
+MAX_FILTER_FIELDS = 16
+FIELD_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$"
+_MAX_DEPTH = 16
+
+
+def _valid_unicode(value: str) -> str:
+    """Reject lone surrogates (JSON allows ``"\\ud800"``; SQLite and the tokenizer need valid UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate code point)") from None
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must contain some non-whitespace text")
+    return value
+
+
+def _no_control(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters (tabs, newlines, NUL, ...)")
+    return value
+
+
+def _plain_json(value: Any, depth: int = 0) -> Any:
+    """Metadata must survive JSON both ways: finite numbers, valid Unicode, bounded nesting."""
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"is nested more than {_MAX_DEPTH} levels deep")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must hold finite numbers only (no NaN or Infinity)")
+    if isinstance(value, str):
+        _valid_unicode(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _valid_unicode(key)
+            _plain_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _plain_json(item, depth + 1)
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_valid_unicode)]
+DocId = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS,
+                                   description="document id: 1-256 characters, no control characters"),
+                  AfterValidator(_valid_unicode), AfterValidator(_no_control), AfterValidator(_not_blank)]
+Scalar = Union[StrictBool, StrictInt, StrictFloat, Text]
+def _field_name(value: str) -> str:
+    if not re.fullmatch(FIELD_NAME_PATTERN, value):
+        raise ValueError("a metadata field name holds 1-64 letters, digits, _ . : or - (and starts with a letter, "
+                         "digit or _)")
+    return value
+
+
+FieldName = Annotated[StrictStr, AfterValidator(_field_name)]
+Filter = Annotated[
+    dict[FieldName, Scalar],
+    Field(max_length=MAX_FILTER_FIELDS, description="metadata fields that must equal these values (all of them); "
+          "field names: letters, digits, _ . : -"),
+    AfterValidator(_plain_json),
+]
+Metadata = Annotated[dict[str, Any], AfterValidator(_plain_json)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- responses
+class Hit(BaseModel):
+    id: str
+    score: float = Field(description="cosine similarity, higher is better")
+    text: str
+    title: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict, description="metadata other than the title")
+
+
+class QueryResult(BaseModel):
+    query: str
+    hits: list[Hit]
+
+
+class SearchResponse(BaseModel):
+    results: list[QueryResult] = Field(description="one entry per query, in the order given")
+    k: int
+    took_ms: float = Field(description="time in the server, queueing + encoding + search")
+
+
+class DocumentOut(BaseModel):
+    id: str
+    text: str
+    title: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class WriteResponse(BaseModel):
+    written: int = Field(description="documents added or replaced")
+    n_docs: int = Field(description="documents in the index after this write")
+
+
+class DeleteResponse(BaseModel):
+    deleted: str
+    n_docs: int
+
+
+class InfoResponse(BaseModel):
+    model: str | None
+    dim: int
+    factory: str
+    n_docs: int
+    n_vectors: int
+    n_tombstones: int
+    writes_allowed: bool
+    batching: dict[str, Any]
+    limits: dict[str, int]
+    pending_writes: int = Field(description="acknowledged writes not yet in the saved vector index")
+    last_save: float | None = Field(description="Unix time of the last save by this server, if any")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    n_docs: int
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="a short code: invalid_request, not_found, conflict, unauthorized, ...")
+    message: str = Field(description="what was wrong and what was expected")
+    fields: list[FieldError] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- requests
+class RequestModels:
+    """The request models for one set of limits: ``SearchRequest``, ``DocumentIn``, ``DocumentsRequest``."""
+
+    def __init__(self, max_k: int, max_queries: int, max_documents: int, max_query_chars: int):
+        Query = Annotated[StrictStr, Field(min_length=1, max_length=max_query_chars),
+                          AfterValidator(_valid_unicode), AfterValidator(_not_blank)]
+
+        class SearchRequest(_Model):
+            queries: list[Query] = Field(min_length=1, max_length=max_queries,
+                                         description=f"1 to {max_queries} query texts")
+            k: int = Field(10, ge=1, le=max_k, description=f"results per query, 1 to {max_k}")
+            filter: Filter | None = None
+
+        class DocumentIn(_Model):
+            id: DocId
+            text: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT_CHARS),
+                            AfterValidator(_valid_unicode), AfterValidator(_not_blank)]
+            title: Annotated[StrictStr, Field(max_length=MAX_TITLE_CHARS), AfterValidator(_valid_unicode)] | None = None
+            metadata: Metadata | None = None
+
+            @model_validator(mode="after")
+            def _one_title(self):
+                other = (self.metadata or {}).get("title")
+                if self.title is not None and other is not None and other != self.title:
+                    raise ValueError("title and metadata.title differ: give the title once")
+                return self
+
+        class DocumentsRequest(_Model):
+            documents: list[DocumentIn] = Field(min_length=1, max_length=max_documents)
+            mode: Literal["upsert", "add"] = Field(
+                "upsert", description="upsert: replace documents whose id exists; add: refuse them (409)")
+
+            @model_validator(mode="after")
+            def _unique_ids(self):
+                first: dict[str, int] = {}
+                for i, doc in enumerate(self.documents):
+                    if doc.id in first:
+                        raise ValueError(f"documents[{i}].id {doc.id!r} repeats documents[{first[doc.id]}].id; "
+                                         "each id may appear once per request")
+                    first[doc.id] = i
+                return self
+
+        self.SearchRequest = SearchRequest
+        self.DocumentIn = DocumentIn
+        self.DocumentsRequest = DocumentsRequest

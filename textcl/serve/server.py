@@ -1,0 +1,43 @@
+"""``run``: serve an index with uvicorn (what ``textcl serve`` calls).
+
+With ``workers > 1`` (read-only only), uvicorn starts that many processes; each builds its own app from the
+configuration passed in the environment (:func:`app_from_env`) and loads its own copy of the index.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+
+from textcl.index import SearchIndex
+from textcl.serve.config import ServeConfig
+
+CONFIG_ENV = "TEXTCL_SERVE_CONFIG"
+
+
+def run(config: ServeConfig) -> None:
+    """Serve until interrupted (Ctrl-C / SIGTERM save the index when it changed, then exit)."""
+    import uvicorn
+
+    from textcl.serve.app import create_app
+
+    config.validate()
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    common = dict(host=config.host, port=config.port, log_level=config.log_level, server_header=False,
+                  timeout_graceful_shutdown=30)
+    if config.workers == 1:
+        uvicorn.run(create_app(config), **common)
+        return
+    SearchIndex.read_manifest(config.index_dir)  # fail here, not in each worker
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    fields["index_dir"] = str(config.index_dir)
+    os.environ[CONFIG_ENV] = json.dumps(fields)
+    uvicorn.run("textcl.serve.server:app_from_env", factory=True, workers=config.workers, **common)
+
+
+def app_from_env():
+    """The app factory each uvicorn worker process calls."""
+    from textcl.serve.app import create_app
+
+    return create_app(ServeConfig(**json.loads(os.environ[CONFIG_ENV])))

@@ -1,0 +1,131 @@
+// The search page: plain DOM code, no build step. Text from the index is only ever inserted with
+// textContent / text nodes (never as HTML), so a document cannot inject markup or script.
+"use strict";
+(() => {
+  const SNIPPET_CHARS = 320;
+  const $ = (id) => document.getElementById(id);
+  const form = $("search-form"), box = $("q"), kSelect = $("k");
+  const statusLine = $("status"), errorLine = $("error"), list = $("results");
+  let latest = 0; // the newest request; older answers that arrive late are dropped
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function snippet(text) {
+    if (text.length <= SNIPPET_CHARS) return text;
+    const cut = text.slice(0, SNIPPET_CHARS);
+    const space = cut.lastIndexOf(" ");
+    return (space > SNIPPET_CHARS * 0.6 ? cut.slice(0, space) : cut) + "…";
+  }
+
+  const STOPWORDS = new Set(("the and for are was were with that this from into its his her their has have had " +
+    "not but who what which when where how also than then there these those").split(" "));
+
+  // Append `text` to `parent`, wrapping whole words of the query in <mark> (as elements, not markup).
+  function appendHighlighted(parent, text, query) {
+    const words = [...new Set(query.toLowerCase().split(/[^\p{L}\p{N}]+/u))]
+      .filter((w) => w.length > 2 && !STOPWORDS.has(w));
+    if (!words.length) { parent.append(text); return; }
+    const escaped = words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+    const pattern = new RegExp(`(?<![\\p{L}\\p{N}])(${escaped.join("|")})(?![\\p{L}\\p{N}])`, "giu");
+    text.split(pattern).forEach((part, i) => {
+      if (!part) return;
+      parent.append(i % 2 === 1 ? el("mark", "", part) : document.createTextNode(part));
+    });
+  }
+
+  function showValue(value) {
+    return typeof value === "string" ? value : JSON.stringify(value);
+  }
+
+  function renderHit(hit, rank, query) {
+    const item = el("li", "result");
+    item.tabIndex = 0;
+    const head = el("div", "result-head");
+    head.append(el("span", "rank", `${rank}.`), el("h2", "title", hit.title || hit.id),
+                el("span", "score", hit.score.toFixed(3)));
+    head.lastChild.title = "cosine similarity";
+    const text = el("p", "snippet");
+    appendHighlighted(text, snippet(hit.text), query);
+    const meta = el("ul", "meta");
+    meta.append(el("li", "", `id: ${hit.id}`));
+    for (const [key, value] of Object.entries(hit.metadata || {})) {
+      meta.append(el("li", "", `${key}: ${showValue(value)}`));
+    }
+    item.append(head, text, meta);
+    return item;
+  }
+
+  function showError(message) {
+    errorLine.textContent = message;
+    errorLine.hidden = false;
+  }
+
+  async function search(query, k) {
+    const id = ++latest;
+    errorLine.hidden = true;
+    statusLine.textContent = "Searching…";
+    const started = performance.now();
+    let response, body = null;
+    try {
+      response = await fetch(`/search?q=${encodeURIComponent(query)}&k=${encodeURIComponent(k)}`,
+                             { headers: { Accept: "application/json" } });
+      body = await response.json().catch(() => null);
+    } catch (err) {
+      if (id === latest) { statusLine.textContent = ""; showError(`The server did not answer (${err.message}).`); }
+      return;
+    }
+    if (id !== latest) return;
+    const roundTrip = performance.now() - started;
+    if (!response.ok || !body) {
+      statusLine.textContent = "";
+      showError((body && body.message) || `The server answered ${response.status}.`);
+      return;
+    }
+    const hits = body.results[0].hits;
+    list.replaceChildren(...hits.map((hit, i) => renderHit(hit, i + 1, query)));
+    statusLine.textContent = `${hits.length} result${hits.length === 1 ? "" : "s"} · ` +
+      `${body.took_ms.toFixed(1)} ms in the server, ${roundTrip.toFixed(0)} ms round trip`;
+  }
+
+  function submit() {
+    const query = box.value.trim();
+    if (!query) { box.focus(); return; }
+    const params = new URLSearchParams({ q: query, k: kSelect.value });
+    history.replaceState(null, "", `?${params}`);
+    search(query, kSelect.value);
+  }
+
+  form.addEventListener("submit", (event) => { event.preventDefault(); submit(); });
+  kSelect.addEventListener("change", () => { if (box.value.trim()) submit(); });
+
+  // Keyboard: "/" focuses the box, arrows move through the results, Escape goes back to the box.
+  document.addEventListener("keydown", (event) => {
+    const results = [...list.querySelectorAll(".result")];
+    const at = results.indexOf(document.activeElement);
+    if (event.key === "/" && document.activeElement !== box) {
+      event.preventDefault(); box.focus(); box.select();
+    } else if (event.key === "ArrowDown" && (document.activeElement === box || at >= 0) && results.length) {
+      event.preventDefault(); results[Math.min(at + 1, results.length - 1)].focus();
+    } else if (event.key === "ArrowUp" && at >= 0) {
+      event.preventDefault(); (at === 0 ? box : results[at - 1]).focus();
+    } else if (event.key === "Escape" && at >= 0) {
+      box.focus();
+    }
+  });
+
+  fetch("/info").then((r) => (r.ok ? r.json() : null)).then((info) => {
+    if (!info) return;
+    const model = info.model ? info.model.split("/").slice(-2).join("/") : "unknown model";
+    $("index-info").textContent =
+      `${info.n_docs.toLocaleString()} documents · ${model} · ${info.factory} · ${info.dim}-d`;
+  }).catch(() => {});
+
+  const params = new URLSearchParams(location.search);
+  if (params.get("k") && [...kSelect.options].some((o) => o.value === params.get("k"))) kSelect.value = params.get("k");
+  if (params.get("q")) { box.value = params.get("q"); submit(); }
+})();
