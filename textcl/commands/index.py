@@ -73,8 +73,10 @@ def _open(path: str, model: str | None, need_encoder: bool = True):
 
             raise ConfigError("--model", f"{path} records no model name; pass --model")
         encoder = load_encoder(name)
-        if model is None and getattr(encoder, "dim", 0) > int(manifest["dim"]):
-            encoder.truncate_dim = int(manifest["dim"])  # the index was built with --dim (Matryoshka)
+        if model is None:  # the manifest's model: an index built with --dim holds its first dim dimensions
+            from textcl.index.encoding import truncate_to_index
+
+            truncate_to_index(encoder, int(manifest["dim"]))
     return SearchIndex.load(path, encoder=encoder)
 
 

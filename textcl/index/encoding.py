@@ -74,3 +74,10 @@ def check_dim(encoder, dim: int, where: str) -> None:
             f"{encoder_name(encoder) or type(encoder).__name__!r} produces {got}-dimensional ones; "
             "load the index with the model that built it"
         )
+
+
+def truncate_to_index(encoder, dim: int) -> None:
+    """An index built with ``--dim d`` (a Matryoshka model's first d dimensions) holds d-wide vectors: an
+    encoder that is wider and can truncate (``truncate_dim``) is set to produce them, so queries match."""
+    if hasattr(encoder, "truncate_dim") and getattr(encoder, "dim", 0) > dim:
+        encoder.truncate_dim = int(dim)

@@ -148,13 +148,17 @@ class IndexService:
             self.batcher.close(timeout)
 
     def _load_encoder(self):
+        from textcl.index.encoding import truncate_to_index
         from textcl.models import Encoder
 
         manifest = SearchIndex.read_manifest(self.config.index_dir)
         name = self.config.model or manifest.get("model")
         if not name:
             raise ConfigError("--model", f"{self.config.index_dir} records no model name; pass --model")
-        return Encoder.load(name)
+        encoder = Encoder.load(name)
+        if self.config.model is None:  # an index built with --dim holds the model's first dim dimensions
+            truncate_to_index(encoder, int(manifest["dim"]))
+        return encoder
 
     # ---------------------------------------------------------------- on the index thread
     def _open(self) -> None:
