@@ -73,7 +73,8 @@ def run_textcl(s: dict, precision: str, out: str) -> list[float]:
     kind = "pairs" if s["kind"] == "short_pairs" else s["kind"]
     config = config_from_dict({
         "model": {"name": model_path(), "max_seq_len": s["max_len"]},
-        "data": {"path": data_file(s), "kind": kind, "max_examples": s["batch"] * (s["steps"] + 1)},
+        "data": {"path": data_file(s), "kind": kind, "max_examples": s["batch"] * (s["steps"] + 1),
+                 "group_by_length": kind != "scored"},  # as recipes/sts-finetune.yaml
         "loss": {"cached": "mini_batch" in s, "mini_batch_size": s.get("mini_batch", 32),
                  "name": "cosent" if kind == "scored" else "infonce"},
         "eval": {"data": [], "test": [], "every": 0, "before": False},
