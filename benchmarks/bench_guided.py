@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import shapes  # noqa: E402
+from pairs_run import train_pairs  # noqa: E402
 
 
 def noisy_pairs(n: int, near: float, dups: float) -> Path:
@@ -45,21 +46,7 @@ def noisy_pairs(n: int, near: float, dups: float) -> Path:
 
 
 def train_run(pairs: Path, out: Path, guided: bool) -> tuple[Path, float]:
-    from textcl.config import config_from_dict
-    from textcl.models import packaged_minilm_path
-    from textcl.train import train
-
-    loss = {"temperature": 0.05, **({"guide": {"model": "self", "margin": 0.0}} if guided else {})}
-    config = config_from_dict({
-        "model": {"name": str(packaged_minilm_path()), "max_seq_len": 128},
-        "data": {"path": str(pairs), "kind": "pairs"},
-        "loss": loss,
-        "eval": {"data": [], "test": [], "every": 0, "before": False, "select_best": False},
-        "optim": {"lr": 2e-5, "warmup_ratio": 0.1},
-        "train": {"batch_size": 32, "epochs": 1, "mixed_precision": "no", "checkpoint_every": 0,
-                  "report_to": "none", "plot": False, "seed": 42},
-    })
-    result = train(config, output_dir=out)
+    result = train_pairs(pairs, out, {"guide": {"model": "self", "margin": 0.0}} if guided else {})
     return result.model_dir, result.metrics["time"]["train_s"]
 
 

@@ -19,26 +19,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dims as dimlib  # noqa: E402
 import shapes  # noqa: E402
+from pairs_run import train_pairs  # noqa: E402
 
 DIMS = [384, 256, 128, 64, 32]
 
 
 def train_run(pairs: Path, out: Path, matryoshka: bool) -> Path:
-    from textcl.config import config_from_dict
-    from textcl.models import packaged_minilm_path
-    from textcl.train import train
-
-    loss = {"temperature": 0.05, **({"matryoshka": {"dims": DIMS}} if matryoshka else {})}
-    config = config_from_dict({
-        "model": {"name": str(packaged_minilm_path()), "max_seq_len": 128},
-        "data": {"path": str(pairs), "kind": "pairs"},
-        "loss": loss,
-        "eval": {"data": [], "test": [], "every": 0, "before": False, "select_best": False},
-        "optim": {"lr": 2e-5, "warmup_ratio": 0.1},
-        "train": {"batch_size": 32, "epochs": 1, "mixed_precision": "no", "checkpoint_every": 0,
-                  "report_to": "none", "plot": False, "seed": 42},
-    })
-    return train(config, output_dir=out).model_dir
+    return train_pairs(pairs, out, {"matryoshka": {"dims": DIMS}} if matryoshka else {}).model_dir
 
 
 def main() -> None:
