@@ -6,7 +6,11 @@ Wikipedia (``shapes.pairs``), one epoch, batch 32, lr 2e-5, 10% warm-up, max len
 temperature 0.05, fp32, seed 42; the Matryoshka run weights every dimension 1. Scores: STS-B test Spearman x100
 and nDCG@10 x100 on the held-out BEIR folder (``shapes.heldout``), from one encoding per model.
 
-    python benchmarks/bench_matryoshka.py [--pairs 2048]
+With ``--data stsb`` both runs instead train CoSENT on the packaged STS-B train (5,749 scored pairs), one
+epoch, batch 16, lr 2e-5, 10% warm-up, max length 128, fp32, seed 42: the recipes/sts-finetune.yaml settings for
+one epoch, with and without ``loss.matryoshka``.
+
+    python benchmarks/bench_matryoshka.py [--data pairs|stsb] [--pairs 2048]
 """
 from __future__ import annotations
 
@@ -24,17 +28,30 @@ from pairs_run import train_pairs  # noqa: E402
 DIMS = [384, 256, 128, 64, 32]
 
 
-def train_run(pairs: Path, out: Path, matryoshka: bool) -> Path:
-    return train_pairs(pairs, out, {"matryoshka": {"dims": DIMS}} if matryoshka else {}).model_dir
+def train_run(pairs: Path | None, out: Path, matryoshka: bool) -> Path:
+    extra = {"matryoshka": {"dims": DIMS}} if matryoshka else {}
+    if pairs is not None:
+        return train_pairs(pairs, out, extra).model_dir
+    from textcl.config import load_config
+    from textcl.train import train
+
+    overrides = ["train.epochs=1", "train.mixed_precision=no", "train.checkpoint_every=0", "train.plot=false",
+                 "train.report_to=none", "eval.every=0", "eval.before=false", "eval.select_best=false",
+                 "eval.data=[]", "eval.test=[]"]
+    if matryoshka:
+        overrides.append(f"loss.matryoshka={json.dumps({'dims': DIMS})}")
+    config = load_config(Path(__file__).resolve().parent.parent / "recipes" / "sts-finetune.yaml", overrides)
+    return train(config, output_dir=out).model_dir
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--data", choices=["pairs", "stsb"], default="pairs")
     parser.add_argument("--pairs", type=int, default=2048)
     args = parser.parse_args()
     from textcl.models import Encoder, packaged_minilm_path
 
-    pairs, beir = shapes.pairs(args.pairs), shapes.heldout()
+    pairs, beir = (shapes.pairs(args.pairs) if args.data == "pairs" else None), shapes.heldout()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         models = {"base": packaged_minilm_path(),
