@@ -54,7 +54,7 @@ class Batcher:
             positive_feats = self.features(p_views, run.doc_encoder, s1)
         batch = {"anchor": anchor_feats, "positive": positive_feats, "negative": None}
         keys = {}
-        if c.loss.mask_false_negatives:
+        if c.loss.mask_false_negatives and c.loss.name == "infonce":  # CoSENT and AnglE take no keys
             anchor_keys = text_keys(anchors).to(device)
             keys = {"anchor_keys": anchor_keys,
                     "positive_keys": anchor_keys if same_texts else text_keys(positives).to(device)}
