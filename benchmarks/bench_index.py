@@ -203,6 +203,10 @@ def bench_n(x: np.ndarray, q: np.ndarray, args) -> list[dict]:
     _, exact = flat.search(q, 10)
     row("faiss Flat (exact)", build, len(faiss.serialize_index(flat)), lambda: flat.search(q, 10),
         lambda: [flat.search(single[i : i + 1], 10) for i in range(len(single))], lambda: exact)
+    if args.config:  # only the listed factories, against exact Flat
+        for factory, sweep in (parse_config(c) for c in args.config):
+            _run_config(factory, sweep, x, q, single, args, row)
+        return rows
     st_ids = lambda: np.array([[h["corpus_id"] for h in r] for r in util.semantic_search(qt, xt, top_k=10)])
     row("st semantic_search (torch)", 0.0, x.nbytes, lambda: util.semantic_search(qt, xt, top_k=10),
         lambda: [util.semantic_search(qt[i : i + 1], xt, top_k=10) for i in range(len(single))], st_ids)
@@ -237,22 +241,48 @@ def bench_n(x: np.ndarray, q: np.ndarray, args) -> list[dict]:
     if args.quick:
         configs = configs[:2]
     for factory, sweep in configs:
-        t0 = time.perf_counter()
-        index = fx.make_index(factory, d)
-        if not index.is_trained:
-            m = fx.train_size(factory, n)
-            fx.train(index, x[np.sort(np.random.default_rng(0).choice(n, m, replace=False))], factory)
-        index.add_with_ids(x, np.arange(n, dtype=np.int64))
-        build = time.perf_counter() - t0
-        nbytes = len(faiss.serialize_index(index))
-        for key, value in sweep:
-            params = fx.search_params(index, **({key: value} if key else {}))
-            kw = {"params": params} if params is not None else {}
-            name = factory + (f" {key}={value}" if key else "")
-            row(name, build, nbytes, lambda: index.search(q, 10, **kw),
-                lambda: [index.search(single[i : i + 1], 10, **kw) for i in range(len(single))],
-                lambda: index.search(q, 10, **kw)[1])
+        _run_config(factory, [{key: value} if key else {} for key, value in sweep], x, q, single, args, row)
     return rows
+
+
+def parse_config(spec: str) -> tuple[str, list[dict]]:
+    """``"IVF4096,PQ192x4fs,RFlat|nprobe=16,32|k_factor=2,4"`` -> (factory, every combination of the listed
+    search parameters: nprobe, ef_search, k_factor)."""
+    import itertools
+
+    factory, *parts = spec.split("|")
+    keys, values = [], []
+    for part in parts:
+        key, _, vals = part.partition("=")
+        if key not in ("nprobe", "ef_search", "k_factor") or not vals:
+            raise SystemExit(f"--config {spec!r}: {part!r} is not nprobe=, ef_search= or k_factor= with values")
+        keys.append(key)
+        values.append([int(v) for v in vals.split(",")])
+    return factory, [dict(zip(keys, combo)) for combo in itertools.product(*values)] or [{}]
+
+
+def _run_config(factory: str, sweep: list[dict], x, q, single, args, row) -> None:
+    import faiss
+    from textcl.index import factory as fx
+
+    n, d = x.shape
+    t0 = time.perf_counter()
+    index = fx.make_index(factory, d)
+    if not index.is_trained:
+        m = fx.train_size(factory, n)
+        fx.train(index, x[np.sort(np.random.default_rng(0).choice(n, m, replace=False))], factory)
+    for lo in range(0, n, 100_000):
+        index.add_with_ids(x[lo : lo + 100_000], np.arange(lo, min(n, lo + 100_000), dtype=np.int64))
+    build = time.perf_counter() - t0
+    nbytes = len(faiss.serialize_index(index))
+    for setting in sweep:
+        params = fx.search_params(index, **setting)
+        kw = {"params": params} if params is not None else {}
+        name = factory + "".join(f" {key}={value}" for key, value in setting.items())
+        row(name, build, nbytes, lambda: index.search(q, 10, **kw),
+            lambda: [index.search(single[i : i + 1], 10, **kw) for i in range(len(single))],
+            lambda: index.search(q, 10, **kw)[1])
+    del index
 
 
 def pareto(rows: list[dict]) -> list[dict]:
@@ -291,6 +321,9 @@ def main(argv=None) -> int:
     p.add_argument("--hnsw-max-n", type=int, default=2_000_000, help="skip HNSW above this N (build time)")
     p.add_argument("--quick", action="store_true", help="100k only; Flat, peers, HNSW32 and IVF")
     p.add_argument("--prepare", type=int, metavar="N", help="only embed and cache N real passages")
+    p.add_argument("--config", action="append", metavar="FACTORY[|PARAM=V,V...]",
+                   help="measure only these factories (after the exact baselines), e.g. "
+                        "'IVF4096,PQ192x4fs,RFlat|nprobe=16,32|k_factor=4'; PARAM: nprobe, ef_search, k_factor")
     p.add_argument("--json", help="write all rows as JSON")
     args = p.parse_args(argv)
     if args.prepare:

@@ -10,6 +10,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The commands' --backend default, whatever the environment says (an onnx default would export each of the
+# tests' throwaway model folders); tests/test_onnx_backend.py asks for onnx itself.
+os.environ["TEXTCL_BACKEND"] = "torch"
 
 # A small WordPiece vocabulary for when the packaged MiniLM (and its 30,522-token vocab) is absent.
 _HAND_VOCAB = (

@@ -118,6 +118,7 @@ FORBIDDEN = {
     "eval": {"losses", "augment", "train", "serve", "commands"},
     "train": {"index", "serve", "commands"},
     "serve": {"train", "losses", "augment", "commands"},
+    "encode": {"data", "models", "losses", "augment", "index", "eval", "train", "serve", "commands", "config"},
 }
 
 

@@ -150,11 +150,42 @@ def test_bad_factory_and_untrainable_ivf():
 
 def test_auto_rule():
     assert choose_factory(1_000, 384) == "Flat"
-    assert choose_factory(500_000, 384) == "HNSW32"
-    assert choose_factory(5_000_000, 384, memory_budget=16 * 2**30) == "IVF8192,Flat"
-    assert choose_factory(5_000_000, 384) == "IVF8192,SQ8"  # 7.7 GB of float32 > 4 GiB; 2 GB of SQ8 fits
-    assert choose_factory(50_000_000, 384, memory_budget=2 * 2**30) == "IVF32768,PQ32"
     assert choose_factory(100, 384) == "Flat"
+    # 500k: 4 sqrt(n) = 2,828 -> 2,048 lists; codes (96 B) + ids (59 B) + floats (1,536 B) = 845 MB fit 4 GiB
+    assert choose_factory(500_000, 384) == "IVF2048,PQ192x4fs,RFlat"
+    assert choose_factory(5_000_000, 384, memory_budget=16 * 2**30) == "IVF8192,PQ192x4fs,RFlat"  # 8.5 GB
+    # 5M at 4 GiB: the floats (7.7 GB) stay on disk and rescore; 775 MB of codes and ids fit
+    assert choose_factory(5_000_000, 384) == "IVF8192,PQ192x4fs+rescore4"
+    # 50M at 2 GiB: even 4-bit codes (7.8 GB) do not fit; PQ32 (40 B with ids) does
+    assert choose_factory(50_000_000, 384, memory_budget=2 * 2**30) == "IVF32768,PQ32"
+    assert choose_factory(500_000, 385) == "IVF2048,Flat"  # an odd dimension has no dim/2 sub-quantisers
+
+
+def test_new_indexes_search_with_a_useful_breadth_unless_told_otherwise():
+    import faiss
+
+    from textcl.index.factory import DEFAULT_EF_SEARCH, DEFAULT_K_FACTOR, DEFAULT_NPROBE, make_index
+
+    ivf = faiss.extract_index_ivf(make_index("IVF4096,PQ192x4fs,RFlat", 384))
+    assert (ivf.nlist, ivf.nprobe) == (4096, DEFAULT_NPROBE) == (4096, 64)
+    assert faiss.downcast_index(make_index("IVF4096,PQ192x4fs,RFlat", 384).index).k_factor == DEFAULT_K_FACTOR
+    assert faiss.extract_index_ivf(make_index("IVF16,Flat", 8)).nprobe == 16  # never more than nlist
+    hnsw = faiss.downcast_index(make_index("HNSW32", 8).index)
+    assert hnsw.hnsw.efSearch == DEFAULT_EF_SEARCH == 128
+
+
+@pytest.mark.parametrize("factory", ["IVF16,Flat", "IVF16,PQ8x4fs,RFlat", "Flat"])
+def test_deleting_from_an_inverted_file_keeps_every_other_id_right(factory):
+    """IndexIDMap2.remove_ids compacts its id table as if the index below renumbered; an IVF does not, so
+    deleted ids become tombstones there. Each remaining vector must still be found under its own id."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1_000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = SearchIndex.build(["t"] * 1_000, [f"d{i}" for i in range(1_000)], embeddings=x, factory=factory)
+    assert index.delete(["d0", "d1", "d2"]) == 3
+    _, labels = index.search_vectors(x[:10], k=1, nprobe=16)
+    assert labels[:3, 0].tolist() != [0, 1, 2]
+    assert labels[3:, 0].tolist() == list(range(3, 10))
 
 
 class BrokenEncoder(HashEncoder):

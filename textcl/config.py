@@ -122,6 +122,9 @@ class OptimConfig:
     max_grad_norm: Optional[float] = 1.0
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
+    #: AdamW's fused kernel (one pass over all parameters, CPU and CUDA; the Hugging Face trainer's default)
+    #: instead of a loop over parameter tensors; same update up to float rounding
+    fused: bool = True
 
 
 @dataclass

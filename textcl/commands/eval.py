@@ -7,6 +7,8 @@ from textcl.errors import UndefinedCorrelationError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from textcl.commands.backend import add_argument as add_backend_argument
+
     p = sub.add_parser("eval", help="evaluate a model (sts, retrieval)")
     eval_sub = p.add_subparsers(dest="eval_command", required=True, metavar="TASK")
     s = eval_sub.add_parser("sts", help="STS benchmark: Spearman/Pearson x100 with a bootstrap 95% CI")
@@ -19,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000; 0 = no CI)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--bf16", action="store_true", help="bf16 autocast while encoding")
+    s.add_argument("--bf16", action="store_true", help="bf16 autocast while encoding (runs in torch)")
+    add_backend_argument(s)
     s.add_argument("--json", metavar="OUT", help="write the metrics as JSON (atomically)")
     s.set_defaults(func=run_sts)
     try:
@@ -44,6 +47,7 @@ def run_sts(args: argparse.Namespace) -> int:
     from textcl.data.sts import load_sts
     from textcl.eval.stats import undefined_reason
     from textcl.eval.sts import as_sts_list, compare_sts, evaluate_sts, format_sts_table, undefined_sets
+    from textcl.commands.backend import resolve
     from textcl.models import Encoder
     from textcl.versions import environment
 
@@ -54,6 +58,7 @@ def run_sts(args: argparse.Namespace) -> int:
     if all(gold_reasons.values()):
         raise _all_undefined(gold_reasons)
     overrides = {"pooling": args.pooling} if args.pooling else {}
+    overrides["backend"] = "torch" if args.bf16 else resolve(args.backend)
     encoder = Encoder.load(args.model, **overrides)
     kw = dict(similarity=args.similarity, batch_size=args.batch_size, n_bootstrap=args.bootstrap, seed=args.seed,
               bf16=args.bf16)

@@ -5,8 +5,11 @@ import argparse
 
 
 def register(eval_sub: argparse._SubParsersAction) -> None:
+    from textcl.commands.backend import add_argument as add_backend_argument
+
     r = eval_sub.add_parser("retrieval", help="BEIR-style retrieval: nDCG@10, MRR@10, Recall@k, MAP@100")
     r.add_argument("--model", required=True, help="local folder or hub name")
+    add_backend_argument(r)
     r.add_argument("--data", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
     r.add_argument("--split", default="test")
     r.add_argument("--factory", default="Flat", help="FAISS factory (default Flat = exact); otherwise "
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         check_writable(args.json, "--json")
     data = load_beir(args.data, args.split)  # fail on bad data before loading the model
-    encoder = load_encoder(args.model)
+    encoder = load_encoder(args.model, args.backend)
     result = evaluate_retrieval(encoder, data, split=args.split, factory=args.factory, batch_size=args.batch_size,
                                 nprobe=args.nprobe, ef_search=args.ef_search)
     result["model"] = args.model

@@ -7,27 +7,37 @@ import sys
 from pathlib import Path
 
 
-def load_encoder(name: str):
+def load_encoder(name: str, backend: str | None = None):
+    """The model ``name`` with the ``--backend`` in effect (see :mod:`textcl.commands.backend`)."""
+    from textcl.commands.backend import resolve
     from textcl.models import Encoder
 
-    return Encoder.load(name)
+    return Encoder.load(name, backend=resolve(backend))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from textcl.commands.backend import add_argument as add_backend_argument
+
     p = sub.add_parser("index", help="build and query a FAISS semantic search index")
     isub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
 
     b = isub.add_parser("build", help="embed documents and write an index folder")
     b.add_argument("--model", required=True, help="local folder or hub name")
+    add_backend_argument(b)
     b.add_argument("--input", required=True, help="documents: .jsonl (text, id/_id, title, ...), .txt (one per "
                    "line), .csv/.tsv (a text column) or a BEIR folder")
     b.add_argument("--out", required=True, help="index folder to write (replaced atomically)")
     b.add_argument("--factory", default="Flat", help="FAISS factory string (Flat, HNSW32, IVF1024,Flat, "
-                   "IVF1024,PQ32, SQ8, ...) or auto (default: Flat)")
+                   "IVF1024,PQ32, SQ8, ...), binary (1 bit per dimension), a compressed first pass plus +rescore[R] "
+                   "(binary+rescore, SQ8+rescore4, IVF1024,SQ8+rescore: R*k candidates re-ranked with the float "
+                   "vectors kept on disk), or auto (default: Flat)")
     b.add_argument("--chunk-size", type=int, default=10_000, help="documents per embedded chunk (default 10000)")
     b.add_argument("--batch-size", type=int, default=64)
     b.add_argument("--memory-budget-gb", type=float, default=4.0, help="for --factory auto (default 4)")
     b.add_argument("--no-resume", action="store_true", help="discard a leftover OUT.partial folder")
+    b.add_argument("--on-disk", action="store_true", help="keep the IVF inverted lists in a memory-mapped file "
+                   "(OUT/index.ivfdata) instead of RAM; needs an IVF factory (auto: IVF{~4 sqrt(N)},SQ8); the "
+                   "index is read-only after the build (delete works, add does not)")
     b.add_argument("--dim", type=int, help="keep the first DIM dimensions of each embedding, renormalised (a "
                    "Matryoshka-trained model); searches with the manifest's model truncate queries the same way")
     b.set_defaults(func=run_build)
@@ -37,8 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("query", help="a query, or a file of queries (.txt one per line, .jsonl with text)")
     s.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     s.add_argument("--model", help="override the model named in the manifest")
+    add_backend_argument(s)
     s.add_argument("--nprobe", type=int, help="IVF lists to visit")
     s.add_argument("--ef-search", type=int, help="HNSW search breadth")
+    s.add_argument("--rescore", type=int, metavar="R", help="+rescore indexes: candidates per result re-ranked "
+                   "with the float vectors (default: the index's; 0: the compressed scores only)")
     s.add_argument("--json", action="store_true", help="print JSON lines: {query, hits: [{id, score, text, metadata}]}")
     s.set_defaults(func=run_search)
 
@@ -47,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--input", required=True, help="documents, as for build")
     a.add_argument("--upsert", action="store_true", help="replace documents whose id exists instead of failing")
     a.add_argument("--model", help="override the model named in the manifest")
+    add_backend_argument(a)
     a.add_argument("--batch-size", type=int, default=64)
     a.set_defaults(func=run_add)
 
@@ -61,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=run_info)
 
 
-def _open(path: str, model: str | None, need_encoder: bool = True):
+def _open(path: str, model: str | None, need_encoder: bool = True, backend: str | None = None):
     from textcl.index import SearchIndex
 
     manifest = SearchIndex.read_manifest(path)
@@ -72,7 +86,7 @@ def _open(path: str, model: str | None, need_encoder: bool = True):
             from textcl.errors import ConfigError
 
             raise ConfigError("--model", f"{path} records no model name; pass --model")
-        encoder = load_encoder(name)
+        encoder = load_encoder(name, backend)
         if model is None:  # the manifest's model: an index built with --dim holds its first dim dimensions
             from textcl.index.encoding import truncate_to_index
 
@@ -89,19 +103,31 @@ def _model_name(model: str) -> str:
 
 def run_build(args: argparse.Namespace) -> int:
     from textcl._io import check_writable
+    from textcl.encode import dist, launch_from_env
     from textcl.index import build_streaming
     from textcl.data.documents import read_documents
 
     check_writable(args.out, "--out", folder=True)
+    if args.factory != "auto":
+        from textcl.index.factory import parse_factory
+
+        parse_factory(args.factory)  # a typo fails before the model loads and the corpus is embedded
     docs = read_documents(args.input)
     first = next(docs, None)  # fail on an unreadable input before loading the model
-    encoder = load_encoder(args.model)
+    launch = launch_from_env()  # under torchrun every rank embeds a shard and rank 0 writes the index
+    dist.start(launch)  # before the model loads: it picks this rank's GPU
+    encoder = load_encoder(args.model, args.backend)
     if args.dim is not None:
         if not 1 <= args.dim <= encoder.dim:
             from textcl.errors import ConfigError
 
             raise ConfigError("--dim", f"expected 1 to the model's dimension {encoder.dim}, got {args.dim}")
         encoder.truncate_dim = args.dim
+    if args.factory != "auto":
+        from textcl.index.encoding import encoder_dim
+        from textcl.index.factory import check_factory
+
+        check_factory(args.factory, encoder_dim(encoder))  # binary needs dim % 8 == 0
 
     def all_docs():
         if first is not None:
@@ -111,7 +137,10 @@ def run_build(args: argparse.Namespace) -> int:
     index = build_streaming(all_docs(), encoder, args.out, factory=args.factory, chunk_size=args.chunk_size,
                             batch_size=args.batch_size, resume=not args.no_resume,
                             memory_budget=int(args.memory_budget_gb * 2**30), model_name=_model_name(args.model),
-                            show_progress=sys.stderr.isatty(), source=args.input)
+                            show_progress=sys.stderr.isatty(), source=args.input, launch=launch,
+                            on_disk=args.on_disk)
+    if index is None:  # a rank other than 0, its shard done
+        return 0
     info = index.info()
     print(f"wrote {args.out}: {info['n_docs']} documents, factory {info['factory']}, dim {info['dim']}")
     return 0
@@ -121,8 +150,8 @@ def run_search(args: argparse.Namespace) -> int:
     from textcl.data.documents import read_queries
 
     queries = read_queries(args.query)
-    index = _open(args.index, args.model)
-    results = index.search(queries, k=args.k, nprobe=args.nprobe, ef_search=args.ef_search)
+    index = _open(args.index, args.model, backend=args.backend)
+    results = index.search(queries, k=args.k, nprobe=args.nprobe, ef_search=args.ef_search, rescore=args.rescore)
     for query, hits in zip(queries, results):
         if args.json:
             print(json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
@@ -140,7 +169,7 @@ def run_add(args: argparse.Namespace) -> int:
 
     check_writable(args.index, "index", folder=True)  # the folder is rewritten as a whole
     docs = list(read_documents(args.input))
-    index = _open(args.index, args.model)
+    index = _open(args.index, args.model, backend=args.backend)
     texts, ids, meta = [d.text for d in docs], [d.id for d in docs], [d.metadata for d in docs]
     if args.upsert:
         index.upsert(texts, ids, meta, batch_size=args.batch_size)
@@ -173,6 +202,11 @@ def run_info(args: argparse.Namespace) -> int:
     from textcl.index import SearchIndex
 
     manifest = SearchIndex.read_manifest(args.index)
-    SearchIndex.load(args.index).close()  # verifies checksums
+    index = SearchIndex.load(args.index)  # verifies checksums
+    info = index.info()
+    index.close()
+    for key in ("rescore", "memory_bytes_per_vector", "float32_bytes_per_vector", "disk_bytes_per_vector"):
+        if key in info:  # also for folders saved before these were recorded
+            manifest[key] = info[key]
     print(json.dumps(manifest, indent=2))
     return 0

@@ -5,8 +5,11 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from textcl.commands.backend import add_argument as add_backend_argument
+
     p = sub.add_parser("mine", help="mine hard negatives for pairs; write anchor/positive/negative triples")
     p.add_argument("--model", required=True, help="local folder or hub name")
+    add_backend_argument(p)
     p.add_argument("--pairs", required=True, help="JSONL with anchor/positive (or query/positive) fields")
     p.add_argument("--out", required=True, help="triples JSONL: {anchor, positive, negative} per line")
     p.add_argument("--corpus", help="candidate negatives: documents file, BEIR folder or index folder "
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(args.out, "--out")
     rank_range = parse_range(args.range)
     pairs = read_pairs(args.pairs)
-    encoder = load_encoder(args.model)
+    encoder = load_encoder(args.model, args.backend)
     corpus = None
     if args.corpus:
         if (Path(args.corpus) / MANIFEST).exists():

@@ -5,6 +5,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from textcl.commands.backend import add_argument as add_backend_argument
+
     p = sub.add_parser("serve", help="serve an index over HTTP: search API, document writes, a search page",
                        description="Serve an index folder over HTTP (FastAPI + uvicorn). Open http://HOST:PORT/ "
                        "for the search page and /docs for the API. Writes are off unless --allow-writes.")
@@ -12,6 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="default 8000")
     p.add_argument("--model", help="override the model named in the index manifest")
+    add_backend_argument(p)
     p.add_argument("--workers", type=int, default=1,
                    help="processes, each with its own copy of the index (read-only serving only; default 1)")
     w = p.add_argument_group("writes")
@@ -46,6 +49,7 @@ def config_from_args(args: argparse.Namespace):
         args.index, model=args.model, host=args.host, port=args.port, workers=args.workers,
         allow_writes=args.allow_writes, api_key=args.api_key, cors_origins=list(args.cors_origin),
         batching=not args.no_batching, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads,
+        backend=args.backend,
         max_k=args.max_k, max_queries=args.max_queries, max_documents=args.max_documents,
         max_body_bytes=int(args.max_body_mb * 2**20), save_interval_s=args.save_interval, log_level=args.log_level,
     ).validate()

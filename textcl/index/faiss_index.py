@@ -1,10 +1,17 @@
 """``SearchIndex``: a FAISS index over unit-normalised embeddings plus a SQLite doc store.
 
-An index folder holds three files, written under temporary names and then renamed as a whole::
+An index folder holds three files (four with ``+rescore``), written under temporary names and then renamed as
+a whole::
 
-    index.faiss    faiss.write_index of an IndexIDMap2 (int64 ids -> vectors)
+    index.faiss    faiss.write_index of an IndexIDMap2 (int64 ids -> vectors); for ``binary``,
+                   faiss.write_index_binary of an IndexBinaryIDMap
     docs.sqlite    the DocStore: int64 id -> document id, text, metadata JSON
-    manifest.json  model name, dim, normalize, factory, counts, sha256 of both files
+    vectors.f32    ``+rescore`` factories only: the float32 vectors, row i = int64 id i (see index/compressed.py)
+    manifest.json  model name, dim, normalize, factory, rescore, counts, sha256 of index.faiss and docs.sqlite,
+                   the vector file's rows and partial checksum, bytes per vector in memory and on disk
+
+An on-disk IVF index (``build_streaming(..., on_disk=True)``, see index/ondisk.py) adds ``index.ivfdata``, its
+inverted lists, memory-mapped read-only; index.faiss is then the bare IVF header (ids live in the lists).
 
 Scores are inner products of L2-normalised vectors (cosine similarity), higher is better.
 """
@@ -24,6 +31,9 @@ import numpy as np
 from textcl._io import atomic_dir, atomic_write_json, read_json
 from textcl.errors import ConfigError, DataFormatError
 import textcl.index.factory as fx
+import textcl.index.ondisk as ondisk
+from textcl.index.compressed import (BinaryIndex, VectorFile, check_vector_file, memory_bytes_per_vector,
+                                     rescore as rescore_candidates)
 from textcl.index.docstore import DocStore, Document
 from textcl.index.encoding import check_dim, encode_texts, encoder_dim, encoder_name, normalize_rows
 from textcl.index.errors import EmptyCorpusError, EmptyQueryError, IndexCorruptedError, IndexStateError
@@ -86,14 +96,23 @@ class SearchIndex:
     or :meth:`load` a saved folder. ``encoder`` is any object with ``encode(list[str]) -> (n, d) array``;
     it is needed for text queries and for :meth:`add`/:meth:`upsert` without precomputed embeddings.
 
-    Deletion: indexes that support ``remove_ids`` (Flat, IVF*, SQ*, PQ*) drop the vector; HNSW cannot, so the
-    id becomes a tombstone that is filtered out of every search by an ``IDSelector`` (and never reused).
+    Deletion: indexes that support ``remove_ids`` (Flat, IVF*, SQ*, PQ*, binary) drop the vector; HNSW cannot, so
+    the id becomes a tombstone that is filtered out of every search by an ``IDSelector`` (and never reused).
+    An on-disk IVF index (``build_streaming(..., on_disk=True)``) is read-only after the build: deletions become
+    tombstones, and ``add``/``upsert`` raise IndexStateError.
+
+    Compressed vectors: ``factory="binary"`` keeps 1 bit per dimension and ranks by Hamming distance;
+    ``"binary+rescore"``, ``"SQ8+rescore4"``, ``"IVF1024,SQ8+rescore"`` ... fetch ``k * r`` candidates from the
+    compressed first pass and re-rank them by exact inner product with the float32 vectors, which stay on disk
+    (``vectors.f32``, memory-mapped): RAM holds only the codes. See :mod:`textcl.index.compressed`.
     """
 
     def __init__(self, dim: int, factory: str = "Flat", encoder=None, model_name: str | None = None,
                  memory_budget: int = fx.DEFAULT_MEMORY_BUDGET):
         self.dim = int(dim)
+        spec = fx.check_factory(factory, self.dim) if factory != "auto" else fx.FactorySpec("auto")
         self.factory = factory
+        self.rescore = spec.rescore  # candidates per result re-ranked with the float vectors; None: no rescoring
         self.encoder = encoder
         self.model_name = model_name or (encoder_name(encoder) if encoder is not None else None)
         self.memory_budget = memory_budget
@@ -102,6 +121,9 @@ class SearchIndex:
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(self._workdir), True)
         self._store = DocStore(self._workdir / DOCS_FILE)
         self._source: Path | None = None  # folder loaded from, while the store is still read-only there
+        self._vecfile = VectorFile(self._workdir, self.dim) if self.rescore else None
+        self._disk_bytes: int | None = None  # index.faiss + vectors.f32 of the last save or load
+        self._lists: Path | None = None  # on-disk IVF (index/ondisk.py): the lists file self._index maps; read-only
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -167,6 +189,8 @@ class SearchIndex:
     def add(self, texts: Sequence[str], ids: Sequence[str], metadata: Sequence[dict] | None = None,
             embeddings: np.ndarray | None = None, batch_size: int = 64, show_progress: bool = False) -> None:
         """Add new documents. Raises DuplicateIdError (and adds nothing) if an id exists or repeats."""
+        if self._lists is not None:
+            raise ondisk.read_only_error("add documents")
         docs = _as_documents(texts, ids, metadata)
         if not docs:
             return
@@ -181,7 +205,9 @@ class SearchIndex:
         store = self._writable_store()
         self._ensure_index(vecs)
         try:
-            int_ids = store.insert(docs)
+            int_ids = store.insert(docs)  # consecutive: next_int_id, next_int_id + 1, ...
+            if self._vecfile is not None:  # first, so a failure leaves only rows past the valid ones
+                self._vecfile.write(int_ids[0], vecs)
             self._index.add_with_ids(vecs, np.asarray(int_ids, dtype=np.int64))
         except BaseException:
             store.rollback()
@@ -195,10 +221,14 @@ class SearchIndex:
         int_ids = store.remove([str(i) for i in ids], missing_ok=missing_ok)
         if int_ids and self._index is not None:
             arr = np.asarray(int_ids, dtype=np.int64)
-            try:
-                self._index.remove_ids(arr)
-            except RuntimeError:  # HNSW and friends cannot remove: keep a tombstone
+            if self._lists is not None or not fx.removes_exactly(self._index):
+                # on-disk lists are mapped read-only; an IVF under IndexIDMap2 would lose its id mapping
                 store.add_tombstones(int_ids)
+            else:
+                try:
+                    self._index.remove_ids(arr)
+                except RuntimeError:  # HNSW and friends cannot remove: keep a tombstone
+                    store.add_tombstones(int_ids)
         store.commit()
         return len(int_ids)
 
@@ -207,6 +237,8 @@ class SearchIndex:
         """Add documents, replacing (text, metadata and vector) any that already exist under the same id.
 
         The new texts are encoded before anything is removed: if encoding fails, the index is unchanged."""
+        if self._lists is not None:
+            raise ondisk.read_only_error("upsert documents")
         docs = _as_documents(texts, ids, metadata)
         if len({d.id for d in docs}) != len(docs):
             self._writable_store().insert(docs)  # raises DuplicateIdError naming the repeated id
@@ -228,20 +260,34 @@ class SearchIndex:
             check_dim(self.encoder, self.dim, "search")
         return vecs
 
+    def _rescore_factor(self, rescore: int | None) -> int | None:
+        if rescore is None:
+            return self.rescore
+        if self._vecfile is None:
+            raise ConfigError("rescore", f"index {self.factory!r} keeps no float vectors to rescore with; build it "
+                              f"with a +rescore factory, e.g. {fx.parse_factory(self.factory).first}+rescore")
+        if isinstance(rescore, bool) or not isinstance(rescore, (int, np.integer)) or rescore < 0:
+            raise ConfigError("rescore", f"expected an integer >= 0 (0: the first pass's scores), got {rescore!r}")
+        return int(rescore) or None
+
     def search_vectors(self, queries: np.ndarray, k: int = 10, nprobe: int | None = None,
-                       ef_search: int | None = None, *,
-                       among: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       ef_search: int | None = None, *, among: Sequence[int] | None = None,
+                       rescore: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Raw search: ``queries`` (nq, d) -> (scores (nq, k) float32, int64 ids (nq, k)); -1 pads missing.
 
         ``among``: search only these integer ids, e.g. those of a doc store query that filters on metadata,
         ``index.store.query("SELECT int_id FROM docs WHERE json_extract(metadata, '$.lang') = 'en'")``.
+        ``rescore`` (``+rescore`` indexes): candidates per result for this call; 0 returns the first pass's own
+        (approximate) scores. Default: the factory's factor.
         """
         if self._index is None or len(self._store) == 0:
             raise IndexStateError("the index is empty: build it or add documents before searching")
         if k < 1:
             raise ConfigError("k", f"must be >= 1, got {k}")
+        r = self._rescore_factor(rescore)
         q = normalize_rows(np.array(queries, dtype=np.float32, copy=True, order="C").reshape(-1, self.dim))
         k_eff = min(int(k), int(self._index.ntotal))
+        k_first = min(k_eff * r, int(self._index.ntotal)) if r else k_eff
         tombstones = self._store.tombstones()
         sel = None
         if among is not None:
@@ -253,9 +299,14 @@ class SearchIndex:
             import faiss
 
             sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.asarray(tombstones, dtype=np.int64)))
-        params = fx.search_params(self._index, nprobe, ef_search, sel)
-        scores, labels = self._index.search(q, k_eff, params=params) if params is not None else \
-            self._index.search(q, k_eff)
+        if isinstance(self._index, BinaryIndex):
+            params = BinaryIndex.params(sel)
+        else:
+            params = fx.search_params(self._index, nprobe, ef_search, sel)
+        scores, labels = self._index.search(q, k_first, params=params) if params is not None else \
+            self._index.search(q, k_first)
+        if r:
+            scores, labels = rescore_candidates(q, labels, self._vecfile, k_eff)
         if k_eff < k:
             pad = k - k_eff
             scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
@@ -263,12 +314,13 @@ class SearchIndex:
         return scores, labels
 
     def search(self, queries: str | Sequence[str] | np.ndarray, k: int = 10, nprobe: int | None = None,
-               ef_search: int | None = None, batch_size: int = 64) -> list[list[Hit]]:
+               ef_search: int | None = None, batch_size: int = 64, rescore: int | None = None) -> list[list[Hit]]:
         """Top-``k`` documents for each query, best first: a list (one per query) of lists of :class:`Hit`.
 
         ``queries``: texts (encoded with the index's encoder) or an (nq, d) array. A query gets fewer than
         ``k`` hits when the index holds fewer documents (k > ndocs returns what exists). ``nprobe`` (IVF) and
-        ``ef_search`` (HNSW) trade speed for recall for this call only. An empty or whitespace-only text query
+        ``ef_search`` (HNSW) trade speed for recall for this call only, and so does ``rescore`` (``+rescore``
+        indexes: candidates per result re-ranked exactly; 0: none). An empty or whitespace-only text query
         raises :class:`EmptyQueryError` (``queries[2] is empty (or only whitespace)``).
         """
         if isinstance(queries, str):
@@ -283,7 +335,7 @@ class SearchIndex:
             if self._index is None or len(self._store) == 0:
                 raise IndexStateError("the index is empty: build it or add documents before searching")
             vecs = self.encode_queries(queries, batch_size)
-        scores, labels = self.search_vectors(vecs, k, nprobe, ef_search)
+        scores, labels = self.search_vectors(vecs, k, nprobe, ef_search, rescore=rescore)
         docs = self._store.fetch(labels.ravel().tolist())
         return [
             [Hit(docs[i].id, float(s), docs[i].text, docs[i].metadata) for s, i in zip(srow, lrow) if i in docs]
@@ -300,7 +352,11 @@ class SearchIndex:
 
     # ---------------------------------------------------------------- persistence
     def info(self) -> dict[str, Any]:
-        return {
+        """The manifest's description of the index. ``memory_bytes_per_vector``: codes + id map (+ IVF list ids or
+        HNSW links) in RAM; ``disk_bytes_per_vector``: index.faiss + vectors.f32 over the vectors, as of the
+        last save or load (the doc store is not counted)."""
+        n = int(self._index.ntotal) if self._index is not None else 0
+        out = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "model": self.model_name,
@@ -311,7 +367,16 @@ class SearchIndex:
             "n_docs": len(self._store),
             "n_vectors": int(self._index.ntotal) if self._index is not None else 0,
             "n_tombstones": self._store.n_tombstones(),
+            "rescore": self.rescore,
         }
+        if n:
+            out["memory_bytes_per_vector"] = round(memory_bytes_per_vector(self._index), 2)
+            out["float32_bytes_per_vector"] = 4 * self.dim
+            if self._disk_bytes is not None:
+                out["disk_bytes_per_vector"] = round(self._disk_bytes / n, 2)
+            if self._lists is not None:  # codes and ids are mapped from disk, not held
+                out["memory_bytes_per_vector"] = 0.0
+        return out
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the folder atomically: all files go to a temporary folder that then replaces ``path``."""
@@ -324,17 +389,36 @@ class SearchIndex:
             raise ConfigError("out", f"{path} exists and is not a textcl index folder; refusing to replace it")
         self._store.commit()
         with atomic_dir(path) as tmp:
-            faiss.write_index(self._index, str(tmp / INDEX_FILE))
+            if isinstance(self._index, BinaryIndex):
+                self._index.write(tmp / INDEX_FILE)
+            elif self._lists is not None:
+                ondisk.write_header(self._index, tmp / INDEX_FILE)
+                ondisk.link_or_copy(self._lists, tmp / ondisk.LISTS_FILE)
+            else:
+                faiss.write_index(self._index, str(tmp / INDEX_FILE))
             self._store.backup_to(tmp / DOCS_FILE)
+            vectors = self._vecfile.save(tmp, path) if self._vecfile is not None else None
+            index_bytes = (tmp / INDEX_FILE).stat().st_size
+            self._disk_bytes = index_bytes + (vectors["bytes"] if vectors else 0)
+            lists = ondisk.lists_entry(tmp) if self._lists is not None else None
+            self._disk_bytes += lists["bytes"] if lists else 0
             manifest = self.info()
             manifest.update({
                 "index_file": INDEX_FILE,
-                "index_bytes": (tmp / INDEX_FILE).stat().st_size,
+                "index_bytes": index_bytes,
                 "index_sha256": sha256_file(tmp / INDEX_FILE),
                 "docstore_file": DOCS_FILE,
                 "docstore_sha256": sha256_file(tmp / DOCS_FILE),
             })
+            if vectors is not None:
+                manifest["vectors"] = vectors
+            if lists is not None:
+                manifest["lists"] = lists
             atomic_write_json(tmp / MANIFEST, manifest)
+        if self._vecfile is not None:
+            self._vecfile.saved(path)
+        if self._lists is not None:  # the same file (a hard link) or a copy of it
+            self._lists = path / ondisk.LISTS_FILE
         if self._store.readonly:  # the folder it pointed into was replaced
             self._store.close()
             self._store = DocStore(path / DOCS_FILE, readonly=True)
@@ -375,7 +459,16 @@ class SearchIndex:
                     "corrupted: rebuild the index with `textcl index build`"
                 )
         try:
-            index = faiss.read_index(str(path / INDEX_FILE))
+            spec = fx.parse_factory(manifest["factory"])
+        except ConfigError as exc:
+            raise IndexCorruptedError(f"{path / MANIFEST}: {exc}") from None
+        if "lists" in manifest:  # on-disk IVF: map the lists of this folder, wherever it was built
+            ondisk.check_lists(path, manifest["lists"], verify)
+        try:
+            if "lists" in manifest:
+                index = ondisk.read_ondisk(path)
+            else:
+                index = BinaryIndex.read(path / INDEX_FILE) if spec.binary else faiss.read_index(str(path / INDEX_FILE))
         except RuntimeError as exc:
             raise IndexCorruptedError(f"{path / INDEX_FILE}: FAISS cannot read it ({str(exc).strip()[:200]})") from None
         dim = int(manifest["dim"])
@@ -391,10 +484,35 @@ class SearchIndex:
         if len(self._store) != int(manifest["n_docs"]):
             raise IndexCorruptedError(f"{path / DOCS_FILE}: {len(self._store)} documents, manifest says "
                                       f"{manifest['n_docs']}")
+        self._disk_bytes = (path / INDEX_FILE).stat().st_size
+        if "lists" in manifest:
+            self._lists = path / ondisk.LISTS_FILE
+            self._disk_bytes += self._lists.stat().st_size
+        if self._vecfile is not None:
+            entry = manifest.get("vectors")
+            if not isinstance(entry, dict) or "rows" not in entry:
+                raise IndexCorruptedError(f"{path / MANIFEST}: factory {manifest['factory']!r} rescores with float "
+                                          "vectors, but the manifest records no vector file")
+            vpath = check_vector_file(path, entry, dim, verify)
+            rows = int(entry["rows"])
+            if rows < self._store.next_int_id():
+                raise IndexCorruptedError(f"{vpath}: {rows} rows, but the doc store has ids up to "
+                                          f"{self._store.next_int_id() - 1}")
+            self.rescore = int(manifest.get("rescore") or self.rescore)
+            self._vecfile.open(vpath, rows)
+            self._disk_bytes += rows * 4 * dim
         return self
+
+    def _adopt_vectors(self, path: Path, rows: int) -> None:
+        """Use ``path`` (a streaming build's vector file, rows = integer ids 0..rows-1) as this index's vector
+        file; a later save may hard-link it, so nothing else may write to it."""
+        if self._vecfile is not None:
+            self._vecfile.open(path, rows, linkable=True)
 
     def close(self) -> None:
         self._store.close()
+        if self._vecfile is not None:
+            self._vecfile.close()
         self._finalizer()
 
     def __repr__(self) -> str:

@@ -28,6 +28,12 @@ def check_texts(texts: Sequence[object]) -> list[str]:
     return out
 
 
+def _longest_first(input_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(order, lengths) of tokenized rows: longest first, ties in input order."""
+    lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=len(input_ids))
+    return np.argsort(-lengths, kind="stable"), lengths
+
+
 class Encoder(nn.Module):
     """Texts -> sentence embeddings.
 
@@ -89,6 +95,8 @@ class Encoder(nn.Module):
         self.mlp_at_inference = mlp_at_inference
         self.do_lower_case = do_lower_case
         self.name = name or getattr(model.config, "_name_or_path", "") or "model"
+        self._onnx = None  # an OnnxTransformer while the ONNX backend is on (see use_backend)
+        self._folder: Path | None = None  # the folder it was loaded from (where an ONNX export may be)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -101,6 +109,46 @@ class Encoder(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def backend(self) -> str:
+        """``"onnx"`` while :meth:`encode` runs the transformer in ONNX Runtime, else ``"torch"``."""
+        return "onnx" if self._onnx is not None else "torch"
+
+    def use_backend(self, backend: str, folder: str | os.PathLike | None = None) -> str:
+        """Run :meth:`encode`'s transformer with ``backend``: ``torch``, ``onnx`` (ONNX Runtime on CPU; the
+        model folder's ``onnx/model.onnx``, else an export cached by :mod:`textcl.models.onnx_backend`) or
+        ``auto`` (onnx when onnxruntime is installed, the device is the CPU and the pooling reads only the
+        last hidden state; torch otherwise). Returns the backend in use. Training (``train()``) switches
+        back to torch, since the export holds the weights it was made from; gradients and bf16 autocast
+        always run in torch.
+        """
+        import textcl.models.onnx_backend as ob
+
+        if backend not in ("torch", "onnx", "auto"):
+            raise ValueError(f"backend: expected torch, onnx or auto, got {backend!r}")
+        self._onnx = None
+        if backend == "torch":
+            return "torch"
+        why = None
+        if self.device.type != "cpu":
+            why = f"the encoder is on {self.device.type}; ONNX Runtime runs here on the CPU"
+        elif self.pooling in ("cls", "first_last_avg"):
+            why = f"pooling {self.pooling!r} reads more than the last hidden state"
+        elif not ob.available():
+            why = "onnxruntime is not installed (pip install 'textcl[onnx]')"
+        if why:
+            if backend == "onnx":
+                raise ob.BackendUnavailable(f"backend 'onnx': {why}")
+            return "torch"
+        folder = Path(folder) if folder is not None else getattr(self, "_folder", None)
+        self._onnx = ob.load_or_export(self.model, self.tokenizer, folder, self.max_seq_length)
+        return "onnx"
+
+    def train(self, mode: bool = True) -> "Encoder":
+        if mode and self._onnx is not None:
+            self._onnx = None  # the export would not follow the weights being trained
+        return super().train(mode)
 
     def set_dropout(self, rate: float) -> None:
         """Set every dropout layer of the transformer (hidden and attention) to ``rate``."""
@@ -135,6 +183,14 @@ class Encoder(nn.Module):
         puts around ``forward`` (Accelerate's mixed-precision autocast) never change evaluation."""
         inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         need_hidden = self.pooling == "first_last_avg"
+        if self._onnx is not None and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu"):
+            hidden = self._onnx(inputs).to(inputs["input_ids"].device)
+            emb = pool(self.pooling, hidden, inputs["attention_mask"])
+            for layer in self.dense:
+                emb = layer(emb)
+            if self.mlp is not None and self.mlp_at_inference:
+                emb = self.mlp(emb)
+            return emb
         out = self.model(**inputs, output_hidden_states=need_hidden, return_dict=True)
         emb = pool(
             self.pooling,
@@ -181,12 +237,9 @@ class Encoder(nn.Module):
         out = np.empty((n, dim), dtype=np.float32)
         if n == 0:
             return out
-        if self.do_lower_case:
-            texts = [t.lower() for t in texts]
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_seq_length)
+        enc = self._tokenize_unpadded(texts)
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        lengths = np.fromiter((len(ids) for ids in enc["input_ids"]), dtype=np.int64, count=n)
-        order = np.argsort(-lengths, kind="stable")
+        order, _ = _longest_first(enc["input_ids"])
         device = self.device
         bf16 = self.encode_bf16 if bf16 is None else bf16
         autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext())
@@ -210,13 +263,33 @@ class Encoder(nn.Module):
             self.train(was_training)
         return out[0] if single else out
 
+    def encode_order(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(order, lengths)``: the order in which :meth:`encode` runs ``texts`` (by token length, longest
+        first, ties in input order) and each text's token count, both (n,) int64.
+
+        ``encode([texts[i] for i in order[a:b]], batch_size=B)`` with ``a`` a multiple of ``B`` runs the very
+        batches that ``encode(texts, batch_size=B)`` runs for those rows, so it gives the same vectors bit for
+        bit (sharded encoding, :mod:`textcl.encode`, relies on this).
+        """
+        texts = check_texts(texts)
+        if not texts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return _longest_first(self._tokenize_unpadded(texts)["input_ids"])
+
+    def _tokenize_unpadded(self, texts: list[str]):
+        if self.do_lower_case:
+            texts = [t.lower() for t in texts]
+        return self.tokenizer(texts, truncation=True, max_length=self.max_seq_length)
+
     # ------------------------------------------------------------------ persistence
     @classmethod
     def load(cls, name_or_path: str | os.PathLike, *, pooling: str | None = None, normalize: bool | None = None,
-             max_seq_length: int | None = None, device: str | torch.device | None = None, **kwargs) -> "Encoder":
+             max_seq_length: int | None = None, device: str | torch.device | None = None,
+             backend: str = "torch", **kwargs) -> "Encoder":
         """Load from a sentence-transformers folder, a Hugging Face folder, or a hub name.
 
         Keyword arguments override what the folder says (e.g. ``pooling="cls_before_pooler"``).
+        ``backend``: what :meth:`encode` runs the transformer with (see :meth:`use_backend`).
         """
         path = resolve_model(name_or_path)
         parts = read_folder(Path(path))
@@ -230,7 +303,11 @@ class Encoder(nn.Module):
         )
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return encoder.to(device)
+        encoder = encoder.to(device)
+        encoder._folder = Path(path)
+        if backend != "torch":
+            encoder.use_backend(backend)
+        return encoder
 
     def save(self, path: str | os.PathLike, *, model_card: str | None = None) -> Path:
         """Write the sentence-transformers layout atomically; ``SentenceTransformer(path)`` loads it."""

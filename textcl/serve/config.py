@@ -53,6 +53,7 @@ class ServeConfig:
     max_wait_ms: float = 2.0  #: how long the first query of a batch waits for company, once batches form
     max_pending: int = 4096  #: queued queries beyond this are answered 503 (back-pressure)
     threads: int | None = None  #: torch intra-op threads for encoding (default: torch's, one per core)
+    backend: str | None = None  #: torch, onnx or auto (default: $TEXTCL_BACKEND, else auto)
     # request limits
     max_k: int = 1000
     max_queries: int = 64  #: queries in one POST /search
@@ -86,6 +87,9 @@ class ServeConfig:
         for flag, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(flag, f"must be a positive integer, got {value!r}")
+        from textcl.models.onnx_backend import resolve_backend
+
+        self.backend = resolve_backend(self.backend)
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError("--threads", f"must be a positive integer, got {self.threads!r}")
         if self.port > 65535:

@@ -130,8 +130,9 @@ def _optimizer(c: TrainConfig, modules: list[torch.nn.Module]) -> torch.optim.Op
             if p.requires_grad:
                 (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
     o = c.optim
-    return torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = o.fused and all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **({"fused": True} if fused else {}))
 
 
 def make_loss(c: TrainConfig, dim: int, device) -> torch.nn.Module:
