@@ -166,12 +166,14 @@ def test_new_indexes_search_with_a_useful_breadth_unless_told_otherwise():
 
     from textcl.index.factory import DEFAULT_EF_SEARCH, DEFAULT_K_FACTOR, DEFAULT_NPROBE, make_index
 
-    ivf = faiss.extract_index_ivf(make_index("IVF4096,PQ192x4fs,RFlat", 384))
+    refined = make_index("IVF4096,PQ192x4fs,RFlat", 384)  # (kept alive: it owns the indexes inside it)
+    ivf = faiss.extract_index_ivf(refined)
     assert (ivf.nlist, ivf.nprobe) == (4096, DEFAULT_NPROBE) == (4096, 64)
-    assert faiss.downcast_index(make_index("IVF4096,PQ192x4fs,RFlat", 384).index).k_factor == DEFAULT_K_FACTOR
-    assert faiss.extract_index_ivf(make_index("IVF16,Flat", 8)).nprobe == 16  # never more than nlist
-    hnsw = faiss.downcast_index(make_index("HNSW32", 8).index)
-    assert hnsw.hnsw.efSearch == DEFAULT_EF_SEARCH == 128
+    assert faiss.downcast_index(refined.index).k_factor == DEFAULT_K_FACTOR
+    small = make_index("IVF16,Flat", 8)
+    assert faiss.extract_index_ivf(small).nprobe == 16  # never more than nlist
+    graph = make_index("HNSW32", 8)
+    assert faiss.downcast_index(graph.index).hnsw.efSearch == DEFAULT_EF_SEARCH == 128
 
 
 @pytest.mark.parametrize("factory", ["IVF16,Flat", "IVF16,PQ8x4fs,RFlat", "Flat"])
@@ -210,7 +212,7 @@ def test_cli_build_records_the_absolute_model_folder(tmp_path, monkeypatch):
     from textcl.cli import main
 
     loaded = []
-    monkeypatch.setattr(cmd, "load_encoder", lambda name: loaded.append(name) or HashEncoder())
+    monkeypatch.setattr(cmd, "load_encoder", lambda name, backend=None: loaded.append(name) or HashEncoder())
     (tmp_path / "work" / "my-model").mkdir(parents=True)
     (tmp_path / "docs.txt").write_text("the cat sat on the mat\na dog chased the ball\n")
     monkeypatch.chdir(tmp_path / "work")
@@ -221,3 +223,22 @@ def test_cli_build_records_the_absolute_model_folder(tmp_path, monkeypatch):
     assert main(["index", "search", "ix", "cat"]) == 0 and loaded[-1] == model
     assert main(["index", "build", "--model", "org/hub-model", "--input", "docs.txt", "--out", "ix2"]) == 0
     assert json.loads((tmp_path / "ix2" / "manifest.json").read_text())["model"] == "org/hub-model"
+
+
+def test_auto_with_the_floats_on_disk_builds_saves_loads_and_rescores(tmp_path):
+    """60k vectors in 16 dims with a 5 MiB budget: 4-bit codes + ids (3.8 MB) fit, the floats (3.8 MB more) do
+    not, so auto picks the +rescore form, which must carry its vector file through save and load."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60_000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = [str(i) for i in range(len(x))]
+    index = SearchIndex.build(["t"] * len(x), ids, embeddings=x, factory="auto", memory_budget=5 * 2**20)
+    assert (index.factory, index.rescore) == ("IVF1024,PQ8x4fs+rescore4", 4)
+    index.save(tmp_path / "idx")
+    loaded = SearchIndex.load(tmp_path / "idx")
+    assert (loaded.factory, loaded.rescore) == ("IVF1024,PQ8x4fs+rescore4", 4)
+    # every list, 1,000 candidates: 4-bit codes of random 16-d vectors rank a vector's own code far down, so
+    # the exact floats must decide
+    scores, labels = loaded.search_vectors(x[:20], k=1, nprobe=1024, rescore=1000)
+    assert labels[:, 0].tolist() == list(range(20))  # each vector finds itself
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)

@@ -133,7 +133,7 @@ def test_bare_binary_and_sq8_save_no_vector_file_and_refuse_a_rescore_override(t
         assert not (tmp_path / factory / "vectors.f32").exists()
         loaded = SearchIndex.load(tmp_path / factory)
         np.testing.assert_array_equal(loaded.search_vectors(x[:3], 5)[1], index.search_vectors(x[:3], 5)[1])
-        with pytest.raises(ConfigError, match=r"keeps no float vectors to rescore with; build it with a \+rescore"):
+        with pytest.raises(ConfigError, match=r"keeps no float vectors to rescore with; build it with a compressed first pass and \+rescore"):
             loaded.search_vectors(x[:3], 5, rescore=4)
 
 
@@ -233,7 +233,7 @@ def test_cli_search_rescore_and_info_report_bytes_per_vector(tmp_path, monkeypat
     import textcl.commands.index as cmd
     from textcl.cli import main
 
-    monkeypatch.setattr(cmd, "load_encoder", lambda name: HashEncoder())
+    monkeypatch.setattr(cmd, "load_encoder", lambda name, backend=None: HashEncoder())
     (tmp_path / "docs.txt").write_text("the cat sat on the mat\na dog chased the ball\nrain and storms\n")
     assert main(["index", "build", "--model", "m", "--input", str(tmp_path / "docs.txt"), "--out",
                  str(tmp_path / "ix"), "--factory", "binary+rescore4"]) == 0
@@ -252,8 +252,8 @@ def test_cli_search_rescore_and_info_report_bytes_per_vector(tmp_path, monkeypat
                      r"float32 vectors"),
     ("HNSW32+rescore4", r"\+rescore is pointless on 'HNSW32'"),
     ("IVF4,Flat+rescore", r"\+rescore is pointless on 'IVF4,Flat'"),
-    ("binary+rescorex", r"the only suffix is \+rescore or \+rescore<r>.*valid forms: Flat, HNSW32"),
-    ("SQ8+faster", r"the only suffix is \+rescore"),
+    ("binary+rescorex", r"\+rescore must end the string, as \+rescore or \+rescore<r>.*valid forms: Flat, HNSW32"),
+    ("SQ8+faster", r"'SQ8\+faster' is not a FAISS index_factory string"),  # other '+' are FAISS's to judge
     ("binary+rescore0", r"the rescoring factor must be >= 1, got 0"),
     ("auto+rescore", r"auto picks its own index"),
     ("Flatt", r"'Flatt' is not a FAISS index_factory string .*valid forms: .*binary\+rescore, sq8\+rescore4"),

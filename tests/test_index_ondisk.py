@@ -244,7 +244,7 @@ def test_cli_build_on_disk_search_delete_add(tmp_path, monkeypatch, capsys):
     import textcl.commands.index as cmd
     from textcl.cli import main
 
-    monkeypatch.setattr(cmd, "load_encoder", lambda name: RandomEncoder())
+    monkeypatch.setattr(cmd, "load_encoder", lambda name, backend=None: RandomEncoder())
     (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in docs()))
     (tmp_path / "more.jsonl").write_text(json.dumps({"id": "new", "text": "a new document"}) + "\n")
     ix = str(tmp_path / "ix")
@@ -264,3 +264,11 @@ def test_cli_build_on_disk_search_delete_add(tmp_path, monkeypatch, capsys):
     assert main(["index", "build", "--model", "m", "--input", str(tmp_path / "docs.jsonl"), "--out",
                  str(tmp_path / "hnsw"), "--factory", "HNSW32", "--on-disk"]) == 2
     assert "'HNSW32' has no inverted lists to keep on disk" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("factory", ["IVF16,PQ8x4fs", "IVF16,PQ8x4fs,RFlat"])
+def test_fast_scan_and_refined_factories_are_refused_before_any_work(factory):
+    from textcl.index import ondisk as od
+
+    with pytest.raises(ConfigError, match="an on-disk index needs plain inverted lists"):
+        od.make_ivf(factory, 16)

@@ -43,6 +43,11 @@ def test_onnx_embeddings_equal_torch(st_folder, cache):
     b = onnx_enc.encode(TEXTS, batch_size=5)
     assert a.shape == b.shape == (len(TEXTS), torch_enc.dim)
     np.testing.assert_allclose(b, a, atol=1e-5)
+    calls = []
+    session = onnx_enc._onnx
+    onnx_enc._onnx = lambda features: calls.append(1) or session(features)
+    np.testing.assert_allclose(onnx_enc.encode(TEXTS, batch_size=5), a, atol=1e-5)  # a second call: still onnx
+    assert onnx_enc.backend == "onnx" and len(calls) == 3  # 12 texts in batches of 5
     # one export, in the cache, keyed by the folder
     assert len(list(cache.glob("onnx/*/model.onnx"))) == 1
 

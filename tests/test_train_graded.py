@@ -107,7 +107,7 @@ def test_index_build_dim_truncates_documents_and_queries_alike(tiny_bert_dir, tm
     from textcl.cli import main
     from textcl.models import Encoder
 
-    monkeypatch.setattr(cmd, "load_encoder", lambda name: Encoder.load(tiny_bert_dir, device="cpu"))
+    monkeypatch.setattr(cmd, "load_encoder", lambda name, backend=None: Encoder.load(tiny_bert_dir, device="cpu"))
     docs = tmp_path / "docs.txt"
     docs.write_text("".join(f"{a}\n{b}\n" for a, b, _ in ROWS[:8]))
     assert main(["index", "build", "--model", "m", "--input", str(docs), "--out", str(tmp_path / "ix"),

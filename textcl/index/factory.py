@@ -176,11 +176,11 @@ def parse_factory(factory: str) -> FactorySpec:
     if not isinstance(factory, str) or not factory.strip():
         raise ConfigError("factory", f"expected a factory string, got {factory!r}; valid forms: {FACTORY_FORMS}")
     first, rescore = factory, None
-    if "+" in factory:
+    if "+rescore" in factory:  # other '+' are FAISS's own (IVF4096,PQ8+16: PQ with a re-ranking PQ)
         match = re.fullmatch(r"(.+?)\+rescore(\d*)", factory)
         if match is None:
-            raise ConfigError("factory", f"{factory!r}: the only suffix is +rescore or +rescore<r> (r candidates per "
-                              f"result, e.g. binary+rescore4); valid forms: {FACTORY_FORMS}")
+            raise ConfigError("factory", f"{factory!r}: +rescore must end the string, as +rescore or +rescore<r> (r "
+                              f"candidates per result, e.g. binary+rescore4); valid forms: {FACTORY_FORMS}")
         first, rescore = match.group(1), int(match.group(2) or DEFAULT_RESCORE)
         if rescore < 1:
             raise ConfigError("factory", f"{factory!r}: the rescoring factor must be >= 1, got {rescore}")
@@ -278,6 +278,9 @@ def search_params(index, nprobe: int | None = None, ef_search: int | None = None
 
     base = faiss.downcast_index(index.index) if hasattr(index, "index") else index
     if isinstance(base, faiss.IndexRefine):
+        # IndexIDMap2 translates only the outer selector; the base index sees internal positions. They equal
+        # textcl's integer ids because ids are assigned in sequence and a refined index never removes a vector
+        # (deletions are tombstones: IndexRefine has no remove_ids), so the same selector serves both.
         refine = faiss.IndexRefineSearchParameters()
         refine.k_factor = float(k_factor) if k_factor is not None else base.k_factor
         inner = search_params(faiss.downcast_index(base.base_index), nprobe, ef_search, sel)

@@ -96,7 +96,8 @@ class SearchIndex:
     or :meth:`load` a saved folder. ``encoder`` is any object with ``encode(list[str]) -> (n, d) array``;
     it is needed for text queries and for :meth:`add`/:meth:`upsert` without precomputed embeddings.
 
-    Deletion: indexes that support ``remove_ids`` (Flat, IVF*, SQ*, PQ*, binary) drop the vector; HNSW cannot, so
+    Deletion: flat indexes (Flat, SQ*, PQ*, binary) drop the vector; HNSW and refined indexes cannot, and an
+    inverted file (IVF*) under IndexIDMap2 would lose its id mapping (see ``factory.removes_exactly``), so there
     the id becomes a tombstone that is filtered out of every search by an ``IDSelector`` (and never reused).
     An on-disk IVF index (``build_streaming(..., on_disk=True)``) is read-only after the build: deletions become
     tombstones, and ``add``/``upsert`` raise IndexStateError.
@@ -168,14 +169,23 @@ class SearchIndex:
         """Create the FAISS index on first use, resolving ``auto`` and training on (a sample of) ``sample``."""
         if self._index is not None:
             return
-        if self.factory == "auto":
-            self.factory = fx.choose_factory(len(sample), self.dim, self.memory_budget)
+        self._resolve_auto(len(sample))
         index = fx.make_index(self.factory, self.dim)
         if not index.is_trained:
             m = fx.train_size(self.factory, len(sample))
             rows = np.random.default_rng(0).choice(len(sample), size=m, replace=False) if m < len(sample) else None
             fx.train(index, sample if rows is None else sample[np.sort(rows)], self.factory)
         self._index = index
+
+    def _resolve_auto(self, n: int) -> None:
+        """Replace ``auto`` by the factory it picks for ``n`` vectors, with what that factory needs: for a
+        ``+rescore`` pick, the factor and the float vector file."""
+        if self.factory != "auto":
+            return
+        self.factory = fx.choose_factory(n, self.dim, self.memory_budget)
+        self.rescore = fx.check_factory(self.factory, self.dim).rescore
+        if self.rescore and self._vecfile is None:
+            self._vecfile = VectorFile(self._workdir, self.dim)
 
     def _writable_store(self) -> DocStore:
         """Copy-on-write: a loaded store is read-only in its folder until the first change."""
@@ -211,6 +221,8 @@ class SearchIndex:
             self._index.add_with_ids(vecs, np.asarray(int_ids, dtype=np.int64))
         except BaseException:
             store.rollback()
+            if self._vecfile is not None:  # the rows written for the failed add are not part of the index
+                self._vecfile.rows = min(self._vecfile.rows, store.next_int_id())
             raise
         store.commit()
 
@@ -265,7 +277,7 @@ class SearchIndex:
             return self.rescore
         if self._vecfile is None:
             raise ConfigError("rescore", f"index {self.factory!r} keeps no float vectors to rescore with; build it "
-                              f"with a +rescore factory, e.g. {fx.parse_factory(self.factory).first}+rescore")
+                              "with a compressed first pass and +rescore, e.g. sq8+rescore, binary+rescore or IVF1024,SQ8+rescore")
         if isinstance(rescore, bool) or not isinstance(rescore, (int, np.integer)) or rescore < 0:
             raise ConfigError("rescore", f"expected an integer >= 0 (0: the first pass's scores), got {rescore!r}")
         return int(rescore) or None

@@ -64,6 +64,12 @@ def make_ivf(factory: str, dim: int):
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:
         ivf = None
+    base = faiss.downcast_index(index)
+    if isinstance(base, faiss.IndexRefine) or (ivf is not None and isinstance(faiss.downcast_index(ivf),
+                                                                              faiss.IndexIVFFastScan)):
+        raise ConfigError("factory", f"{factory!r}: an on-disk index needs plain inverted lists; fast-scan codes "
+                                     "(x4fs) are packed in blocks and a refinement (RFlat) keeps every vector in "
+                                     "memory: use IVF4096,SQ8 or IVF4096,PQ32, or auto")
     if ivf is None or isinstance(ivf, faiss.IndexIVFPQR):
         raise ConfigError("factory", f"{factory!r} has no inverted lists to keep on disk: an on-disk index needs "
                                      "an IVF factory such as IVF4096,SQ8, IVF4096,Flat or IVF4096,PQ32")

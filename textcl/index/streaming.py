@@ -174,8 +174,7 @@ def build_streaming(documents: Iterable[Document], encoder, out: str | Path, fac
 def _index_in_memory(index: SearchIndex, vectors: np.ndarray, n: int, dim: int, chunk_size: int, seed: int,
                      memory_budget: int, show_progress: bool) -> None:
     """Step 3: train ``index``'s FAISS index on a sample of ``vectors`` (n, d) and fill it chunk by chunk."""
-    if index.factory == "auto":
-        index.factory = fx.choose_factory(n, dim, memory_budget)
+    index._resolve_auto(n)
     faiss_index = fx.make_index(index.factory, dim)
     if not faiss_index.is_trained:
         m = fx.train_size(index.factory, n)

@@ -142,12 +142,22 @@ class Encoder(nn.Module):
                 raise ob.BackendUnavailable(f"backend 'onnx': {why}")
             return "torch"
         folder = Path(folder) if folder is not None else getattr(self, "_folder", None)
-        self._onnx = ob.load_or_export(self.model, self.tokenizer, folder, self.max_seq_length)
+        try:
+            self._onnx = ob.load_or_export(self.model, self.tokenizer, folder, self.max_seq_length)
+        except Exception as exc:  # a missing package, a failed or mismatching export
+            if backend == "onnx":
+                raise
+            import warnings
+
+            warnings.warn(f"backend auto: ONNX Runtime unavailable for this model ({exc}); using torch", stacklevel=2)
+            return "torch"
         return "onnx"
 
     def train(self, mode: bool = True) -> "Encoder":
+        """Switch to training (``mode=True``), which also switches :meth:`encode` back to torch: an ONNX export
+        holds the weights it was made from, not the ones being trained."""
         if mode and self._onnx is not None:
-            self._onnx = None  # the export would not follow the weights being trained
+            self._onnx = None
         return super().train(mode)
 
     def set_dropout(self, rate: float) -> None:
@@ -260,7 +270,7 @@ class Encoder(nn.Module):
                         emb = F.normalize(emb, p=2, dim=-1)
                     out[idx] = emb.cpu().numpy()
         finally:
-            self.train(was_training)
+            nn.Module.train(self, was_training)  # restoring the mode is not training: keep the backend
         return out[0] if single else out
 
     def encode_order(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -301,8 +311,8 @@ class Encoder(nn.Module):
             do_lower_case=parts.do_lower_case,
             dense=parts.dense, name=os.fspath(name_or_path), **kwargs,
         )
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device is None:  # ONNX Runtime runs on the CPU here: an onnx encoder stays there
+            device = "cuda" if torch.cuda.is_available() and backend != "onnx" else "cpu"
         encoder = encoder.to(device)
         encoder._folder = Path(path)
         if backend != "torch":

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from textcl.errors import TextclError
+
 ONNX_FILE = Path("onnx") / "model.onnx"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT = "last_hidden_state"
@@ -51,7 +53,7 @@ def resolve_backend(choice: str | None) -> str:
     return value
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(TextclError, RuntimeError):
     """The ONNX backend cannot run here (a package is missing, or the device or pooling needs torch)."""
 
 
@@ -83,10 +85,11 @@ def cache_dir() -> Path:
 
 
 def export_key(folder: Path) -> str:
-    """A key for ``folder``'s weights: its resolved path and each weight file's size and mtime."""
+    """A key for ``folder``'s weights: its resolved path and each weight file's size and mtime (in the folder
+    and one level down, where a sentence-transformers folder may keep its transformer, e.g. 0_Transformer/)."""
     folder = folder.resolve()
     parts = [str(folder)]
-    for f in sorted(folder.glob("*")):
+    for f in sorted([*folder.glob("*"), *folder.glob("*/*")]):
         if f.suffix in (".safetensors", ".bin") and f.is_file():
             st = f.stat()
             parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
@@ -146,7 +149,7 @@ def export(model: nn.Module, tokenizer, out: Path, max_length: int = 512) -> Pat
         mask = feats["attention_mask"].numpy()[..., None].astype(bool)
         diff = float(np.abs(np.where(mask, got - expected, 0)).max())
         if not diff <= EXPORT_TOLERANCE:
-            raise RuntimeError(f"the ONNX export of {type(model).__name__} differs from torch by {diff:.2g} "
+            raise BackendUnavailable(f"the ONNX export of {type(model).__name__} differs from torch by {diff:.2g} "
                                f"(> {EXPORT_TOLERANCE}); use the torch backend for this model")
         os.replace(tmp, out)
     finally:

@@ -53,7 +53,7 @@ class ServeConfig:
     max_wait_ms: float = 2.0  #: how long the first query of a batch waits for company, once batches form
     max_pending: int = 4096  #: queued queries beyond this are answered 503 (back-pressure)
     threads: int | None = None  #: torch intra-op threads for encoding (default: torch's, one per core)
-    backend: str | None = None  #: torch, onnx or auto (default: $TEXTCL_BACKEND, else auto)
+    backend: str | None = None  #: torch, onnx or auto (default: $TEXTCL_BACKEND, else torch)
     # request limits
     max_k: int = 1000
     max_queries: int = 64  #: queries in one POST /search

@@ -155,7 +155,7 @@ class IndexService:
         name = self.config.model or manifest.get("model")
         if not name:
             raise ConfigError("--model", f"{self.config.index_dir} records no model name; pass --model")
-        encoder = Encoder.load(name, backend=self.config.backend or "auto")
+        encoder = Encoder.load(name, backend=self.config.backend or "torch")
         if self.config.model is None:  # an index built with --dim holds the model's first dim dimensions
             truncate_to_index(encoder, int(manifest["dim"]))
         return encoder

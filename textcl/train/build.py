@@ -131,7 +131,10 @@ def _optimizer(c: TrainConfig, modules: list[torch.nn.Module]) -> torch.optim.Op
                 (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
     o = c.optim
     groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = o.fused and all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+    # the fused kernel runs on CUDA, and on the CPU from torch 2.4
+    cpu_ok = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 4)
+    fused = o.fused and all(p.device.type == "cuda" or (p.device.type == "cpu" and cpu_ok)
+                            for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **({"fused": True} if fused else {}))
 
 
