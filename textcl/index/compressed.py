@@ -323,11 +323,17 @@ def check_vector_file(folder: Path, entry: dict, dim: int, verify: bool = True) 
     if size < nbytes:
         raise IndexCorruptedError(f"{path}: {size:,} bytes, manifest says {entry['rows']:,} rows ({nbytes:,} bytes); "
                                   "the file is truncated: rebuild the index with `textcl index build`")
+    verify_ends(path, nbytes, entry, verify, "textcl index build")
+    return path
+
+
+def verify_ends(path: Path, nbytes: int, entry: dict, verify: bool, rebuild: str) -> None:
+    """Raise IndexCorruptedError when ``entry``'s checksum of the first and last MiB of ``path``'s first
+    ``nbytes`` bytes (see :func:`ends_sha256`) does not match the file; ``rebuild``: the command to suggest."""
     expected = entry.get("checksum", {}).get("sha256")
     if verify and expected and ends_sha256(path, nbytes) != expected:
         raise IndexCorruptedError(f"{path}: checksum mismatch (first/last MiB differ from the manifest); the file "
-                                  "is corrupted: rebuild the index with `textcl index build`")
-    return path
+                                  f"is corrupted: rebuild the index with `{rebuild}`")
 
 
 # ---------------------------------------------------------------- rescoring

@@ -372,7 +372,7 @@ def lists_entry(folder: str | os.PathLike) -> dict:
 
 def check_lists(folder: str | os.PathLike, entry: dict, verify: bool = True) -> None:
     """Check ``folder/index.ivfdata`` against the manifest's ``lists`` entry; raise IndexCorruptedError."""
-    from textcl.index.compressed import ends_sha256
+    from textcl.index.compressed import verify_ends
 
     path = Path(folder) / LISTS_FILE
     if not path.is_file():
@@ -381,10 +381,7 @@ def check_lists(folder: str | os.PathLike, entry: dict, verify: bool = True) -> 
     if size != int(entry.get("bytes", -1)):
         raise IndexCorruptedError(f"{path}: {size:,} bytes, manifest says {entry.get('bytes')}; the file is truncated "
                                   "or from another build: rebuild the index with `textcl index build --on-disk`")
-    expected = entry.get("checksum", {}).get("sha256")
-    if verify and expected and ends_sha256(path, size) != expected:
-        raise IndexCorruptedError(f"{path}: checksum mismatch (first/last MiB differ from the manifest); the file "
-                                  "is corrupted: rebuild the index with `textcl index build --on-disk`")
+    verify_ends(path, size, entry, verify, "textcl index build --on-disk")
 
 
 def read_only_error(action: str) -> IndexStateError:
