@@ -18,7 +18,6 @@ FLAT_MAX_DOCS = 50_000
 DEFAULT_NPROBE = 64
 DEFAULT_EF_SEARCH = 128
 DEFAULT_K_FACTOR = 4
-HNSW_M = 32
 # FAISS prints a warning below 39 training points per centroid and its k-means subsamples above 256.
 MIN_TRAIN_PER_CENTROID = 39
 TRAIN_PER_CENTROID = 64
@@ -27,11 +26,6 @@ DEFAULT_TRAIN = 65_536  # scalar quantisers (SQ8) estimate per-dimension ranges 
 
 def _bytes_flat(n: int, dim: int) -> int:
     return n * (4 * dim + 8)  # float32 vector + int64 id in IndexIDMap2
-
-
-def _bytes_hnsw(n: int, dim: int, m: int = HNSW_M) -> int:
-    # level 0 keeps 2*M neighbour ids (int32); upper levels add ~1/M of that again.
-    return n * (4 * dim + 8 + 2 * m * 4 + 2 * 4 + 16)
 
 
 def _bytes_fastscan(n: int, dim: int, refine: bool) -> int:
