@@ -11,6 +11,12 @@ import argparse
 from textcl.models.onnx_backend import BACKENDS, DEFAULT_BACKEND, resolve_backend as resolve  # noqa: F401
 
 
+def for_command(choice: str | None, bf16: bool = False) -> str:
+    """The backend a command loads its model with: torch under ``--bf16`` (autocast runs in torch, so an export
+    would be wasted), else :func:`resolve`."""
+    return "torch" if bf16 else resolve(choice)
+
+
 def add_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default=None,
                         help="run the transformer in torch, ONNX Runtime (onnx: CPU, the textcl[onnx] extra; the "

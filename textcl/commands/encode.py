@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from textcl._io import atomic_save_npy, check_writable
     from textcl.data.texts import read_texts
     from textcl.encode import launch_from_env
-    from textcl.commands.backend import resolve
+    from textcl.commands.backend import for_command
     from textcl.models import Encoder
 
     launch = launch_from_env()
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         return run_sharded(args, launch)
     check_writable(args.out, "--out")
     texts = read_texts(args.input, field=args.field)
-    encoder = Encoder.load(args.model, backend="torch" if args.bf16 else resolve(args.backend))
+    encoder = Encoder.load(args.model, backend=for_command(args.backend, args.bf16))
     emb = encoder.encode(texts, batch_size=args.batch_size, normalize=False if args.no_normalize else None,
                          show_progress=True, bf16=args.bf16)
     atomic_save_npy(args.out, emb)
@@ -51,7 +51,7 @@ def run_sharded(args: argparse.Namespace, launch) -> int:
     from textcl.data.texts import read_texts
     from textcl.encode import dist, encode_sharded
     from textcl.index.streaming import input_fingerprint
-    from textcl.commands.backend import resolve
+    from textcl.commands.backend import for_command
     from textcl.models import Encoder
 
     check_writable(args.out, "--out")
@@ -59,7 +59,7 @@ def run_sharded(args: argparse.Namespace, launch) -> int:
     out = Path(args.out)
     work = out.with_name(out.name + ".partial")
     dist.start(launch)  # before the model loads: it picks this rank's GPU
-    encoder = Encoder.load(args.model, backend="torch" if args.bf16 else resolve(args.backend))
+    encoder = Encoder.load(args.model, backend=for_command(args.backend, args.bf16))
     key = {"input": input_fingerprint(args.input), "field": args.field, "model": _model_name(args.model),
            "normalize": not args.no_normalize, "bf16": bool(args.bf16), "backend": encoder.backend}
     emb = encode_sharded(encoder, texts, work, launch, dim=encoder.truncate_dim or encoder.dim, key=key,

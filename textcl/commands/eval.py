@@ -47,7 +47,7 @@ def run_sts(args: argparse.Namespace) -> int:
     from textcl.data.sts import load_sts
     from textcl.eval.stats import undefined_reason
     from textcl.eval.sts import as_sts_list, compare_sts, evaluate_sts, format_sts_table, undefined_sets
-    from textcl.commands.backend import resolve
+    from textcl.commands.backend import for_command
     from textcl.models import Encoder
     from textcl.versions import environment
 
@@ -58,7 +58,7 @@ def run_sts(args: argparse.Namespace) -> int:
     if all(gold_reasons.values()):
         raise _all_undefined(gold_reasons)
     overrides = {"pooling": args.pooling} if args.pooling else {}
-    overrides["backend"] = "torch" if args.bf16 else resolve(args.backend)
+    overrides["backend"] = for_command(args.backend, args.bf16)
     encoder = Encoder.load(args.model, **overrides)
     kw = dict(similarity=args.similarity, batch_size=args.batch_size, n_bootstrap=args.bootstrap, seed=args.seed,
               bf16=args.bf16)

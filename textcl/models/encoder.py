@@ -194,21 +194,14 @@ class Encoder(nn.Module):
         inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         need_hidden = self.pooling == "first_last_avg"
         if self._onnx is not None and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu"):
-            hidden = self._onnx(inputs).to(inputs["input_ids"].device)
-            emb = pool(self.pooling, hidden, inputs["attention_mask"])
-            for layer in self.dense:
-                emb = layer(emb)
-            if self.mlp is not None and self.mlp_at_inference:
-                emb = self.mlp(emb)
-            return emb
-        out = self.model(**inputs, output_hidden_states=need_hidden, return_dict=True)
-        emb = pool(
-            self.pooling,
-            out.last_hidden_state,
-            inputs["attention_mask"],
-            hidden_states=out.hidden_states if need_hidden else None,
-            pooler_output=getattr(out, "pooler_output", None),
-        )
+            # ONNX Runtime gives the last hidden state only (use_backend refuses poolings that need more)
+            last, hidden_states, pooler_output = self._onnx(inputs).to(inputs["input_ids"].device), None, None
+        else:
+            out = self.model(**inputs, output_hidden_states=need_hidden, return_dict=True)
+            last, pooler_output = out.last_hidden_state, getattr(out, "pooler_output", None)
+            hidden_states = out.hidden_states if need_hidden else None
+        emb = pool(self.pooling, last, inputs["attention_mask"], hidden_states=hidden_states,
+                   pooler_output=pooler_output)
         for layer in self.dense:
             emb = layer(emb)
         if self.mlp is not None and (self.training or self.mlp_at_inference):
