@@ -43,6 +43,7 @@ def write(tmp_path, text):
     ("data:\n  augment: {token_cutoff: {rate: 0.1}}\n", "data.augment: token_cutoff goes in data.token_augment"),
     ("loss:\n  moco: {momentum: 1.5}\n", r"loss.moco.momentum: expected a value in \[0, 1\)"),
     ("loss: 3\n", "loss: expected a mapping of LossConfig fields, got int"),
+    ("optim:\n  ema_decay: 1.0\n", r"optim.ema_decay: expected a decay in \[0, 1\) \(0 = no weight average\), got 1.0"),
 ])
 def test_bad_recipe_names_the_field_and_the_file(tmp_path, text, message):
     path = write(tmp_path, text)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from textcl.eval.stats import bootstrap_ci, paired_bootstrap, pearson, spearman, undefined_reason
+from textcl.eval.stats import bootstrap_ci, paired_bootstrap, paired_mean_bootstrap, pearson, spearman, undefined_reason
 
 
 def test_spearman_hand_case():
@@ -75,3 +75,16 @@ def test_undefined_reason_says_why(gold, pred, reason):
 def test_undefined_correlations_are_nan():
     assert np.isnan(spearman([3.0, 3.0, 3.0], [1, 2, 3])) and np.isnan(pearson([1, 2, 3], [0.5, 0.5, 0.5]))
     assert np.isnan(spearman([1.0], [2.0]))
+
+
+def test_paired_mean_bootstrap_by_hand():
+    b = np.array([0.2, 0.5, 0.9, 0.1])
+    shifted = paired_mean_bootstrap(b + 0.25, b)  # every query 0.25 better: every resample says exactly 0.25
+    assert shifted["diff"] == pytest.approx(0.25) and shifted["low"] == pytest.approx(0.25)
+    assert shifted["high"] == pytest.approx(0.25) and shifted["p_value"] == 0.0
+    same = paired_mean_bootstrap(b, b)
+    assert (same["diff"], same["p_value"]) == (0.0, 1.0)
+    mixed = paired_mean_bootstrap(np.array([1.0, 0.0]), np.array([0.0, 1.0]))  # +1 and -1: mean 0, CI [-1, 1]
+    assert mixed["diff"] == 0.0 and mixed["low"] == -1.0 and mixed["high"] == 1.0
+    with pytest.raises(ValueError, match=r"expected two non-empty \(n,\) arrays of one shape, got \(4,\) and \(3,\)"):
+        paired_mean_bootstrap(b, b[:3])

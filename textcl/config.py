@@ -126,6 +126,9 @@ class OptimConfig:
     #: trainer's default optimizer, adamw_torch_fused) instead of a loop over parameter tensors; the same update
     #: up to float rounding, and ~110 ms less per step for MiniLM on 2 CPU cores (benchmarks/RESULTS.md)
     fused: bool = True
+    #: exponential moving average of the weights (``textcl.train.ema``): evaluation, best-step selection and
+    #: the saved model use the average with this decay; 0 = off
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -275,6 +278,8 @@ class TrainConfig:
             positive("optim.max_grad_norm", o.max_grad_norm)
         if len(o.betas) != 2:
             bad("optim.betas", f"expected two numbers, got {o.betas!r}")
+        if not 0.0 <= o.ema_decay < 1.0:
+            bad("optim.ema_decay", f"expected a decay in [0, 1) (0 = no weight average), got {o.ema_decay!r}")
         for i, folder in enumerate(e.retrieval):
             if not (Path(str(folder)).expanduser() / "corpus.jsonl").is_file():
                 bad(f"eval.retrieval[{i}]", f"{folder!r} is not a BEIR folder (no corpus.jsonl)")

@@ -111,3 +111,24 @@ def paired_bootstrap(gold, pred_a, pred_b, *, n_resamples: int = N_BOOTSTRAP, se
     alpha = (1.0 - level) / 2.0
     low, high = np.nanquantile(diffs, [alpha, 1.0 - alpha])
     return {"diff": float(diff), "low": float(low), "high": float(high), "p_value": float(min(1.0, 2.0 * tail))}
+
+
+def paired_mean_bootstrap(a, b, *, n_resamples: int = N_BOOTSTRAP, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """Paired bootstrap test of mean(a) − mean(b) for two models' per-query scores on the same queries
+    (e.g. each query's nDCG@10 from ``evaluate_retrieval(..., per_query=True)``).
+
+    Args:
+        a, b: ``(n,)`` scores of the same n queries, in the same order.
+    Returns:
+        ``diff``, ``ci95`` bounds ``low``/``high`` and the two-sided ``p_value``, as :func:`paired_bootstrap`.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"a, b: expected two non-empty (n,) arrays of one shape, got {a.shape} and {b.shape}")
+    d = a - b
+    diff = float(d.mean())
+    diffs = d[bootstrap_indices(len(d), n_resamples, seed)].mean(axis=1)
+    tail = np.mean(diffs <= 0) if diff > 0 else np.mean(diffs >= 0) if diff < 0 else 0.5
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(diffs, [alpha, 1.0 - alpha])
+    return {"diff": diff, "low": float(low), "high": float(high), "p_value": float(min(1.0, 2.0 * tail))}

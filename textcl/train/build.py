@@ -48,6 +48,7 @@ class Run:
     steps_per_epoch: int
     total_steps: int
     max_seq_len: dict
+    ema: object | None = None  #: the :class:`~textcl.train.ema.WeightAverage` of ``optim.ema_decay``
 
     @property
     def encoder(self) -> Encoder:
@@ -233,8 +234,14 @@ def build(config: TrainConfig, out: Path) -> Run:
         queue = MoCoQueue(unwrapped.dim, lc.moco.queue_size).to(acc.device)
         acc.register_for_checkpointing(key_encoder)
         acc.register_for_checkpointing(queue)
+    ema = None
+    if c.optim.ema_decay:
+        from textcl.train.ema import WeightAverage
+
+        ema = WeightAverage((p for g in prepared[-1].param_groups for p in g["params"]), c.optim.ema_decay)
+        acc.register_for_checkpointing(ema)
     return Run(config=c, out=out, acc=acc, precision=precision, trackers=found_trackers, examples=examples,
                lengths=lengths, model=model, doc_model=prepared[1] if doc_encoder is not None else model,
                loss_fn=prepared[-2] if learnt else loss_fn, optimizer=prepared[-1], scheduler=scheduler,
                text_aug=text_aug, token_aug=token_aug, key_encoder=key_encoder, queue=queue, guide=guide, world=world,
-               steps_per_epoch=steps_per_epoch, total_steps=total_steps, max_seq_len=max_seq_len)
+               steps_per_epoch=steps_per_epoch, total_steps=total_steps, max_seq_len=max_seq_len, ema=ema)

@@ -1,6 +1,7 @@
 """Evaluation during and after training: score the encoder, select the best step, save the final model."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,11 @@ class Evaluator:
         every = self.run.config.eval.every
         return bool((self.sets or self.evaluators) and every and (step % every == 0 or last))
 
+    def averaged(self):
+        """A context in which the encoder holds the run's weight average (``optim.ema_decay``), if any."""
+        ema = self.run.ema
+        return ema.applied() if ema is not None else contextlib.nullcontext()
+
     @staticmethod
     def score(metrics: dict) -> float:
         """The selection score: the mean over the evaluated sets and evaluator values (``all`` excluded)."""
@@ -109,28 +115,34 @@ class Evaluator:
         """Evaluate at ``step``, log it, and save the encoder(s) as ``best-model`` when the score improved."""
         run, acc = self.run, self.run.acc
         if acc.is_main_process:
-            before = self.clock.eval_s
-            metrics = self.evaluate(run.encoder, self.sets, evaluators=self.evaluators)
-            took = self.clock.eval_s - before
-            score = self.score(metrics)
-            for name, m in metrics.items():
-                log.write(step=step, eval_name=name, eval_score=f"{metric_value(m):.4f}", eval_seconds=f"{took:.2f}")
-            if run.trackers:
-                acc.log({f"eval/{k}": metric_value(m) for k, m in metrics.items()}, step=step)
-            improved = state["best"] is None or score > state["best"]
-            state["selected_on"] = [k for k in metrics if k != "all"]
-            share = self.clock.report()["eval_share"]
-            acc.print(f"step {step}: " + ", ".join(f"{k} {metric_value(m):.2f}" for k, m in metrics.items())
-                      + (" (best so far)" if improved else "")
-                      + f" [evaluation {took:.1f} s; {100 * share:.0f}% of this run's time so far"
-                      + ("; raise eval.every to train more between evaluations]" if share > 0.3 else "]"))
-            if improved:
-                state["best"], state["best_step"] = score, step
-                if run.config.eval.select_best:
-                    run.encoder.save(run.out / "best-model")
-                    if run.config.model.two_tower:
-                        run.doc_encoder.save(run.out / "best-model-document")
+            with self.averaged():
+                self._select(step, state, log)
         acc.wait_for_everyone()
+
+    def _select(self, step: int, state: dict, log) -> None:
+        """Evaluate (in whatever weights the encoder holds now), log, and save ``best-model`` if improved."""
+        run, acc = self.run, self.run.acc
+        before = self.clock.eval_s
+        metrics = self.evaluate(run.encoder, self.sets, evaluators=self.evaluators)
+        took = self.clock.eval_s - before
+        score = self.score(metrics)
+        for name, m in metrics.items():
+            log.write(step=step, eval_name=name, eval_score=f"{metric_value(m):.4f}", eval_seconds=f"{took:.2f}")
+        if run.trackers:
+            acc.log({f"eval/{k}": metric_value(m) for k, m in metrics.items()}, step=step)
+        improved = state["best"] is None or score > state["best"]
+        state["selected_on"] = [k for k in metrics if k != "all"]
+        share = self.clock.report()["eval_share"]
+        acc.print(f"step {step}: " + ", ".join(f"{k} {metric_value(m):.2f}" for k, m in metrics.items())
+                  + (" (best so far)" if improved else "")
+                  + f" [evaluation {took:.1f} s; {100 * share:.0f}% of this run's time so far"
+                  + ("; raise eval.every to train more between evaluations]" if share > 0.3 else "]"))
+        if improved:
+            state["best"], state["best_step"] = score, step
+            if run.config.eval.select_best:
+                run.encoder.save(run.out / "best-model")
+                if run.config.model.two_tower:
+                    run.doc_encoder.save(run.out / "best-model-document")
 
     def finish(self, state: dict, steps: int) -> tuple[Path, dict]:
         """Take the best (or last) encoder, score it with bootstrap CIs, and write ``model/`` with its card,
@@ -141,31 +153,41 @@ class Evaluator:
         model_dir = out / "model"
         metrics: dict = {}
         if acc.is_main_process:
-            final, final_doc = run.encoder, (run.doc_encoder if c.model.two_tower else None)
-            if c.eval.select_best and (out / "best-model").exists():
-                final = Encoder.load(out / "best-model", device=acc.device)
-                if c.model.two_tower:
-                    final_doc = Encoder.load(out / "best-model-document", device=acc.device)
-            after = self.at_dims(final, lambda enc: {
-                **self.evaluate(enc, self.sets, evaluators=self.evaluators, n_bootstrap=N_BOOTSTRAP),
-                **self.evaluate(enc, self.test_sets, n_bootstrap=N_BOOTSTRAP, with_all=True)})
-            metrics = {"before": state.get("before", {}), "after": after, "best_step": state.get("best_step"),
-                       "best_score": state.get("best"), "selected_on": state.get("selected_on"),
-                       "steps": steps, "examples": len(run.examples), "model": c.model.name,
-                       "max_seq_len": run.max_seq_len, "precision": run.precision,
-                       "eval_precision": "bf16" if run.precision == "bf16" else "fp32",
-                       "time": self.clock.report(), "versions": environment(), "config": c.to_dict()}
-            acc.print(f"time: training {metrics['time']['train_s']:.1f} s, evaluation {metrics['time']['eval_s']:.1f} s "
-                      f"({100 * metrics['time']['eval_share']:.0f}% of the total)")
-            citation = acc.unwrap_model(run.loss_fn).citation
-            final.name = c.name
-            final.save(model_dir, model_card=model_card(c, metrics, citation))
-            if final_doc is not None:
-                final_doc.save(out / "model-document")
-            atomic_write_json(out / "metrics.json", metrics)
-            if c.train.plot:
-                labels = {name: metric_label(name, m) for name, m in after.items()}
-                plot_curves(out / "log.csv", out / "training.png", title=c.name, labels=labels)
+            with contextlib.ExitStack() as stack:
+                final, final_doc = run.encoder, (run.doc_encoder if c.model.two_tower else None)
+                if c.eval.select_best and (out / "best-model").exists():
+                    final = Encoder.load(out / "best-model", device=acc.device)
+                    if c.model.two_tower:
+                        final_doc = Encoder.load(out / "best-model-document", device=acc.device)
+                else:  # the last step's weights: their average, when the run keeps one
+                    stack.enter_context(self.averaged())
+                metrics = self._finish(final, final_doc, state, steps, model_dir)
         acc.wait_for_everyone()
         acc.end_training()
         return model_dir, metrics
+
+    def _finish(self, final: Encoder, final_doc: Encoder | None, state: dict, steps: int, model_dir: Path) -> dict:
+        """Score ``final`` with bootstrap CIs and write it, its card, ``metrics.json`` and the plot."""
+        run, acc, c = self.run, self.run.acc, self.run.config
+        out = run.out
+        after = self.at_dims(final, lambda enc: {
+            **self.evaluate(enc, self.sets, evaluators=self.evaluators, n_bootstrap=N_BOOTSTRAP),
+            **self.evaluate(enc, self.test_sets, n_bootstrap=N_BOOTSTRAP, with_all=True)})
+        metrics = {"before": state.get("before", {}), "after": after, "best_step": state.get("best_step"),
+                   "best_score": state.get("best"), "selected_on": state.get("selected_on"),
+                   "steps": steps, "examples": len(run.examples), "model": c.model.name,
+                   "max_seq_len": run.max_seq_len, "precision": run.precision,
+                   "eval_precision": "bf16" if run.precision == "bf16" else "fp32",
+                   "time": self.clock.report(), "versions": environment(), "config": c.to_dict()}
+        acc.print(f"time: training {metrics['time']['train_s']:.1f} s, evaluation {metrics['time']['eval_s']:.1f} s "
+                  f"({100 * metrics['time']['eval_share']:.0f}% of the total)")
+        citation = acc.unwrap_model(run.loss_fn).citation
+        final.name = c.name
+        final.save(model_dir, model_card=model_card(c, metrics, citation))
+        if final_doc is not None:
+            final_doc.save(out / "model-document")
+        atomic_write_json(out / "metrics.json", metrics)
+        if c.train.plot:
+            labels = {name: metric_label(name, m) for name, m in after.items()}
+            plot_curves(out / "log.csv", out / "training.png", title=c.name, labels=labels)
+        return metrics

@@ -145,6 +145,8 @@ def train_step(run: Run, micro_batches: Sequence[Callable[[], tuple]], step: int
         with contextlib.nullcontext() if i == g - 1 else run.acc.no_sync(run.model):
             losses.append(micro_step(run, batch, keys, backward, pending))
     _update(run)
+    if run.ema is not None:
+        run.ema.update()
     if run.queue is not None:  # enqueue after the step, every micro-batch's keys
         _enqueue(run, pending)
     return float(torch.stack(losses).mean())
