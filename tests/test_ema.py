@@ -43,6 +43,8 @@ def test_bad_decay_and_mismatched_checkpoint_are_refused():
     other = WeightAverage([torch.nn.Parameter(torch.zeros(4))], decay=0.5)
     with pytest.raises(ValueError, match="does not match this model's parameters"):
         WeightAverage([w], decay=0.5).load_state_dict(other.state_dict())
+    with pytest.raises(ValueError, match="written with optim.ema_decay 0.5, this run has 0.9"):
+        WeightAverage([w], decay=0.9).load_state_dict(WeightAverage([w], decay=0.5).state_dict())
 
 
 def test_run_saves_the_average_of_its_steps(tiny_bert_dir, corpus, tmp_path):  # noqa: F811

@@ -47,7 +47,7 @@ class WeightAverage:
     def applied(self) -> Iterator[None]:
         """Within the block the parameters hold the average; the raw weights come back after it."""
         with torch.no_grad():
-            raw = [p.detach().clone() for p in self.params]
+            raw = [p.detach().to("cpu", copy=True) for p in self.params]  # not a second copy on the accelerator
             for p, a in zip(self.params, self.shadow):
                 p.copy_(a)
         try:
@@ -58,9 +58,12 @@ class WeightAverage:
                     p.copy_(r)
 
     def state_dict(self) -> dict:
-        return {"updates": self.updates, "decay": self.decay, "shadow": [s.clone() for s in self.shadow]}
+        return {"updates": self.updates, "decay": self.decay, "shadow": list(self.shadow)}  # saved at once
 
     def load_state_dict(self, state: dict) -> None:
+        if float(state["decay"]) != self.decay:
+            raise ValueError(f"weight average: the checkpoint was written with optim.ema_decay {state['decay']}, this "
+                             f"run has {self.decay}; resume with the same value or start afresh")
         shadow = state["shadow"]
         if len(shadow) != len(self.shadow) or any(a.shape != b.shape for a, b in zip(shadow, self.shadow)):
             raise ValueError("weight average: the checkpoint's average does not match this model's parameters")

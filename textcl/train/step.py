@@ -145,7 +145,7 @@ def train_step(run: Run, micro_batches: Sequence[Callable[[], tuple]], step: int
         with contextlib.nullcontext() if i == g - 1 else run.acc.no_sync(run.model):
             losses.append(micro_step(run, batch, keys, backward, pending))
     _update(run)
-    if run.ema is not None:
+    if run.ema is not None and not run.acc.optimizer_step_was_skipped:  # fp16 skips steps that overflowed
         run.ema.update()
     if run.queue is not None:  # enqueue after the step, every micro-batch's keys
         _enqueue(run, pending)
