@@ -33,14 +33,16 @@ def _slow_cosine(a, p):
 
 
 def _slow_angle_sim(a, p):
-    """Per pair: sum over dimensions k of Re + Im of (z_a,k / z_p,k) / (|z_a| / |z_p|), in Python complex."""
+    """Per pair: sum over dimensions k of Re + Im of z_a,k * conj(z_p,k) / |z_p|^2 / (|z_a| / |z_p|), where
+    |z|^2 sums over all dimensions (the AnglE authors' normalisation), in Python complex."""
     h = a.shape[1] // 2
     out = []
     for i in range(len(a)):
         za = [complex(a[i, k], a[i, k + h]) for k in range(h)]
         zp = [complex(p[i, k], p[i, k + h]) for k in range(h)]
-        ratio = math.sqrt(sum(abs(z) ** 2 for z in za)) / math.sqrt(sum(abs(z) ** 2 for z in zp))
-        q = [x / y / ratio for x, y in zip(za, zp)]
+        sq_a, sq_p = sum(abs(z) ** 2 for z in za), sum(abs(z) ** 2 for z in zp)
+        ratio = math.sqrt(sq_a) / math.sqrt(sq_p)
+        q = [x * y.conjugate() / sq_p / ratio for x, y in zip(za, zp)]
         out.append(abs(sum(z.real + z.imag for z in q)))
     return out
 
@@ -80,6 +82,19 @@ def test_angle_similarity_equals_the_complex_quotient():
     a, p, _ = _inputs()
     torch.testing.assert_close(angle_similarity(a, p), torch.tensor(_slow_angle_sim(a.detach(), p.detach()),
                                                                      dtype=torch.float64), atol=1e-9, rtol=1e-9)
+    assert float(angle_similarity(a, p).max()) <= math.sqrt(2) + 1e-9  # bounded, unlike per-dimension division
+
+
+def test_angle_term_equals_sentence_transformers_angle_loss():
+    """AnglE with only the angle term is sentence-transformers' AnglELoss: the same similarity
+    (util.pairwise_angle_sim) and the same CoSENT ranking at scale 20."""
+    from sentence_transformers.util import pairwise_angle_sim
+
+    a, p, scores = _inputs()
+    torch.testing.assert_close(angle_similarity(a, p), pairwise_angle_sim(a, p), atol=1e-12, rtol=0)
+    theirs = _slow_cosent(pairwise_angle_sim(a, p), scores, 20.0)
+    ours = angle(a, p, scores, cosine_weight=0.0, angle_weight=1.0, ibn_weight=0.0)
+    torch.testing.assert_close(ours, theirs, atol=1e-9, rtol=0)
 
 
 def _slow_angle_loss(a, p, scores, w_cos, w_angle, w_ibn, ibn_min):
@@ -88,8 +103,8 @@ def _slow_angle_loss(a, p, scores, w_cos, w_angle, w_ibn, ibn_min):
     sims = []
     for i in range(len(a)):  # the angle similarity again, differentiably, one pair at a time
         re_a, im_a, re_p, im_p = a[i, :h], a[i, h:], p[i, :h], p[i, h:]
-        m = re_p ** 2 + im_p ** 2
-        ratio = (re_a ** 2 + im_a ** 2).sum().sqrt() / m.sum().sqrt()
+        m = (re_p ** 2 + im_p ** 2).sum()
+        ratio = (re_a ** 2 + im_a ** 2).sum().sqrt() / m.sqrt()
         sims.append((((re_a * re_p + im_a * im_p) / m + (im_a * re_p - re_a * im_p) / m) / ratio).sum().abs())
     loss = loss + w_angle * _slow_cosent(torch.stack(sims), scores, 20.0)
     top = [i for i in range(len(scores)) if scores[i] >= ibn_min]
@@ -160,12 +175,13 @@ def test_guided_mask_by_hand_and_the_positive_is_never_masked():
 
 def test_guided_infonce_equals_info_nce_with_the_guide_mask():
     a, p, _ = _inputs()
-    n = torch.randn(6, 1, 8, dtype=torch.float64)
     g = torch.Generator().manual_seed(3)
+    n = torch.randn(6, 1, 8, generator=g, dtype=torch.float64)
     ga, gp, gn = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((6, 5), (6, 5), (6, 1, 5)))
     mask = guided_mask(ga, gp, torch.cat([gp, gn[:, 0]]), margin=0.1)
     assert mask.any() and not mask.all()
     got = InfoNCE(0.05, guide_margin=0.1)(a, p, n, guide_anchors=ga, guide_positives=gp, guide_negatives=gn)
-    torch.testing.assert_close(got, info_nce(a, p, n, temperature=0.05, mask=mask), atol=1e-12, rtol=0)
+    # the loss is computed in float32 and the two paths sum in different orders: equal within 1e-6
+    torch.testing.assert_close(got, info_nce(a, p, n, temperature=0.05, mask=mask), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="guide_negatives exactly when negatives"):
         InfoNCE(0.05)(a, p, n, guide_anchors=ga, guide_positives=gp)
