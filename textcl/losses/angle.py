@@ -1,9 +1,9 @@
 """AnglE: CoSENT in cosine and in angle space, plus an in-batch InfoNCE term on the most similar pairs.
 
 Cosine similarity saturates: near ``cos = ±1`` its gradient vanishes. AnglE (Li and Li, 2024) splits each
-embedding into a real and an imaginary half, ``z = re + i·im`` per dimension, and also ranks pairs by a
-similarity of the quotient ``z_a / z_p`` (:func:`angle_similarity`), normalised by ``|z_a| / |z_p|``, which
-does not saturate::
+embedding into a real and an imaginary half, ``z = re + i·im`` per dimension, and also ranks pairs by
+``|Re + Im|`` of the normalised complex product ``z_a·conj(z_p) / (|z_a|·|z_p|)`` (:func:`angle_similarity`),
+whose gradient does not vanish where the cosine's does::
 
     loss = cosine_weight * CoSENT(cos)  +  angle_weight * CoSENT(angle)  +  ibn_weight * InfoNCE(top pairs)
 
@@ -16,6 +16,7 @@ ACL 2024 (arXiv:2309.12871).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .cosent import _check_scores, cosent_from_similarities
@@ -27,25 +28,19 @@ __all__ = ["angle_similarity", "angle", "AnglE"]
 def angle_similarity(anchors: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
     """AnglE's angle-space similarity of each pair: ``(B, d), (B, d) -> (B,)`` with ``d`` even.
 
-    With ``a = re_a + i·im_a`` and ``p = re_p + i·im_p`` (first and second halves of the embedding), each
-    dimension's quotient is taken against the whole positive's squared modulus ``|p|^2 = Σ_k |p_k|^2``, as in
-    the authors' code (``angle_emb``) and sentence-transformers' ``pairwise_angle_sim``: real part
-    ``(re_a·re_p + im_a·im_p) / |p|^2``, imaginary part ``(im_a·re_p − re_a·im_p) / |p|^2``; both are divided by
-    ``|a| / |p|`` and the similarity is ``|Σ_k (real_k + imag_k)|``, so it is bounded by ``√2``. (Dividing each
-    dimension by its own ``|p_k|^2``, the literal complex quotient, is unbounded where a ``p_k`` is near 0, and
-    training on it degraded MiniLM on STS-B: benchmarks/RESULTS.md.)"""
+    With ``a = re_a + i·im_a`` and ``p = re_p + i·im_p`` (first and second halves of the embedding), it is
+    ``|Re + Im|`` of ``Σ_k a_k·conj(p_k) / (|a|·|p|)``, i.e. ``|cos(a, p) + Σ_k (im_a·re_p − re_a·im_p) / (|a|·|p|)|``:
+    the authors' code (``angle_emb``) and sentence-transformers' ``pairwise_angle_sim``, which divide by the
+    whole positive's squared modulus; bounded by ``√2``. (Dividing each dimension by its own ``|p_k|^2``, the
+    literal per-dimension quotient, is unbounded where a ``p_k`` is near 0, and training on it degraded MiniLM
+    on STS-B: benchmarks/RESULTS.md.)"""
     if anchors.shape != positives.shape or anchors.dim() != 2 or anchors.shape[1] % 2:
         raise ValueError(f"anchors and positives: expected two (B, d) tensors of one shape with d even, got "
                          f"{tuple(anchors.shape)} and {tuple(positives.shape)}")
-    re_a, im_a = anchors.chunk(2, dim=1)
-    re_p, im_p = positives.chunk(2, dim=1)
-    modulus = (re_p ** 2 + im_p ** 2).sum(dim=1, keepdim=True).clamp_min(1e-12)
-    real = (re_a * re_p + im_a * im_p) / modulus
-    imag = (im_a * re_p - re_a * im_p) / modulus
-    norm_a = (re_a ** 2 + im_a ** 2).sum(dim=1, keepdim=True).sqrt()
-    norm_p = modulus.sqrt()
-    ratio = (norm_a / norm_p).clamp_min(1e-12)
-    return ((real + imag) / ratio).sum(dim=1).abs()
+    a, p = F.normalize(anchors, dim=1), F.normalize(positives, dim=1)
+    re_a, im_a = a.chunk(2, dim=1)
+    re_p, im_p = p.chunk(2, dim=1)
+    return ((re_a * re_p + im_a * im_p) + (im_a * re_p - re_a * im_p)).sum(dim=1).abs()
 
 
 def angle(anchors: torch.Tensor, positives: torch.Tensor, scores: torch.Tensor, *, scale: float = 20.0,
@@ -75,7 +70,7 @@ class AnglE(nn.Module):
     :func:`angle` for the weights. Hard negatives and false-negative keys are not used.
 
     Relations: sentence-transformers' ``AnglELoss`` is the angle term alone (``cosine_weight=0,
-    ibn_weight=0``) with ``scale=20`` (tested equal).
+    ibn_weight=0``) with ``scale=20`` (tested equal to ``AnglELoss``).
     """
 
     citation = """
