@@ -102,12 +102,13 @@ def paired_bootstrap(gold, pred_a, pred_b, *, n_resamples: int = N_BOOTSTRAP, se
         _resample_spearman(gold, pred_a, idx[i:i + chunk]) - _resample_spearman(gold, pred_b, idx[i:i + chunk])
         for i in range(0, n_resamples, chunk)
     ])
-    if diff > 0:
-        tail = np.mean(diffs <= 0)
-    elif diff < 0:
-        tail = np.mean(diffs >= 0)
-    else:
-        tail = 0.5
+    return _paired_result(diff, diffs, level)
+
+
+def _paired_result(diff: float, diffs: np.ndarray, level: float) -> dict[str, float]:
+    """``diff``, the ``level`` CI of the resampled ``diffs`` and the two-sided p-value: twice the share of
+    resampled differences on the other side of zero from ``diff`` (capped at 1)."""
+    tail = np.mean(diffs <= 0) if diff > 0 else np.mean(diffs >= 0) if diff < 0 else 0.5
     alpha = (1.0 - level) / 2.0
     low, high = np.nanquantile(diffs, [alpha, 1.0 - alpha])
     return {"diff": float(diff), "low": float(low), "high": float(high), "p_value": float(min(1.0, 2.0 * tail))}
@@ -126,9 +127,4 @@ def paired_mean_bootstrap(a, b, *, n_resamples: int = N_BOOTSTRAP, seed: int = 0
     if a.shape != b.shape or a.ndim != 1 or not len(a):
         raise ValueError(f"a, b: expected two non-empty (n,) arrays of one shape, got {a.shape} and {b.shape}")
     d = a - b
-    diff = float(d.mean())
-    diffs = d[bootstrap_indices(len(d), n_resamples, seed)].mean(axis=1)
-    tail = np.mean(diffs <= 0) if diff > 0 else np.mean(diffs >= 0) if diff < 0 else 0.5
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(diffs, [alpha, 1.0 - alpha])
-    return {"diff": diff, "low": float(low), "high": float(high), "p_value": float(min(1.0, 2.0 * tail))}
+    return _paired_result(float(d.mean()), d[bootstrap_indices(len(d), n_resamples, seed)].mean(axis=1), level)
