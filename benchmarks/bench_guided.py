@@ -29,9 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import shapes  # noqa: E402
-from pairs_run import train_pairs  # noqa: E402
-
-BATCH, SEED = 32, 42
+from pairs_run import BATCH, SEED, train_pairs  # noqa: E402
 
 
 def noisy_rows(n: int, near: float, dups: float) -> tuple[Path, np.ndarray]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+BATCH, SEED = 32, 42  #: the runs' batch size and seed (benchmarks that replay the runs' batches import them)
+
 
 def train_pairs(pairs: Path, out: Path, loss: dict | None = None):
     """Train and return the :class:`~textcl.train.TrainResult`."""
@@ -20,7 +22,7 @@ def train_pairs(pairs: Path, out: Path, loss: dict | None = None):
         "loss": {"temperature": 0.05, **(loss or {})},
         "eval": {"data": [], "test": [], "every": 0, "before": False, "select_best": False},
         "optim": {"lr": 2e-5, "warmup_ratio": 0.1},
-        "train": {"batch_size": 32, "epochs": 1, "mixed_precision": "no", "checkpoint_every": 0,
-                  "report_to": "none", "plot": False, "seed": 42},
+        "train": {"batch_size": BATCH, "epochs": 1, "mixed_precision": "no", "checkpoint_every": 0,
+                  "report_to": "none", "plot": False, "seed": SEED},
     })
     return train(config, output_dir=out)
