@@ -11,6 +11,8 @@
 - ``heldout``: a BEIR folder whose queries are the titles of 500 articles that no training file contains,
   each with its passage as the one relevant document, in a corpus of those 500 passages and 1,500 training
   passages as distractors.
+- ``heldout_all``: the same 500 queries, each with two relevant documents, its article's first sentence and the
+  rest of its lead, in a corpus that holds both passages of the 1,500 distractor articles too.
 
 Articles are shuffled once with a fixed seed; the last 500 (with at least two sentences) are held out.
 """
@@ -104,6 +106,16 @@ def triples(n: int) -> Path:
     return _write_jsonl(path, found[:n])
 
 
+def _write_beir(folder: Path, corpus: list[dict], queries: list[str], qrels: list[tuple[int, str]]) -> Path:
+    """A BEIR folder: queries ``q{i}``, each (query index, corpus id) in ``qrels`` relevant with score 1."""
+    _write_jsonl(folder / "corpus.jsonl", corpus)
+    _write_jsonl(folder / "queries.jsonl", [{"_id": f"q{i}", "text": t} for i, t in enumerate(queries)])
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\t{doc}\t1" for i, doc in qrels]
+    (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
 def heldout() -> Path:
     """The held-out BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)."""
     folder = CACHE / "heldout-beir"
@@ -113,9 +125,19 @@ def heldout() -> Path:
     test, distractors = rows[-HELDOUT:], rows[:DISTRACTORS]
     corpus = [{"_id": f"d{i}", "title": "", "text": rest} for i, (_, _, rest) in enumerate(test)]
     corpus += [{"_id": f"x{i}", "title": "", "text": rest} for i, (_, _, rest) in enumerate(distractors)]
-    _write_jsonl(folder / "corpus.jsonl", corpus)
-    _write_jsonl(folder / "queries.jsonl", [{"_id": f"q{i}", "text": t} for i, (t, _, _) in enumerate(test)])
-    (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\td{i}\t1" for i in range(len(test))]
-    (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return folder
+    return _write_beir(folder, corpus, [t for t, _, _ in test], [(i, f"d{i}") for i in range(len(test))])
+
+
+def heldout_all() -> Path:
+    """The held-out BEIR folder in which both passages of an article (first sentence, rest) are relevant."""
+    folder = CACHE / "heldout-all-beir"
+    if (folder / "qrels" / "test.tsv").exists():
+        return folder
+    rows = _articles()
+    test, distractors = rows[-HELDOUT:], rows[:DISTRACTORS]
+    corpus = [{"_id": f"{kind}{i}", "title": "", "text": text} for i, (_, first, rest) in enumerate(test)
+              for kind, text in (("f", first), ("d", rest))]
+    corpus += [{"_id": f"{kind}{i}", "title": "", "text": text} for i, (_, first, rest) in enumerate(distractors)
+               for kind, text in (("y", first), ("x", rest))]
+    return _write_beir(folder, corpus, [t for t, _, _ in test],
+                       [(i, f"{kind}{i}") for i in range(len(test)) for kind in "fd"])
