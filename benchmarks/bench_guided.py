@@ -16,15 +16,15 @@ without the guide, scored on held-out retrieval. Two kinds of noise (``--noise``
   triples (no false negatives) for scale.
 
 Runs: unguided, then guided at each margin. All: the packaged all-MiniLM-L6-v2, one epoch, batch 32, lr 2e-5,
-10% warm-up, max length 128, InfoNCE at temperature 0.05 with exact-text masking, fp32, seed 42. Scores: nDCG@10
-x100 on two held-out BEIR folders built from 500 unseen articles (titles as queries): ``heldout`` (the rest of
-the lead is the one relevant passage) and ``heldout_all`` (the first sentence and the rest are both relevant,
-both passages of 1,500 training articles as distractors), with a paired bootstrap 95% CI of guided - unguided
-over the 500 queries, and STS-B test, by textcl's evaluators.
+10% warm-up, max length 128, InfoNCE at temperature 0.05 with exact-text masking, fp32, seed 42 (``--seed``).
+Scores: nDCG@10 x100 on two held-out BEIR folders built from 500 unseen articles (titles as queries):
+``heldout`` (the rest of the lead is the one relevant passage) and ``heldout_all`` (the first sentence and the
+rest are both relevant, both passages of 1,500 training articles as distractors), with a paired bootstrap 95% CI
+of guided - unguided over the 500 queries, and STS-B test, by textcl's evaluators.
 
     python benchmarks/bench_guided.py [--noise copies] [--pairs 2048] [--near 0.25] [--dups 0.05]
-        [--margins 0.0 0.02]
-    python benchmarks/bench_guided.py --noise mined [--pairs 2048] [--false-rate 0.2] [--margins 0.0]
+        [--margins 0.0 0.02] [--seed 42]
+    python benchmarks/bench_guided.py --noise mined [--pairs 2048] [--false-rate 0.2] [--margins 0.0] [--seed 42]
 """
 from __future__ import annotations
 
@@ -61,23 +61,31 @@ def noisy_rows(n: int, near: float, dups: float) -> tuple[Path, np.ndarray]:
     return path, np.array(source)
 
 
-def false_negative_counts(pairs: Path, source: np.ndarray, margins: list[float]) -> dict:
+def starting_guide():
+    """The guide as training runs it: the packaged MiniLM at the runs' 128 tokens, in bf16 where native."""
+    from textcl.models import Encoder, packaged_minilm_path
+    from textcl.models.precision import native_bf16
+
+    guide = Encoder.load(packaged_minilm_path(), max_seq_length=128, device="cpu")
+    return lambda texts: guide.encode(texts, batch_size=64, normalize=True, bf16=native_bf16("cpu"))
+
+
+def false_negative_counts(pairs: Path, source: np.ndarray, margins: list[float], seed: int) -> dict:
     """On epoch 0's batches: candidates that copy the row's pair, those exact-text masking removes, and per
     margin the near-copies the starting model's guide masks and the other candidates it masks."""
     import torch
 
     from textcl.losses.guide import guided_mask
-    from textcl.models import Encoder, packaged_minilm_path
     from textcl.train.sampler import epoch_batches
 
     rows = [json.loads(line) for line in pairs.open(encoding="utf-8")]
     lengths = np.array([len(r["anchor"]) + len(r["positive"]) for r in rows])  # the trainer's length proxy
-    guide = Encoder.load(packaged_minilm_path(), device="cpu")
-    anchors = torch.from_numpy(guide.encode([r["anchor"] for r in rows], batch_size=64, normalize=True))
-    positives = torch.from_numpy(guide.encode([r["positive"] for r in rows], batch_size=64, normalize=True))
+    guide = starting_guide()
+    anchors = torch.from_numpy(guide([r["anchor"] for r in rows]))
+    positives = torch.from_numpy(guide([r["positive"] for r in rows]))
     counts = {"candidates": 0, "copies": 0, "exact": 0, "near": 0,
               "masked": {str(m): {"near": 0, "other": 0} for m in margins}}
-    for b in epoch_batches(lengths, BATCH, seed=SEED, epoch=0):
+    for b in epoch_batches(lengths, BATCH, seed=seed, epoch=0):
         same = torch.from_numpy(source[b][:, None] == source[b][None, :])
         same.fill_diagonal_(False)
         texts = [rows[i]["positive"] for i in b]
@@ -102,9 +110,8 @@ def mislabelled_triples(n: int, rate: float) -> tuple[Path, Path, np.ndarray]:
     first = {title: sentence for title, sentence, _ in shapes._articles()}
     false = np.zeros(len(rows), dtype=bool)
     false[np.random.default_rng(7).choice(len(rows), int(rate * len(rows)), replace=False)] = True
-    path = shapes.CACHE / f"mislabelled-triples-{n}-{rate}.jsonl"
-    if not path.exists():
-        shapes._write_jsonl(path, [dict(r, negative=first[r["anchor"]]) if f else r for r, f in zip(rows, false)])
+    path = shapes.CACHE / f"mislabelled-triples-{n}-{rate}.jsonl"  # rewritten each time: cheap, never stale
+    shapes._write_jsonl(path, [dict(r, negative=first[r["anchor"]]) if f else r for r, f in zip(rows, false)])
     return clean, path, false
 
 
@@ -113,12 +120,10 @@ def mined_negative_counts(triples: Path, false: np.ndarray, margins: list[float]
     import torch
 
     from textcl.losses.guide import guided_mask
-    from textcl.models import Encoder, packaged_minilm_path
 
     rows = [json.loads(line) for line in triples.open(encoding="utf-8")]
-    guide = Encoder.load(packaged_minilm_path(), device="cpu")
-    a, p, n = (torch.from_numpy(guide.encode([r[k] for r in rows], batch_size=64, normalize=True))
-               for k in ("anchor", "positive", "negative"))
+    guide = starting_guide()
+    a, p, n = (torch.from_numpy(guide([r[k] for r in rows])) for k in ("anchor", "positive", "negative"))
     counts = {"rows": len(rows), "false": int(false.sum()), "masked": {}}
     own = torch.arange(len(rows)) + len(rows)  # row i's own negative among the candidates [positives; negatives]
     for m in margins:
@@ -127,12 +132,13 @@ def mined_negative_counts(triples: Path, false: np.ndarray, margins: list[float]
     return counts
 
 
-def copies_setup(args) -> tuple[list, str, dict]:
+def copies_setup(args: argparse.Namespace) -> tuple[list, str, dict]:
+    """``--noise copies``: the arms (name, data file, margin or None), the data kind, the guide's counts."""
     pairs, source = noisy_rows(args.pairs, args.near, args.dups)
     n_rows = len(source)
     print(f"{n_rows} rows: {args.pairs} pairs + {int(args.near * args.pairs)} near-duplicates + "
           f"{int(args.dups * args.pairs)} duplicates ({100 * (n_rows - args.pairs) / n_rows:.0f}% injected)")
-    counts = false_negative_counts(pairs, source, args.margins)
+    counts = false_negative_counts(pairs, source, args.margins, args.seed)
     print(f"epoch 0, batch {BATCH}: {counts['candidates']} in-batch candidates, {counts['copies']} copy the row's "
           f"own pair ({counts['exact']} exact text, masked without a guide; {counts['near']} near-copies)")
     for m, c in counts["masked"].items():
@@ -142,7 +148,8 @@ def copies_setup(args) -> tuple[list, str, dict]:
     return arms, "pairs", counts
 
 
-def mined_setup(args) -> tuple[list, str, dict]:
+def mined_setup(args: argparse.Namespace) -> tuple[list, str, dict]:
+    """``--noise mined``: the arms (name, data file, margin or None), the data kind, the guide's counts."""
     clean, noisy, false = mislabelled_triples(args.pairs, args.false_rate)
     counts = mined_negative_counts(noisy, false, args.margins)
     print(f"{counts['rows']} triples, {counts['false']} ({100 * counts['false'] / counts['rows']:.0f}%) with a false "
@@ -163,6 +170,7 @@ def main() -> None:
     parser.add_argument("--dups", type=float, default=0.05)
     parser.add_argument("--false-rate", type=float, default=0.2)
     parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.02])
+    parser.add_argument("--seed", type=int, default=SEED, help="training seed of every run (data order, dropout)")
     args = parser.parse_args()
     from textcl.eval.retrieval import evaluate_retrieval
     from textcl.eval.stats import paired_mean_bootstrap
@@ -171,11 +179,11 @@ def main() -> None:
 
     arms, kind, counts = (copies_setup if args.noise == "copies" else mined_setup)(args)
     splits = {"heldout": shapes.heldout(), "heldout_all": shapes.heldout_all()}
-    results, per_query = {"false_negatives": counts}, {}
+    results, per_query = {"seed": args.seed, "false_negatives": counts}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, data, margin) in enumerate(arms):
             loss = {} if margin is None else {"guide": {"model": "self", "margin": margin}}
-            trained = train_pairs(data, Path(tmp) / f"run{i}", loss, kind=kind)
+            trained = train_pairs(data, Path(tmp) / f"run{i}", loss, kind=kind, seed=args.seed)
             encoder = Encoder.load(trained.model_dir, device="cpu")
             results[name] = {"train_s": round(trained.metrics["time"]["train_s"], 1)}
             for split, folder in splits.items():

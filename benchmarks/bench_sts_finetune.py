@@ -1,16 +1,16 @@
 """Graded-similarity fine-tuning on STS-B: textcl's recipes/sts-finetune.yaml against sentence-transformers'
 CoSENTLoss and AnglELoss with the same settings, in one run.
 
-Same packaged all-MiniLM-L6-v2, same packaged STS-B train (5,749 pairs), 4 epochs, batch 16, lr 2e-5 with
-10% warm-up and linear decay, max length 128, fp32 (this CPU has no native bf16), seed 42 (``--seed``). Each arm is a fresh
-process, run one after the other. Every final model is scored by the same code (textcl's STS evaluation,
-Spearman x100 of cosines) on STS-B dev and test. Training throughput is pairs per second of training time:
-textcl's ``time.train_s`` (evaluations excluded), sentence-transformers' ``train_runtime`` (it evaluates
-nothing during training). textcl keeps its best step on STS-B dev, as its recipe says; sentence-transformers
-keeps its last step.
+Same packaged all-MiniLM-L6-v2, same packaged STS-B train (5,749 pairs), 4 epochs, batch 16, the recipe's
+learning rate (``--lr`` sets another for every arm) with 10% warm-up and linear decay, max length 128, fp32 in
+every arm (equal precision), seed 42 (``--seed``). Each arm is a fresh process, run one after the other. Every
+final model is scored by the same code (textcl's STS evaluation, Spearman x100 of cosines) on STS-B dev and
+test. Training throughput is pairs per second of training time: textcl's ``time.train_s`` (evaluations
+excluded), sentence-transformers' ``train_runtime`` (it evaluates nothing during training). textcl keeps its
+best step on STS-B dev, as its recipe says; sentence-transformers keeps its last step.
 
     python benchmarks/bench_sts_finetune.py [--arms textcl-cosent st-cosent st-angle textcl-angle] [--epochs 4]
-        [--seed 42] [--ema-decay 0]
+        [--seed 42] [--lr RECIPE'S] [--ema-decay 0]
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ARMS = ("textcl-cosent", "st-cosent", "st-angle", "textcl-angle")
-BATCH, LR, WARMUP, MAX_LEN = 16, 2e-5, 0.1, 128
+BATCH, WARMUP, MAX_LEN = 16, 0.1, 128
+RECIPE = ROOT / "recipes" / "sts-finetune.yaml"
 
 
 def minilm() -> str:
@@ -42,14 +43,14 @@ def score(model_dir: str) -> dict:
     return {name: round(m["spearman"], 2) for name, m in report["sets"].items()}
 
 
-def run_textcl(loss: str, epochs: int, out: str, seed: int, ema_decay: float) -> dict:
+def run_textcl(loss: str, epochs: int, out: str, seed: int, lr: float, ema_decay: float) -> dict:
     from textcl.config import load_config
     from textcl.train import train
 
-    config = load_config(ROOT / "recipes" / "sts-finetune.yaml",
+    config = load_config(RECIPE,
                          [f"loss.name={loss}", f"train.epochs={epochs}", "train.mixed_precision=no",
                           "train.checkpoint_every=0", "train.plot=false", "train.report_to=none",
-                          f"train.seed={seed}", f"optim.ema_decay={ema_decay}"])
+                          f"train.seed={seed}", f"optim.lr={lr}", f"optim.ema_decay={ema_decay}"])
     t0 = time.perf_counter()
     result = train(config, output_dir=out)
     wall = time.perf_counter() - t0
@@ -58,7 +59,7 @@ def run_textcl(loss: str, epochs: int, out: str, seed: int, ema_decay: float) ->
             "pairs": pairs, "best_step": result.metrics["best_step"], **score(str(result.model_dir))}
 
 
-def run_st(loss: str, epochs: int, out: str, seed: int, ema_decay: float) -> dict:
+def run_st(loss: str, epochs: int, out: str, seed: int, lr: float, ema_decay: float) -> dict:
     from datasets import Dataset
     from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
                                        SentenceTransformerTrainingArguments, losses)
@@ -72,7 +73,7 @@ def run_st(loss: str, epochs: int, out: str, seed: int, ema_decay: float) -> dic
     model.max_seq_length = MAX_LEN
     loss_fn = losses.CoSENTLoss(model) if loss == "cosent" else losses.AnglELoss(model)
     args = SentenceTransformerTrainingArguments(
-        output_dir=out, per_device_train_batch_size=BATCH, num_train_epochs=epochs, learning_rate=LR,
+        output_dir=out, per_device_train_batch_size=BATCH, num_train_epochs=epochs, learning_rate=lr,
         warmup_ratio=WARMUP, use_cpu=True, save_strategy="no", report_to="none", logging_steps=10_000,
         seed=seed, disable_tqdm=True)
     t0 = time.perf_counter()
@@ -85,10 +86,10 @@ def run_st(loss: str, epochs: int, out: str, seed: int, ema_decay: float) -> dic
             "best_step": output.global_step, **score(os.path.join(out, "model"))}
 
 
-def child(arm: str, epochs: int, seed: int, ema_decay: float) -> None:
+def child(arm: str, epochs: int, seed: int, lr: float, ema_decay: float) -> None:
     side, loss = arm.split("-")
     with tempfile.TemporaryDirectory() as out:
-        result = (run_textcl if side == "textcl" else run_st)(loss, epochs, out, seed, ema_decay)
+        result = (run_textcl if side == "textcl" else run_st)(loss, epochs, out, seed, lr, ema_decay)
     print("RESULT " + json.dumps(result))
 
 
@@ -97,16 +98,21 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(ARMS[:3]), choices=ARMS)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=42, help="data order and dropout, for every arm")
+    parser.add_argument("--lr", type=float, help="every arm's peak learning rate (default: the recipe's)")
     parser.add_argument("--ema-decay", type=float, default=0.0, help="textcl arms: optim.ema_decay")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.lr is None:
+        from textcl.config import load_config
+
+        args.lr = load_config(RECIPE).optim.lr
     if args.child:
-        child(args.child, args.epochs, args.seed, args.ema_decay)
+        child(args.child, args.epochs, args.seed, args.lr, args.ema_decay)
         return
     results = {}
     for arm in args.arms:
         proc = subprocess.run([sys.executable, __file__, "--child", arm, "--epochs", str(args.epochs),
-                               "--seed", str(args.seed), "--ema-decay", str(args.ema_decay)],
+                               "--seed", str(args.seed), "--lr", str(args.lr), "--ema-decay", str(args.ema_decay)],
                               capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
@@ -122,7 +128,7 @@ def main() -> None:
         for peer in st:
             print(f"{arm} / {peer}: throughput {results[arm]['pairs_per_s'] / results[peer]['pairs_per_s']:.2f}x, "
                   f"test {results[arm]['stsb-test'] - results[peer]['stsb-test']:+.2f}")
-    print("JSON " + json.dumps({"seed": args.seed, "arms": results}))
+    print("JSON " + json.dumps({"seed": args.seed, "lr": args.lr, "arms": results}))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 BATCH, SEED = 32, 42  #: the runs' batch size and seed (benchmarks that replay the runs' batches import them)
 
 
-def train_pairs(pairs: Path, out: Path, loss: dict | None = None, kind: str = "pairs"):
+def train_pairs(pairs: Path, out: Path, loss: dict | None = None, kind: str = "pairs", seed: int = SEED):
     """Train and return the :class:`~textcl.train.TrainResult`; ``kind`` ``triples`` for a negative column."""
     from textcl.config import config_from_dict
     from textcl.models import packaged_minilm_path
@@ -23,6 +23,6 @@ def train_pairs(pairs: Path, out: Path, loss: dict | None = None, kind: str = "p
         "eval": {"data": [], "test": [], "every": 0, "before": False, "select_best": False},
         "optim": {"lr": 2e-5, "warmup_ratio": 0.1},
         "train": {"batch_size": BATCH, "epochs": 1, "mixed_precision": "no", "checkpoint_every": 0,
-                  "report_to": "none", "plot": False, "seed": SEED},
+                  "report_to": "none", "plot": False, "seed": seed},
     })
     return train(config, output_dir=out)
