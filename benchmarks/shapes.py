@@ -116,28 +116,30 @@ def _write_beir(folder: Path, corpus: list[dict], queries: list[str], qrels: lis
     return folder
 
 
-def heldout() -> Path:
-    """The held-out BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)."""
-    folder = CACHE / "heldout-beir"
+def _heldout_beir(name: str, documents) -> Path:
+    """A held-out BEIR folder under the cache, built once: ``documents(i, first, rest, held_out)`` gives an
+    article's (corpus id, text, relevant) entries; queries are the held-out titles."""
+    folder = CACHE / name
     if (folder / "qrels" / "test.tsv").exists():
         return folder
     rows = _articles()
     test, distractors = rows[-HELDOUT:], rows[:DISTRACTORS]
-    corpus = [{"_id": f"d{i}", "title": "", "text": rest} for i, (_, _, rest) in enumerate(test)]
-    corpus += [{"_id": f"x{i}", "title": "", "text": rest} for i, (_, _, rest) in enumerate(distractors)]
-    return _write_beir(folder, corpus, [t for t, _, _ in test], [(i, f"d{i}") for i in range(len(test))])
+    corpus, qrels = [], []
+    for held_out, articles in ((True, test), (False, distractors)):
+        for i, (_, first, rest) in enumerate(articles):
+            for doc, text, relevant in documents(i, first, rest, held_out):
+                corpus.append({"_id": doc, "title": "", "text": text})
+                if relevant:
+                    qrels.append((i, doc))
+    return _write_beir(folder, corpus, [t for t, _, _ in test], qrels)
+
+
+def heldout() -> Path:
+    """The held-out BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)."""
+    return _heldout_beir("heldout-beir", lambda i, first, rest, held: [(f"{'d' if held else 'x'}{i}", rest, held)])
 
 
 def heldout_all() -> Path:
     """The held-out BEIR folder in which both passages of an article (first sentence, rest) are relevant."""
-    folder = CACHE / "heldout-all-beir"
-    if (folder / "qrels" / "test.tsv").exists():
-        return folder
-    rows = _articles()
-    test, distractors = rows[-HELDOUT:], rows[:DISTRACTORS]
-    corpus = [{"_id": f"{kind}{i}", "title": "", "text": text} for i, (_, first, rest) in enumerate(test)
-              for kind, text in (("f", first), ("d", rest))]
-    corpus += [{"_id": f"{kind}{i}", "title": "", "text": text} for i, (_, first, rest) in enumerate(distractors)
-               for kind, text in (("y", first), ("x", rest))]
-    return _write_beir(folder, corpus, [t for t, _, _ in test],
-                       [(i, f"{kind}{i}") for i in range(len(test)) for kind in "fd"])
+    return _heldout_beir("heldout-all-beir", lambda i, first, rest, held: [
+        (f"{'f' if held else 'y'}{i}", first, held), (f"{'d' if held else 'x'}{i}", rest, held)])
