@@ -29,11 +29,11 @@ def angle_similarity(anchors: torch.Tensor, positives: torch.Tensor) -> torch.Te
     """AnglE's angle-space similarity of each pair: ``(B, d), (B, d) -> (B,)`` with ``d`` even.
 
     With ``a = re_a + i·im_a`` and ``p = re_p + i·im_p`` (first and second halves of the embedding), it is
-    ``|Re + Im|`` of ``Σ_k a_k·conj(p_k) / (|a|·|p|)``, i.e. ``|cos(a, p) + Σ_k (im_a·re_p − re_a·im_p) / (|a|·|p|)|``:
-    the authors' code (``angle_emb``) and sentence-transformers' ``pairwise_angle_sim``, which divide by the
-    whole positive's squared modulus; bounded by ``√2``. (Dividing each dimension by its own ``|p_k|^2``, the
-    literal per-dimension quotient, is unbounded where a ``p_k`` is near 0, and training on it degraded MiniLM
-    on STS-B: benchmarks/RESULTS.md.)"""
+    ``|Re + Im|`` of ``Σ_k a_k·conj(p_k) / (|a|·|p|)``, i.e.
+    ``|cos(a, p) + Σ_k (im_a·re_p − re_a·im_p) / (|a|·|p|)|``: the authors' code (``angle_emb``) and
+    sentence-transformers' ``pairwise_angle_sim``, which divide by the whole positive's squared modulus; bounded
+    by ``√2``. (Dividing each dimension by its own ``|p_k|^2``, the literal per-dimension quotient, is unbounded
+    where a ``p_k`` is near 0, and training on it degraded MiniLM on STS-B: benchmarks/RESULTS.md.)"""
     if anchors.shape != positives.shape or anchors.dim() != 2 or anchors.shape[1] % 2:
         raise ValueError(f"anchors and positives: expected two (B, d) tensors of one shape with d even, got "
                          f"{tuple(anchors.shape)} and {tuple(positives.shape)}")
