@@ -103,3 +103,25 @@ def test_nt_xent_masks_same_text_in_both_views():
     mask = z_keys[:, None] == z_keys[None, :]
     assert torch.allclose(got, nt_xent(a, p, temperature=0.1, mask=mask), atol=1e-6)
     assert not torch.allclose(got, nt_xent(a, p, temperature=0.1), atol=1e-4)
+
+
+def test_group_keys_are_non_negative_for_real_group_names_and_none_is_no_group():
+    from textcl.data.wiki import wiki_leads
+    from textcl.losses import NO_GROUP, group_keys
+
+    titles = [title for title, _ in wiki_leads()[:500]]
+    keys = group_keys(titles + [None] + titles[:3])
+    assert bool((keys[:500] >= 0).all()) and int(keys[500]) == NO_GROUP
+    assert keys[501:].tolist() == keys[:3].tolist() and len(set(keys[:500].tolist())) == len(set(titles))
+
+
+def test_a_signed_hash_as_group_ids_is_refused_by_name():
+    from textcl.losses import InfoNCE, text_keys
+
+    signed = text_keys([f"group {i}" for i in range(64)])
+    assert bool((signed < -1).any())  # half of a signed hash is negative
+    with pytest.raises(ValueError, match=r"group_ids: group ids must be >= 0, or NO_GROUP \(-1\).*got -\d+"):
+        false_negative_mask(None, None, group_ids=signed)
+    a = torch.randn(64, 8)
+    with pytest.raises(ValueError, match=r"group_ids: group ids must be >= 0"):
+        InfoNCE()(a, a, group_ids=signed)

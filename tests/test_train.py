@@ -190,31 +190,40 @@ def test_custom_evaluator_selects_the_best_step(tiny_bert_dir, corpus, tmp_path)
     assert len(seen) == 4
 
 
-def test_group_field_reaches_the_loss_as_group_ids(tiny_bert_dir, tmp_path, monkeypatch):
-    from textcl.losses import InfoNCE
+def test_group_field_masks_every_same_group_pair_with_real_group_names(tiny_bert_dir, tmp_path, monkeypatch):
+    """Hundreds of real group names (Wikipedia titles), two pairs each: in every training batch, exactly the
+    pairs that share a group are kept out of each other's negatives (a signed hash once made half the groups
+    read as "no group")."""
+    from textcl.data.wiki import wiki_leads
+    from textcl.losses import false_negative_mask
+    from textcl.train.batcher import Batcher
 
-    rows = [{"anchor": f"question {i}", "positive": f"answer {i}", "topic": f"t{i // 2}"} for i in range(8)]
+    titles = [title for title, _ in wiki_leads()[:300]]
+    rows = [{"anchor": f"question {i}", "positive": f"answer {i}", "topic": titles[i // 2]} for i in range(600)]
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    captured = []
-    real = InfoNCE.forward
+    checked = []
+    real = Batcher.__call__
 
-    def spy(self, *args, **kwargs):
-        captured.append(kwargs.get("group_ids"))
-        return real(self, *args, **kwargs)
+    def spy(self, idx, epoch):
+        batch, keys = real(self, idx, epoch)
+        groups = [self.run.examples[i].group for i in idx]
+        same = torch.tensor([[a == b for b in groups] for a in groups]) & ~torch.eye(len(groups), dtype=torch.bool)
+        mask = false_negative_mask(None, None, group_ids=keys["group_ids"])
+        assert torch.equal(mask, same)
+        checked.append(int(same.sum()))
+        return batch, keys
 
-    monkeypatch.setattr(InfoNCE, "forward", spy)
-    config = make_config(tiny_bert_dir, data, data={"kind": "pairs", "group_field": "topic",
-                                                    "group_by_length": False}, train={"max_steps": 1})
+    monkeypatch.setattr(Batcher, "__call__", spy)
+    config = make_config(tiny_bert_dir, data, data={"kind": "pairs", "group_field": "topic"},
+                         train={"max_steps": 9, "batch_size": 64, "checkpoint_every": 0})
     train(config, output_dir=tmp_path / "run")
-    from textcl.data.pairs import read_examples_file
-    from textcl.losses import text_keys
+    assert len(checked) == 9 and sum(checked) > 100  # length grouping keeps many same-group rows together
 
-    groups = captured[0].tolist()
-    assert len(groups) == 4 and set(groups) <= set(text_keys([f"t{k}" for k in range(4)]).tolist())
+    from textcl.data.pairs import read_examples_file
 
     examples = read_examples_file(data, "pairs", ["anchor", "positive"], "topic")
-    assert [e.group for e in examples] == [f"t{i // 2}" for i in range(8)]
+    assert [e.group for e in examples] == [titles[i // 2] for i in range(600)]
 
 
 def test_missing_group_field_names_file_and_line(tmp_path):

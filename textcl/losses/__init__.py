@@ -27,14 +27,14 @@ from .gather import all_gather_no_grad, all_gather_with_grad, gather_sizes, worl
 from .gradcache import RandContext, cached_backward, split_batch
 from .infonce import SIMILARITIES, InfoNCE, info_nce, nt_xent, pairwise_similarity
 from .guide import guided_mask
-from .masking import false_negative_mask, text_keys
+from .masking import NO_GROUP, check_group_ids, false_negative_mask, group_keys, text_keys
 from .matryoshka import Matryoshka
 from .moco import MoCoQueue, MomentumEncoder, moco_loss, momentum_update
 
 __all__ = [
     "InfoNCE", "info_nce", "nt_xent", "pairwise_similarity", "SIMILARITIES",
     "CoSENT", "cosent", "cosent_from_similarities", "AnglE", "angle", "angle_similarity", "Matryoshka", "guided_mask",
-    "false_negative_mask", "text_keys",
+    "false_negative_mask", "text_keys", "group_keys", "check_group_ids", "NO_GROUP",
     "all_gather_with_grad", "all_gather_no_grad", "gather_sizes", "world_info",
     "cached_backward", "split_batch", "RandContext",
     "MomentumEncoder", "MoCoQueue", "momentum_update", "moco_loss",

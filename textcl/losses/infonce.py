@@ -23,7 +23,7 @@ from torch import nn
 
 from .gather import all_gather_no_grad, all_gather_with_grad, gather_sizes, world_info
 from .guide import guided_mask
-from .masking import _mask
+from .masking import _mask, check_group_ids
 
 __all__ = ["SIMILARITIES", "pairwise_similarity", "info_nce", "nt_xent", "InfoNCE"]
 
@@ -273,7 +273,7 @@ class InfoNCE(nn.Module):
         anchor_keys          ``(B,)`` int    optional text keys (:func:`text_keys`) of the anchors
         positive_keys        ``(B,)`` int    optional text keys of the positives
         negative_keys        ``(B, k)``/``(M,)``  optional text keys of the negatives
-        group_ids            ``(B,)`` int    optional group of each pair; ``-1`` = none
+        group_ids            ``(B,)`` int    optional group of each pair (``group_keys``); ``NO_GROUP`` = none
         guide_anchors        ``(B, g)``      optional guide-model embeddings of the anchors (no gradient)
         guide_positives      ``(B, g)``      the guide's embeddings of the positives
         guide_negatives      ``(B, k, g)``   the guide's embeddings of the hard negatives (with negatives)
@@ -470,6 +470,7 @@ class InfoNCE(nn.Module):
             if keys is not None and (not isinstance(keys, torch.Tensor) or tuple(keys.shape) != (b,)):
                 got = tuple(keys.shape) if isinstance(keys, torch.Tensor) else type(keys).__name__
                 raise ValueError(f"{name}: expected shape ({b},), got {got}")
+        check_group_ids("group_ids", group_ids)
         if negative_keys is not None:
             if negatives is None:
                 raise ValueError("negative_keys: given without negatives")

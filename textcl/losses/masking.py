@@ -4,6 +4,10 @@ Large in-batch (and gathered, and queued) negative sets keep containing the same
 paraphrases of one source (a *group*). Treating those as negatives pushes apart things that should be close.
 The helpers here turn integer keys into a boolean mask where ``True`` means "do not use this candidate as a
 negative". The positive itself is never masked.
+
+Group ids are non-negative; :data:`NO_GROUP` (-1) marks a row in no group and is the only negative value
+allowed. :func:`group_keys` builds them from group names, and every function that reads group ids refuses any
+other negative value, so a signed hash can never silently turn half of the groups into "no group".
 """
 from __future__ import annotations
 
@@ -14,7 +18,10 @@ import torch
 
 from textcl.text import normalize_text
 
-__all__ = ["text_keys", "false_negative_mask"]
+__all__ = ["NO_GROUP", "text_keys", "group_keys", "check_group_ids", "false_negative_mask"]
+
+#: The group id of a row that is in no group; group ids are otherwise non-negative.
+NO_GROUP = -1
 
 
 def text_keys(texts: Sequence[str], *, normalize: bool = False) -> torch.LongTensor:
@@ -45,6 +52,46 @@ def text_keys(texts: Sequence[str], *, normalize: bool = False) -> torch.LongTen
         digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
         out.append(int.from_bytes(digest, "little", signed=True))
     return torch.tensor(out, dtype=torch.long)
+
+
+def group_keys(groups: Sequence[str | None]) -> torch.LongTensor:
+    """Group ids for group names: equal names give equal ids (in every process and on every run), ``None``
+    gives :data:`NO_GROUP`, and every other id is non-negative (a 63-bit BLAKE2b hash).
+
+    Args:
+        groups: one group name per row, or None for a row in no group.
+
+    Returns:
+        ``(len(groups),)`` int64 tensor on the CPU.
+
+    Example:
+        >>> g = group_keys(["t1", None, "t1"])
+        >>> bool(g[0] == g[2]), int(g[1]) == NO_GROUP, bool(g[0] >= 0)
+        (True, True, True)
+    """
+    if isinstance(groups, str):
+        raise TypeError("groups: expected a sequence of group names, got a single str")
+    out = []
+    for i, name in enumerate(groups):
+        if name is None:
+            out.append(NO_GROUP)
+            continue
+        if not isinstance(name, str):
+            raise TypeError(f"groups[{i}]: expected str or None, got {type(name).__name__}")
+        digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
+        out.append(int.from_bytes(digest, "little") >> 1)  # 63 bits: never negative
+    return torch.tensor(out, dtype=torch.long)
+
+
+def check_group_ids(name: str, ids: torch.Tensor | None) -> None:
+    """Raise ``ValueError`` naming ``name`` if ``ids`` holds a negative value other than :data:`NO_GROUP`."""
+    if ids is None:
+        return
+    bad = (ids < 0) & (ids != NO_GROUP)
+    if bool(bad.any()):
+        value = int(ids[bad][0])
+        raise ValueError(f"{name}: group ids must be >= 0, or NO_GROUP ({NO_GROUP}) for a row in no group; got "
+                         f"{value} (build them with textcl.losses.group_keys, not a signed hash such as text_keys)")
 
 
 def _check_1d(name: str, t: torch.Tensor | None, n: int | None = None) -> None:
@@ -80,10 +127,10 @@ def false_negative_mask(
     Args:
         positive_keys: ``(B,)`` int keys of each anchor's positive (e.g. :func:`text_keys`), or None.
         candidate_keys: ``(C,)`` int keys of the candidates in the logits' column order, or None.
-        group_ids: ``(B,)`` group of each anchor. ``candidate_group_ids`` defaults to ``group_ids`` when the
+        group_ids: ``(B,)`` group of each anchor (:func:`group_keys`; :data:`NO_GROUP` for none). ``candidate_group_ids`` defaults to ``group_ids`` when the
             candidates are the (same, local) positives, i.e. when ``C == B``.
         anchor_keys: ``(B,)`` keys of the anchors themselves (optional).
-        candidate_group_ids: ``(C,)`` group of each candidate; ``-1`` for "no group".
+        candidate_group_ids: ``(C,)`` group of each candidate; :data:`NO_GROUP` for none.
         positive_offset: column of anchor 0's positive; anchor ``i``'s is ``positive_offset + i``. With
             gathered candidates this is the rank's offset in the global batch. None: no column is a positive
             (e.g. a block of queue entries).
@@ -114,6 +161,8 @@ def false_negative_mask(
             )
         candidate_group_ids = group_ids
     _check_1d("candidate_group_ids", candidate_group_ids)
+    check_group_ids("group_ids", group_ids)
+    check_group_ids("candidate_group_ids", candidate_group_ids)
     c = candidate_keys.shape[0] if candidate_keys is not None else candidate_group_ids.shape[0]
     if candidate_keys is not None and candidate_group_ids is not None and candidate_group_ids.shape[0] != c:
         raise ValueError(
@@ -125,7 +174,7 @@ def false_negative_mask(
 
 def _mask(n, c, row_keys, candidate_keys, row_groups, candidate_groups, positive_offset, *, device) -> torch.Tensor:
     """The unchecked core of :func:`false_negative_mask`: any of ``row_keys`` (each ``(n,)`` or None) equal to
-    the candidate's key, or equal non-negative groups; the positive column cleared."""
+    the candidate's key, or equal groups other than :data:`NO_GROUP`; the positive column cleared."""
     mask = torch.zeros(n, c, dtype=torch.bool, device=device)
     if candidate_keys is not None:
         cand = candidate_keys.to(device)[None, :]
@@ -134,7 +183,7 @@ def _mask(n, c, row_keys, candidate_keys, row_groups, candidate_groups, positive
                 mask |= keys.to(device)[:, None] == cand
     if row_groups is not None and candidate_groups is not None:
         rg, cg = row_groups.to(device)[:, None], candidate_groups.to(device)[None, :]
-        mask |= (rg == cg) & (rg >= 0) & (cg >= 0)
+        mask |= (rg == cg) & (rg != NO_GROUP) & (cg != NO_GROUP)
     if positive_offset is not None:
         if not 0 <= positive_offset <= c - n:
             raise ValueError(f"positive_offset: {positive_offset} puts positives outside the {c} candidates")

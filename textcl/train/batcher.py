@@ -15,7 +15,8 @@ class Batcher:
     ``batch``: ``{"anchor", "positive", "negative"}``, each tokenized features ``{input_ids, attention_mask
     [, token_type_ids]}`` of shape (B, L) on the run's device (``negative`` is None without hard negatives).
     ``keys``: the optional ``anchor_keys``, ``positive_keys`` (B,), ``negative_keys`` (B, 1) and
-    ``group_ids`` (B,) int64 tensors of :func:`textcl.losses.false_negative_mask`.
+    ``group_ids`` (B,) int64 tensors of :func:`textcl.losses.false_negative_mask` (group ids from
+    :func:`textcl.losses.group_keys`).
 
     Each view is augmented with a seed of (seed, epoch, example, view), so a resumed run sees the same views.
     """
@@ -34,7 +35,7 @@ class Batcher:
 
     def __call__(self, idx: np.ndarray, epoch: int):
         from textcl.augment import view_seed
-        from textcl.losses import text_keys
+        from textcl.losses import group_keys, text_keys
 
         run, c = self.run, self.run.config
         device = run.acc.device
@@ -59,9 +60,7 @@ class Batcher:
             keys = {"anchor_keys": anchor_keys,
                     "positive_keys": anchor_keys if same_texts else text_keys(positives).to(device)}
         if c.data.group_field is not None:  # same group: not each other's negatives
-            groups = text_keys([e.group or "" for e in exs])
-            groups[torch.tensor([e.group is None for e in exs])] = -1  # -1: in no group
-            keys["group_ids"] = groups.to(device)
+            keys["group_ids"] = group_keys([e.group for e in exs]).to(device)
         negatives = None
         if exs[0].negative is not None:
             negatives = [e.negative for e in exs]
