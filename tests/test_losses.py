@@ -129,6 +129,26 @@ def test_learnable_temperature_is_log_parameterised_and_clamped():
     assert mod.get_config_dict()["temperature"] == pytest.approx(0.01)
 
 
+def test_learnable_temperature_past_its_bound_still_gets_a_gradient_and_comes_back():
+    """A scale pushed past max_scale keeps a gradient (a clamp inside the graph made it exactly zero, so the
+    parameter stuck), and clamp_parameters_ bounds the parameter itself, as CLIP does after each step."""
+    torch.manual_seed(0)
+    mod = InfoNCE(0.05, learnable_temperature=True, max_scale=100.0)
+    with torch.no_grad():
+        mod.logit_scale.fill_(math.log(150.0))
+    # random embeddings: the loss falls as the temperature rises, so the gradient pushes the scale down
+    a, p = torch.randn(16, 8), torch.randn(16, 8)
+    mod(a, p).backward()
+    assert mod.logit_scale.grad is not None and float(mod.logit_scale.grad) > 0
+    opt = torch.optim.SGD([mod.logit_scale], lr=0.5)
+    opt.step()
+    assert mod.logit_scale.item() < math.log(150.0)
+    with torch.no_grad():
+        mod.logit_scale.fill_(math.log(150.0))
+    mod.clamp_parameters_()
+    assert mod.logit_scale.item() == pytest.approx(math.log(100.0))
+
+
 def test_config_dict_and_citation():
     cfg = InfoNCE(0.07, "cosine", symmetric=True).get_config_dict()
     assert cfg == {"temperature": 0.07, "similarity": "cosine", "symmetric": True, "nt_xent": False,

@@ -63,7 +63,7 @@ AUGMENT = {"compose": [{"span_crop": {"min_ratio": 0.5, "max_ratio": 0.9}}, {"wo
 
 
 @pytest.mark.parametrize("variant", ["dropout", "augmented", "moco", "ema"])
-def test_resumed_run_equals_uninterrupted(tiny_bert_dir, corpus, tmp_path, variant):
+def test_resumed_run_equals_uninterrupted(tiny_bert_dir, corpus, tmp_path, variant, monkeypatch):
     extra = {"dropout": {}, "augmented": {"data": {"augment": AUGMENT}},
              # MoCo with 2 micro-batches per step: one EMA update per step, both micro-batches' keys queued;
              # 6 steps x 2 x 4 examples cross the 32-example epoch boundary
@@ -76,8 +76,14 @@ def test_resumed_run_equals_uninterrupted(tiny_bert_dir, corpus, tmp_path, varia
     first = train(config, output_dir=tmp_path / "split", stop_after_step=3)
     assert not first.finished and first.steps == 3
     assert not (tmp_path / "split" / "model").exists()
+    import textcl.train.trainer as trainer
+
+    steps_run = []
+    real_step = trainer.train_step
+    monkeypatch.setattr(trainer, "train_step", lambda run, mb, step: steps_run.append(step) or real_step(run, mb, step))
     resumed = train(config, output_dir=tmp_path / "split", resume=True)
     assert resumed.finished and resumed.steps == 6
+    assert steps_run == [3, 4, 5]  # it continued after step 3, not from the start
     assert_same_weights(tmp_path / "straight", tmp_path / "split")
 
 
@@ -175,19 +181,74 @@ def test_too_little_data_is_explained(tiny_bert_dir, corpus, tmp_path):
         train(config, output_dir=tmp_path / "run")
 
 
-def test_custom_evaluator_selects_the_best_step(tiny_bert_dir, corpus, tmp_path):
-    scores = iter([1.0, 5.0, 3.0, 5.0])  # steps 2, 4, 6, then the final model (the best, step 4)
-    seen = []
+def snapshot(encoder) -> dict:
+    return {k: v.detach().clone() for k, v in encoder.model.state_dict().items()}
+
+
+def assert_weights_equal(saved_dir, expected: dict):
+    saved = load_file(str(saved_dir / "model.safetensors"))
+    assert saved.keys() == expected.keys()
+    for k in saved:
+        torch.testing.assert_close(saved[k], expected[k], atol=0.0, rtol=0)
+
+
+def scripted_evaluator(scores, snapshots):
+    """An evaluator that answers ``scores`` in turn and keeps the weights it was shown."""
+    scores = iter(scores)
 
     def evaluator(encoder):
-        seen.append(encoder)
+        snapshots.append(snapshot(encoder))
         return {"my-metric": next(scores)}
+    return evaluator
 
+
+def test_custom_evaluator_selects_the_best_step_and_saves_its_weights(tiny_bert_dir, corpus, tmp_path):
+    seen = []
+    evaluator = scripted_evaluator([1.0, 5.0, 3.0, 5.0], seen)  # steps 2, 4, 6, then the final model
     config = make_config(tiny_bert_dir, corpus, eval={"every": 2})
     result = train(config, output_dir=tmp_path / "run", evaluators=[evaluator])
     assert result.metrics["best_step"] == 4
     assert result.metrics["after"]["my-metric"] == {"score": 5.0}
     assert len(seen) == 4
+    assert_weights_equal(tmp_path / "run" / "model", seen[1])  # step 4's weights, not the last step's
+    assert_weights_equal(tmp_path / "run" / "model", seen[3])  # and the final evaluation scored them
+    with pytest.raises(AssertionError):
+        assert_weights_equal(tmp_path / "run" / "model", seen[2])
+
+
+def test_resume_restores_the_best_model_of_its_checkpoint(tiny_bert_dir, corpus, tmp_path):
+    """The interrupted run saved a new best at step 4, after its last checkpoint (step 3); the resumed run's
+    replay of step 4 scores lower (evaluation need not repeat bit for bit). It must report step 3 and save step
+    3's weights, as the uninterrupted run with those scores does: never the step-4 best-model left on disk."""
+    config = make_config(tiny_bert_dir, corpus, eval={"every": 1})
+    seen = []
+    straight = train(config, output_dir=tmp_path / "straight",
+                     evaluators=[scripted_evaluator([1, 2, 3, 0, 0, 0, 3], seen)])
+    assert straight.metrics["best_step"] == 3
+    assert_weights_equal(tmp_path / "straight" / "model", seen[2])
+
+    first = []
+    train(config, output_dir=tmp_path / "split", stop_after_step=4,
+          evaluators=[scripted_evaluator([1, 2, 3, 4], first)])
+    assert json.loads((tmp_path / "split" / "checkpoints" / "step-00000003" / "textcl_state.json").read_text())[
+        "best_step"] == 3
+    resumed = train(config, output_dir=tmp_path / "split", resume=True,
+                    evaluators=[scripted_evaluator([0, 0, 0, 3], [])])
+    assert resumed.metrics["best_step"] == 3
+    assert_weights_equal(tmp_path / "split" / "model", seen[2])
+
+
+def test_resume_refuses_another_batch_layout_naming_what_differs(tiny_bert_dir, corpus, tmp_path):
+    from textcl.train.checkpoint import ResumeMismatch
+
+    train(make_config(tiny_bert_dir, corpus), output_dir=tmp_path / "run", stop_after_step=3)
+    other = make_config(tiny_bert_dir, corpus, train={"batch_size": 8, "grad_accum": 2})
+    with pytest.raises(ResumeMismatch, match=r"step-00000003: it was written with another batch layout "
+                                             r"\(train\.batch_size: checkpoint 4, this run 8; "
+                                             r"train\.grad_accum: checkpoint 1, this run 2\)"):
+        train(other, output_dir=tmp_path / "run", resume=True)
+    resumed = train(make_config(tiny_bert_dir, corpus), output_dir=tmp_path / "run", resume=True)
+    assert resumed.finished and resumed.steps == 6
 
 
 def test_group_field_masks_every_same_group_pair_with_real_group_names(tiny_bert_dir, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Two processes (CPU gloo, torchrun) with cross-device negatives train like one process on the whole batch."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,12 +15,16 @@ pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent
 
 
-def run(config: dict, out: Path, nproc: int) -> None:
+def launch(script: str, config: dict, out: Path, nproc: int, *args: str, timeout: int = 300):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
     cmd = [torchrun, "--nproc_per_node", str(nproc), "--master_port", str(29500 + nproc + os.getpid() % 1000),
-           str(HERE / "_dist_train.py"), json.dumps(config), str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+           str(HERE / script), json.dumps(config), str(out), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def run(config: dict, out: Path, nproc: int) -> None:
+    proc = launch("_dist_train.py", config, out, nproc)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
@@ -44,3 +49,21 @@ def test_two_processes_equal_one_on_the_concatenated_batch(tiny_bert_dir, tmp_pa
     two = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
     for key in one:
         torch.testing.assert_close(one[key], two[key], atol=1e-5, rtol=0)
+
+
+def test_a_nan_on_one_process_stops_every_process_naming_the_step_and_checkpoint(tiny_bert_dir, tmp_path):
+    """The loss turns NaN on rank 1 only, at step 3: both ranks stop at once with the same step and the last
+    good checkpoint (a per-process check left rank 0 waiting in the next all-reduce until the timeout)."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(f"sentence number {i} about topic {i % 7}" for i in range(64)) + "\n")
+    config = {"model": {"name": str(tiny_bert_dir), "max_seq_len": 16},
+              "data": {"path": str(corpus)}, "loss": {"gather_across_devices": True},
+              "eval": {"data": [], "test": [], "every": 0, "before": False},
+              "train": {"batch_size": 4, "max_steps": 6, "checkpoint_every": 2, "report_to": "none", "plot": False}}
+    proc = launch("_dist_nan.py", config, tmp_path / "run", 2, "1", "3", timeout=120)
+    assert proc.returncode != 0
+    for rank in (0, 1):
+        assert re.search(rf"rank {rank}: .*at step 3; training stopped before the optimizer step\. "
+                         r"The last good checkpoint is \S*step-00000002", proc.stderr), proc.stderr[-3000:]
+    assert "rank 1: the loss is nan" in proc.stderr and "rank 0: the loss is not finite on another process" in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints" / "step-00000003").exists()

@@ -362,10 +362,23 @@ class InfoNCE(nn.Module):
 
     @property
     def temperature(self) -> float | torch.Tensor:
-        """The temperature in use: a float, or a 0-d tensor (with gradient) when learnt."""
+        """The temperature in use: a float, or a 0-d tensor (with gradient) when learnt.
+
+        A learnt scale above ``max_scale`` is used at ``max_scale``, but its gradient passes through unchanged
+        (a clamp inside the graph would make it exactly zero, and the parameter could never come back); the
+        trainer bounds the parameter itself after each optimizer step (:meth:`clamp_parameters_`), as CLIP does.
+        """
         if self.learnable_temperature:
-            return 1.0 / self.logit_scale.exp().clamp(max=self.max_scale)
+            scale = self.logit_scale.exp()
+            bounded = scale - (scale - scale.clamp(max=self.max_scale)).detach()
+            return 1.0 / bounded
         return self._temperature
+
+    @torch.no_grad()
+    def clamp_parameters_(self) -> None:
+        """Bound the learnt scale in place at ``log(max_scale)`` (call after each optimizer step)."""
+        if self.learnable_temperature:
+            self.logit_scale.clamp_(max=math.log(self.max_scale))
 
     def get_config_dict(self) -> dict:
         """The options, for model cards and recipes (the current temperature when learnt)."""

@@ -46,14 +46,28 @@ def contrastive_loss(run: Run, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor
     return run.loss_fn(a, p, n[:, None, :] if n is not None else None, **keys)
 
 
+def any_rank(flag: bool, run: Run) -> bool:
+    """True when ``flag`` is True on any process (an all-reduce of one number when there are several), so that
+    every process takes the same branch and none waits alone in a collective."""
+    if run.world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=run.acc.device)
+    return bool(run.acc.reduce(t, reduction="sum").item() > 0)
+
+
 def checked_backward(run: Run, step: int, scale: float) -> Callable[[torch.Tensor], None]:
     """``backward(loss * scale)``, or :class:`TrainingDiverged` naming step ``step + 1`` and the last good
-    checkpoint when the loss is not finite (before any gradient reaches the weights)."""
+    checkpoint when the loss is not finite on any process (before any gradient reaches the weights): the
+    processes agree first, so all of them stop together."""
     def backward(loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss).all():
+        bad = not bool(torch.isfinite(loss).all())
+        if any_rank(bad, run):
             last = latest_checkpoint(run.out / "checkpoints")
+            where = f"the loss is {float(loss.detach()):g}" if bad else "the loss is not finite on another process"
+            if run.world > 1:
+                where += f" (process {run.acc.process_index} of {run.world})"
             raise TrainingDiverged(
-                f"the loss is {float(loss.detach()):g} at step {step + 1}; training stopped before the "
+                f"{where} at step {step + 1}; training stopped before the "
                 f"optimizer step. The last good checkpoint is {last or 'none (no checkpoint was written yet)'}. "
                 "Lower optim.lr, raise loss.temperature, or use train.mixed_precision bf16 instead of fp16.")
         run.acc.backward(loss * scale)
@@ -123,6 +137,10 @@ def _update(run: Run) -> None:
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():  # a learnt temperature is bounded after the step, never inside the graph
+        for module in run.acc.unwrap_model(run.loss_fn).modules():
+            if hasattr(module, "clamp_parameters_"):
+                module.clamp_parameters_()
 
 
 def train_step(run: Run, micro_batches: Sequence[Callable[[], tuple]], step: int) -> float:

@@ -65,9 +65,14 @@ class Trainer:
     def _start(self, run: Run, resume: bool):
         """Resume or start afresh; open the log, the trackers and ``config.json``; score the starting model."""
         c, acc, out = run.config, run.acc, self.out
-        self.checkpoints = Checkpointer(acc, out / "checkpoints", c.train.checkpoint_every, c.train.keep_checkpoints)
+        best = (out / "best-model", out / "best-model-document")
+        layout = {"processes": run.world, "train.batch_size": c.train.batch_size, "train.grad_accum": c.train.grad_accum,
+                  "train.seed": c.train.seed, "data.group_by_length": c.data.group_by_length,
+                  "examples": len(run.examples)}
+        self.checkpoints = Checkpointer(acc, out / "checkpoints", c.train.checkpoint_every, c.train.keep_checkpoints,
+                                        outputs=best, layout=layout)
         fresh = {"step": 0, "epoch": 0, "pos": 0, "best": None, "best_step": None, "before": {}}
-        state = self.checkpoints.start(resume, fresh, stale=(out / "best-model", out / "best-model-document"))
+        state = self.checkpoints.start(resume, fresh, stale=best)
         resumed = self.checkpoints.resumed_from is not None
         log = CSVLog(out / "log.csv", resume_from_step=state["step"] if resumed else None) if acc.is_main_process else None
         if run.trackers:
