@@ -67,3 +67,22 @@ def test_a_nan_on_one_process_stops_every_process_naming_the_step_and_checkpoint
                          r"The last good checkpoint is \S*step-00000002", proc.stderr), proc.stderr[-3000:]
     assert "rank 1: the loss is nan" in proc.stderr and "rank 0: the loss is not finite on another process" in proc.stderr
     assert not (tmp_path / "run" / "checkpoints" / "step-00000003").exists()
+
+
+def test_processes_draw_independent_dropout_masks(tiny_bert_dir, tmp_path):
+    """Each process seeds its training randomness with seed + rank: the first dropout masks of two ranks agree
+    on about 1 - 2p(1 - p) = 82% of their elements at p = 0.1, as independent masks do (with one seed for every
+    process they agreed on all of them, so every rank's row i had the same dropout noise)."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(f"sentence number {i} about topic {i % 7}" for i in range(64)) + "\n")
+    config = {"model": {"name": str(tiny_bert_dir), "max_seq_len": 16, "dropout": 0.1},
+              "data": {"path": str(corpus), "group_by_length": False},
+              "eval": {"data": [], "test": [], "every": 0, "before": False},
+              "train": {"batch_size": 4, "max_steps": 1, "checkpoint_every": 0, "report_to": "none", "plot": False}}
+    proc = launch("_dist_dropout.py", config, tmp_path / "run", 2)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    m0, m1 = (torch.load(tmp_path / "run" / f"dropout-rank{r}.pt") for r in (0, 1))
+    assert m0.shape == m1.shape and m0.numel() > 1000
+    assert 0.07 < m0.float().mean() < 0.13  # p = 0.1
+    agree = (m0 == m1).float().mean().item()
+    assert 0.78 < agree < 0.86, agree

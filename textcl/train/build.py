@@ -240,6 +240,11 @@ def build(config: TrainConfig, out: Path) -> Run:
 
         ema = WeightAverage((p for g in prepared[-1].param_groups for p in g["params"]), c.optim.ema_decay)
         acc.register_for_checkpointing(ema)
+    if world > 1:
+        # Everything above (weights, heads) is the same on every process; from here on the randomness is the
+        # training's own (dropout), which must differ: with one seed every process drew the same dropout masks,
+        # so row i of each rank's batch had the same noise. One process keeps the stream it always had.
+        set_seed(c.train.seed, device_specific=True)  # seed + process index
     return Run(config=c, out=out, acc=acc, precision=precision, trackers=found_trackers, examples=examples,
                lengths=lengths, model=model, doc_model=prepared[1] if doc_encoder is not None else model,
                loss_fn=prepared[-2] if learnt else loss_fn, optimizer=prepared[-1], scheduler=scheduler,
