@@ -82,3 +82,39 @@ def test_cli_check_and_errors(tmp_path, capsys):
     bad.write_text("optim:\n  lr: -1\n")
     assert main(["train", str(bad), "--check"]) == 2
     assert f"{bad}: optim.lr: expected a positive number, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"loss": {"moco": {}, "matryoshka": {"dims": [32, 16]}}},
+     r"loss.matryoshka: is set \(.*\) but MoCo's loss contrasts full embeddings against its queue"),
+    ({"loss": {"moco": {}}, "data": {"kind": "pairs", "group_field": "topic"}},
+     r"data.group_field: is set \('topic'\) but MoCo's queue keeps no groups"),
+    ({"loss": {"hard_negative_weight": 0.5}, "data": {"kind": "pairs"}},
+     r"loss.hard_negative_weight: is set \(0.5\) but weights hard negatives, and data.kind 'pairs' has none"),
+    ({"loss": {"mini_batch_size": 8}}, r"loss.mini_batch_size: is set \(8\) but is GradCache's mini-batch"),
+    ({"loss": {"nt_xent": True, "symmetric": True}}, r"loss.symmetric: is set \(True\) but NT-Xent is symmetric"),
+    ({"loss": {"scale": 30.0}}, r"loss.scale: is set \(30.0\) but is CoSENT's and AnglE's"),
+    ({"loss": {"angle": {"ibn_weight": 0.0}}}, r"loss.angle: is set .* but configures loss.name angle"),
+    ({"loss": {"name": "cosent", "temperature": 0.1}, "data": {"kind": "scored", "path": "stsb-train"}},
+     r"loss.temperature: is set \(0.1\) but loss.name cosent reads only the pairs and their scores"),
+    ({"loss": {"name": "cosent"}, "data": {"kind": "scored", "path": "stsb-train", "group_field": "genre"}},
+     r"data.group_field: is set \('genre'\) but scored data is read in an STS layout"),
+    ({"data": {"kind": "unlabeled", "anchor_field": "q"}},
+     r"data.anchor_field: is set \('q'\) but unlabeled data has one text per example"),
+    ({"data": {"kind": "unlabeled", "group_field": "g"}},
+     r"data.group_field: is set \('g'\) but the packaged Wikipedia sentences carry no groups"),
+    ({"data": {"kind": "pairs", "negative_field": "neg"}},
+     r"data.negative_field: is set \('neg'\) but data.kind 'pairs' has no hard negatives"),
+])
+def test_a_field_this_mode_never_reads_is_refused_by_name(tmp_path, sections, message):
+    """A field set away from its default in a mode that ignores it is an error, never a silent no-op (MoCo once
+    dropped loss.matryoshka and data.group_field while the model card claimed a Matryoshka loss)."""
+    from textcl.config import config_from_dict
+
+    sections = {**sections, "data": {**sections.get("data", {})}}
+    if sections["data"].get("kind") == "pairs":
+        pairs = tmp_path / "p.jsonl"
+        pairs.write_text('{"anchor": "a", "positive": "b", "topic": "t"}\n')
+        sections["data"].setdefault("path", str(pairs))
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(sections)

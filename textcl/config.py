@@ -269,6 +269,7 @@ class TrainConfig:
                     bad(f"loss.{name}", "is not used with MoCo (its loss is one-directional InfoNCE against the queue)")
             if m.two_tower:
                 bad("model.two_tower", "MoCo's key encoder is a momentum copy; two_tower does not combine with it")
+        self._refuse_unused(bad)
         positive("optim.lr", o.lr)
         positive("optim.weight_decay", o.weight_decay, allow_zero=True)
         if not 0.0 <= o.warmup_ratio < 1.0:
@@ -297,6 +298,49 @@ class TrainConfig:
         positive("train.keep_checkpoints", t.keep_checkpoints)
         positive("train.log_every", t.log_every)
         return self
+
+
+    def _refuse_unused(self, bad) -> None:
+        """A field set away from its default that this mode never reads is an error, not a silent no-op."""
+        d, lo = self.data, self.loss
+        default_data, default_loss = DataConfig(), LossConfig()
+
+        def unused(path: str, why: str) -> None:
+            section, name = path.split(".", 1)
+            now = getattr({"data": d, "loss": lo}[section], name)
+            if now != getattr({"data": default_data, "loss": default_loss}[section], name):
+                bad(path, f"is set ({now!r}) but {why}; remove it")
+
+        if lo.moco is not None:
+            unused("loss.matryoshka", "MoCo's loss contrasts full embeddings against its queue (no Matryoshka "
+                                      "prefixes)")
+            unused("data.group_field", "MoCo's queue keeps no groups, so they would mask nothing")
+        if d.kind != "triples":
+            unused("loss.hard_negative_weight", f"weights hard negatives, and data.kind {d.kind!r} has none")
+        if not lo.cached:
+            unused("loss.mini_batch_size", "is GradCache's mini-batch (loss.cached: true)")
+        if lo.nt_xent:
+            unused("loss.symmetric", "NT-Xent is symmetric already")
+        if lo.name == "infonce":
+            unused("loss.scale", "is CoSENT's and AnglE's; InfoNCE's is 1 / loss.temperature")
+        if lo.name != "angle":
+            unused("loss.angle", "configures loss.name angle")
+        if d.kind == "scored":
+            why = f"loss.name {lo.name} reads only the pairs and their scores"
+            for name in ("temperature", "similarity", "mask_false_negatives"):
+                unused(f"loss.{name}", why)
+            for name in ("group_field", "text_field", "anchor_field", "positive_field", "negative_field"):
+                unused(f"data.{name}", "scored data is read in an STS layout (sentence1, sentence2, score)")
+        else:
+            if d.kind != "unlabeled":
+                unused("data.text_field", f"is the text of data.kind unlabeled, not {d.kind!r}")
+            if d.kind == "unlabeled" or d.path == "packaged:wiki":
+                for name in ("anchor_field", "positive_field"):
+                    unused(f"data.{name}", "unlabeled data has one text per example (data.text_field)")
+            if d.kind != "triples":
+                unused("data.negative_field", f"data.kind {d.kind!r} has no hard negatives")
+            if d.path == "packaged:wiki":
+                unused("data.group_field", "the packaged Wikipedia sentences carry no groups")
 
 
 # ---------------------------------------------------------------------------------------------- loading
