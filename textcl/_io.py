@@ -3,6 +3,9 @@
 * Atomic writes: write to a temporary file in the same folder, fsync, then rename; a reader never sees a
   half-written file, and a crash leaves the previous version in place. Missing parent folders are created.
   :func:`check_writable` tells before any work whether such a write can succeed.
+* Atomic folders (:func:`atomic_dir`): a folder replaced as a whole takes two renames; a process killed between
+  them leaves the previous version under ``.NAME.old``, which :func:`recover_dir` puts back. Whoever loads a
+  folder that :func:`atomic_dir` writes calls :func:`recover_dir` first.
 * Reading textcl's own JSON files (:func:`read_json`); data files users bring are read by
   :mod:`textcl.data.readers`.
 * Locating data files shipped inside installed packages without importing them.
@@ -14,16 +17,48 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from textcl.errors import DataFormatError, OutputPathError
+from textcl.errors import DataFormatError, OutputPathError, TextclError
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make the entries of folder ``path`` (names created, renamed, removed) durable. A no-op where folders
+    cannot be opened or synced (Windows, some network file systems)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: str | os.PathLike) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and folder under ``root`` (``root`` included)."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            file = os.path.join(folder, name)
+            if not os.path.islink(file):
+                _fsync_file(file)
+        fsync_dir(folder)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``."""
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``, and the
+    rename is made durable."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
@@ -31,32 +66,128 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
+        _fsync_file(tmp_path)
         os.replace(tmp_path, path)
+        fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
+class _FolderLock:
+    """An exclusive ``flock`` on a folder, dropped by :meth:`release` or when the process dies.
+
+    ``held``: True once locked; False when ``blocking=False`` and another open file holds it, or when the
+    folder cannot be locked here (no ``fcntl``, a file system without flock on folders, a vanished folder):
+    then ``supported`` is False too."""
+
+    def __init__(self, path: str | os.PathLike, blocking: bool = True):
+        self.held, self.supported, self._fd = False, True, None
+        try:
+            import fcntl
+
+            self._fd = os.open(path, os.O_RDONLY)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            self.held = True
+        except BlockingIOError:
+            pass
+        except (ImportError, OSError):
+            self.supported = False
+        if not self.held:
+            self.release()
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "_FolderLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _old_copy(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old")
+
+
+def _temp_folders(path: Path) -> list[Path]:
+    """The temporary folders :func:`atomic_dir` creates beside ``path`` (``.NAME.<random>.tmp``)."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[^.]+\.tmp")
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return []
+    return [p for p in entries if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+
+
+def recover_dir(path: str | os.PathLike) -> Path:
+    """Put the folder ``path`` back in a complete state after an :func:`atomic_dir` write was killed; return
+    ``path``.
+
+    ``path`` missing with ``.NAME.old`` beside it (killed between the two renames): the old copy, complete,
+    is renamed back. ``path`` present: a leftover ``.NAME.old`` is removed. Either way, temporary folders of
+    writers that died are removed; a live writer's (locked, see :func:`atomic_dir`) is left alone, and a
+    writer in the middle of its swap is waited for. Cheap when there is nothing to do (one listing).
+    Raises :class:`~textcl.errors.TextclError` when the old copy cannot be renamed back (e.g. a read-only
+    folder), naming both paths.
+    """
+    path = Path(path)
+    old = _old_copy(path)
+    if not old.exists() and not _temp_folders(path):
+        return path
+    with _FolderLock(path.parent):  # atomic_dir swaps under this lock: never look at a half-done swap
+        if not path.exists() and old.is_dir():
+            try:
+                os.replace(old, path)
+            except OSError as exc:
+                raise TextclError(f"{path}: missing after an interrupted save; its previous version is {old}, "
+                                  f"which could not be renamed back ({exc.strerror or exc}): rename it to "
+                                  f"{path.name} by hand") from None
+            fsync_dir(path.parent)
+        elif path.exists() and old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        for tmp in _temp_folders(path):
+            with _FolderLock(tmp, blocking=False) as probe:
+                if probe.held:  # no live writer holds it: its writer died
+                    shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it replaces ``path`` as a whole."""
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` as a whole.
+
+    The temporary folder (``.NAME.<random>.tmp``) is flocked while it is written, so that
+    :func:`recover_dir` in another process can tell it from a dead writer's. On success every file and
+    folder in it is fsynced; then, under a lock on the parent folder, ``path`` (if present) is renamed to
+    ``.NAME.old``, the temporary folder to ``path``, the parent is fsynced and ``.NAME.old`` removed. A kill
+    at any point leaves either the previous folder or the new one, complete, once :func:`recover_dir` ran.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    recover_dir(path)
+    with _FolderLock(path.parent):  # created and locked in one step, as recover_dir sees it
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        mine = _FolderLock(tmp)
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
+        _fsync_tree(tmp)
+        with _FolderLock(path.parent):
+            if path.exists():
+                old = _old_copy(path)
+                if old.exists():  # a previous writer's, left since recover_dir above
+                    shutil.rmtree(old)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                fsync_dir(path.parent)
                 shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+            else:
+                os.replace(tmp, path)
+                fsync_dir(path.parent)
     finally:
+        mine.release()
         if tmp.exists():
             shutil.rmtree(tmp)
 

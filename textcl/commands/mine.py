@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from textcl._io import check_writable
+    from textcl._io import check_writable, recover_dir
     from textcl.commands.index import load_encoder
     from textcl.index import SearchIndex
     from textcl.data.documents import read_documents
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_encoder(args.model, args.backend)
     corpus = None
     if args.corpus:
-        if (Path(args.corpus) / MANIFEST).exists():
+        if (recover_dir(Path(args.corpus)) / MANIFEST).exists():  # recovered first if a save was killed
             corpus = SearchIndex.load(args.corpus, encoder=encoder)
         else:
             corpus = [d.text for d in read_documents(args.corpus)]

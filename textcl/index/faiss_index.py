@@ -28,8 +28,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from textcl._io import atomic_dir, atomic_write_json, read_json
-from textcl.errors import ConfigError, DataFormatError
+from textcl._io import atomic_dir, atomic_write_json, read_json, recover_dir
+from textcl.errors import ConfigError, DataFormatError, ModelNotFoundError
 import textcl.index.factory as fx
 import textcl.index.ondisk as ondisk
 from textcl.index.compressed import (BinaryIndex, VectorFile, check_vector_file, memory_bytes_per_vector,
@@ -438,7 +438,9 @@ class SearchIndex:
 
     @staticmethod
     def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-        path = Path(path)
+        """The manifest of the index folder ``path``, as saved. A save killed half-way is recovered first
+        (:func:`textcl._io.recover_dir`): the folder is then the previous or the new version, complete."""
+        path = recover_dir(Path(path))
         mpath = path / MANIFEST
         if not path.is_dir():
             raise IndexCorruptedError(f"{path}: no such index folder (build one with `textcl index build`)")

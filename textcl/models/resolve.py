@@ -1,6 +1,7 @@
 """Resolve a model argument (local folder or hub name) to a local folder.
 
-Order: an existing local folder; the packaged all-MiniLM-L6-v2 when that name is asked for and the hub
+Order: an existing local folder (recovered first if a save to it was killed, see
+:func:`textcl._io.recover_dir`); the packaged all-MiniLM-L6-v2 when that name is asked for and the hub
 is unreachable; the Hugging Face cache; the hub itself. A name that cannot be resolved raises
 :class:`~textcl.errors.ModelNotFoundError` listing every place that was tried.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from textcl._io import packaged_path
+from textcl._io import packaged_path, recover_dir
 from textcl.errors import ModelNotFoundError
 from textcl.hub import hub_endpoint, hub_reachable
 
@@ -33,7 +34,7 @@ def _looks_like_path(name: str) -> bool:
 def resolve_model(name_or_path: str | os.PathLike) -> Path:
     """Return a local folder holding the model named by ``name_or_path``."""
     name = os.fspath(name_or_path)
-    path = Path(name).expanduser()
+    path = recover_dir(Path(name).expanduser())  # Encoder.save writes the folder with atomic_dir
     if path.is_dir():
         return path
     if path.exists():
