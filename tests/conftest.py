@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# measured defaults (textcl.models.calibration) are cached per test session, never in the user's own cache
+os.environ["TEXTCL_CACHE"] = tempfile.mkdtemp(prefix="textcl-test-cache-")
 # The commands' --backend default, whatever the environment says (an onnx default would export each of the
 # tests' throwaway model folders); tests/test_onnx_backend.py asks for onnx itself.
 os.environ["TEXTCL_BACKEND"] = "torch"

@@ -1,4 +1,6 @@
-"""Precision: auto takes bf16 only where the hardware has it; emulated bf16 warns; evaluation follows the run."""
+"""Precision: auto takes what measured faster on this machine (cached); an explicit setting wins; emulated bf16
+warns; evaluation follows the run."""
+import json
 import warnings
 
 import pytest
@@ -7,15 +9,90 @@ from textcl.models import precision
 from textcl.models.precision import resolve_precision
 
 
-@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "no")])
-def test_auto_takes_bf16_only_where_native(monkeypatch, native, expected):
-    monkeypatch.setattr(precision, "native_bf16", lambda device_type: native)
-    assert resolve_precision("auto", "cpu") == expected
+def fake_probe(fp32_s: float, bf16_s: float, calls: list):
+    def probe():
+        calls.append(1)
+        return {"fp32_s": fp32_s, "bf16_s": bf16_s, "bf16_over_fp32": bf16_s / fp32_s}
+    return probe
+
+
+@pytest.mark.parametrize("fp32_s, bf16_s, expected, line", [
+    (1.0, 3.4, "no", "precision auto -> fp32: bf16 measured 3.40x slower than fp32 on this CPU"),
+    (1.5, 1.0, "bf16", "precision auto -> bf16: bf16 measured 1.50x faster than fp32 on this CPU"),
+    (1.0, 0.97, "no", "precision auto -> fp32: bf16 measured 1.03x faster than fp32 on this CPU"),  # < 5%: fp32
+])
+def test_auto_takes_what_measured_faster_and_caches_it(tmp_path, monkeypatch, fp32_s, bf16_s, expected, line):
+    from textcl.models.calibration import cache_dir
+
+    monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path))
+    calls = []
+    choice = precision.choose_precision("auto", "cpu", hidden=32, intermediate=64,
+                                        probe=fake_probe(fp32_s, bf16_s, calls))
+    assert (choice.resolved, choice.line(), len(calls)) == (expected, line, 1)
+    assert choice.to_dict() == {"requested": "auto", "resolved": expected, "bf16_over_fp32": round(bf16_s / fp32_s, 4)}
+    files = list(cache_dir().glob("precision-*.json"))
+    assert len(files) == 1 and cache_dir() == tmp_path / "calibration"
+    again = precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=fake_probe(9, 1, calls))
+    assert (again.resolved, again.cached, len(calls)) == (expected, True, 1)  # from the cache: not measured
+    assert again.line() == line + " (cached)"
+    other = precision.choose_precision("auto", "cpu", hidden=64, intermediate=128, probe=fake_probe(1, 9, calls))
+    assert (other.resolved, len(calls)) == ("no", 2)  # another model shape is another key
+    assert len(list(cache_dir().glob("precision-*.json"))) == 2
+
+
+def test_an_explicit_precision_wins_without_measuring(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path))
+    calls = []
+    for setting in ("no", "fp16", "bf16"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            choice = precision.choose_precision(setting, "cpu", probe=fake_probe(1, 9, calls))
+        assert (choice.resolved, choice.bf16_over_fp32, choice.line()) == (setting, None, f"precision {setting} -> "
+                                                                          + {"no": "fp32"}.get(setting, setting))
+    assert calls == [] and not (tmp_path / "calibration").exists()
+
+
+@pytest.mark.parametrize("damage", ["not json {", '{"schema": 0}', "null", "stale"])
+def test_a_corrupt_or_stale_cache_entry_is_measured_again_and_rewritten(tmp_path, monkeypatch, damage):
+    from textcl.models.calibration import cache_dir
+
+    monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path))
+    calls = []
+    precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=fake_probe(1, 2, calls))
+    (path,) = cache_dir().glob("precision-*.json")
+    if damage == "stale":  # an entry whose values are not numbers, as an older textcl might have written
+        entry = json.loads(path.read_text())
+        entry["values"] = {"fp32_s": "fast"}
+        damage = json.dumps(entry)
+    path.write_text(damage)
+    choice = precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=fake_probe(2, 1, calls))
+    assert (choice.resolved, choice.cached, len(calls)) == ("bf16", False, 2)
+    assert json.loads(path.read_text())["values"]["bf16_s"] == 1.0
+
+
+def test_the_cache_key_follows_the_machine_profile(tmp_path, monkeypatch):
+    from textcl.models import calibration
+
+    monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path))
+    calls = []
+    precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=fake_probe(1, 2, calls))
+    real = calibration.machine_profile
+    monkeypatch.setattr(calibration, "machine_profile",
+                        lambda device_type="cpu": {**real(device_type), "cpu_flags": ["avx2"], "cpu": "another CPU"})
+    precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=fake_probe(1, 2, calls))
+    assert len(calls) == 2  # another CPU is measured anew, not given this one's answer
+
+
+def test_the_real_probe_measures_both_precisions_on_this_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path))
+    values = precision.precision_probe("cpu", 32, 64, tokens=64, repeats=1)
+    assert values["fp32_s"] > 0 and values["bf16_s"] > 0
+    assert values["bf16_over_fp32"] == pytest.approx(values["bf16_s"] / values["fp32_s"])
 
 
 def test_emulated_bf16_is_kept_but_warns(monkeypatch):
     monkeypatch.setattr(precision, "native_bf16", lambda device_type: False)
-    with pytest.warns(RuntimeWarning, match=r"train.mixed_precision is bf16, but this CPU has no native bf16.*'auto'"):
+    with pytest.warns(RuntimeWarning, match=r"train.mixed_precision is bf16, but this CPU has no bf16 instructions.*'auto'"):
         assert resolve_precision("bf16", "cpu") == "bf16"
     monkeypatch.setattr(precision, "native_bf16", lambda device_type: True)
     with warnings.catch_warnings():
@@ -35,12 +112,16 @@ def test_native_bf16_answers_for_this_machine():
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_training_with_auto_records_and_evaluates_in_the_chosen_precision(tiny_bert_dir, tmp_path, monkeypatch, native):
+def test_training_with_auto_records_and_evaluates_in_the_chosen_precision(tiny_bert_dir, tmp_path, monkeypatch, native,
+                                                                         capsys):
     from textcl.config import config_from_dict
     from textcl.models import Encoder
     from textcl.train import train
 
-    monkeypatch.setattr(precision, "native_bf16", lambda device_type: native)
+    real_choose = precision.choose_precision
+    monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("textcl.train.build.choose_precision", lambda requested, device_type, **kw: real_choose(
+        requested, device_type, **kw, probe=fake_probe(1.0, 0.5 if native else 3.0, [])))
     seen = []
     real = Encoder.encode
 
@@ -59,6 +140,10 @@ def test_training_with_auto_records_and_evaluates_in_the_chosen_precision(tiny_b
         "train": {"batch_size": 4, "max_steps": 2, "checkpoint_every": 0, "mixed_precision": "auto",
                   "report_to": "none", "plot": False}})
     result = train(config, output_dir=tmp_path / "run")
-    assert result.metrics["precision"] == ("bf16" if native else "no")
+    ratio = 0.5 if native else 3.0
+    assert result.metrics["precision"] == {"requested": "auto", "resolved": "bf16" if native else "no",
+                                           "bf16_over_fp32": ratio}
+    assert f"textcl: precision auto -> {'bf16' if native else 'fp32'}: bf16 measured" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["precision"]["bf16_over_fp32"] == ratio
     assert result.metrics["eval_precision"] == ("bf16" if native else "fp32")
     assert seen and set(seen) == {native}

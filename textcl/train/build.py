@@ -15,7 +15,7 @@ from textcl.data.pairs import load_examples
 from textcl.data.records import Example
 from textcl.errors import TextclError
 from textcl.models import Encoder
-from textcl.models.precision import resolve_precision
+from textcl.models.precision import PrecisionChoice, choose_precision
 from textcl.train.sampler import epoch_batches
 
 
@@ -49,6 +49,7 @@ class Run:
     total_steps: int
     max_seq_len: dict
     ema: object | None = None  #: the :class:`~textcl.train.ema.WeightAverage` of ``optim.ema_decay``
+    precision_choice: PrecisionChoice | None = None  #: how ``train.mixed_precision`` resolved (measured for auto)
 
     @property
     def encoder(self) -> Encoder:
@@ -93,6 +94,20 @@ def lr_lambda(total: int, warmup: int, kind: str):
     return f
 
 
+def _model_shape(name: str) -> dict:
+    """``{"hidden", "intermediate"}`` of a model folder's config, for the precision measurement (MiniLM's
+    where the folder cannot be read yet; the encoder's own load reports that properly)."""
+    from textcl._io import read_json
+    from textcl.models.resolve import resolve_model
+
+    try:
+        config = read_json(resolve_model(name) / "config.json")
+        hidden = int(config["hidden_size"])
+        return {"hidden": hidden, "intermediate": int(config.get("intermediate_size") or 4 * hidden)}
+    except (OSError, ValueError, KeyError, TypeError, TextclError):
+        return {"hidden": 384, "intermediate": 1536}
+
+
 def _accelerator(c: TrainConfig, out: Path, found_trackers: list[str]):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
@@ -103,14 +118,19 @@ def _accelerator(c: TrainConfig, out: Path, found_trackers: list[str]):
         from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state(reset_partial_state=True)
-    # auto: bf16 where the device has it natively (an AVX2-only CPU emulates bf16, 10x+ slower than fp32)
-    precision = resolve_precision(c.train.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu")
+    # auto: measured on this machine (bf16 where it runs faster than fp32), cached; the ranks of a job share
+    # the cache's lock, so they measure once and agree
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    shape = _model_shape(c.model.name) if c.train.mixed_precision == "auto" else {}
+    choice = choose_precision(c.train.mixed_precision, device_type, **shape)
     acc = Accelerator(
-        mixed_precision=precision, cpu=not torch.cuda.is_available(),
+        mixed_precision=choice.resolved, cpu=not torch.cuda.is_available(),
         log_with=found_trackers or None, project_dir=str(out),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
-    return acc, precision
+    if choice.bf16_over_fp32 is not None:
+        acc.print(f"textcl: {choice.line()}")
+    return acc, choice
 
 
 def _augmenters(c: TrainConfig, encoder: Encoder):
@@ -182,7 +202,8 @@ def build(config: TrainConfig, out: Path) -> Run:
 
     c = config
     found_trackers = trackers(c.train.report_to)
-    acc, precision = _accelerator(c, out, found_trackers)
+    acc, choice = _accelerator(c, out, found_trackers)
+    precision = choice.resolved
     set_seed(c.train.seed)
     examples = load_examples(c.data)
     # length grouping sorts by the whole row's cost: anchor + positive (+ negative), in characters
@@ -249,4 +270,5 @@ def build(config: TrainConfig, out: Path) -> Run:
                lengths=lengths, model=model, doc_model=prepared[1] if doc_encoder is not None else model,
                loss_fn=prepared[-2] if learnt else loss_fn, optimizer=prepared[-1], scheduler=scheduler,
                text_aug=text_aug, token_aug=token_aug, key_encoder=key_encoder, queue=queue, guide=guide, world=world,
-               steps_per_epoch=steps_per_epoch, total_steps=total_steps, max_seq_len=max_seq_len, ema=ema)
+               steps_per_epoch=steps_per_epoch, total_steps=total_steps, max_seq_len=max_seq_len, ema=ema,
+               precision_choice=choice)

@@ -176,7 +176,9 @@ class Evaluator:
         metrics = {"before": state.get("before", {}), "after": after, "best_step": state.get("best_step"),
                    "best_score": state.get("best"), "selected_on": state.get("selected_on"),
                    "steps": steps, "examples": len(run.examples), "model": c.model.name,
-                   "max_seq_len": run.max_seq_len, "precision": run.precision,
+                   "max_seq_len": run.max_seq_len,
+                   "precision": run.precision_choice.to_dict() if run.precision_choice is not None else
+                   {"requested": run.precision, "resolved": run.precision, "bf16_over_fp32": None},
                    "eval_precision": "bf16" if run.precision == "bf16" else "fp32",
                    "time": self.clock.report(), "versions": environment(), "config": c.to_dict()}
         acc.print(f"time: training {metrics['time']['train_s']:.1f} s, evaluation {metrics['time']['eval_s']:.1f} s "

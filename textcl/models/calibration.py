@@ -1,0 +1,151 @@
+"""Measured defaults: what runs fast on the machine at hand, measured once and cached.
+
+textcl's automatic choices (``mixed_precision: auto``, the chunk cost of :meth:`Encoder.forward`) are decided by
+a short measurement on this machine, never by a capability flag: oneDNN reports bf16 as supported on every
+AVX-512 CPU, yet bf16 autocast is about 1.5x faster only where the CPU has avx512_bf16 or AMX, and 2.5-24x
+slower on the others. A measurement runs the first time a choice is needed and is cached per machine (CPU
+model and the flags that matter, or the GPU), device, torch version and model shape, one JSON file per entry
+under ``$TEXTCL_CACHE/calibration/`` (default ``~/.cache/textcl``). A corrupt or stale entry is measured and
+written again, never fatal. Processes on one machine take a file lock, so the ranks of a job measure once and
+agree. An explicit setting always wins over a measurement.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from textcl._io import atomic_write_json, read_json
+
+__all__ = ["SCHEMA", "cache_dir", "machine_profile", "measured", "list_calibrations", "timed_median"]
+
+#: bump when the meaning of a cached entry changes: older entries are then measured again
+SCHEMA = 1
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+def cache_dir() -> Path:
+    """``$TEXTCL_CACHE/calibration`` (``~/.cache/textcl/calibration`` by default)."""
+    return Path(os.environ.get("TEXTCL_CACHE") or Path.home() / ".cache" / "textcl") / "calibration"
+
+
+def _cpuinfo() -> tuple[str, list[str]]:
+    model, flags = "unknown", []
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model == "unknown":
+                    model = value.strip()
+                elif key == "flags" and not flags:
+                    present = set(value.split())
+                    flags = [f for f in _CPU_FLAGS if f in present]
+    except OSError:
+        pass
+    return model, flags
+
+
+def machine_profile(device_type: str = "cpu") -> dict:
+    """What a measurement on ``device_type`` depends on: the CPU (model, the vector/matrix flags, usable
+    cores, torch's kernel level) or the GPU (name, compute capability, memory), and the torch version."""
+    model, flags = _cpuinfo()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    profile = {"device": device_type, "torch": torch.__version__, "cpu": model, "cpu_flags": flags, "cores": cores,
+               "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if device_type == "cuda" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        profile.update(gpu=props.name, gpu_capability=f"{props.major}.{props.minor}",
+                       gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
+    return profile
+
+
+def _key(kind: str, profile: dict, shape: dict) -> str:
+    blob = json.dumps({"schema": SCHEMA, "kind": kind, "profile": profile, "shape": shape}, sort_keys=True)
+    return hashlib.blake2b(blob.encode("utf-8"), digest_size=8).hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created), so processes of one machine measure one at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _valid(entry, kind: str, key: str) -> bool:
+    if not isinstance(entry, dict) or entry.get("schema") != SCHEMA or entry.get("kind") != kind:
+        return False
+    values = entry.get("values")
+    return (entry.get("key") == key and isinstance(values, dict) and bool(values)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                    for v in values.values()))
+
+
+def measured(kind: str, device_type: str, shape: dict, probe: Callable[[], dict[str, float]]) -> dict:
+    """The cached entry of measurement ``kind`` for this machine, ``device_type`` and model ``shape``; runs
+    ``probe() -> {name: positive seconds or ratio}`` and caches it when there is no valid entry.
+
+    Returns ``{"schema", "kind", "key", "profile", "shape", "values", "measured_at", "cached"}``; ``cached``
+    says whether the values came from the cache (False: measured now)."""
+    profile = machine_profile(device_type)
+    key = _key(kind, profile, shape)
+    path = cache_dir() / f"{kind}-{key}.json"
+    with _locked(path.with_suffix(".lock")):
+        try:
+            entry = read_json(path)
+        except (OSError, ValueError):  # missing, unreadable or corrupt: measure again
+            entry = None
+        if _valid(entry, kind, key):
+            return {**entry, "cached": True}
+        values = {k: float(v) for k, v in probe().items()}
+        entry = {"schema": SCHEMA, "kind": kind, "key": key, "profile": profile, "shape": shape, "values": values,
+                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if not _valid(entry, kind, key):
+            raise ValueError(f"calibration {kind}: the probe gave {values!r}; expected positive finite numbers")
+        try:
+            atomic_write_json(path, entry)
+        except OSError:  # a read-only cache: the measurement still decides this run
+            pass
+    return {**entry, "cached": False}
+
+
+def list_calibrations() -> list[dict]:
+    """Every valid cached entry (for ``textcl env``), oldest first."""
+    folder = cache_dir()
+    out = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            entry = read_json(path)
+        except (OSError, ValueError):
+            continue
+        if isinstance(entry, dict) and _valid(entry, str(entry.get("kind")), str(entry.get("key"))):
+            out.append(entry)
+    return sorted(out, key=lambda e: e.get("measured_at", ""))
+
+
+def timed_median(fn: Callable[[], None], repeats: int, device_type: str) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up run (synchronising a GPU)."""
+    sync = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
