@@ -76,17 +76,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _open(path: str, model: str | None, need_encoder: bool = True, backend: str | None = None):
-    from textcl.index import SearchIndex
+    from textcl.index import SearchIndex, index_model
 
     manifest = SearchIndex.read_manifest(path)
     encoder = None
     if need_encoder:
-        name = model or manifest.get("model")
-        if not name:
-            from textcl.errors import ConfigError
-
-            raise ConfigError("--model", f"{path} records no model name; pass --model")
-        encoder = load_encoder(name, backend)
+        encoder = load_encoder(model or index_model(path, manifest), backend)
         if model is None:  # the manifest's model: an index built with --dim holds its first dim dimensions
             from textcl.index.encoding import truncate_to_index
 

@@ -10,11 +10,11 @@ from textcl.index.errors import (
     UnknownIdError,
 )
 from textcl.index.factory import choose_factory
-from textcl.index.faiss_index import Hit, SearchIndex
+from textcl.index.faiss_index import Hit, SearchIndex, index_model
 from textcl.index.streaming import build_streaming
 
 __all__ = [
-    "SearchIndex", "Hit", "build_streaming", "DocStore", "Document", "choose_factory",
+    "SearchIndex", "Hit", "build_streaming", "index_model", "DocStore", "Document", "choose_factory",
     "DimensionMismatchError", "DuplicateIdError", "EmptyCorpusError", "EmptyQueryError", "IndexCorruptedError",
     "IndexStateError", "UnknownIdError",
 ]

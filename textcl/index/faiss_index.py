@@ -7,8 +7,12 @@ a whole::
                    faiss.write_index_binary of an IndexBinaryIDMap
     docs.sqlite    the DocStore: int64 id -> document id, text, metadata JSON
     vectors.f32    ``+rescore`` factories only: the float32 vectors, row i = int64 id i (see index/compressed.py)
-    manifest.json  model name, dim, normalize, factory, rescore, counts, sha256 of index.faiss and docs.sqlite,
+    manifest.json  model, dim, normalize, factory, rescore, counts, sha256 of index.faiss and docs.sqlite,
                    the vector file's rows and partial checksum, bytes per vector in memory and on disk
+
+The model: a hub name as given; a local model folder by its absolute path (``model``) and by its path
+relative to the index folder (``model_relative``), so that the folder can be searched from any working folder
+and moved together with its model. :func:`index_model` finds it again.
 
 An on-disk IVF index (``build_streaming(..., on_disk=True)``, see index/ondisk.py) adds ``index.ivfdata``, its
 inverted lists, memory-mapped read-only; index.faiss is then the bare IVF header (ids live in the lists).
@@ -73,6 +77,71 @@ def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def local_model(name: str | None) -> str | None:
+    """``name`` as an absolute path when it names an existing local folder (a model loaded from disk, maybe
+    by a path relative to the working folder), else unchanged (a hub name, or None)."""
+    if not name:
+        return name
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
+
+
+def _model_relative(model: str | None, folder: Path) -> str | None:
+    """The model folder's path relative to the index folder ``folder``, when ``model`` is a local folder."""
+    if not model or not Path(model).is_absolute() or not Path(model).is_dir():
+        return None
+    try:
+        return Path(os.path.relpath(Path(model).resolve(), folder.resolve())).as_posix()
+    except ValueError:  # another drive (Windows)
+        return None
+
+
+def _model_candidates(path: Path, manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """(path, where it comes from) for each place a local model may be, in the order they are tried."""
+    name, relative = manifest.get("model"), manifest.get("model_relative")
+    if relative is not None:
+        found = [(str((path.resolve() / relative).resolve()), f"relative to the index folder: {relative}")]
+        return found + ([(name, "where it was when the index was saved")] if name else [])
+    return [(name, f"as recorded, from the current folder {Path.cwd()}")]
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~", os.sep)) or name.count("/") > 1 or os.path.isabs(name)
+
+
+def _find_model(path: Path, manifest: dict[str, Any]) -> str | None:
+    """The first of :func:`_model_candidates` that is a folder; a hub name as recorded; else None."""
+    name = manifest.get("model")
+    if not name:
+        return None
+    for candidate, _ in _model_candidates(path, manifest):
+        if Path(candidate).expanduser().is_dir():
+            return candidate
+    if manifest.get("model_relative") is None and not _looks_like_path(name):
+        return name  # a hub name
+    return None
+
+
+def index_model(path: str | os.PathLike, manifest: dict[str, Any] | None = None) -> str:
+    """The model to search the index folder ``path`` with: a hub name as recorded; a local folder at its
+    path relative to the index folder, else where it was when the index was saved (manifests saved before
+    the relative path was recorded: the recorded string, from the working folder).
+
+    Raises :class:`~textcl.errors.ConfigError` (``--model``) when the manifest records no model, and
+    :class:`~textcl.errors.ModelNotFoundError` listing every path tried when the folder is in none of them.
+    """
+    path = Path(path)
+    manifest = SearchIndex.read_manifest(path) if manifest is None else manifest
+    if not manifest.get("model"):
+        raise ConfigError("--model", f"{path} records no model; pass --model (a model folder or hub name)")
+    found = _find_model(path, manifest)
+    if found is None:
+        tried = "; ".join(f"{c} ({why})" for c, why in _model_candidates(path, manifest))
+        raise ModelNotFoundError(f"{path / MANIFEST}: the index's model folder is missing; tried {tried}. Pass the "
+                                 "model it was built with as --model (a model folder or hub name)")
+    return found
+
+
 def _as_documents(texts: Sequence[str], ids: Sequence[str] | None, metadata: Sequence[dict] | None) -> list[Document]:
     texts = [texts] if isinstance(texts, str) else list(texts)
     if ids is None:
@@ -115,7 +184,8 @@ class SearchIndex:
         self.factory = factory
         self.rescore = spec.rescore  # candidates per result re-ranked with the float vectors; None: no rescoring
         self.encoder = encoder
-        self.model_name = model_name or (encoder_name(encoder) if encoder is not None else None)
+        # a local folder by its absolute path: the working folder may change before the save
+        self.model_name = local_model(model_name or (encoder_name(encoder) if encoder is not None else None))
         self.memory_budget = memory_budget
         self._index = None  # created (and trained) on the first add
         self._workdir = Path(tempfile.mkdtemp(prefix="textcl-index-"))
@@ -426,6 +496,9 @@ class SearchIndex:
                 manifest["vectors"] = vectors
             if lists is not None:
                 manifest["lists"] = lists
+            relative = _model_relative(self.model_name, path)
+            if relative is not None:
+                manifest["model_relative"] = relative
             atomic_write_json(tmp / MANIFEST, manifest)
         if self._vecfile is not None:
             self._vecfile.saved(path)
@@ -490,7 +563,9 @@ class SearchIndex:
             raise IndexCorruptedError(f"{path / INDEX_FILE}: holds {index.d}-d vectors, manifest says {dim}")
         if encoder is not None:
             check_dim(encoder, dim, str(path))
-        self = cls(dim, manifest["factory"], encoder=encoder, model_name=manifest.get("model"))
+        # where the model is now (it may have moved with the folder), else as recorded
+        self = cls(dim, manifest["factory"], encoder=encoder,
+                   model_name=_find_model(path, manifest) or manifest.get("model"))
         self._store.close()
         self._store = DocStore(path / DOCS_FILE, readonly=True)
         self._index = index

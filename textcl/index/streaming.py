@@ -11,8 +11,8 @@ Work happens in ``<out>.partial/`` beside the output folder:
 
 A killed build, run again with the same arguments, keeps the documents and every finished chunk and
 embeds only the rest; the result is identical to an uninterrupted build. The resume key is the factory,
-chunk size, model and, when ``source`` is given, the input's resolved path, size and mtime: a rerun on
-another (or a changed) input starts afresh.
+chunk size, model (a local folder by its absolute path) and, when ``source`` is given, the input's resolved
+path, size and mtime: a rerun on another (or a changed) input, or with another model, starts afresh.
 
 Under torchrun (``launch``), step 2 is shared: each rank embeds a contiguous run of whole chunks into its own
 shard (:mod:`textcl.encode.shards`, resumable per shard), rank 0 copies the shards into ``vectors.f32`` and
@@ -37,7 +37,7 @@ import textcl.index.ondisk as ondisk
 from textcl.index.docstore import DocStore, Document
 from textcl.index.encoding import encode_texts, encoder_dim, encoder_name
 from textcl.index.errors import EmptyCorpusError
-from textcl.index.faiss_index import DOCS_FILE, SearchIndex
+from textcl.index.faiss_index import DOCS_FILE, SearchIndex, local_model
 
 STATE = "state.json"
 VECTORS = "vectors.f32"
@@ -97,7 +97,7 @@ def build_streaming(documents: Iterable[Document], encoder, out: str | Path, fac
         ondisk.make_ivf(fx.parse_factory(factory).first, encoder_dim(encoder))
     out = Path(out)
     work = out.with_name(out.name + ".partial")
-    model_name = model_name or encoder_name(encoder)
+    model_name = local_model(model_name or encoder_name(encoder))  # a local folder: absolute, in the resume key
     config = {"factory": factory, "chunk_size": int(chunk_size), "model": model_name}
     if source is not None:
         config["input"] = input_fingerprint(source)
