@@ -184,10 +184,16 @@ def test_deleting_from_an_inverted_file_keeps_every_other_id_right(factory):
     x = rng.standard_normal((1_000, 16)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     index = SearchIndex.build(["t"] * 1_000, [f"d{i}" for i in range(1_000)], embeddings=x, factory=factory)
-    assert index.delete(["d0", "d1", "d2"]) == 3
-    _, labels = index.search_vectors(x[:10], k=1, nprobe=16)
-    assert labels[:3, 0].tolist() != [0, 1, 2]
-    assert labels[3:, 0].tolist() == list(range(3, 10))
+    deleted = [0, 1, 2, 17, 500, 998, 999]
+    assert index.delete([f"d{i}" for i in deleted]) == len(deleted)
+    kept = sorted(set(range(1_000)) - set(deleted))
+    _, labels = index.search_vectors(x[[0, 1, 5, 500, 700]], k=1_000, nprobe=16)  # every list: all documents
+    for row in labels:
+        assert sorted(row[row >= 0].tolist()) == kept  # each kept id once, no deleted one
+    hits = index.search(x[[0, 500]], k=1_000, nprobe=16)
+    assert all(sorted(h.id for h in row) == sorted(f"d{i}" for i in kept) for row in hits)
+    _, labels = index.search_vectors(x[kept], k=1, nprobe=16)
+    assert labels[:, 0].tolist() == kept  # each kept vector is found under its own id
 
 
 class BrokenEncoder(HashEncoder):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from _index_fakes import HashEncoder
@@ -37,9 +38,35 @@ def test_evaluate_retrieval_hand_checked(beir):
     assert "ann_recall@10" not in r
 
 
-def test_ann_factory_reports_recall_against_exact(beir):
-    r = evaluate_retrieval(HashEncoder(), beir, factory="HNSW32")
-    assert r["ann_recall@10"] == pytest.approx(1.0) and r["factory"] == "HNSW32"
+class AngleEncoder:
+    """"angle 29.875" -> the unit vector at 29.875 degrees in the plane: cosine order is angular distance."""
+
+    dim = 2
+
+    def encode(self, texts, batch_size: int = 32):
+        radians = np.deg2rad([float(t.split()[1]) for t in texts])
+        return np.stack([np.cos(radians), np.sin(radians)], axis=1).astype(np.float32)
+
+
+def test_ann_factory_reports_recall_against_exact(tmp_path):
+    """Two arcs of documents, A at 10..30 degrees and B at 50.6..70.6 (step 0.125): IVF2 puts each arc in its
+    own list (centroids at 20 and 60.6). A query at 40 is nearer A's centroid (20 vs 20.6 degrees), so with
+    nprobe 1 the index returns A's ten nearest (30, 29.875, ..., 28.875), where the exact top 10 is A's seven
+    nearest (30 .. 29.25: 10 to 10.75 degrees away) and B's three (50.6, 50.725, 50.85: 10.6 to 10.85): 7 of 10.
+    A query at 20 has its exact top 10 inside A: 10 of 10. The report's recall: (0.7 + 1.0) / 2."""
+    angles = [10 + 0.125 * i for i in range(161)] + [50.6 + 0.125 * i for i in range(161)]
+    corpus = [{"_id": f"{a:.3f}", "title": "", "text": f"angle {a}"} for a in angles]
+    queries = [{"_id": "q40", "text": "angle 40"}, {"_id": "q20", "text": "angle 20"}]
+    beir = write_beir(tmp_path / "arcs", corpus, queries, [("q40", "50.600", 1), ("q20", "20.000", 1)])
+    r = evaluate_retrieval(AngleEncoder(), beir, factory="IVF2,Flat", nprobe=1)
+    assert r["factory"] == "IVF2,Flat" and r["n_docs"] == 322
+    assert r["ann_recall@10"] == pytest.approx((0.7 + 1.0) / 2)
+    # the metrics are the approximate index's: q40's relevant document, in B, is not found
+    assert r["recall@10"] == pytest.approx((0 + 1) / 2)
+    exact = evaluate_retrieval(AngleEncoder(), beir)
+    assert exact["recall@10"] == pytest.approx(1.0) and "ann_recall@10" not in exact
+    r = evaluate_retrieval(AngleEncoder(), beir, factory="IVF2,Flat", nprobe=2)  # both lists: exact again
+    assert r["ann_recall@10"] == pytest.approx(1.0) and r["recall@10"] == pytest.approx(1.0)
 
 
 def test_cli_index_build_search_add_delete_info(tmp_path, tiny_bert_dir, capsys):
