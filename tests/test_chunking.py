@@ -167,3 +167,45 @@ def test_length_grouping_sees_the_whole_row(tiny_bert_dir, tmp_path):
     assert batches and all(len(set(sizes[b])) == 1 for b in batches)  # each batch: one passage length
     again = epoch_batches(run.lengths, 16, seed=1, epoch=0)
     assert all((a == b).all() for a, b in zip(batches, again))
+
+
+def test_chunk_cost_probe_recovers_a_known_fixed_and_per_token_cost():
+    """An embed that costs 20 ms + 0.1 ms per token: one more chunk is worth 200 tokens."""
+    import time
+
+    from textcl.models.chunking import chunk_cost_probe
+
+    w = torch.nn.Parameter(torch.ones(1))
+
+    def embed(feats):
+        time.sleep(0.02 + 1e-4 * feats["input_ids"].numel())
+        return feats["attention_mask"].float().sum(1, keepdim=True) * w
+
+    values = chunk_cost_probe(embed, [w], 100, torch.device("cpu"), repeats=2)
+    assert 170 < values["overhead_tokens"] < 240, values
+    assert w.grad is None  # the probe leaves the parameters' gradients alone
+
+
+def test_the_trainer_uses_the_measured_chunk_cost(tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    import json
+
+    from textcl.config import config_from_dict
+    from textcl.models import chunking
+    from textcl.train import Trainer
+
+    monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path / "cache"))  # measured here, not found in the session's cache
+    real = chunking.measured_chunk_overhead
+    monkeypatch.setattr(chunking, "measured_chunk_overhead", lambda encoder, **kw: real(
+        encoder, **kw, probe=lambda: {"fixed_s": 0.007, "per_token_s": 0.001, "overhead_tokens": 7.0}))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"sentence number {i} is here\n" for i in range(16)))
+    config = config_from_dict({
+        "model": {"name": str(tiny_bert_dir), "max_seq_len": 16}, "data": {"path": str(corpus)},
+        "eval": {"data": [], "test": [], "every": 0, "before": False},
+        "train": {"batch_size": 4, "max_steps": 1, "checkpoint_every": 0, "report_to": "none", "plot": False}})
+    trainer = Trainer(config, tmp_path / "run")
+    result = trainer.run()
+    assert trainer.run_state.encoder.chunk_overhead == 7
+    assert "textcl: chunk cost 7 tokens, measured on this CPU" in capsys.readouterr().out
+    assert result.metrics["chunk_overhead_tokens"] == 7
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["chunk_overhead_tokens"] == 7

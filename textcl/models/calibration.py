@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 
 from textcl._io import atomic_write_json, read_json
 
-__all__ = ["SCHEMA", "cache_dir", "machine_profile", "measured", "list_calibrations", "timed_median"]
+__all__ = ["SCHEMA", "cache_dir", "machine_profile", "measured", "list_calibrations", "best_time"]
 
 #: bump when the meaning of a cached entry changes: older entries are then measured again
 SCHEMA = 1
@@ -137,8 +136,9 @@ def list_calibrations() -> list[dict]:
     return sorted(out, key=lambda e: e.get("measured_at", ""))
 
 
-def timed_median(fn: Callable[[], None], repeats: int, device_type: str) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up run (synchronising a GPU)."""
+def best_time(fn: Callable[[], None], repeats: int, device_type: str) -> float:
+    """The fastest wall time of ``fn()`` over ``repeats`` runs after one warm-up run (synchronising a GPU):
+    on a shared machine the fastest run is the one least disturbed by other work."""
     sync = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
     fn()
     sync()
@@ -148,4 +148,4 @@ def timed_median(fn: Callable[[], None], repeats: int, device_type: str) -> floa
         fn()
         sync()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)

@@ -7,7 +7,9 @@ each chunk is trimmed to its own widest row and embedded, and the embeddings are
 order. All chunks share one autograd graph, so a single ``backward`` reaches every row.
 
 The cut points minimise ``sum(rows x width) + overhead x chunks`` exactly (a dynamic programme over the
-sorted lengths): ``overhead`` is the fixed cost of one more forward/backward, in tokens.
+sorted lengths): ``overhead`` is the fixed cost of one more forward/backward, in tokens. The trainer measures
+it for its model on the machine at hand (:func:`measured_chunk_overhead`, cached); the constants below are
+the fallback of an encoder used outside the trainer.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
-__all__ = ["CHUNK_OVERHEAD_TOKENS", "chunk_overhead_for", "plan_chunks", "row_lengths", "forward_by_length"]
+__all__ = ["CHUNK_OVERHEAD_TOKENS", "chunk_overhead_for", "plan_chunks", "row_lengths", "forward_by_length",
+           "chunk_cost_probe", "measured_chunk_overhead"]
 
 #: the fixed cost of one more forward/backward pass, in tokens of work, by device type. CPU: measured on
 #: MiniLM with 2 threads, where 64 was fastest (benchmarks/RESULTS.md, "Step layout"). CUDA: not measured
@@ -111,3 +114,60 @@ def forward_by_length(embed: Callable[[dict[str, torch.Tensor]], torch.Tensor],
     inverse = torch.empty_like(order_dev)
     inverse[order_dev] = torch.arange(n, device=mask.device)
     return torch.cat(outs)[inverse]
+
+
+def chunk_cost_probe(embed: Callable[[dict[str, torch.Tensor]], torch.Tensor], params: list[torch.Tensor],
+                     vocab_size: int, device: torch.device, *, width: int = 32, rows: tuple[int, ...] = (1, 2, 4, 8, 16),
+                     repeats: int = 3, bf16: bool = False) -> dict[str, float]:
+    """Time ``embed`` forward and backward (to ``params``, leaving their ``.grad`` alone) on ``rows x width``
+    token batches and fit ``seconds = fixed + per_token x tokens`` by least squares.
+
+    Returns ``{"fixed_s", "per_token_s", "overhead_tokens"}``: one more chunk costs ``fixed_s / per_token_s``
+    tokens of work (at least 1). Runs without changing any random state."""
+    from textcl.models.calibration import best_time
+
+    tokens, seconds = [], []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        for r in rows:
+            feats = {"input_ids": torch.randint(5, max(6, vocab_size), (r, width), device=device),
+                     "attention_mask": torch.ones(r, width, dtype=torch.long, device=device)}
+
+            def run() -> None:
+                with torch.enable_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    out = embed(feats)
+                torch.autograd.grad(out.float().square().mean(), params, allow_unused=True)
+
+            tokens.append(r * width)
+            seconds.append(best_time(run, repeats, device.type))
+    x, y = np.asarray(tokens, dtype=np.float64), np.asarray(seconds, dtype=np.float64)
+    per_token, fixed = np.polyfit(x, y, 1)
+    per_token = max(float(per_token), 1e-12)
+    fixed = max(float(fixed), 1e-12)
+    return {"fixed_s": fixed, "per_token_s": per_token, "overhead_tokens": max(1.0, fixed / per_token)}
+
+
+def measured_chunk_overhead(encoder, *, bf16: bool = False, probe: Callable[[], dict[str, float]] | None = None) -> tuple[int, dict]:
+    """The per-chunk cost, in tokens, of ``encoder`` (a :class:`~textcl.models.Encoder`) on its device and at
+    this precision, measured once per machine, model shape and precision, then cached
+    (:func:`textcl.models.calibration.measured`). Returns ``(tokens, cache entry)``. ``probe`` replaces the
+    measurement (tests)."""
+    from textcl.models.calibration import measured
+
+    config = encoder.model.config
+    shape = {"model_type": getattr(config, "model_type", ""), "hidden": int(config.hidden_size),
+             "layers": int(getattr(config, "num_hidden_layers", 0)), "heads": int(getattr(config, "num_attention_heads", 0)),
+             "intermediate": int(getattr(config, "intermediate_size", 0) or 0), "bf16": bool(bf16)}
+    device = encoder.device
+    if probe is None:
+        def probe():
+            was_training = encoder.training
+            encoder.eval()  # no dropout: the measurement draws no random numbers
+            try:
+                params = [p for p in encoder.parameters() if p.requires_grad]
+                return chunk_cost_probe(encoder.embed, params, int(getattr(config, "vocab_size", 1000)), device,
+                                        bf16=bf16)
+            finally:
+                encoder.train(was_training)
+    entry = measured("chunk", device.type, shape, probe)
+    return int(round(min(entry["values"]["overhead_tokens"], 65536.0))), entry

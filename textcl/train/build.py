@@ -221,6 +221,13 @@ def build(config: TrainConfig, out: Path) -> Run:
         dropout = text_aug.dropout  # Identity(dropout=...) names the rate of the dropout views
     if dropout is not None:
         encoder.set_dropout(dropout)
+    chunk = None
+    if encoder.chunk_overhead == "auto":  # the cost of one more chunk, measured for this model here (cached)
+        from textcl.models.chunking import measured_chunk_overhead
+
+        encoder.chunk_overhead, chunk = measured_chunk_overhead(encoder, bf16=precision == "bf16")
+        acc.print(f"textcl: chunk cost {encoder.chunk_overhead} tokens, measured on this "
+                  f"{'GPU' if acc.device.type == 'cuda' else 'CPU'}{' (cached)' if chunk['cached'] else ''}")
     doc_encoder = copy.deepcopy(encoder) if c.model.two_tower else None
     guide = _guide(c, encoder, acc.device)
     lc = c.loss

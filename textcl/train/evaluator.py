@@ -180,6 +180,7 @@ class Evaluator:
                    "precision": run.precision_choice.to_dict() if run.precision_choice is not None else
                    {"requested": run.precision, "resolved": run.precision, "bf16_over_fp32": None},
                    "eval_precision": "bf16" if run.precision == "bf16" else "fp32",
+                   "chunk_overhead_tokens": run.encoder.chunk_overhead,
                    "time": self.clock.report(), "versions": environment(), "config": c.to_dict()}
         acc.print(f"time: training {metrics['time']['train_s']:.1f} s, evaluation {metrics['time']['eval_s']:.1f} s "
                   f"({100 * metrics['time']['eval_share']:.0f}% of the total)")
