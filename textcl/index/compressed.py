@@ -186,7 +186,7 @@ class VectorFile:
     # ------------------------------------------------------------ opening and writing
     def open(self, path: str | os.PathLike, rows: int, linkable: bool = False) -> None:
         """Use ``path``'s first ``rows`` rows as the base (a loaded folder's file, or a streaming build's)."""
-        path = Path(path)
+        path = Path(path).absolute()  # mapped when first read: the working folder may have changed by then
         st = path.stat()
         if st.st_size < rows * self.row_bytes:
             raise IndexCorruptedError(f"{path}: {st.st_size:,} bytes, expected at least {rows * self.row_bytes:,} "

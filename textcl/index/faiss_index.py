@@ -194,7 +194,7 @@ class SearchIndex:
         self._source: Path | None = None  # folder loaded from, while the store is still read-only there
         self._vecfile = VectorFile(self._workdir, self.dim) if self.rescore else None
         self._disk_bytes: int | None = None  # index.faiss + vectors.f32 of the last save or load
-        self._lists: Path | None = None  # on-disk IVF (index/ondisk.py): the lists file self._index maps; read-only
+        self._lists: Path | None = None  # on-disk IVF (index/ondisk.py): the lists file self._index maps (absolute)
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -280,11 +280,14 @@ class SearchIndex:
         store.rollback()
         self._insert(docs, self._vectors(docs, embeddings, batch_size, show_progress))
 
-    def _insert(self, docs: list[Document], vecs: np.ndarray) -> None:
-        """Store ``docs`` and add their (normalised) vectors, all or nothing."""
+    def _insert(self, docs: list[Document], vecs: np.ndarray, replace: bool = False) -> None:
+        """Store ``docs`` and add their (normalised) vectors, all or nothing. ``replace``: documents with
+        the same ids are removed in the same transaction, and their vectors only once the new ones are in,
+        so that a failure leaves them as they were."""
         store = self._writable_store()
         self._ensure_index(vecs)
         try:
+            replaced = store.remove([d.id for d in docs], missing_ok=True) if replace else []
             int_ids = store.insert(docs)  # consecutive: next_int_id, next_int_id + 1, ...
             if self._vecfile is not None:  # first, so a failure leaves only rows past the valid ones
                 self._vecfile.write(int_ids[0], vecs)
@@ -294,6 +297,7 @@ class SearchIndex:
             if self._vecfile is not None:  # the rows written for the failed add are not part of the index
                 self._vecfile.rows = min(self._vecfile.rows, store.next_int_id())
             raise
+        self._drop_vectors(replaced)
         store.commit()
 
     def delete(self, ids: Iterable[str], missing_ok: bool = False) -> int:
@@ -301,24 +305,30 @@ class SearchIndex:
         unless ``missing_ok``. A deleted id never appears in a search result again."""
         store = self._writable_store()
         int_ids = store.remove([str(i) for i in ids], missing_ok=missing_ok)
-        if int_ids and self._index is not None:
-            arr = np.asarray(int_ids, dtype=np.int64)
-            if self._lists is not None or not fx.removes_exactly(self._index):
-                # on-disk lists are mapped read-only; an IVF under IndexIDMap2 would lose its id mapping
-                store.add_tombstones(int_ids)
-            else:
-                try:
-                    self._index.remove_ids(arr)
-                except RuntimeError:  # HNSW and friends cannot remove: keep a tombstone
-                    store.add_tombstones(int_ids)
+        self._drop_vectors(int_ids)
         store.commit()
         return len(int_ids)
+
+    def _drop_vectors(self, int_ids: list[int]) -> None:
+        """Remove the vectors of removed documents, or keep their ids as tombstones (uncommitted)."""
+        if not int_ids or self._index is None:
+            return
+        store = self._writable_store()
+        if self._lists is not None or not fx.removes_exactly(self._index):
+            # on-disk lists are mapped read-only; an IVF under IndexIDMap2 would lose its id mapping
+            store.add_tombstones(int_ids)
+            return
+        try:
+            self._index.remove_ids(np.asarray(int_ids, dtype=np.int64))
+        except RuntimeError:  # HNSW and friends cannot remove: keep a tombstone
+            store.add_tombstones(int_ids)
 
     def upsert(self, texts: Sequence[str], ids: Sequence[str], metadata: Sequence[dict] | None = None,
                embeddings: np.ndarray | None = None, batch_size: int = 64) -> None:
         """Add documents, replacing (text, metadata and vector) any that already exist under the same id.
 
-        The new texts are encoded before anything is removed: if encoding fails, the index is unchanged."""
+        All or nothing: the texts are encoded first, and the old documents are removed in the transaction
+        that inserts the new ones; if anything fails, the index is unchanged."""
         if self._lists is not None:
             raise ondisk.read_only_error("upsert documents")
         docs = _as_documents(texts, ids, metadata)
@@ -327,8 +337,7 @@ class SearchIndex:
         if not docs:
             return
         vecs = self._vectors(docs, embeddings, batch_size, False)
-        self.delete([d.id for d in docs], missing_ok=True)
-        self._insert(docs, vecs)
+        self._insert(docs, vecs, replace=True)
 
     # ---------------------------------------------------------------- searching
     def __len__(self) -> int:
@@ -503,7 +512,7 @@ class SearchIndex:
         if self._vecfile is not None:
             self._vecfile.saved(path)
         if self._lists is not None:  # the same file (a hard link) or a copy of it
-            self._lists = path / ondisk.LISTS_FILE
+            self._lists = (path / ondisk.LISTS_FILE).absolute()
         if self._store.readonly:  # the folder it pointed into was replaced
             self._store.close()
             self._store = DocStore(path / DOCS_FILE, readonly=True)
@@ -569,13 +578,13 @@ class SearchIndex:
         self._store.close()
         self._store = DocStore(path / DOCS_FILE, readonly=True)
         self._index = index
-        self._source = path
+        self._source = path.absolute()
         if len(self._store) != int(manifest["n_docs"]):
             raise IndexCorruptedError(f"{path / DOCS_FILE}: {len(self._store)} documents, manifest says "
                                       f"{manifest['n_docs']}")
         self._disk_bytes = (path / INDEX_FILE).stat().st_size
         if "lists" in manifest:
-            self._lists = path / ondisk.LISTS_FILE
+            self._lists = (path / ondisk.LISTS_FILE).absolute()  # linked by a later save, maybe from elsewhere
             self._disk_bytes += self._lists.stat().st_size
         if self._vecfile is not None:
             entry = manifest.get("vectors")

@@ -214,7 +214,7 @@ def _index_on_disk(index: SearchIndex, vpath: Path, work: Path, n: int, dim: int
     shutil.rmtree(folder, ignore_errors=True)
     ondisk.build_ondisk(folder, first, sample, chunks())
     index._index = ondisk.read_ondisk(folder)
-    index._lists = folder / ondisk.LISTS_FILE
+    index._lists = (folder / ondisk.LISTS_FILE).absolute()
 
 
 def _embed_shard(work: Path, launch: Launch, config: dict, store: DocStore, encoder, n: int, dim: int,
