@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 from textcl.errors import DataFormatError, OutputPathError, TextclError
 
+
 def fsync_dir(path: str | os.PathLike) -> None:
     """Make the entries of folder ``path`` (names created, renamed, removed) durable. A no-op where folders
     cannot be opened or synced (Windows, some network file systems)."""
