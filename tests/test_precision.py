@@ -147,3 +147,21 @@ def test_training_with_auto_records_and_evaluates_in_the_chosen_precision(tiny_b
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["precision"]["bf16_over_fp32"] == ratio
     assert result.metrics["eval_precision"] == ("bf16" if native else "fp32")
     assert seen and set(seen) == {native}
+
+
+def test_a_disturbed_measurement_decides_the_run_but_is_not_cached(tmp_path, monkeypatch):
+    """Two rounds whose bf16/fp32 ratios differ by 50% were taken while other work shared the cores: the
+    figure is used now, and the next run measures again instead of keeping it."""
+    from textcl.models.calibration import cache_dir
+
+    monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path))
+    calls = []
+
+    def disturbed():
+        calls.append(1)
+        return {"fp32_s": 1.0, "bf16_s": 0.5, "bf16_over_fp32": 0.5, "spread": 0.5}
+
+    first = precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=disturbed)
+    assert first.resolved == "bf16" and not list(cache_dir().glob("precision-*.json"))
+    precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=disturbed)
+    assert len(calls) == 2

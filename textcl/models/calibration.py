@@ -94,12 +94,17 @@ def _valid(entry, kind: str, key: str) -> bool:
                     for v in values.values()))
 
 
-def measured(kind: str, device_type: str, shape: dict, probe: Callable[[], dict[str, float]]) -> dict:
+def measured(kind: str, device_type: str, shape: dict, probe: Callable[[], dict[str, float]],
+             steady: Callable[[dict], bool] = lambda values: True) -> dict:
     """The cached entry of measurement ``kind`` for this machine, ``device_type`` and model ``shape``; runs
     ``probe() -> {name: positive seconds or ratio}`` and caches it when there is no valid entry.
 
-    Returns ``{"schema", "kind", "key", "profile", "shape", "values", "measured_at", "cached"}``; ``cached``
-    says whether the values came from the cache (False: measured now)."""
+    ``steady(values)`` says whether the measurement was undisturbed (e.g. two rounds agree); one that was not
+    decides this run but is not cached, so a later run measures again rather than keeping a figure taken while
+    other work shared the cores.
+
+    Returns ``{"schema", "kind", "key", "profile", "shape", "values", "measured_at", "cached", "steady"}``;
+    ``cached`` says whether the values came from the cache (False: measured now)."""
     profile = machine_profile(device_type)
     key = _key(kind, profile, shape)
     path = cache_dir() / f"{kind}-{key}.json"
@@ -109,17 +114,19 @@ def measured(kind: str, device_type: str, shape: dict, probe: Callable[[], dict[
         except (OSError, ValueError):  # missing, unreadable or corrupt: measure again
             entry = None
         if _valid(entry, kind, key):
-            return {**entry, "cached": True}
+            return {**entry, "cached": True, "steady": True}
         values = {k: float(v) for k, v in probe().items()}
         entry = {"schema": SCHEMA, "kind": kind, "key": key, "profile": profile, "shape": shape, "values": values,
                  "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if not _valid(entry, kind, key):
             raise ValueError(f"calibration {kind}: the probe gave {values!r}; expected positive finite numbers")
-        try:
-            atomic_write_json(path, entry)
-        except OSError:  # a read-only cache: the measurement still decides this run
-            pass
-    return {**entry, "cached": False}
+        ok = bool(steady(values))
+        if ok:
+            try:
+                atomic_write_json(path, entry)
+            except OSError:  # a read-only cache: the measurement still decides this run
+                pass
+    return {**entry, "cached": False, "steady": ok}
 
 
 def list_calibrations() -> list[dict]:

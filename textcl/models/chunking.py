@@ -122,8 +122,9 @@ def chunk_cost_probe(embed: Callable[[dict[str, torch.Tensor]], torch.Tensor], p
     """Time ``embed`` forward and backward (to ``params``, leaving their ``.grad`` alone) on ``rows x width``
     token batches and fit ``seconds = fixed + per_token x tokens`` by least squares.
 
-    Returns ``{"fixed_s", "per_token_s", "overhead_tokens"}``: one more chunk costs ``fixed_s / per_token_s``
-    tokens of work (at least 1). Runs without changing any random state."""
+    Returns ``{"fixed_s", "per_token_s", "overhead_tokens", "fit_r2"}``: one more chunk costs ``fixed_s /
+    per_token_s`` tokens of work (at least 1); ``fit_r2`` is the fit's R^2 (times disturbed by other work fit a
+    line badly). Runs without changing any random state."""
     from textcl.models.calibration import best_time
 
     tokens, seconds = [], []
@@ -142,9 +143,16 @@ def chunk_cost_probe(embed: Callable[[dict[str, torch.Tensor]], torch.Tensor], p
             seconds.append(best_time(run, repeats, device.type))
     x, y = np.asarray(tokens, dtype=np.float64), np.asarray(seconds, dtype=np.float64)
     per_token, fixed = np.polyfit(x, y, 1)
+    residual = y - (per_token * x + fixed)
+    r2 = 1.0 - float(residual @ residual) / max(float(((y - y.mean()) @ (y - y.mean()))), 1e-300)
     per_token = max(float(per_token), 1e-12)
     fixed = max(float(fixed), 1e-12)
-    return {"fixed_s": fixed, "per_token_s": per_token, "overhead_tokens": max(1.0, fixed / per_token)}
+    return {"fixed_s": fixed, "per_token_s": per_token, "overhead_tokens": max(1.0, fixed / per_token),
+            "fit_r2": max(r2, 1e-9)}
+
+
+#: a chunk-cost fit explaining less of the variance than this was disturbed by other work: not cached
+MIN_FIT_R2 = 0.95
 
 
 def measured_chunk_overhead(encoder, *, bf16: bool = False, probe: Callable[[], dict[str, float]] | None = None) -> tuple[int, dict]:
@@ -169,5 +177,5 @@ def measured_chunk_overhead(encoder, *, bf16: bool = False, probe: Callable[[], 
                                         bf16=bf16)
             finally:
                 encoder.train(was_training)
-    entry = measured("chunk", device.type, shape, probe)
+    entry = measured("chunk", device.type, shape, probe, steady=lambda v: v.get("fit_r2", 1.0) >= MIN_FIT_R2)
     return int(round(min(entry["values"]["overhead_tokens"], 65536.0))), entry

@@ -64,9 +64,10 @@ class PrecisionChoice:
 
 
 def precision_probe(device_type: str, hidden: int, intermediate: int, *, tokens: int = 1024,
-                    repeats: int = 5) -> dict[str, float]:
+                    repeats: int = 3, rounds: int = 2) -> dict[str, float]:
     """Seconds for a forward and backward of a transformer's feed-forward block (``hidden -> intermediate ->
-    hidden`` on ``tokens`` rows) in fp32 and under bf16 autocast, the fastest of ``repeats`` each; and their ratio."""
+    hidden`` on ``tokens`` rows) in fp32 and under bf16 autocast, the fastest of ``repeats`` each, in
+    ``rounds`` alternating rounds; their ratio, and ``spread``: how far the rounds' ratios differ (relative)."""
     from textcl.models.calibration import best_time
 
     device = torch.device(device_type)
@@ -85,9 +86,16 @@ def precision_probe(device_type: str, hidden: int, intermediate: int, *, tokens:
             x.grad = None
         return run
 
-    fp32 = best_time(step(False), repeats, device_type)
-    bf16 = best_time(step(True), repeats, device_type)
-    return {"fp32_s": fp32, "bf16_s": bf16, "bf16_over_fp32": bf16 / fp32}
+    pairs = [(best_time(step(False), repeats, device_type), best_time(step(True), repeats, device_type))
+             for _ in range(rounds)]
+    ratios = [b / f for f, b in pairs]
+    fp32, bf16 = min(f for f, _ in pairs), min(b for _, b in pairs)
+    return {"fp32_s": fp32, "bf16_s": bf16, "bf16_over_fp32": bf16 / fp32,
+            "spread": max(1e-9, (max(ratios) - min(ratios)) / min(ratios))}
+
+
+#: a precision measurement whose rounds' ratios differ by more than this (relative) was disturbed: not cached
+MAX_SPREAD = 0.25
 
 
 def choose_precision(requested: str, device_type: str, *, hidden: int = 384, intermediate: int = 1536,
@@ -111,7 +119,8 @@ def choose_precision(requested: str, device_type: str, *, hidden: int = 384, int
     if probe is None:
         def probe():
             return precision_probe(device_type, hidden, intermediate)
-    entry = measured("precision", device_type, {"hidden": hidden, "intermediate": intermediate}, probe)
+    entry = measured("precision", device_type, {"hidden": hidden, "intermediate": intermediate}, probe,
+                     steady=lambda v: v.get("spread", 0.0) <= MAX_SPREAD)
     ratio = entry["values"]["bf16_s"] / entry["values"]["fp32_s"]
     return PrecisionChoice("auto", "bf16" if ratio <= BF16_MAX_RATIO else "no", device_type, ratio, entry["cached"])
 
