@@ -6,9 +6,8 @@ import json
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
-
-from test_serve_support import DOCS, build_index, index_dir, serve_encoder, serve_model_dir  # noqa: F401
+from test_serve_support import (DOCS, LOCAL, build_index, index_dir, make_client, serve_encoder,  # noqa: F401
+                                serve_model_dir, local_client)
 from textcl.errors import ConfigError
 from textcl.serve import ServeConfig, create_app
 from textcl.serve.config import is_loopback
@@ -17,27 +16,11 @@ TEXT = {d[0]: d[2] for d in DOCS}
 KEY = "k" * 24
 
 
-@pytest.fixture()
-def make_client(index_dir, serve_encoder):
-    """``make_client(**options)``: a TestClient (lifespan entered) over a fresh copy of the test index."""
-    clients = []
-
-    def make(**options) -> TestClient:
-        client = TestClient(create_app(index_dir, encoder=serve_encoder, **options), raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
-
-
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, serve_model_dir, serve_encoder):
     """One read-only server for the tests that change nothing (building an app per test costs ~0.3 s)."""
     path = build_index(tmp_path_factory.mktemp("read-only") / "ix", serve_model_dir, encoder=serve_encoder)
-    with TestClient(create_app(path, encoder=serve_encoder), raise_server_exceptions=False) as client:
+    with local_client(create_app(path, encoder=serve_encoder), raise_server_exceptions=False) as client:
         yield client
 
 
@@ -95,7 +78,7 @@ def test_filter_keeps_documents_whose_metadata_equals_every_field(client, flt, e
 
 def test_filters_skip_deleted_documents_on_an_index_that_keeps_tombstones(tmp_path, serve_model_dir, serve_encoder):
     path = build_index(tmp_path / "hnsw", serve_model_dir, factory="HNSW32", encoder=serve_encoder)
-    with TestClient(create_app(path, encoder=serve_encoder, allow_writes=True)) as writer:
+    with local_client(create_app(path, encoder=serve_encoder, allow_writes=True)) as writer:
         assert writer.delete("/documents/moonlight").status_code == 200
         assert writer.get("/info").json()["n_tombstones"] == 1
         music = {"queries": [TEXT["moonlight"]], "k": 5, "filter": {"topic": "music"}}
@@ -113,7 +96,7 @@ def test_filtered_and_plain_queries_in_one_batch_match_the_index_answers(index_d
 
     async def fire():
         transport = httpx.ASGITransport(app=client.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as ac:
+        async with httpx.AsyncClient(transport=transport, base_url=LOCAL) as ac:
             plain = [ac.post("/search", json={"queries": [q], "k": 1 + i % 4}) for i, q in enumerate(queries)]
             music = [ac.post("/search", json={"queries": [q], "k": 5, "filter": {"topic": "music"}}) for q in queries[:3]]
             return await asyncio.gather(*plain, *music)
@@ -297,7 +280,7 @@ def test_an_unexpected_failure_is_a_500_without_traceback(client, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(client.app.state.service, "search", boom)
+    monkeypatch.setattr(client.app.state.service, "search_found", boom)
     r = client.get("/search", params={"q": "x"})
     assert r.status_code == 500
     assert r.json() == {"error": "internal", "message": "internal error; the server log has the details", "fields": []}

@@ -25,7 +25,9 @@ OPERATIONS = [("/search", "POST"), ("/search", "GET"), ("/documents", "POST"), (
 def served_app(index_dir, serve_encoder):
     from fastapi.testclient import TestClient
 
-    app = create_app(index_dir, encoder=serve_encoder, allow_writes=True, max_documents=20, max_body_bytes=64_000)
+    # schemathesis calls the app as http://testserver: a name the server must be told it answers to
+    app = create_app(index_dir, encoder=serve_encoder, allow_writes=True, max_documents=20, max_body_bytes=64_000,
+                     allowed_hosts=["testserver"])
     with TestClient(app):  # runs the lifespan: the index is saved and released at the end
         yield app
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -70,6 +71,22 @@ def test_every_acknowledged_write_survives_sigkill(index_dir):
     assert manifest["n_docs"] == 22  # recovered at start, then saved on SIGTERM with the last write
     with sqlite3.connect(index_dir.with_name("ix.wal.sqlite")) as log:
         assert log.execute("SELECT COUNT(*) FROM ops").fetchone()[0] == 0
+
+
+def test_several_workers_serve(index_dir):
+    """With --workers 2, two processes answer (each /info names its pid), neither of them the parent."""
+    with server_process(index_dir, "--workers", "2") as (proc, url):
+        pids: set[int] = set()
+        deadline = time.monotonic() + 60  # the second worker may still be loading the model
+        for _ in range(300):
+            if len(pids) == 2 or time.monotonic() > deadline:
+                break
+            with httpx.Client(base_url=url, timeout=10) as client:  # a new connection: any worker may take it
+                pids.add(client.get("/info").json()["pid"])
+                hits = client.get("/search", params={"q": TEXT["dna"], "k": 1}).json()["results"][0]["hits"]
+                assert hits[0]["id"] == "dna"
+            time.sleep(0.05)
+        assert len(pids) == 2 and proc.pid not in pids, pids
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -83,6 +83,36 @@ def index_dir(tmp_path, serve_model_dir, serve_encoder) -> Path:
     return build_index(tmp_path / "ix", serve_model_dir, encoder=serve_encoder)
 
 
+# The server answers only to its own and loopback host names (a DNS rebinding guard); TestClient's default,
+# http://testserver, is neither.
+LOCAL = "http://localhost"
+
+
+def local_client(app, **kwargs):
+    """A TestClient that talks to ``app`` as a local browser or script would (``Host: localhost``)."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url=LOCAL, **kwargs)
+
+
+@pytest.fixture()
+def make_client(index_dir, serve_encoder):
+    """``make_client(**options)``: a TestClient (lifespan entered) over a fresh copy of the test index."""
+    from textcl.serve import create_app
+
+    clients = []
+
+    def make(**options):
+        client = local_client(create_app(index_dir, encoder=serve_encoder, **options), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

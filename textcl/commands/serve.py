@@ -34,10 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-k", type=int, default=1000, help="largest k (default 1000)")
     lim.add_argument("--max-queries", type=int, default=64, help="queries per POST /search (default 64)")
+    lim.add_argument("--max-hits", type=int, default=1000,
+                     help="queries x k per search request (default 1000); bounds the size of an answer")
     lim.add_argument("--max-documents", type=int, default=1000, help="documents per POST /documents (default 1000)")
     lim.add_argument("--max-body-mb", type=float, default=4.0, help="request body limit (default 4 MiB)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                   help="allow browser pages from ORIGIN (repeatable; default: no CORS)")
+                   help="allow browser pages from ORIGIN to search and, with --allow-writes, to write "
+                   "(repeatable; default: no CORS; '*' with writes needs an API key)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="HOST",
+                   help="also answer requests for HOST[:PORT] (repeatable; '*': any): the name clients use behind "
+                   "a proxy or with --host 0.0.0.0. By default only loopback names, the --host address and, "
+                   "bound to all interfaces, IP addresses are answered (a guard against DNS rebinding)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
 
@@ -48,9 +55,10 @@ def config_from_args(args: argparse.Namespace):
     return ServeConfig(
         args.index, model=args.model, host=args.host, port=args.port, workers=args.workers,
         allow_writes=args.allow_writes, api_key=args.api_key, cors_origins=list(args.cors_origin),
+        allowed_hosts=list(args.allowed_host),
         batching=not args.no_batching, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads,
         backend=args.backend,
-        max_k=args.max_k, max_queries=args.max_queries, max_documents=args.max_documents,
+        max_k=args.max_k, max_queries=args.max_queries, max_hits=args.max_hits, max_documents=args.max_documents,
         max_body_bytes=int(args.max_body_mb * 2**20), save_interval_s=args.save_interval, log_level=args.log_level,
     ).validate()
 

@@ -8,6 +8,12 @@ A real database queried with SQL. Tables::
 
 ``metadata`` is a JSON object (or NULL), so it can be filtered with SQLite's JSON functions, e.g.
 ``store.query("SELECT doc_id FROM docs WHERE json_extract(metadata, '$.topic') = ?", ("music",))``.
+
+Every search needs the document count and the tombstones, so both are kept in memory: read once, then
+followed through ``insert``, ``remove`` and ``add_tombstones``, and read again after a ``rollback``.
+
+The connection may be used from more than one thread (SQLite's serialized mode, ``sqlite3.threadsafety``
+3): ``textcl serve`` searches on one thread while another saves. Writes stay on one thread at a time.
 """
 from __future__ import annotations
 
@@ -41,11 +47,14 @@ class DocStore:
         self.path = str(path)
         self.readonly = readonly
         if readonly:
-            self.conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+            self.conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, check_same_thread=False)
         else:
-            self.conn = sqlite3.connect(self.path)
+            self.conn = sqlite3.connect(self.path, check_same_thread=False)
             self.conn.executescript(_SCHEMA)
             self.conn.commit()
+        self._count: int | None = None  # None: read from the table when next needed
+        self._tombstones: set[int] | None = None
+        self._tombstone_list: list[int] | None = None  # sorted, as tombstones() returns it
 
     # ---------------------------------------------------------------- writing
     def next_int_id(self) -> int:
@@ -78,6 +87,8 @@ class DocStore:
         self.conn.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES ('next_int_id', ?)", (str(start + len(docs)),)
         )
+        if self._count is not None:
+            self._count += len(docs)
         return int_ids
 
     def remove(self, doc_ids: Sequence[str], missing_ok: bool = False) -> list[int]:
@@ -89,10 +100,16 @@ class DocStore:
             raise UnknownIdError(f"{len(missing)} document id(s) not in the index: {shown}")
         int_ids = [found[d] for d in doc_ids if d in found]
         self.conn.executemany("DELETE FROM docs WHERE int_id = ?", ((i,) for i in int_ids))
+        if self._count is not None:
+            self._count -= len(int_ids)
         return int_ids
 
     def add_tombstones(self, int_ids: Iterable[int]) -> None:
-        self.conn.executemany("INSERT OR IGNORE INTO tombstones(int_id) VALUES (?)", ((int(i),) for i in int_ids))
+        int_ids = [int(i) for i in int_ids]
+        self.conn.executemany("INSERT OR IGNORE INTO tombstones(int_id) VALUES (?)", ((i,) for i in int_ids))
+        if self._tombstones is not None:
+            self._tombstones.update(int_ids)
+            self._tombstone_list = None
 
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
@@ -106,16 +123,27 @@ class DocStore:
 
     def rollback(self) -> None:
         self.conn.rollback()
+        self._count = self._tombstones = self._tombstone_list = None  # read the tables again
 
     # ---------------------------------------------------------------- reading
     def __len__(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
+        if self._count is None:
+            self._count = self.conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
+        return self._count
+
+    def _tombstone_set(self) -> set[int]:
+        if self._tombstones is None:
+            self._tombstones = {r[0] for r in self.conn.execute("SELECT int_id FROM tombstones")}
+        return self._tombstones
 
     def n_tombstones(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM tombstones").fetchone()[0]
+        return len(self._tombstone_set())
 
     def tombstones(self) -> list[int]:
-        return [r[0] for r in self.conn.execute("SELECT int_id FROM tombstones ORDER BY int_id")]
+        """The integer ids of deleted documents whose vectors the FAISS index still holds, sorted."""
+        if self._tombstone_list is None:
+            self._tombstone_list = sorted(self._tombstone_set())
+        return list(self._tombstone_list)  # a copy: the caller may change it
 
     def existing_ids(self, doc_ids: Sequence[str]) -> list[str]:
         return list(self.int_ids(doc_ids))

@@ -23,6 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from textcl.serve.config import ServeConfig
 from textcl.serve.errors import install_error_handlers
+from textcl.serve.origins import HostOriginGuard
 from textcl.serve.routes import build_router
 from textcl.serve.security import PAGE_HEADERS, BodyLimitMiddleware
 from textcl.serve.service import IndexService
@@ -57,6 +58,7 @@ def create_app(index: str | os.PathLike | ServeConfig, *, encoder=None, **option
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(HostOriginGuard, config=config)  # added last: the outermost, before any body is read
     app.include_router(build_router(config))
 
     @app.get("/", include_in_schema=False)

@@ -10,8 +10,12 @@ about to send their next request. A lone client never waits. ``enabled=False`` a
 (the benchmark's "without micro-batching" arm).
 
 The same thread runs every other operation on the index (:meth:`~MicroBatcher.call`), one at a time,
-between batches. That is the one-writer rule, and it also keeps the doc store's SQLite connection on the
-thread that opened it. A write holds the thread only to log and apply it; encoding happens before.
+between batches. That is the one-writer rule. A write holds the thread only to log and apply it; encoding
+happens before. While the index is saved from another thread, :meth:`~MicroBatcher.pause_writes` holds the
+calls marked ``write`` back (in order) and the thread keeps answering searches and reads.
+
+A request whose client is gone cancels its future; the thread skips it (a future is marked running before
+its work starts, so it cannot be cancelled half-way and then refuse its result).
 """
 from __future__ import annotations
 
@@ -30,6 +34,10 @@ class BusyError(RuntimeError):
     """More queries are waiting than ``max_pending``: the client should retry later (HTTP 503)."""
 
 
+class ShuttingDownError(BusyError):
+    """The batcher is closed (the server is stopping): nothing more is queued (HTTP 503)."""
+
+
 @dataclass
 class _Item(Generic[T]):
     value: T
@@ -41,6 +49,8 @@ class _Item(Generic[T]):
 class _Call:
     fn: Callable[[], Any]
     future: Future
+    size: int = 0  # counted against max_pending when > 0
+    write: bool = False  # held back while writes are paused
 
 
 _STOP = object()
@@ -69,6 +79,8 @@ class MicroBatcher(Generic[T, R]):
         self._pending = 0
         self._lock = threading.Lock()
         self._held: _Item | None = None  # an item taken while filling a batch that did not fit in it
+        self._writes_paused = False  # read and changed on the batcher's thread only
+        self._deferred: list[_Call] = []  # writes that arrived while paused, in order
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = False
         self._closed = False
@@ -84,25 +96,40 @@ class MicroBatcher(Generic[T, R]):
         return self
 
     def submit(self, value: T, size: int = 1) -> Future:
-        """Queue a search item holding ``size`` queries; its future resolves to the handler's result."""
-        if self._closed:
-            raise RuntimeError("the server is shutting down")
-        with self._lock:
-            if self._pending + size > self.max_pending:
-                raise BusyError(f"{self._pending} queries are waiting (the limit is {self.max_pending}); "
-                                "retry shortly")
-            self._pending += size
+        """Queue a search item holding ``size`` queries; its future resolves to the handler's result.
+        Raises :class:`BusyError` past ``max_pending``, :class:`ShuttingDownError` once closed."""
+        self._reserve(size)
         future: Future = Future()
         self._queue.put(_Item(value, size, future))
         return future
 
-    def call(self, fn: Callable[[], Any]) -> Future:
-        """Run ``fn()`` on the batcher's thread, alone, between batches; the future gets its result."""
-        if self._closed:
-            raise RuntimeError("the server is shutting down")
+    def call(self, fn: Callable[[], Any], *, bounded: bool = False, write: bool = False) -> Future:
+        """Run ``fn()`` on the batcher's thread, alone, between batches; the future gets its result.
+
+        ``bounded``: counts as one query against ``max_pending`` (what clients ask for; the server's own
+        calls, such as saving, are never refused). ``write``: held back while writes are paused."""
+        size = 1 if bounded else 0
+        self._reserve(size)
         future: Future = Future()
-        self._queue.put(_Call(fn, future))
+        self._queue.put(_Call(fn, future, size, write))
         return future
+
+    def pause_writes(self) -> None:
+        """Hold back write calls until :meth:`resume_writes`. Call on the batcher's thread (from a call)."""
+        self._writes_paused = True
+
+    def resume_writes(self) -> None:
+        """Run the held-back writes, in order, right after the current call. On the batcher's thread."""
+        self._writes_paused = False
+
+    def _reserve(self, size: int) -> None:
+        if self._closed:
+            raise ShuttingDownError("the server is shutting down")
+        with self._lock:
+            if size and self._pending + size > self.max_pending:
+                raise BusyError(f"{self._pending} queries are waiting (the limit is {self.max_pending}); "
+                                "retry shortly")
+            self._pending += size
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Answer what is queued, then stop the thread."""
@@ -128,6 +155,7 @@ class MicroBatcher(Generic[T, R]):
         while True:
             first = self._next(None)
             if first is _STOP:
+                self._drain()
                 return
             if isinstance(first, _Call):
                 self._run_call(first)
@@ -159,8 +187,11 @@ class MicroBatcher(Generic[T, R]):
     def _run_batch(self, batch: list[_Item], size: int) -> None:
         with self._lock:
             self._pending -= size
+        batch = [item for item in batch if item.future.set_running_or_notify_cancel()]  # skip the cancelled
+        if not batch:
+            return
         self.batches += 1
-        self.queries += size
+        self.queries += sum(item.size for item in batch)
         try:
             results = list(self.handler([item.value for item in batch]))
             if len(results) != len(batch):
@@ -168,20 +199,28 @@ class MicroBatcher(Generic[T, R]):
         except BaseException as exc:  # noqa: BLE001 - delivered to every waiting request
             results = [exc] * len(batch)
         for item, result in zip(batch, results):
-            if isinstance(result, BaseException):
-                item.future.set_exception(result)
-            else:
-                item.future.set_result(result)
+            _deliver(item.future, result)
 
-    @staticmethod
-    def _run_call(call: _Call) -> None:
-        try:
-            call.future.set_result(call.fn())
-        except BaseException as exc:  # noqa: BLE001 - delivered to the caller
-            call.future.set_exception(exc)
+    def _run_call(self, call: _Call) -> None:
+        if call.write and self._writes_paused:
+            self._deferred.append(call)
+            return
+        with self._lock:
+            self._pending -= call.size
+        if call.future.set_running_or_notify_cancel():
+            try:
+                result = call.fn()
+            except BaseException as exc:  # noqa: BLE001 - delivered to the caller
+                result = exc
+            _deliver(call.future, result)
+        while self._deferred and not self._writes_paused:  # writes held back during a save
+            self._run_call(self._deferred.pop(0))
 
     def _drain(self) -> None:
-        """At shutdown: answer everything still queued, in order."""
+        """At shutdown: answer everything still queued, in order, held-back writes first."""
+        self._writes_paused = False
+        while self._deferred:
+            self._run_call(self._deferred.pop(0))
         while True:
             try:
                 nxt = self._next(0)
@@ -191,3 +230,11 @@ class MicroBatcher(Generic[T, R]):
                 self._run_call(nxt)
             elif nxt is not _STOP:
                 self._run_batch([nxt], nxt.size)
+
+
+def _deliver(future: Future, result: Any) -> None:
+    """Settle a running future (a running future cannot be cancelled, so this cannot raise)."""
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

@@ -1,7 +1,7 @@
 """``ServeConfig``: every choice ``textcl serve`` makes, as one typed, validated dataclass.
 
-The defaults are the safe ones: bound to 127.0.0.1, write endpoints off, CORS off, bodies, ``k`` and the
-number of queries per request bounded. :meth:`ServeConfig.validate` raises
+The defaults are the safe ones: bound to 127.0.0.1, write endpoints off, CORS off, answering only to
+loopback host names, bodies, ``k``, queries and hits per request bounded. :meth:`ServeConfig.validate` raises
 :class:`~textcl.errors.ConfigError` naming the command-line flag at fault.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,17 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def is_wildcard(host: str) -> bool:
+    """True for the addresses that bind every interface (``0.0.0.0``, ``::``)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
+_HOST_NAME = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?")
 
 
 def write_log_path(index_dir: str | os.PathLike) -> Path:
@@ -47,6 +59,8 @@ class ServeConfig:
     allow_writes: bool = False
     api_key: str | None = None  #: bearer token for the write endpoints; default: $TEXTCL_API_KEY
     cors_origins: list[str] = field(default_factory=list)
+    #: host names (optionally :port) the server answers to besides loopback ones and --host; "*": any
+    allowed_hosts: list[str] = field(default_factory=list)
     # micro-batching of concurrent queries
     batching: bool = True
     max_batch: int = 64  #: queries encoded in one forward
@@ -57,6 +71,7 @@ class ServeConfig:
     # request limits
     max_k: int = 1000
     max_queries: int = 64  #: queries in one POST /search
+    max_hits: int = 1000  #: queries x k in one search request
     max_documents: int = 1000  #: documents in one POST /documents
     max_query_chars: int = 2000
     max_body_bytes: int = 4 * 2**20
@@ -80,7 +95,7 @@ class ServeConfig:
         """Check every field; raise ConfigError naming the flag. Returns self."""
         positive = {
             "--port": self.port, "--workers": self.workers, "--max-batch": self.max_batch, "--max-k": self.max_k,
-            "--max-queries": self.max_queries, "--max-documents": self.max_documents,
+            "--max-queries": self.max_queries, "--max-hits": self.max_hits, "--max-documents": self.max_documents,
             "--max-query-chars": self.max_query_chars, "--max-body-mb": self.max_body_bytes,
             "--max-pending": self.max_pending,
         }
@@ -111,4 +126,11 @@ class ServeConfig:
         for origin in self.cors_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ConfigError("--cors-origin", f"{origin!r}: expected an origin like https://example.com")
+        if "*" in self.cors_origins and self.allow_writes and not self.api_key:
+            raise ConfigError("--cors-origin", "'*' with --allow-writes lets any web page write to the index: set "
+                              f"an API key (--api-key or {API_KEY_ENV}), or list the origins that may write")
+        for host in self.allowed_hosts:
+            if host != "*" and not _HOST_NAME.fullmatch(host):
+                raise ConfigError("--allowed-host", f"{host!r}: expected a host name like search.example.com, "
+                                  "optionally with :port (an IP address, [IPv6] address, or * for any)")
         return self

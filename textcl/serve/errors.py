@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from textcl.errors import ConfigError, TextclError
 from textcl.index import (DimensionMismatchError, DuplicateIdError, EmptyQueryError, IndexStateError,
                           UnknownIdError)
-from textcl.serve.batcher import BusyError
+from textcl.serve.batcher import BusyError, ShuttingDownError
 
 log = logging.getLogger("textcl.serve")
 
@@ -115,6 +115,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BusyError)
     async def _busy(request: Request, exc: BusyError) -> JSONResponse:
         return error_response(503, f"the server is busy: {exc}", headers={"Retry-After": "1"})
+
+    @app.exception_handler(ShuttingDownError)
+    async def _stopping(request: Request, exc: ShuttingDownError) -> JSONResponse:
+        return error_response(503, "the server is shutting down; retry once it is back", headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

@@ -9,14 +9,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AfterValidator
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
 from textcl.index import Document
 from textcl.serve.config import ServeConfig
 from textcl.serve.errors import error_response
-from textcl.serve.schemas import (MAX_ID_CHARS, DeleteResponse, DocumentOut, ErrorResponse, HealthResponse,
-                                  InfoResponse, RequestModels, SearchResponse, WriteResponse, _not_blank)
+from textcl.serve.hits import HIT_FIELDS, HitView, search_response, split_title
+from textcl.serve.schemas import (MAX_ID_CHARS, MAX_TEXT_CHARS, DeleteResponse, DocumentOut, ErrorResponse,
+                                  HealthResponse, InfoResponse, RequestModels, SearchResponse, WriteResponse,
+                                  _not_blank, hits_over_limit)
 from textcl.serve.security import writer_guard
-from textcl.serve.service import IndexService, split_title
+from textcl.serve.service import IndexService
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
@@ -33,23 +37,25 @@ def service_of(request: Request) -> IndexService:
 
 def build_router(config: ServeConfig) -> APIRouter:
     """The routes, with request models bounded by ``config``'s limits."""
-    models = RequestModels(config.max_k, config.max_queries, config.max_documents, config.max_query_chars)
+    models = RequestModels(config.max_k, config.max_queries, config.max_documents, config.max_query_chars,
+                           config.max_hits)
     SearchRequest, DocumentsRequest = models.SearchRequest, models.DocumentsRequest
     router = APIRouter()
     guard = Depends(writer_guard(config))
     Service = Annotated[IndexService, Depends(service_of)]
     DocIdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, description="document id")]
 
-    async def _search(service: IndexService, queries: list[str], k: int, filter: dict | None) -> dict[str, Any]:
+    async def _search(service: IndexService, queries: list[str], k: int, filter: dict | None,
+                      view: HitView) -> Response:
         started = time.perf_counter()
-        results = await service.search(queries, k, filter)
-        return {"results": [{"query": q, "hits": hits} for q, hits in zip(queries, results)], "k": k,
-                "took_ms": round((time.perf_counter() - started) * 1000, 3)}
+        found = await service.search_found(queries, k, filter)
+        return await run_in_threadpool(search_response, queries, found, k, view, started)
 
     @router.post("/search", response_model=SearchResponse, responses=ERRORS, tags=["search"],
                  summary="top-k documents for each query, optionally filtered on metadata equality")
-    async def search(body: SearchRequest, service: Service) -> dict[str, Any]:  # type: ignore[valid-type]
-        return await _search(service, body.queries, body.k, body.filter)
+    async def search(body: SearchRequest, service: Service) -> Response:  # type: ignore[valid-type]
+        view = HitView(frozenset(body.fields or HIT_FIELDS), body.text_chars)
+        return await _search(service, body.queries, body.k, body.filter, view)
 
     @router.get("/search", response_model=SearchResponse, responses=ERRORS, tags=["search"],
                 summary="top-k documents for one query (for people and links)")
@@ -57,9 +63,12 @@ def build_router(config: ServeConfig) -> APIRouter:
         service: Service,
         q: Annotated[str, Query(min_length=1, max_length=config.max_query_chars, description="the query"),
                      AfterValidator(_not_blank)],
-        k: Annotated[int, Query(ge=1, le=config.max_k, description="results")] = 10,
-    ) -> dict[str, Any]:
-        return await _search(service, [q], k, None)
+        k: Annotated[int, Query(ge=1, le=config.max_k, description="results"),
+                     AfterValidator(lambda k: hits_over_limit(1, k, config.max_hits))] = 10,
+        text_chars: Annotated[int | None, Query(ge=1, le=MAX_TEXT_CHARS,
+                                                description="return at most this many characters of each text")] = None,
+    ) -> Response:
+        return await _search(service, [q], k, None, HitView(text_chars=text_chars))
 
     @router.post("/documents", response_model=WriteResponse, responses=WRITE_ERRORS, dependencies=[guard],
                  tags=["documents"], summary="add or upsert documents; durable when answered")

@@ -1,8 +1,9 @@
 """Request and response models of the HTTP API (pydantic). They are the OpenAPI schema at ``/docs``.
 
-The limits a request is checked against (``k``, queries per request, documents per request, query length)
-come from the server's :class:`~textcl.serve.config.ServeConfig`: :func:`request_models` builds the request
-models with them, so that the OpenAPI schema states the limits the server enforces.
+The limits a request is checked against (``k``, queries per request, hits per request, documents per
+request, query length) come from the server's :class:`~textcl.serve.config.ServeConfig`:
+:class:`RequestModels` builds the request models with them, so that the OpenAPI schema states the limits the
+server enforces.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr,
-                      model_validator)
+                      ValidationInfo, field_validator, model_validator)
 
 MAX_ID_CHARS = 256
 MAX_TITLE_CHARS = 1000
@@ -40,6 +41,15 @@ def _no_control(value: str) -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError("must not contain control characters (tabs, newlines, NUL, ...)")
     return value
+
+
+def hits_over_limit(n_queries: int, k: int, max_hits: int) -> int:
+    """``k``, or ValueError when ``n_queries * k`` hits is more than one request may ask for."""
+    if n_queries * k > max_hits:
+        raise ValueError(f"{n_queries} {'query' if n_queries == 1 else 'queries'} x k {k} = {n_queries * k} hits, "
+                         f"over the limit of {max_hits} hits per request (--max-hits); send fewer queries or a "
+                         "smaller k")
+    return k
 
 
 def _plain_json(value: Any, depth: int = 0) -> Any:
@@ -80,6 +90,7 @@ Filter = Annotated[
     AfterValidator(_plain_json),
 ]
 Metadata = Annotated[dict[str, Any], AfterValidator(_plain_json)]
+HitField = Literal["id", "score", "text", "title", "metadata"]
 
 
 class _Model(BaseModel):
@@ -88,11 +99,13 @@ class _Model(BaseModel):
 
 # ---------------------------------------------------------------- responses
 class Hit(BaseModel):
+    """One search hit; each field but ``id`` is left out when the request's ``fields`` leaves it out."""
+
     id: str
-    score: float = Field(description="cosine similarity, higher is better")
-    text: str
+    score: float = Field(None, description="cosine similarity, higher is better")
+    text: str = Field(None, description="the text, cut to `text_chars` characters when the request sets it")
     title: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict, description="metadata other than the title")
+    metadata: dict[str, Any] = Field(None, description="metadata other than the title")
 
 
 class QueryResult(BaseModel):
@@ -135,6 +148,7 @@ class InfoResponse(BaseModel):
     limits: dict[str, int]
     pending_writes: int = Field(description="acknowledged writes not yet in the saved vector index")
     last_save: float | None = Field(description="Unix time of the last save by this server, if any")
+    pid: int = Field(description="the process that answered (one of the --workers)")
 
 
 class HealthResponse(BaseModel):
@@ -157,15 +171,28 @@ class ErrorResponse(BaseModel):
 class RequestModels:
     """The request models for one set of limits: ``SearchRequest``, ``DocumentIn``, ``DocumentsRequest``."""
 
-    def __init__(self, max_k: int, max_queries: int, max_documents: int, max_query_chars: int):
+    def __init__(self, max_k: int, max_queries: int, max_documents: int, max_query_chars: int,
+                 max_hits: int = 1000):
         Query = Annotated[StrictStr, Field(min_length=1, max_length=max_query_chars),
                           AfterValidator(_valid_unicode), AfterValidator(_not_blank)]
 
         class SearchRequest(_Model):
             queries: list[Query] = Field(min_length=1, max_length=max_queries,
                                          description=f"1 to {max_queries} query texts")
-            k: int = Field(10, ge=1, le=max_k, description=f"results per query, 1 to {max_k}")
+            k: int = Field(10, ge=1, le=max_k, description=f"results per query, 1 to {max_k}; queries x k at "
+                           f"most {max_hits}")
             filter: Filter | None = None
+            fields: list[HitField] | None = Field(
+                None, min_length=1, description="what each hit holds, any of id, score, text, title, metadata "
+                "(default: all; the id is always there), e.g. [\"id\", \"score\"]")
+            text_chars: int | None = Field(None, ge=1, le=MAX_TEXT_CHARS,
+                                           description="return at most this many characters of each text")
+
+            @field_validator("k")
+            @classmethod
+            def _bounded_hits(cls, k: int, info: ValidationInfo) -> int:
+                queries = info.data.get("queries")
+                return hits_over_limit(len(queries), k, max_hits) if queries else k
 
         class DocumentIn(_Model):
             id: DocId

@@ -11,6 +11,13 @@ the write-ahead log and committed (fsync), applied to the in-memory index, and o
 index folder is saved atomically every ``save_interval_s`` seconds when it changed, and on shutdown; each
 save drops the log entries it covers. On start, the log entries the saved folder lacks are re-encoded and
 applied (then saved, when writes are allowed), so a restart after SIGKILL serves every acknowledged write.
+
+Saving beside searches. A scheduled save holds the index thread only to record the log position and to
+drop the saved log entries afterwards; the folder is written from the saver's own thread meanwhile, while
+the index thread goes on answering searches and reads (FAISS searches and serialisation only read the
+index; the doc store's connection is shared under SQLite's serialized mode) and holds writes back until
+the save is done. Indexes that keep float vectors for rescoring or map on-disk lists swap those files when
+saved, so they are saved on the index thread as a whole.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from textcl.errors import ConfigError
 from textcl.index import Document, DuplicateIdError, SearchIndex, UnknownIdError
 from textcl.serve.batcher import MicroBatcher
 from textcl.serve.config import ServeConfig
+from textcl.serve.hits import Found, HitView
 from textcl.serve.wal import (SNAPSHOT_LOG_ID, SNAPSHOT_LOG_SEQ, LogOp, WriteLog, WriterLock, ops_to_replay,
                               snapshot_identity)
 
@@ -48,20 +56,10 @@ class SearchItem:
     k: int
     filter: tuple[tuple[str, Any], ...] | None = None
 
-
-def split_title(doc: Document) -> tuple[str | None, dict[str, Any]]:
-    """The title (the ``title`` metadata field, when it is a string) and the other metadata."""
-    meta = dict(doc.metadata)
-    title = meta.get("title")
-    if isinstance(title, str):
-        del meta["title"]
-        return title, meta
-    return None, meta
-
-
-def hit_dict(doc: Document, score: float) -> dict[str, Any]:
-    title, meta = split_title(doc)
-    return {"id": doc.id, "score": float(score), "text": doc.text, "title": title, "metadata": meta}
+    @property
+    def filter_key(self) -> tuple:
+        """The filter with each value's type: ``True == 1`` in Python, but they select different documents."""
+        return tuple((key, type(value).__name__, value) for key, value in self.filter or ())
 
 
 def filter_sql(pairs: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
@@ -111,8 +109,10 @@ class IndexService:
         self.last_save: float | None = None
         self.n_docs = 0
         self.replayed = 0  # log entries applied at start
+        self._save_beside = False  # whether a scheduled save may run beside searches (see the module docstring)
         self._stop = threading.Event()
         self._saver: threading.Thread | None = None
+        self._save_lock = threading.Lock()  # one save at a time
         self._closed = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -142,10 +142,11 @@ class IndexService:
         self._stop.set()
         if self._saver is not None:
             self._saver.join(timeout)
-        try:
-            self.batcher.call(self._shutdown).result(timeout)
-        finally:
-            self.batcher.close(timeout)
+        with self._save_lock:  # a save beside searches (save_now from a request) finishes first
+            try:
+                self.batcher.call(self._shutdown).result(timeout)
+            finally:
+                self.batcher.close(timeout)
 
     def _load_encoder(self):
         from textcl.index.encoding import truncate_to_index
@@ -195,6 +196,7 @@ class IndexService:
             else:
                 self.wal.rebase(identity, int(snap_seq or 0) if snap_id == self.wal.log_id else 0)
         self.n_docs = len(self.index)
+        self._save_beside = not self.index.rescore and "lists" not in manifest
 
     def _replay(self, ops: list[LogOp]) -> None:
         """Apply logged operations: the last one on each id wins, so only that one is applied."""
@@ -213,10 +215,11 @@ class IndexService:
                               [op.metadata or {} for op in part], embeddings=vecs)
         self.dirty = True
 
-    def _search_batch(self, items: list[SearchItem]) -> list[list[list[dict]] | BaseException]:
-        """Answer a batch: one forward for all its queries, one FAISS search for the unfiltered ones."""
+    def _search_batch(self, items: list[SearchItem]) -> list[Found | BaseException]:
+        """Answer a batch: one forward for all its queries, one FAISS search for the unfiltered ones.
+        Each item gets, per query, its ``(document, score)`` pairs, best first."""
         index = self.index
-        if len(index) == 0:
+        if self.n_docs == 0:
             return [[[] for _ in item.queries] for item in items]
         texts = [q for item in items for q in item.queries]
         with self.encode_lock:
@@ -237,10 +240,10 @@ class IndexService:
             if not item.filter:
                 continue
             try:
-                if item.filter not in matches:
+                if item.filter_key not in matches:
                     sql, params = filter_sql(item.filter)
-                    matches[item.filter] = [row[0] for row in index.store.query(sql, params)]
-                among = matches[item.filter]
+                    matches[item.filter_key] = [row[0] for row in index.store.query(sql, params)]
+                among = matches[item.filter_key]
                 if among:
                     found[i] = index.search_vectors(vecs[starts[i] : starts[i + 1]], k=item.k, among=among)
                 else:
@@ -249,12 +252,12 @@ class IndexService:
                 found[i] = exc
         wanted = [lab for f in found if isinstance(f, tuple) for lab in f[1].ravel().tolist()]
         docs = index.store.fetch(wanted)
-        out: list[list[list[dict]] | BaseException] = []
+        out: list[Found | BaseException] = []
         for f in found:
             if isinstance(f, BaseException):
                 out.append(f)
                 continue
-            out.append([[hit_dict(docs[lab], s) for s, lab in zip(srow, lrow) if lab in docs]
+            out.append([[(docs[lab], float(s)) for s, lab in zip(srow, lrow) if lab in docs]
                         for srow, lrow in zip(*f)])
         return out
 
@@ -301,28 +304,72 @@ class IndexService:
             "writes_allowed": cfg.allow_writes,
             "batching": {"enabled": cfg.batching, "max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
                          "batches": self.batcher.batches, "queries": self.batcher.queries},
-            "limits": {"max_k": cfg.max_k, "max_queries": cfg.max_queries, "max_documents": cfg.max_documents,
-                       "max_query_chars": cfg.max_query_chars, "max_body_bytes": cfg.max_body_bytes},
+            "limits": {"max_k": cfg.max_k, "max_queries": cfg.max_queries, "max_hits": cfg.max_hits,
+                       "max_documents": cfg.max_documents, "max_query_chars": cfg.max_query_chars,
+                       "max_body_bytes": cfg.max_body_bytes},
             "pending_writes": len(self.wal) if self.wal is not None else 0,
             "last_save": self.last_save,
+            "pid": os.getpid(),
         }
 
+    # ---------------------------------------------------------------- saving
     def _save(self) -> None:
-        """Save the index folder atomically, recording which log entries it holds, then drop those."""
+        """Save the index folder atomically on the index thread (at start and at shutdown)."""
+        seq = self._begin_save()
+        if seq is not None:
+            started, identity = time.perf_counter(), None
+            try:
+                identity = self._write_folder()
+            finally:
+                self._end_save(seq, identity, started)
+
+    def _begin_save(self) -> int | None:
+        """On the index thread: record in the doc store which log entries the save holds, hold writes back
+        until :meth:`_end_save`; the log position, or None when there is nothing to save."""
         if not self.dirty or self.wal is None:
-            return
+            return None
         seq = self.wal.last_seq()
         store = self.index.store  # written to since the load (dirty), so no longer the read-only original
         store.set_meta(SNAPSHOT_LOG_ID, self.wal.log_id)
         store.set_meta(SNAPSHOT_LOG_SEQ, str(seq))
-        started = time.perf_counter()
+        store.commit()
+        self.batcher.pause_writes()
+        return seq
+
+    def _write_folder(self) -> str:
+        """Write the folder and fsync it (any thread, while writes are held back); its snapshot identity."""
         self.index.save(self.config.index_dir)
         fsync_folder(self.config.index_dir)  # on disk before the log forgets what it holds
-        self.wal.rebase(snapshot_identity(SearchIndex.read_manifest(self.config.index_dir)), seq)
-        self.dirty = False
-        self.last_save = time.time()
-        log.info("saved %s (%d documents) in %.2f s", self.config.index_dir, len(self.index),
-                 time.perf_counter() - started)
+        return snapshot_identity(SearchIndex.read_manifest(self.config.index_dir))
+
+    def _end_save(self, seq: int, identity: str | None, started: float) -> None:
+        """On the index thread: drop the log entries a completed save holds (identity None: it failed, keep
+        them), and let the held-back writes in."""
+        try:
+            if identity is not None:
+                self.wal.rebase(identity, seq)
+                self.dirty = False  # no write ran since _begin_save: they were held back
+                self.last_save = time.time()
+                log.info("saved %s (%d documents) in %.2f s", self.config.index_dir, self.n_docs,
+                         time.perf_counter() - started)
+        finally:
+            self.batcher.resume_writes()
+
+    def save_now(self) -> None:
+        """Save the index folder when it changed. Call from any thread but the index thread: it writes the
+        folder from the calling thread while the index thread answers searches and reads."""
+        with self._save_lock:
+            if not self._save_beside:
+                self.batcher.call(self._save).result()
+                return
+            seq = self.batcher.call(self._begin_save).result()
+            if seq is None:
+                return
+            started, identity = time.perf_counter(), None
+            try:
+                identity = self._write_folder()
+            finally:
+                self.batcher.call(partial(self._end_save, seq, identity, started)).result()
 
     def _shutdown(self) -> None:
         try:
@@ -346,7 +393,7 @@ class IndexService:
             if not self.dirty:
                 continue
             try:
-                self.batcher.call(self._save).result()
+                self.save_now()
             except Exception:  # noqa: BLE001 - the log still holds every write; try again next time
                 log.exception("saving %s failed; the write-ahead log keeps the writes", self.config.index_dir)
 
@@ -361,13 +408,23 @@ class IndexService:
         return np.concatenate(parts) if parts else np.zeros((0, self.index.dim), np.float32)
 
     # ---------------------------------------------------------------- what the routes await
-    async def _on_index_thread(self, fn: Callable, *args) -> Any:
-        return await asyncio.wrap_future(self.batcher.call(partial(fn, *args)))
+    async def _on_index_thread(self, fn: Callable, *args, bounded: bool = True, write: bool = False) -> Any:
+        """``fn(*args)`` on the index thread. ``bounded`` (a client's read): refused with BusyError past
+        ``max_pending``; ``write``: held back while a save is running."""
+        return await asyncio.wrap_future(self.batcher.call(partial(fn, *args), bounded=bounded, write=write))
 
-    async def search(self, queries: Sequence[str], k: int, filter: dict[str, Any] | None = None) -> list[list[dict]]:
-        """Hits (dicts: id, score, text, title, metadata) for each query, best first."""
+    async def search_found(self, queries: Sequence[str], k: int,
+                           filter: dict[str, Any] | None = None) -> Found:
+        """``(document, score)`` pairs for each query, best first."""
         item = SearchItem(tuple(queries), int(k), tuple(sorted(filter.items())) if filter else None)
         return await asyncio.wrap_future(self.batcher.submit(item, size=len(item.queries)))
+
+    async def search(self, queries: Sequence[str], k: int, filter: dict[str, Any] | None = None,
+                     view: HitView = HitView()) -> list[list[dict]]:
+        """Hits (dicts: id, score, text, title, metadata, as ``view`` selects) for each query, best first."""
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(view.hits, await self.search_found(queries, k, filter))
 
     async def get(self, doc_id: str) -> Document | None:
         return await self._on_index_thread(lambda: self.index.get(doc_id))
@@ -382,13 +439,16 @@ class IndexService:
         if mode == "add":  # fail before the encoding; checked again on the index thread
             await self._on_index_thread(self._refuse_existing, [d.id for d in docs])
         vecs = await run_in_threadpool(self._encode, [d.text for d in docs])
-        return await self._on_index_thread(self._write, docs, vecs, mode)
+        return await self._on_index_thread(self._write, docs, vecs, mode, bounded=False, write=True)
 
     async def delete(self, doc_id: str) -> int:
-        return await self._on_index_thread(self._delete, doc_id)
+        return await self._on_index_thread(self._delete, doc_id, bounded=False, write=True)
 
     async def save(self) -> None:
-        await self._on_index_thread(self._save)
+        """Save now when the index changed (searches go on meanwhile; see :meth:`save_now`)."""
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(self.save_now)
 
     @property
     def healthy(self) -> bool:

@@ -1,0 +1,110 @@
+"""Cross-site requests: a web page the user visits must not reach a local server (Host and Origin checks).
+
+DNS rebinding makes a browser send ``Host: evil.example`` to 127.0.0.1; a form or ``fetch`` POST from a page
+sends ``Origin: http://evil.example``. Both are refused unless configured (``--allowed-host``,
+``--cors-origin``); the server's own page, local scripts and clients that send no Origin keep working.
+"""
+from __future__ import annotations
+
+import pytest
+
+from test_serve_support import DOCS, index_dir, make_client, serve_encoder, serve_model_dir  # noqa: F401
+from textcl.errors import ConfigError
+from textcl.serve import ServeConfig
+
+KEY = "k" * 24
+DOC = {"documents": [{"id": "planted", "text": "a document a web page tried to plant"}]}
+
+
+def message(response) -> str:
+    body = response.json()
+    assert set(body) == {"error", "message", "fields"}, body
+    return body["message"]
+
+
+@pytest.fixture()
+def writer(make_client):
+    return make_client(allow_writes=True)
+
+
+def test_a_foreign_host_is_refused_before_anything_is_written(writer):
+    r = writer.post("/documents", json=DOC, headers={"Host": "evil.example"})
+    assert r.status_code == 400
+    assert "Host 'evil.example'" in message(r) and "--allowed-host" in message(r)
+    assert r.json()["fields"][0]["field"] == "Host (header)"
+    r = writer.get("/search", params={"q": "x"}, headers={"Host": "evil.example:8000"})
+    assert r.status_code == 400  # reads too: a rebound page could read the index
+    assert writer.get("/documents/planted").status_code == 404
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:8000", "127.0.0.1", "127.0.0.1:1234", "[::1]:8000",
+                                  "LOCALHOST:80"])
+def test_loopback_host_names_are_served(writer, host):
+    assert writer.get("/health", headers={"Host": host}).status_code == 200
+
+
+def test_a_write_from_a_foreign_page_is_refused(writer):
+    for origin in ("http://evil.example", "null", "http://localhost:9999"):
+        r = writer.post("/documents", json=DOC, headers={"Origin": origin})
+        assert r.status_code == 403, (origin, r.text)
+        assert f"{origin!r}" in message(r) and "--cors-origin" in message(r)
+        assert r.json()["fields"][0]["field"] == "Origin (header)"
+    assert writer.delete("/documents/dna", headers={"Origin": "http://evil.example"}).status_code == 403
+    assert writer.get("/documents/planted").status_code == 404 and writer.get("/documents/dna").status_code == 200
+    # reading with a foreign Origin is answered (the browser withholds it from the page unless CORS allows)
+    assert writer.get("/search", params={"q": "x"}, headers={"Origin": "http://evil.example"}).status_code == 200
+
+
+def test_the_servers_own_page_and_scripts_without_origin_may_write(writer):
+    assert writer.post("/documents", json=DOC, headers={"Origin": "http://localhost"}).status_code == 200
+    r = writer.delete("/documents/planted", headers={"Host": "127.0.0.1:8000", "Origin": "http://127.0.0.1:8000"})
+    assert r.status_code == 200
+    assert writer.post("/documents", json=DOC).status_code == 200  # curl, Python: no Origin header
+
+
+def test_configured_cors_origins_may_write(make_client):
+    client = make_client(allow_writes=True, cors_origins=["https://app.example"])
+    assert client.post("/documents", json=DOC, headers={"Origin": "https://app.example"}).status_code == 200
+    assert client.post("/documents", json=DOC, headers={"Origin": "https://other.example"}).status_code == 403
+
+
+def test_allowed_host_serves_a_name_behind_a_proxy(make_client):
+    client = make_client(allow_writes=True, allowed_hosts=["search.example.com"])
+    headers = {"Host": "search.example.com", "Origin": "https://search.example.com"}  # TLS ends at the proxy
+    assert client.get("/health", headers={"Host": "search.example.com"}).status_code == 200
+    assert client.post("/documents", json=DOC, headers=headers).status_code == 200
+    assert client.get("/health", headers={"Host": "other.example.com"}).status_code == 400
+    anyhost = make_client(allowed_hosts=["*"])
+    assert anyhost.get("/health", headers={"Host": "whatever.example"}).status_code == 200
+
+
+def test_a_wildcard_bind_answers_to_its_ip_addresses_but_not_to_other_names(make_client):
+    client = make_client(host="0.0.0.0")
+    assert client.get("/health", headers={"Host": "10.1.2.3:8000"}).status_code == 200
+    assert client.get("/health", headers={"Host": "[fe80::1]:8000"}).status_code == 200
+    assert client.get("/health", headers={"Host": "rebound.example:8000"}).status_code == 400
+
+
+def test_config_refuses_any_origin_with_writes_and_no_key_and_malformed_hosts(tmp_path, monkeypatch):
+    monkeypatch.delenv("TEXTCL_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"^--cors-origin: '\*' with --allow-writes lets any web page write"):
+        ServeConfig(tmp_path, allow_writes=True, cors_origins=["*"]).validate()
+    ServeConfig(tmp_path, allow_writes=True, cors_origins=["*"], api_key=KEY).validate()
+    ServeConfig(tmp_path, cors_origins=["*"]).validate()  # read-only: any page may search
+    for bad in ("http://example.com", "example.com/", "a b", ""):
+        with pytest.raises(ConfigError, match=r"^--allowed-host: .*expected a host name"):
+            ServeConfig(tmp_path, allowed_hosts=[bad]).validate()
+    ServeConfig(tmp_path, allowed_hosts=["example.com", "example.com:8443", "10.0.0.5", "[::1]:80", "*"]).validate()
+
+
+def test_the_command_passes_allowed_hosts_and_the_hit_limit():
+    import argparse
+
+    from textcl.commands.serve import config_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["serve", "ix", "--allowed-host", "a.example", "--allowed-host", "b.example:80",
+                              "--max-hits", "500"])
+    config = config_from_args(args)
+    assert config.allowed_hosts == ["a.example", "b.example:80"] and config.max_hits == 500
