@@ -5,8 +5,10 @@
 
 Modules: ``config`` (settings and their checks), ``schemas`` (pydantic request/response models),
 ``batcher`` (the micro-batcher, which is also the index's only thread), ``service`` (search, writes,
-saving), ``wal`` (the write-ahead log and recovery), ``security`` (auth, body limit), ``errors`` (JSON
-errors), ``routes`` and ``app`` (the FastAPI app), ``server`` (uvicorn); ``static/`` holds the search page.
+saving), ``wal`` (the write-ahead log and recovery), ``hits`` (a hit's fields, the answer rendered off the
+event loop), ``security`` (auth, body limit), ``origins`` (Host and Origin checks against cross-site
+requests), ``errors`` (JSON errors), ``routes`` and ``app`` (the FastAPI app), ``server`` (uvicorn);
+``static/`` holds the search page.
 """
 from __future__ import annotations
 
