@@ -4,6 +4,8 @@ Runs are interleaved (textcl, sentence-transformers, textcl, ...) and the median
 bf16 autocast: its speed ratio against textcl fp32 and how far STS-B test Spearman moves under it.
 
     python benchmarks/bench_encode.py [--n 10000] [--batch-size 64] [--repeats 3]
+    python benchmarks/bench_encode.py --device cuda --model .gpu/minilm --texts .gpu/shapes/sentences-5376.txt \
+        --batch-size 256 --skip-sts          (benchmarks/gpu.sh)
 """
 from __future__ import annotations
 
@@ -28,6 +30,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-sts", action="store_true")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--model", help="a local model folder (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--texts", help="a .txt of texts, one per line, repeated up to --n (default: the packaged "
+                                        "Wikipedia sentences)")
     args = parser.parse_args()
 
     from sentence_transformers import SentenceTransformer
@@ -36,13 +42,17 @@ def main() -> None:
     from textcl.eval.sts import evaluate_sts
     from textcl.models import Encoder, packaged_minilm_path
 
-    path = packaged_minilm_path()
-    texts = wiki_sentences()[: args.n]
-    ours = Encoder.load(path, device="cpu")
-    peer = SentenceTransformer(str(path), device="cpu")
+    path = args.model or packaged_minilm_path()
+    if args.texts:
+        lines = [t for t in open(args.texts, encoding="utf-8").read().splitlines() if t.strip()]
+        texts = (lines * (args.n // len(lines) + 1))[: args.n]
+    else:
+        texts = wiki_sentences()[: args.n]
+    ours = Encoder.load(path, device=args.device)
+    peer = SentenceTransformer(str(path), device=args.device)
     bs = args.batch_size
-    print(f"{len(texts)} packaged Wikipedia sentences, all-MiniLM-L6-v2, batch {bs}, torch threads "
-          f"{torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
+    print(f"{len(texts)} Wikipedia sentences, {path}, batch {bs}, torch threads {torch.get_num_threads()}, {where}")
 
     ours.encode(texts[:256], batch_size=bs)  # warm-up both
     peer.encode(texts[:256], batch_size=bs)

@@ -10,6 +10,8 @@ Scenarios (same packaged all-MiniLM-L6-v2, same rows, batch, lr 2e-5, max length
   MultipleNegativesRankingLoss on (anchor, positive, negative).
 - ``d``: GradCache at batch 512 (mini-batches of 64) on title -> first sentence, max length 64;
   CachedMultipleNegativesRankingLoss with the same mini-batch size.
+- ``u``: title -> whole lead, only leads longer than 128 tokens, max length 128, batch 32: every document
+  is cut at the limit, so length sorting saves no padding and what is left is the step itself.
 - ``e``: graded STS-B train pairs (``data.kind: scored``), CoSENT, max length 128, batch 16 (the settings of
   recipes/sts-finetune.yaml); sentence-transformers' CoSENTLoss.
 
@@ -43,6 +45,7 @@ SCENARIOS = {
     "c": {"kind": "triples", "max_len": 128, "batch": 32, "steps": 20, "warmup": 3},
     "d": {"kind": "short_pairs", "max_len": 64, "batch": 512, "steps": 5, "warmup": 1, "mini_batch": 64},
     "e": {"kind": "scored", "max_len": 128, "batch": 16, "steps": 60, "warmup": 5},
+    "u": {"kind": "uniform_pairs", "max_len": 128, "batch": 32, "steps": 16, "warmup": 3},
 }
 
 
@@ -62,7 +65,7 @@ def data_file(s: dict) -> str:
     n = s["batch"] * (s["steps"] + 1)
     return {"unlabeled": lambda: str(shapes.sentences(n)), "pairs": lambda: str(shapes.pairs(n)),
             "triples": lambda: str(shapes.triples(n)), "short_pairs": lambda: str(shapes.short_pairs(n)),
-            "scored": lambda: str(shapes.scored(n))}[s["kind"]]()
+            "scored": lambda: str(shapes.scored(n)), "uniform_pairs": lambda: str(shapes.uniform_pairs(n))}[s["kind"]]()
 
 
 def run_textcl(s: dict, precision: str, out: str) -> list[float]:
@@ -70,7 +73,7 @@ def run_textcl(s: dict, precision: str, out: str) -> list[float]:
     from textcl.train import train
     from textcl.train.logs import read_log
 
-    kind = "pairs" if s["kind"] == "short_pairs" else s["kind"]
+    kind = "pairs" if s["kind"] in ("short_pairs", "uniform_pairs") else s["kind"]
     config = config_from_dict({
         "model": {"name": model_path(), "max_seq_len": s["max_len"]},
         "data": {"path": data_file(s), "kind": kind, "max_examples": s["batch"] * (s["steps"] + 1),

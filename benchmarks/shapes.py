@@ -4,6 +4,8 @@
 - ``pairs``: a short query (the article's title, 3-7 tokens) -> a long passage (the rest of the lead after
   its first sentence; median 74 MiniLM tokens, 13% over 128).
 - ``short_pairs``: title -> the lead's first sentence (median 28 tokens), for large cached batches.
+- ``uniform_pairs``: title -> the whole lead, only leads longer than 128 MiniLM tokens: every document is cut at
+  the length limit, so sorting by length saves no padding (the shape of articles cut to ``max_seq_len``).
 - ``triples``: ``pairs`` plus one hard negative mined with the packaged MiniLM (``textcl mine``'s function,
   ranks 10-50, margin 0.05, candidates: the training passages).
 - ``scored``: STS-B train pairs (sentence1, sentence2, score 0-5) from the packaged genuine STS-B, shuffled
@@ -73,6 +75,26 @@ def short_pairs(n: int | None = None) -> Path:
     path = CACHE / f"short-pairs-{n or 'all'}.jsonl"
     if not path.exists():
         _write_jsonl(path, [{"anchor": t, "positive": first} for t, first, _ in _articles()[:-HELDOUT][:n]])
+    return path
+
+
+def uniform_pairs(n: int | None = None, min_tokens: int = 128) -> Path:
+    """JSONL of (title -> whole lead) pairs whose lead is longer than ``min_tokens`` MiniLM tokens."""
+    path = CACHE / f"uniform-pairs-{min_tokens}-{n or 'all'}.jsonl"
+    if not path.exists():
+        from transformers import AutoTokenizer
+
+        from textcl.models import packaged_minilm_path
+
+        tok = AutoTokenizer.from_pretrained(str(packaged_minilm_path()))
+        rows = []
+        for t, first, rest in _articles()[:-HELDOUT]:
+            lead = f"{first} {rest}"
+            if len(tok(lead, add_special_tokens=True)["input_ids"]) > min_tokens:
+                rows.append({"anchor": t, "positive": lead})
+                if n is not None and len(rows) == n:
+                    break
+        _write_jsonl(path, rows)
     return path
 
 
