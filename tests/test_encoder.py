@@ -169,3 +169,25 @@ def test_encode_dim_keeps_the_first_dimensions_renormalised(encoder):
     for bad in (0, encoder.dim + 1, 2.5):
         with pytest.raises(ValueError, match=rf"dim: expected an integer from 1 to the embedding dimension {encoder.dim}"):
             encoder.encode(TEXTS, dim=bad)
+
+
+def test_a_half_precision_checkpoint_loads_as_float32_weights(tiny_bert_dir, tmp_path):
+    """transformers' dtype "auto" keeps an fp16 checkpoint's dtype; textcl trains and encodes fp32 weights, so a
+    folder saved in fp16 (as benchmarks/gpu_prepare.py carries MiniLM) must come back as float32."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from textcl.models import Encoder
+
+    half = tmp_path / "half"
+    shutil.copytree(tiny_bert_dir, half)
+    (weights,) = half.glob("*.safetensors")
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}, str(weights),
+              metadata={"format": "pt"})
+    encoder = Encoder.load(half)
+    assert {p.dtype for p in encoder.parameters()} == {torch.float32}
+    full = Encoder.load(tiny_bert_dir)
+    a, b = encoder.encode(["a cat sat on the mat"]), full.encode(["a cat sat on the mat"])
+    assert float((a * b).sum()) > 0.999  # the same model, up to fp16 rounding of its weights

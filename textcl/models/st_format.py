@@ -79,7 +79,9 @@ def _load_hf(folder: Path):
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a weights bar per load is noise in a CLI table
     try:
-        model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+        # float32 parameters whatever the checkpoint's dtype: transformers' "auto" would keep an fp16 or bf16
+        # checkpoint in that dtype, and textcl trains (AdamW) and encodes fp32 weights, under autocast if asked
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
