@@ -29,7 +29,8 @@ def test_auto_takes_what_measured_faster_and_caches_it(tmp_path, monkeypatch, fp
     choice = precision.choose_precision("auto", "cpu", hidden=32, intermediate=64,
                                         probe=fake_probe(fp32_s, bf16_s, calls))
     assert (choice.resolved, choice.line(), len(calls)) == (expected, line, 1)
-    assert choice.to_dict() == {"requested": "auto", "resolved": expected, "bf16_over_fp32": round(bf16_s / fp32_s, 4)}
+    assert choice.to_dict() == {"requested": "auto", "resolved": expected, "bf16_over_fp32": round(bf16_s / fp32_s, 4),
+                                "disturbed": False}
     files = list(cache_dir().glob("precision-*.json"))
     assert len(files) == 1 and cache_dir() == tmp_path / "calibration"
     again = precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=fake_probe(9, 1, calls))
@@ -142,7 +143,7 @@ def test_training_with_auto_records_and_evaluates_in_the_chosen_precision(tiny_b
     result = train(config, output_dir=tmp_path / "run")
     ratio = 0.5 if native else 3.0
     assert result.metrics["precision"] == {"requested": "auto", "resolved": "bf16" if native else "no",
-                                           "bf16_over_fp32": ratio}
+                                           "bf16_over_fp32": ratio, "disturbed": False}
     assert f"textcl: precision auto -> {'bf16' if native else 'fp32'}: bf16 measured" in capsys.readouterr().out
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["precision"]["bf16_over_fp32"] == ratio
     assert result.metrics["eval_precision"] == ("bf16" if native else "fp32")
@@ -165,3 +166,28 @@ def test_a_disturbed_measurement_decides_the_run_but_is_not_cached(tmp_path, mon
     assert first.resolved == "bf16" and not list(cache_dir().glob("precision-*.json"))
     precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=disturbed)
     assert len(calls) == 2
+
+
+def test_a_measurement_beside_busy_processes_falls_back_on_the_instructions(tmp_path, monkeypatch):
+    """Other processes took 60% of the CPU during the measurement: the bf16 instructions decide this run (a
+    loaded machine once measured bf16 1.2x slower on an AMX CPU where it is 3x faster) and nothing is cached."""
+    from textcl.models import calibration
+
+    monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path))
+    monkeypatch.setattr(calibration, "_others_share", lambda probe: (probe(), 0.6))
+    for native in (True, False):
+        monkeypatch.setattr(precision, "native_bf16", lambda device_type, native=native: native)
+        choice = precision.choose_precision("auto", "cpu", hidden=32, intermediate=64,
+                                            probe=fake_probe(1.0, 1.2, []))
+        assert (choice.resolved, choice.disturbed) == ("bf16" if native else "no", True)
+        assert "was disturbed by other work on this CPU, so its bf16 instructions decided" in choice.line()
+    assert not list(calibration.cache_dir().glob("*.json"))
+
+
+def test_the_share_of_other_processes_is_measured_from_the_kernel():
+    import time
+
+    from textcl.models import calibration
+
+    values, share = calibration._others_share(lambda: time.sleep(0.3) or {"x": 1.0})
+    assert values == {"x": 1.0} and (share is None or 0.0 <= share <= 1.0)

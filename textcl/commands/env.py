@@ -70,7 +70,8 @@ def measure(model: str) -> list[str]:
     for bf16 in ([False, True] if choice.resolved == "bf16" else [False]):
         tokens, entry = measured_chunk_overhead(encoder, bf16=bf16)
         lines.append(f"{model}: chunk cost {tokens} tokens in {'bf16' if bf16 else 'fp32'} on this {device.upper()}"
-                     + (" (cached)" if entry["cached"] else ""))
+                     + (" (cached)" if entry["cached"] else "")
+                     + ("" if entry["steady"] else " (the default: the measurement was disturbed by other work)"))
     return lines
 
 

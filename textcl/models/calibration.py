@@ -85,6 +85,34 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) CPU ticks of the whole machine since boot (Linux ``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _others_share(probe: Callable[[], dict[str, float]]) -> tuple[dict[str, float], float | None]:
+    """Run ``probe()``; also return the share of the machine's CPU time that other processes used meanwhile
+    (0: the probe had the machine to itself; None where the kernel does not say)."""
+    before, own0 = _cpu_ticks(), time.process_time()
+    values = probe()
+    after, own1 = _cpu_ticks(), time.process_time()
+    if before is None or after is None or after[1] - before[1] < 20:  # too short a window to judge (< ~0.1 s)
+        return values, None
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return values, max(0.0, min(1.0, (busy - (own1 - own0) * tick) / total))
+
+
+#: a measurement during which other processes used more than this share of the CPU was disturbed: not cached
+MAX_OTHERS_SHARE = 0.2
+
+
 def _valid(entry, kind: str, key: str) -> bool:
     if not isinstance(entry, dict) or entry.get("schema") != SCHEMA or entry.get("kind") != kind:
         return False
@@ -99,9 +127,10 @@ def measured(kind: str, device_type: str, shape: dict, probe: Callable[[], dict[
     """The cached entry of measurement ``kind`` for this machine, ``device_type`` and model ``shape``; runs
     ``probe() -> {name: positive seconds or ratio}`` and caches it when there is no valid entry.
 
-    ``steady(values)`` says whether the measurement was undisturbed (e.g. two rounds agree); one that was not
-    decides this run but is not cached, so a later run measures again rather than keeping a figure taken while
-    other work shared the cores.
+    ``steady(values)`` says whether the measurement was undisturbed (e.g. two rounds agree), and so does the
+    share of the CPU other processes used meanwhile (at most :data:`MAX_OTHERS_SHARE`). A disturbed one is
+    returned with ``steady: False`` and not cached: the caller falls back on a safe default for this run, and
+    a later run measures again rather than keeping a figure taken while other work shared the cores.
 
     Returns ``{"schema", "kind", "key", "profile", "shape", "values", "measured_at", "cached", "steady"}``;
     ``cached`` says whether the values came from the cache (False: measured now)."""
@@ -115,12 +144,14 @@ def measured(kind: str, device_type: str, shape: dict, probe: Callable[[], dict[
             entry = None
         if _valid(entry, kind, key):
             return {**entry, "cached": True, "steady": True}
-        values = {k: float(v) for k, v in probe().items()}
+        raw, others = _others_share(probe)
+        values = {k: float(v) for k, v in raw.items()}
         entry = {"schema": SCHEMA, "kind": kind, "key": key, "profile": profile, "shape": shape, "values": values,
                  "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if not _valid(entry, kind, key):
             raise ValueError(f"calibration {kind}: the probe gave {values!r}; expected positive finite numbers")
-        ok = bool(steady(values))
+        ok = bool(steady(values)) and (others is None or others <= MAX_OTHERS_SHARE)
+        entry["others_share"] = None if others is None else round(others, 3)
         if ok:
             try:
                 atomic_write_json(path, entry)

@@ -46,6 +46,7 @@ class PrecisionChoice:
     device_type: str = "cpu"
     bf16_over_fp32: float | None = None
     cached: bool = False
+    disturbed: bool = False  #: the measurement shared the CPU with other work: the bf16 instructions decided
 
     def line(self) -> str:
         """One line for the log, e.g. ``precision auto -> fp32: bf16 measured 3.4x slower on this CPU``."""
@@ -55,12 +56,16 @@ class PrecisionChoice:
         r = self.bf16_over_fp32
         how = f"{1 / r:.2f}x faster" if r < 1 else f"{r:.2f}x slower"
         where = "this CPU" if self.device_type == "cpu" else "this GPU"
+        if self.disturbed:
+            return (f"precision {self.requested} -> {name}: the measurement (bf16 {how}) was disturbed by other work "
+                    f"on {where}, so its bf16 instructions decided; measured again next run")
         return (f"precision {self.requested} -> {name}: bf16 measured {how} than fp32 on {where}"
                 + (" (cached)" if self.cached else ""))
 
     def to_dict(self) -> dict:
         ratio = None if self.bf16_over_fp32 is None else round(self.bf16_over_fp32, 4)
-        return {"requested": self.requested, "resolved": self.resolved, "bf16_over_fp32": ratio}
+        return {"requested": self.requested, "resolved": self.resolved, "bf16_over_fp32": ratio,
+                "disturbed": self.disturbed}
 
 
 def precision_probe(device_type: str, hidden: int, intermediate: int, *, tokens: int = 1024,
@@ -122,6 +127,9 @@ def choose_precision(requested: str, device_type: str, *, hidden: int = 384, int
     entry = measured("precision", device_type, {"hidden": hidden, "intermediate": intermediate}, probe,
                      steady=lambda v: v.get("spread", 0.0) <= MAX_SPREAD)
     ratio = entry["values"]["bf16_s"] / entry["values"]["fp32_s"]
+    if not entry["steady"]:  # other work shared the cores: the instructions decide this run; measured next time
+        return PrecisionChoice("auto", "bf16" if native_bf16(device_type) else "no", device_type, ratio, False,
+                               disturbed=True)
     return PrecisionChoice("auto", "bf16" if ratio <= BF16_MAX_RATIO else "no", device_type, ratio, entry["cached"])
 
 

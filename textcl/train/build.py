@@ -226,8 +226,10 @@ def build(config: TrainConfig, out: Path) -> Run:
         from textcl.models.chunking import measured_chunk_overhead
 
         encoder.chunk_overhead, chunk = measured_chunk_overhead(encoder, bf16=precision == "bf16")
-        acc.print(f"textcl: chunk cost {encoder.chunk_overhead} tokens, measured on this "
-                  f"{'GPU' if acc.device.type == 'cuda' else 'CPU'}{' (cached)' if chunk['cached'] else ''}")
+        where = "GPU" if acc.device.type == "cuda" else "CPU"
+        acc.print(f"textcl: chunk cost {encoder.chunk_overhead} tokens, "
+                  + (f"measured on this {where}{' (cached)' if chunk['cached'] else ''}" if chunk["steady"] else
+                     f"the {where} default: the measurement was disturbed by other work"))
     doc_encoder = copy.deepcopy(encoder) if c.model.two_tower else None
     guide = _guide(c, encoder, acc.device)
     lc = c.loss
