@@ -57,6 +57,33 @@ def test_report_schema_and_values():
     assert report["sets"]["x"]["spearman"] == pytest.approx(100 * 4.5 / np.sqrt(4.5 * 5.0))
 
 
+def test_all_is_the_spearman_of_the_concatenated_pairs():
+    """SentEval's "all" over three sets of different sizes and gold scales: scipy's Spearman of every pair's
+    gold score against its cosine, computed here by hand, not the mean (or any weighting) of the sets'."""
+    from fractions import Fraction
+
+    from scipy.stats import spearmanr
+
+    sets = [make_set("x"),
+            STSData("y", ["a b c d e", "a", "a b", "a b c d", "a b c"], ["a", "a b c", "a b c d e f", "a b", "a b c"],
+                    np.array([0.1, 0.9, 0.3, 0.2, 0.5])),
+            STSData("z", ["a b", "a b c d e f"], ["a b c", "a"], np.array([3.0, 2.5]))]
+    report = evaluate_sts(CountingEncoder(), sets, n_bootstrap=0)
+
+    def squared_cosine(s1, s2):  # exact, so that equal cosines tie as they must; same ranks as the cosine (> 0)
+        m, n = len(s1.split()), len(s2.split())
+        return float(Fraction((m * n + 1) ** 2, (m * m + 1) * (n * n + 1)))
+
+    gold = np.concatenate([d.scores for d in sets])
+    pred = [squared_cosine(a, b) for d in sets for a, b in zip(d.sentences1, d.sentences2)]
+    assert pred.count(1.0) == 3  # three pairs of equal texts tie at cosine 1
+    expected = 100 * spearmanr(gold, pred).statistic
+    assert report["all"]["spearman"] == pytest.approx(expected, rel=1e-9) and report["all"]["n"] == 11
+    per_set = [report["sets"][d.name]["spearman"] for d in sets]
+    assert abs(expected - np.mean(per_set)) > 5  # the mean of the sets' would be caught
+    assert abs(expected - np.average(per_set, weights=[len(d.scores) for d in sets])) > 5
+
+
 def test_dot_similarity_differs_from_cosine():
     cos = evaluate_sts(CountingEncoder(), make_set(), n_bootstrap=0)["sets"]["toy"]["spearman"]
     dot = evaluate_sts(CountingEncoder(), make_set(), similarity="dot", n_bootstrap=0)["sets"]["toy"]["spearman"]
