@@ -25,7 +25,9 @@ LOG="${OUT:-/tmp}/gpu-bench.log"
   echo "== encoding"
   timeout 90 python3 benchmarks/bench_encode.py --device cuda --model .gpu/minilm --texts .gpu/shapes/sentences-5376.txt \
     --n 20000 --batch-size 256 --repeats 3 --skip-sts
-  echo "== training"
-  timeout 360 python3 benchmarks/bench_train.py --device cuda --model .gpu/minilm --precisions bf16 --repeats 2 \
-    --scenarios a b128 c d u --gpu-scale
+  echo "== the step against its earlier CUDA defaults and sentence-transformers"
+  timeout 200 python3 benchmarks/bench_gpu_step.py --arms textcl cudnn chunk4096 st --scenarios b128 c u d
+  echo "== training matrix"
+  timeout 240 python3 benchmarks/bench_train.py --device cuda --model .gpu/minilm --precisions bf16 --repeats 2 \
+    --scenarios a b128 c u --gpu-scale
 } 2>&1 | tee "$LOG"

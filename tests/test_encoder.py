@@ -191,3 +191,30 @@ def test_a_half_precision_checkpoint_loads_as_float32_weights(tiny_bert_dir, tmp
     full = Encoder.load(tiny_bert_dir)
     a, b = encoder.encode(["a cat sat on the mat"]), full.encode(["a cat sat on the mat"])
     assert float((a * b).sum()) > 0.999  # the same model, up to fp16 rounding of its weights
+
+
+def test_cuda_attention_runs_without_the_cudnn_backend():
+    """cuDNN's attention plans each new shape (3.2x slower training on an H200, benchmarks/RESULTS.md "GPU"):
+    on CUDA, embed runs under flash / memory-efficient / math only; elsewhere nothing changes."""
+    import contextlib
+
+    import torch
+
+    from textcl.models.encoder import _attention_kernels
+
+    assert isinstance(_attention_kernels(torch.device("cpu")), contextlib.nullcontext)
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with _attention_kernels(torch.device("cuda")):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before
+
+
+def test_the_gpu_chunk_cost_is_the_measured_default_not_a_small_batch_probe(tiny_bert_dir, monkeypatch):
+    from textcl.models import Encoder
+    from textcl.models.chunking import CHUNK_OVERHEAD_TOKENS, measured_chunk_overhead
+
+    encoder = Encoder.load(tiny_bert_dir)
+    monkeypatch.setattr(type(encoder), "device", property(lambda self: __import__("torch").device("cuda")))
+    tokens, entry = measured_chunk_overhead(encoder)
+    assert tokens == CHUNK_OVERHEAD_TOKENS["cuda"] == 65536 and entry["values"] == {}

@@ -22,9 +22,11 @@ __all__ = ["CHUNK_OVERHEAD_TOKENS", "chunk_overhead_for", "plan_chunks", "row_le
            "chunk_cost_probe", "measured_chunk_overhead"]
 
 #: the fixed cost of one more forward/backward pass, in tokens of work, by device type. CPU: measured on
-#: MiniLM with 2 threads, where 64 was fastest (benchmarks/RESULTS.md, "Step layout"). CUDA: not measured
-#: yet; a GPU runs thousands of tokens in the time of one kernel launch, so chunks there stay large.
-CHUNK_OVERHEAD_TOKENS = {"cpu": 64, "cuda": 4096}
+#: MiniLM with 2 threads, where 64 was fastest (benchmarks/RESULTS.md, "Step layout"); the trainer measures it
+#: per machine and model. CUDA: on an H200 one chunk per forward (trimmed to the widest row) trained 1.2-1.6x
+#: faster than cutting at 4,096 tokens on every shape measured (benchmarks/RESULTS.md, "GPU"): the GPU is
+#: launch-bound at these sizes, so it takes no cut below 65,536 tokens of saved padding.
+CHUNK_OVERHEAD_TOKENS = {"cpu": 64, "cuda": 65536}
 
 
 def chunk_overhead_for(device: torch.device | str) -> int:
@@ -167,6 +169,10 @@ def measured_chunk_overhead(encoder, *, bf16: bool = False, probe: Callable[[], 
              "layers": int(getattr(config, "num_hidden_layers", 0)), "heads": int(getattr(config, "num_attention_heads", 0)),
              "intermediate": int(getattr(config, "intermediate_size", 0) or 0), "bf16": bool(bf16)}
     device = encoder.device
+    if device.type == "cuda" and probe is None:
+        # a small-batch probe misses what costs on a GPU (launches, per-shape kernel choice); the end-to-end
+        # measurement behind CHUNK_OVERHEAD_TOKENS["cuda"] decides
+        return chunk_overhead_for(device), {"cached": False, "steady": True, "values": {}}
     if probe is None:
         def probe():
             was_training = encoder.training

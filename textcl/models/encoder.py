@@ -34,6 +34,18 @@ def _longest_first(input_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.n
     return np.argsort(-lengths, kind="stable"), lengths
 
 
+def _attention_kernels(device: torch.device):
+    """On CUDA, scaled-dot-product attention without the cuDNN backend: cuDNN builds an execution plan for each
+    new input shape, and a training run's batches keep bringing new widths. On an H200 (bf16, MiniLM, batches of
+    128 title -> passage pairs) it made textcl's step 3.2x slower (507 against 1,602 pairs/s with the flash,
+    memory-efficient and math kernels; benchmarks/RESULTS.md, "GPU"). Elsewhere: nothing to choose."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 class Encoder(nn.Module):
     """Texts -> sentence embeddings.
 
@@ -197,7 +209,8 @@ class Encoder(nn.Module):
             # ONNX Runtime gives the last hidden state only (use_backend refuses poolings that need more)
             last, hidden_states, pooler_output = self._onnx(inputs).to(inputs["input_ids"].device), None, None
         else:
-            out = self.model(**inputs, output_hidden_states=need_hidden, return_dict=True)
+            with _attention_kernels(inputs["input_ids"].device):
+                out = self.model(**inputs, output_hidden_states=need_hidden, return_dict=True)
             last, pooler_output = out.last_hidden_state, getattr(out, "pooler_output", None)
             hidden_states = out.hidden_states if need_hidden else None
         emb = pool(self.pooling, last, inputs["attention_mask"], hidden_states=hidden_states,

@@ -122,8 +122,8 @@ def choose_precision(requested: str, device_type: str, *, hidden: int = 384, int
     from textcl.models.calibration import measured
 
     if probe is None:
-        def probe():
-            return precision_probe(device_type, hidden, intermediate)
+        def probe():  # a GPU needs a training-sized block, or launches and casts dominate
+            return precision_probe(device_type, hidden, intermediate, tokens=65536 if device_type == "cuda" else 1024)
     entry = measured("precision", device_type, {"hidden": hidden, "intermediate": intermediate}, probe,
                      steady=lambda v: v.get("spread", 0.0) <= MAX_SPREAD)
     ratio = entry["values"]["bf16_s"] / entry["values"]["fp32_s"]
