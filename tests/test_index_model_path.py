@@ -127,3 +127,24 @@ def test_a_streaming_build_resumes_only_with_the_same_model_folder(tmp_path, mon
     index = build_streaming(iter(docs), encoder, tmp_path / "ix", chunk_size=64, show_progress=False)
     assert encoder.calls == 5  # every chunk embedded again, by b's model
     assert index.model_name == str(tmp_path / "b" / "model")
+
+
+def test_serve_loads_the_model_that_moved_with_its_index(tiny_bert_dir, tmp_path, monkeypatch):
+    """`textcl serve` asks the same question as `index search`: an index moved together with its model folder
+    is served with the moved model (the service once read the manifest's stored path alone)."""
+    from test_serve_support import build_index
+
+    from textcl.serve import ServeConfig
+    from textcl.serve.service import IndexService
+
+    run = tmp_path / "runs" / "quickstart"
+    shutil.copytree(tiny_bert_dir, run / "model")
+    build_index(run / "wiki-index", run / "model")
+    moved = shutil.move(run, tmp_path / "moved")
+    shutil.rmtree(tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)
+    service = IndexService(ServeConfig(os.path.join(moved, "wiki-index"))).start()
+    try:
+        assert service.encoder.name == os.path.join(moved, "model")
+    finally:
+        service.close()

@@ -152,10 +152,11 @@ class IndexService:
         from textcl.index.encoding import truncate_to_index
         from textcl.models import Encoder
 
+        from textcl.index import index_model
+
         manifest = SearchIndex.read_manifest(self.config.index_dir)
-        name = self.config.model or manifest.get("model")
-        if not name:
-            raise ConfigError("--model", f"{self.config.index_dir} records no model name; pass --model")
+        # the index's own model: beside the index when they moved together, else where it was built
+        name = self.config.model or index_model(self.config.index_dir, manifest)
         encoder = Encoder.load(name, backend=self.config.backend or "torch")
         if self.config.model is None:  # an index built with --dim holds the model's first dim dimensions
             truncate_to_index(encoder, int(manifest["dim"]))
