@@ -330,3 +330,35 @@ def test_retrieval_only_selection_is_labelled_and_saved_length_follows_training(
     assert saved["max_seq_length"] == 16 and result.metrics["max_seq_len"] == {"train": 16, "saved": 16}
     rows = [r for r in csv.DictReader(open(tmp_path / "run" / "log.csv")) if r["eval_name"]]
     assert rows and all(float(r["eval_seconds"]) > 0 for r in rows)
+
+
+@pytest.mark.parametrize("better_at, saved", [(16, 16), (128, 128)])
+def test_save_max_seq_len_auto_saves_the_length_that_scores_better_on_the_selection_sets(
+        tiny_bert_dir, corpus, tmp_path, better_at, saved):
+    """Trained at 16 tokens from a model whose own limit is 128: the selection score (never a test set) at each
+    length decides what the saved model encodes at; both figures are in metrics.json and the card."""
+    lengths_seen = []
+
+    def by_length(encoder):
+        lengths_seen.append(encoder.max_seq_length)
+        return {"by-length": 2.0 if encoder.max_seq_length == better_at else 1.0}
+
+    config = make_config(tiny_bert_dir, corpus, eval={"every": 3})
+    assert config.model.save_max_seq_len == "auto"
+    result = train(config, output_dir=tmp_path / "run", evaluators=[by_length])
+    auto = result.metrics["max_seq_len"]["auto"]
+    assert auto["chosen"] == saved and result.metrics["max_seq_len"]["saved"] == saved
+    assert {auto["train"]["length"]: auto["train"]["score"], auto["base"]["length"]: auto["base"]["score"]} == {
+        better_at: 2.0, 16 + 128 - better_at: 1.0}
+    assert set(lengths_seen) == {16, 128}  # evaluated at both lengths; training-time evaluations at 128
+    st_config = json.loads((tmp_path / "run" / "model" / "sentence_bert_config.json").read_text())
+    assert st_config["max_seq_length"] == saved
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert f"this model encodes up to\n{saved} tokens, chosen on the selection sets after training" in card
+
+
+def test_save_max_seq_len_refuses_other_values(tiny_bert_dir, corpus):
+    from textcl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.save_max_seq_len: expected true, false or auto, got 'sometimes'"):
+        make_config(tiny_bert_dir, corpus, model={"save_max_seq_len": "sometimes"})

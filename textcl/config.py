@@ -28,7 +28,10 @@ class ModelConfig:
     pooling: Optional[str] = None  #: None keeps the folder's pooling (mean for a plain HF folder)
     mlp_head: bool = False  #: the SimCSE MLP head, used in training only
     max_seq_len: int = 32  #: training inputs are truncated to this; evaluation uses the model's own limit
-    save_max_seq_len: bool = False  #: also evaluate and save the model with max_seq_len (if below its own)
+    #: the length the saved model encodes at: auto (the default) scores the dev sets at max_seq_len and at the
+    #: model's own limit after training and saves the better; true saves (and evaluates at) max_seq_len; false
+    #: keeps the model's own limit
+    save_max_seq_len: Any = "auto"
     dropout: Optional[float] = None  #: override hidden and attention dropout (None: the model's own)
     two_tower: bool = False  #: separate query (anchor) and document (positive/negative) encoders
 
@@ -192,6 +195,8 @@ class TrainConfig:
         if m.pooling is not None:
             choice("model.pooling", m.pooling, POOLING_MODES)
         positive("model.max_seq_len", m.max_seq_len)
+        if m.save_max_seq_len not in (True, False, "auto"):
+            bad("model.save_max_seq_len", f"expected true, false or auto, got {m.save_max_seq_len!r}")
         if m.dropout is not None and not 0.0 <= m.dropout < 1.0:
             bad("model.dropout", f"expected a rate in [0, 1), got {m.dropout!r}")
         choice("data.kind", d.kind, ("unlabeled", "pairs", "triples", "scored"))

@@ -212,7 +212,7 @@ def build(config: TrainConfig, out: Path) -> Run:
     # model.max_seq_len truncates training inputs only: evaluation and the saved model keep the model's
     # own maximum length, as SimCSE's evaluation does
     encoder = Encoder.load(c.model.name, pooling=c.model.pooling, mlp_head=c.model.mlp_head, device=acc.device)
-    if c.model.save_max_seq_len:
+    if c.model.save_max_seq_len is True:
         encoder.max_seq_length = min(encoder.max_seq_length, c.model.max_seq_len)
     max_seq_len = {"train": c.model.max_seq_len, "saved": encoder.max_seq_length}
     text_aug, token_aug = _augmenters(c, encoder)

@@ -20,6 +20,15 @@ def metric_label(name: str, m: dict) -> str:
     return "score"
 
 
+def _length_note(lengths: dict) -> str:
+    auto = lengths.get("auto")
+    if not auto:
+        return ""
+    return (f", chosen on the selection sets after training (`model.save_max_seq_len: auto`): "
+            f"{auto['train']['score']:.2f} at {auto['train']['length']} tokens, "
+            f"{auto['base']['score']:.2f} at {auto['base']['length']}")
+
+
 def model_card(config: TrainConfig, metrics: dict, citation: str) -> str:
     """The README.md of a trained model folder: usage, lengths, the before/after table, the recipe."""
     rows = []
@@ -62,7 +71,7 @@ embeddings = model.encode(["A sentence to embed."])
 ```
 
 Training inputs were truncated to {lengths.get('train', config.model.max_seq_len)} tokens; this model encodes up to
-{lengths.get('saved', '?')} tokens (`model.save_max_seq_len: true` saves the training length instead).
+{lengths.get('saved', '?')} tokens{_length_note(lengths)}.
 
 ## Results
 

@@ -166,17 +166,43 @@ class Evaluator:
         acc.end_training()
         return model_dir, metrics
 
+    def choose_length(self, final: Encoder, final_doc: Encoder | None) -> dict | None:
+        """``model.save_max_seq_len: auto``: score the selection sets (never the test sets) at the training length
+        and at the model's own limit, and keep the better on ``final`` (and ``final_doc``); a tie keeps the
+        model's own limit. Returns ``{"train": {"length", "score"}, "base": {...}, "chosen"}``, or None when
+        there is nothing to choose (no selection sets, or training already used the whole limit)."""
+        c = self.run.config
+        base, train = final.max_seq_length, min(c.model.max_seq_len, final.max_seq_length)
+        if c.model.save_max_seq_len != "auto" or train >= base or not (self.sets or self.evaluators):
+            return None
+        scores = {}
+        for name, length in (("base", base), ("train", train)):
+            for enc in (final, final_doc):
+                if enc is not None:
+                    enc.max_seq_length = length
+            scores[name] = {"length": length,
+                            "score": round(self.score(self.evaluate(final, self.sets, evaluators=self.evaluators)), 4)}
+        chosen = "train" if scores["train"]["score"] > scores["base"]["score"] else "base"
+        for enc in (final, final_doc):
+            if enc is not None:
+                enc.max_seq_length = scores[chosen]["length"]
+        self.run.acc.print(f"saved length: {scores[chosen]['length']} tokens (selection score {scores['train']['score']:.2f} "
+                           f"at the training length {train}, {scores['base']['score']:.2f} at the model's {base})")
+        return {**scores, "chosen": scores[chosen]["length"]}
+
     def _finish(self, final: Encoder, final_doc: Encoder | None, state: dict, steps: int, model_dir: Path) -> dict:
         """Score ``final`` with bootstrap CIs and write it, its card, ``metrics.json`` and the plot."""
         run, acc, c = self.run, self.run.acc, self.run.config
         out = run.out
+        length_choice = self.choose_length(final, final_doc)
         after = self.at_dims(final, lambda enc: {
             **self.evaluate(enc, self.sets, evaluators=self.evaluators, n_bootstrap=N_BOOTSTRAP),
             **self.evaluate(enc, self.test_sets, n_bootstrap=N_BOOTSTRAP, with_all=True)})
         metrics = {"before": state.get("before", {}), "after": after, "best_step": state.get("best_step"),
                    "best_score": state.get("best"), "selected_on": state.get("selected_on"),
                    "steps": steps, "examples": len(run.examples), "model": c.model.name,
-                   "max_seq_len": run.max_seq_len,
+                   "max_seq_len": {**run.max_seq_len, "saved": final.max_seq_length,
+                                   **({"auto": length_choice} if length_choice else {})},
                    "precision": run.precision_choice.to_dict() if run.precision_choice is not None else
                    {"requested": run.precision, "resolved": run.precision, "bf16_over_fp32": None},
                    "eval_precision": "bf16" if run.precision == "bf16" else "fp32",
