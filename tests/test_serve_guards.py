@@ -108,3 +108,16 @@ def test_the_command_passes_allowed_hosts_and_the_hit_limit():
                               "--max-hits", "500"])
     config = config_from_args(args)
     assert config.allowed_hosts == ["a.example", "b.example:80"] and config.max_hits == 500
+
+
+def test_any_host_with_writes_needs_a_key(tmp_path, monkeypatch):
+    """With --allowed-host '*' a page that rebinds its name to 127.0.0.1 sends Host and Origin that agree, so
+    the origin check cannot tell it from the server's own page: writes then need an API key."""
+    from textcl.errors import ConfigError
+    from textcl.serve import ServeConfig
+
+    monkeypatch.delenv("TEXTCL_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"--allowed-host: '\*' with --allow-writes lets a web page that rebinds"):
+        ServeConfig(tmp_path, allow_writes=True, allowed_hosts=["*"]).validate()
+    ServeConfig(tmp_path, allow_writes=True, allowed_hosts=["*"], api_key="k" * 24).validate()
+    ServeConfig(tmp_path, allowed_hosts=["*"]).validate()  # read-only: nothing to write

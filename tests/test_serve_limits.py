@@ -126,3 +126,28 @@ def service_item(query: str):
     from textcl.serve.service import SearchItem
 
     return SearchItem((query,), 1)
+
+
+def test_a_default_k_counts_against_the_hit_limit(make_client):
+    """k left at its default (10) is bounded like an explicit one: 64 queries x 10 > 100."""
+    small = make_client(max_hits=100)
+    r = small.post("/search", json={"queries": ["x"] * 64})
+    assert r.status_code == 422 and "64 queries x k 10 = 640 hits, over the limit of 100" in r.json()["message"]
+    tiny = make_client(max_hits=3)
+    r = tiny.get("/search", params={"q": "x"})  # GET's default k is at most the limit
+    assert r.status_code == 200 and len(r.json()["results"][0]["hits"]) == 3
+
+
+def test_an_answer_over_the_character_budget_is_refused_naming_the_remedies(make_client):
+    """The hit count alone does not bound an answer: documents may hold 100k characters. Over
+    --max-response-chars the answer is refused; text_chars or fields without text bring it under."""
+    client = make_client(max_response_chars=200)
+    r = client.post("/search", json={"queries": [TEXT["dna"]], "k": 10})
+    assert r.status_code == 422
+    assert "over the limit of 200 per answer (--max-response-chars)" in r.json()["message"]
+    assert "text_chars" in r.json()["message"] and r.json()["fields"][0]["field"] == "k"
+    assert client.get("/search", params={"q": TEXT["dna"], "k": 10}).status_code == 422
+    ok = client.post("/search", json={"queries": [TEXT["dna"]], "k": 10, "fields": ["id", "score"]})
+    assert ok.status_code == 200 and len(ok.json()["results"][0]["hits"]) == 10
+    assert client.post("/search", json={"queries": [TEXT["dna"]], "k": 10, "text_chars": 5,
+                                        "fields": ["id", "text"]}).status_code == 200

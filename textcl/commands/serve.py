@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     lim.add_argument("--max-queries", type=int, default=64, help="queries per POST /search (default 64)")
     lim.add_argument("--max-hits", type=int, default=1000,
                      help="queries x k per search request (default 1000); bounds the size of an answer")
+    lim.add_argument("--max-response-chars", type=int, default=8_000_000,
+                     help="characters of document text and titles in one search answer (default 8,000,000); "
+                     "a larger answer is refused with 422 naming fields and text_chars, which make it smaller")
     lim.add_argument("--max-documents", type=int, default=1000, help="documents per POST /documents (default 1000)")
     lim.add_argument("--max-body-mb", type=float, default=4.0, help="request body limit (default 4 MiB)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
@@ -58,7 +61,8 @@ def config_from_args(args: argparse.Namespace):
         allowed_hosts=list(args.allowed_host),
         batching=not args.no_batching, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads,
         backend=args.backend,
-        max_k=args.max_k, max_queries=args.max_queries, max_hits=args.max_hits, max_documents=args.max_documents,
+        max_k=args.max_k, max_queries=args.max_queries, max_hits=args.max_hits,
+        max_response_chars=args.max_response_chars, max_documents=args.max_documents,
         max_body_bytes=int(args.max_body_mb * 2**20), save_interval_s=args.save_interval, log_level=args.log_level,
     ).validate()
 

@@ -72,6 +72,9 @@ class ServeConfig:
     max_k: int = 1000
     max_queries: int = 64  #: queries in one POST /search
     max_hits: int = 1000  #: queries x k in one search request
+    #: characters of document text and titles in one search answer (the hits' count alone does not bound it:
+    #: documents may hold 100k characters each)
+    max_response_chars: int = 8_000_000
     max_documents: int = 1000  #: documents in one POST /documents
     max_query_chars: int = 2000
     max_body_bytes: int = 4 * 2**20
@@ -97,7 +100,7 @@ class ServeConfig:
             "--port": self.port, "--workers": self.workers, "--max-batch": self.max_batch, "--max-k": self.max_k,
             "--max-queries": self.max_queries, "--max-hits": self.max_hits, "--max-documents": self.max_documents,
             "--max-query-chars": self.max_query_chars, "--max-body-mb": self.max_body_bytes,
-            "--max-pending": self.max_pending,
+            "--max-pending": self.max_pending, "--max-response-chars": self.max_response_chars,
         }
         for flag, value in positive.items():
             if not isinstance(value, int) or value < 1:
@@ -129,6 +132,11 @@ class ServeConfig:
         if "*" in self.cors_origins and self.allow_writes and not self.api_key:
             raise ConfigError("--cors-origin", "'*' with --allow-writes lets any web page write to the index: set "
                               f"an API key (--api-key or {API_KEY_ENV}), or list the origins that may write")
+        if "*" in self.allowed_hosts and self.allow_writes and not self.api_key:
+            # any Host accepted means a DNS-rebound page is "its own origin": only a key keeps its writes out
+            raise ConfigError("--allowed-host", "'*' with --allow-writes lets a web page that rebinds its name to "
+                              f"this server write to the index: set an API key (--api-key or {API_KEY_ENV}), or "
+                              "list the host names clients use")
         for host in self.allowed_hosts:
             if host != "*" and not _HOST_NAME.fullmatch(host):
                 raise ConfigError("--allowed-host", f"{host!r}: expected a host name like search.example.com, "

@@ -50,6 +50,18 @@ class HitView:
                 out["metadata"] = meta
         return out
 
+    def chars(self, found: Found) -> int:
+        """Characters of text and titles the answer would hold (what can make it large)."""
+        total = 0
+        for per_query in found:
+            for doc, _ in per_query:
+                if "text" in self.fields:
+                    total += len(doc.text) if self.text_chars is None else min(len(doc.text), self.text_chars)
+                if "title" in self.fields:
+                    title = doc.metadata.get("title")
+                    total += len(title) if isinstance(title, str) else 0
+        return total
+
     def hits(self, found: Found) -> list[list[dict[str, Any]]]:
         return [[self.hit(doc, score) for doc, score in per_query] for per_query in found]
 

@@ -49,6 +49,12 @@ def build_router(config: ServeConfig) -> APIRouter:
                       view: HitView) -> Response:
         started = time.perf_counter()
         found = await service.search_found(queries, k, filter)
+        chars = view.chars(found)
+        if chars > config.max_response_chars:
+            return error_response(422, f"the answer would hold {chars:,} characters of document text and titles, "
+                                  f"over the limit of {config.max_response_chars:,} per answer "
+                                  "(--max-response-chars): ask for fewer hits, a text_chars cut, or fields without "
+                                  "text (e.g. [\"id\", \"score\"])", [{"field": "k", "message": "too large an answer"}])
         return await run_in_threadpool(search_response, queries, found, k, view, started)
 
     @router.post("/search", response_model=SearchResponse, responses=ERRORS, tags=["search"],
@@ -64,7 +70,8 @@ def build_router(config: ServeConfig) -> APIRouter:
         q: Annotated[str, Query(min_length=1, max_length=config.max_query_chars, description="the query"),
                      AfterValidator(_not_blank)],
         k: Annotated[int, Query(ge=1, le=config.max_k, description="results"),
-                     AfterValidator(lambda k: hits_over_limit(1, k, config.max_hits))] = 10,
+                     AfterValidator(lambda k: hits_over_limit(1, k, config.max_hits))] = min(10, config.max_k,
+                                                                                            config.max_hits),
         text_chars: Annotated[int | None, Query(ge=1, le=MAX_TEXT_CHARS,
                                                 description="return at most this many characters of each text")] = None,
     ) -> Response:

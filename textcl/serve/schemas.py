@@ -179,8 +179,8 @@ class RequestModels:
         class SearchRequest(_Model):
             queries: list[Query] = Field(min_length=1, max_length=max_queries,
                                          description=f"1 to {max_queries} query texts")
-            k: int = Field(10, ge=1, le=max_k, description=f"results per query, 1 to {max_k}; queries x k at "
-                           f"most {max_hits}")
+            k: int = Field(10, ge=1, le=max_k, validate_default=True,  # a k left at 10 counts against max_hits
+                           description=f"results per query, 1 to {max_k}; queries x k at most {max_hits}")
             filter: Filter | None = None
             fields: list[HitField] | None = Field(
                 None, min_length=1, description="what each hit holds, any of id, score, text, title, metadata "
