@@ -191,3 +191,29 @@ def test_the_share_of_other_processes_is_measured_from_the_kernel():
 
     values, share = calibration._others_share(lambda: time.sleep(0.3) or {"x": 1.0})
     assert values == {"x": 1.0} and (share is None or 0.0 <= share <= 1.0)
+
+
+def test_an_unwritable_cache_still_measures_and_decides(monkeypatch):
+    """A read-only home (or any cache folder that cannot be created) must not stop training: the measurement
+    decides the run and is not shared."""
+    monkeypatch.setenv("TEXTCL_CACHE", "/proc/textcl-cannot-be-here")
+    calls = []
+    for _ in range(2):
+        choice = precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=fake_probe(2, 1, calls))
+        assert choice.resolved == "bf16" and not choice.cached
+    assert len(calls) == 2
+
+
+def test_the_cache_key_follows_torch_threads(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path))
+    calls = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 1):
+            torch.set_num_threads(n)
+            precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=fake_probe(1, 2, calls))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == 2  # 1 thread and 2 threads are measured apart; the second 1-thread call is cached

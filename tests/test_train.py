@@ -142,7 +142,11 @@ def test_run_outputs_and_sentence_transformers_load(tiny_bert_dir, corpus, sts_f
     assert "Best step on dev:" in card and "truncated to 16 tokens; this model encodes up to\n128 tokens" in card
     saved = json.loads((out / "model" / "sentence_bert_config.json").read_text())
     assert saved["max_seq_length"] == 128  # training truncation (16) is not the model's limit
-    assert metrics["max_seq_len"] == {"train": 16, "saved": 128} and metrics["selected_on"] == ["dev"]
+    # save_max_seq_len auto: the dev set scored at both lengths; a tie (random tiny model) keeps the model's own
+    auto = metrics["max_seq_len"]["auto"]
+    assert (metrics["max_seq_len"]["train"], metrics["max_seq_len"]["saved"]) == (16, 128)
+    assert (auto["train"]["length"], auto["base"]["length"], auto["chosen"]) == (16, 128, 128)
+    assert auto["base"]["score"] >= auto["train"]["score"] and metrics["selected_on"] == ["dev"]
     assert metrics["time"]["eval_s"] > 0 and 0 < metrics["time"]["eval_share"] < 1
     assert metrics["versions"]["torch"] == torch.__version__ and metrics["versions"]["textcl"]
     texts = ["the cat sat on the mat", "music fills the hall"]
@@ -193,7 +197,8 @@ def assert_weights_equal(saved_dir, expected: dict):
 
 
 def scripted_evaluator(scores, snapshots):
-    """An evaluator that answers ``scores`` in turn and keeps the weights it was shown."""
+    """An evaluator that answers ``scores`` in turn and keeps the weights it was shown (runs using it set
+    ``model.save_max_seq_len: false``, so the final length choice asks nothing more)."""
     scores = iter(scores)
 
     def evaluator(encoder):
@@ -205,7 +210,8 @@ def scripted_evaluator(scores, snapshots):
 def test_custom_evaluator_selects_the_best_step_and_saves_its_weights(tiny_bert_dir, corpus, tmp_path):
     seen = []
     evaluator = scripted_evaluator([1.0, 5.0, 3.0, 5.0], seen)  # steps 2, 4, 6, then the final model
-    config = make_config(tiny_bert_dir, corpus, eval={"every": 2})
+    config = make_config(tiny_bert_dir, corpus, model={"save_max_seq_len": False},
+                         eval={"every": 2})
     result = train(config, output_dir=tmp_path / "run", evaluators=[evaluator])
     assert result.metrics["best_step"] == 4
     assert result.metrics["after"]["my-metric"] == {"score": 5.0}
@@ -220,7 +226,8 @@ def test_resume_restores_the_best_model_of_its_checkpoint(tiny_bert_dir, corpus,
     """The interrupted run saved a new best at step 4, after its last checkpoint (step 3); the resumed run's
     replay of step 4 scores lower (evaluation need not repeat bit for bit). It must report step 3 and save step
     3's weights, as the uninterrupted run with those scores does: never the step-4 best-model left on disk."""
-    config = make_config(tiny_bert_dir, corpus, eval={"every": 1})
+    config = make_config(tiny_bert_dir, corpus, model={"save_max_seq_len": False},
+                         eval={"every": 1})
     seen = []
     straight = train(config, output_dir=tmp_path / "straight",
                      evaluators=[scripted_evaluator([1, 2, 3, 0, 0, 0, 3], seen)])
@@ -362,3 +369,24 @@ def test_save_max_seq_len_refuses_other_values(tiny_bert_dir, corpus):
 
     with pytest.raises(ConfigError, match=r"model.save_max_seq_len: expected true, false or auto, got 'sometimes'"):
         make_config(tiny_bert_dir, corpus, model={"save_max_seq_len": "sometimes"})
+
+
+def test_resuming_a_checkpoint_from_before_outputs_were_kept_leaves_the_best_model(tiny_bert_dir, corpus, tmp_path):
+    """A checkpoint written before checkpoints held the best model (no layout, no outputs/) says nothing about
+    best-model/: the resume keeps the folder instead of deleting it."""
+    seen = []
+    config = make_config(tiny_bert_dir, corpus, model={"save_max_seq_len": False},
+                         eval={"every": 1})
+    train(config, output_dir=tmp_path / "run", stop_after_step=4, evaluators=[scripted_evaluator([1, 2, 3, 4], seen)])
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000003"
+    state = json.loads((ckpt / "textcl_state.json").read_text())
+    del state["layout"]
+    (ckpt / "textcl_state.json").write_text(json.dumps(state))
+    import shutil
+
+    shutil.rmtree(ckpt / "outputs")
+    resumed = train(config, output_dir=tmp_path / "run", resume=True,
+                    evaluators=[scripted_evaluator([0, 0, 0, 0], [])])
+    assert resumed.metrics["best_step"] == 3  # the checkpoint's record, and
+    assert (tmp_path / "run" / "model").exists()
+    assert_weights_equal(tmp_path / "run" / "model", seen[3])  # best-model/ (step 4's, on disk) was kept

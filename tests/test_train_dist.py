@@ -86,3 +86,17 @@ def test_processes_draw_independent_dropout_masks(tiny_bert_dir, tmp_path):
     assert 0.07 < m0.float().mean() < 0.13  # p = 0.1
     agree = (m0 == m1).float().mean().item()
     assert 0.78 < agree < 0.86, agree
+
+
+def test_every_process_trains_in_the_precision_process_0_measured(tiny_bert_dir, tmp_path):
+    """mixed_precision auto under torchrun: process 0 measures and the others take its choice (measuring each on
+    its own, a loaded process could pick fp32 beside a bf16 one)."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(f"sentence number {i} about topic {i % 7}" for i in range(64)) + "\n")
+    config = {"model": {"name": str(tiny_bert_dir), "max_seq_len": 16},
+              "data": {"path": str(corpus)}, "eval": {"data": [], "test": [], "every": 0, "before": False},
+              "train": {"batch_size": 4, "max_steps": 1, "checkpoint_every": 0, "mixed_precision": "auto",
+                        "report_to": "none", "plot": False}}
+    proc = launch("_dist_precision.py", config, tmp_path / "run", 2)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "rank 0 trained in bf16" in proc.stderr and "rank 1 trained in bf16" in proc.stderr, proc.stderr[-2000:]

@@ -388,7 +388,8 @@ def test_ema_selection_saves_the_averaged_weights_the_evaluator_scored(tiny_bert
         shown.append(snapshot(encoder))
         return {"my-metric": next(scores)}
 
-    config = make_config(tiny_bert_dir, corpus, eval={"every": 2}, train={"max_steps": 6, "batch_size": 4},
+    config = make_config(tiny_bert_dir, corpus, model={"save_max_seq_len": False}, eval={"every": 2},
+                         train={"max_steps": 6, "batch_size": 4},
                          optim={"ema_decay": decay, "scheduler": "constant"})
     initial = snapshot(Encoder.load(tiny_bert_dir, device="cpu"))
     result, _, spies = run(config, tmp_path / "run", evaluators=[evaluator])

@@ -12,7 +12,6 @@ agree. An explicit setting always wins over a measurement.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -56,11 +55,12 @@ def _cpuinfo() -> tuple[str, list[str]]:
 
 def machine_profile(device_type: str = "cpu") -> dict:
     """What a measurement on ``device_type`` depends on: the CPU (model, the vector/matrix flags, usable
-    cores, torch's kernel level) or the GPU (name, compute capability, memory), and the torch version."""
+    cores, torch's threads and kernel level) or the GPU (name, compute capability, memory), and the torch
+    version."""
     model, flags = _cpuinfo()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     profile = {"device": device_type, "torch": torch.__version__, "cpu": model, "cpu_flags": flags, "cores": cores,
-               "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+               "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if device_type == "cuda" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
         profile.update(gpu=props.name, gpu_capability=f"{props.major}.{props.minor}",
@@ -75,9 +75,18 @@ def _key(kind: str, profile: dict, shape: dict) -> str:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created), so processes of one machine measure one at a time."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
+    """An exclusive lock on ``path`` (created), so processes of one machine measure one at a time. Where the
+    cache folder cannot be written (a read-only home) or there is no ``fcntl`` (Windows), no lock: the
+    measurement still runs and decides, it is just not shared."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")
+    except (ImportError, OSError):
+        yield
+        return
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

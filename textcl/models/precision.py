@@ -93,6 +93,9 @@ def precision_probe(device_type: str, hidden: int, intermediate: int, *, tokens:
 
     pairs = [(best_time(step(False), repeats, device_type), best_time(step(True), repeats, device_type))
              for _ in range(rounds)]
+    if device_type == "cuda":  # give the blocks' memory back: training allocates next
+        del block, x
+        torch.cuda.empty_cache()
     ratios = [b / f for f, b in pairs]
     fp32, bf16 = min(f for f, _ in pairs), min(b for _, b in pairs)
     return {"fp32_s": fp32, "bf16_s": bf16, "bf16_over_fp32": bf16 / fp32,

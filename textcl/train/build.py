@@ -122,7 +122,16 @@ def _accelerator(c: TrainConfig, out: Path, found_trackers: list[str]):
     # the cache's lock, so they measure once and agree
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     shape = _model_shape(c.model.name) if c.train.mixed_precision == "auto" else {}
-    choice = choose_precision(c.train.mixed_precision, device_type, **shape)
+    if c.train.mixed_precision == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # every process must train in one precision: process 0 decides, the others take its choice
+        from accelerate import PartialState
+        from accelerate.utils import broadcast_object_list
+
+        state = PartialState(cpu=not torch.cuda.is_available())
+        box = [choose_precision("auto", device_type, **shape) if state.is_main_process else None]
+        choice = broadcast_object_list(box, from_process=0)[0]
+    else:
+        choice = choose_precision(c.train.mixed_precision, device_type, **shape)
     acc = Accelerator(
         mixed_precision=choice.resolved, cpu=not torch.cuda.is_available(),
         log_with=found_trackers or None, project_dir=str(out),

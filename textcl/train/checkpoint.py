@@ -121,7 +121,7 @@ class Checkpointer:
                     f"({'; '.join(diff)}), so the resumed steps would see other batches than the run it continues. "
                     "Resume with the checkpoint's settings, or start afresh without --resume.")
             state = load_checkpoint(acc, self.resumed_from)
-            if acc.is_main_process:
+            if acc.is_main_process and "layout" in saved:  # older checkpoints hold no outputs: leave them be
                 self._restore_outputs(self.resumed_from)
             acc.print(f"textcl: resumed from {self.resumed_from} (step {state['step']})")
         elif acc.is_main_process:
