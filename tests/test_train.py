@@ -390,3 +390,33 @@ def test_resuming_a_checkpoint_from_before_outputs_were_kept_leaves_the_best_mod
     assert resumed.metrics["best_step"] == 3  # the checkpoint's record, and
     assert (tmp_path / "run" / "model").exists()
     assert_weights_equal(tmp_path / "run" / "model", seen[3])  # best-model/ (step 4's, on disk) was kept
+
+
+def test_null_and_blank_group_cells_are_no_group_in_every_reader(tmp_path):
+    """A blank CSV cell, a JSON null and a hub None all mean "in no group": never one shared group "" whose
+    rows would all be masked against each other."""
+    from datasets import Dataset
+
+    from textcl.data.pairs import examples_from_dataset, read_examples_file
+    from textcl.losses import false_negative_mask, group_keys
+
+    csv = tmp_path / "d.csv"
+    csv.write_text("anchor,positive,topic\nq1,a1,\nq2,a2,  \nq3,a3,t\nq4,a4,t\n")
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text("".join(json.dumps({"anchor": f"q{i}", "positive": f"a{i}", "topic": t}) + "\n"
+                             for i, t in enumerate([None, "", "t", "t"])))
+    hub = Dataset.from_dict({"anchor": ["q0", "q1", "q2", "q3"], "positive": ["a0", "a1", "a2", "a3"],
+                             "topic": [None, "", "t", "t"]})
+    for examples in (read_examples_file(csv, "pairs", ["anchor", "positive"], "topic"),
+                     read_examples_file(jsonl, "pairs", ["anchor", "positive"], "topic"),
+                     examples_from_dataset(hub, "pairs", ["anchor", "positive"], "topic")):
+        assert [e.group for e in examples] == [None, None, "t", "t"]
+        mask = false_negative_mask(None, None, group_ids=group_keys([e.group for e in examples]))
+        assert mask.tolist() == [[False] * 4, [False] * 4, [False, False, False, True], [False, False, True, False]]
+
+
+def test_group_field_on_a_txt_corpus_is_refused(tiny_bert_dir, corpus):
+    from textcl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.group_field: is set \('topic'\) but a .txt file holds one text per"):
+        make_config(tiny_bert_dir, corpus, data={"group_field": "topic"})

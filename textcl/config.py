@@ -346,6 +346,9 @@ class TrainConfig:
                 unused("data.negative_field", f"data.kind {d.kind!r} has no hard negatives")
             if d.path == "packaged:wiki":
                 unused("data.group_field", "the packaged Wikipedia sentences carry no groups")
+            if d.path.lower().endswith(".txt"):
+                for name in ("group_field", "text_field"):
+                    unused(f"data.{name}", "a .txt file holds one text per line and no fields")
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -22,8 +22,17 @@ def _fields(kind: str, text_field: str, anchor: str, positive: str, negative: st
             "scored": ["sentence1", "sentence2", "score"]}[kind]
 
 
+def _group(value) -> str | None:
+    """A group cell as a group name; null and blank cells (an empty CSV cell) are in no group, the same in
+    every reader, so rows without a group are never masked against each other as one big group ``""``."""
+    if value is None:
+        return None
+    text = str(value)
+    return text if text.strip() else None
+
+
 def _to_example(kind: str, values: list[str], group=None) -> Example:
-    group = None if group is None else str(group)
+    group = _group(group)
     if kind == "unlabeled":
         return Example(values[0], values[0], group=group)
     return Example(values[0], values[1], values[2] if kind == "triples" else None, group)
@@ -32,7 +41,8 @@ def _to_example(kind: str, values: list[str], group=None) -> Example:
 def read_examples_file(path: str | Path, kind: str, fields: list[str], group_field: str | None = None) -> list[Example]:
     """Read examples from a local file; errors name the file, the line and the missing field.
 
-    ``group_field`` names a column/field (string or number) whose equal values mark one group."""
+    ``group_field`` names a column/field (string or number) whose equal values mark one group; a null or blank
+    value marks a row in no group."""
     path = Path(path)
     suffix = path.suffix.lower()
     out: list[Example] = []
@@ -49,8 +59,9 @@ def read_examples_file(path: str | Path, kind: str, fields: list[str], group_fie
             if not isinstance(row, dict):
                 raise DataFormatError(path, lineno, f"expected a JSON object with fields {', '.join(fields)}")
             missing = [f for f in fields if not isinstance(row.get(f), str)]
-            if group_field is not None and not isinstance(row.get(group_field), (str, int)):
-                missing.append(group_field)
+            if group_field is not None and (group_field not in row
+                                            or not isinstance(row[group_field], (str, int, type(None)))):
+                missing.append(group_field)  # a null group is no group; a missing field is an error
             if missing:
                 raise DataFormatError(path, lineno, f"missing or non-string field(s) {', '.join(missing)}; "
                                                     f"expected {', '.join(fields + ([group_field] if group_field else []))}")
