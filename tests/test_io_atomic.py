@@ -158,3 +158,20 @@ def test_a_model_folder_whose_save_was_killed_resolves_to_its_previous_version(t
     (model.with_name(".model.x1y2z3ab.tmp")).mkdir()
     assert resolve_model(model) == model and contents(model) == OLD
     assert sorted(p.name for p in model.parent.iterdir()) == ["model"]
+
+
+def test_a_folder_behind_a_symbolic_link_is_saved_where_it_is_and_the_link_stays(tmp_path):
+    """``index -> v3``: each save swaps v3's contents and keeps the link (the link itself used to be renamed
+    away, the save reported as failed, and every later save failed on the leftover link)."""
+    from textcl._io import atomic_dir
+
+    real = tmp_path / "v3"
+    real.mkdir()
+    (real / "a.txt").write_text("one")
+    link = tmp_path / "index"
+    link.symlink_to(real, target_is_directory=True)
+    for text in ("two", "three"):
+        with atomic_dir(link) as tmp:
+            (tmp / "a.txt").write_text(text)
+        assert link.is_symlink() and (link / "a.txt").read_text() == text == (real / "a.txt").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "v3"]

@@ -123,6 +123,20 @@ def _temp_folders(path: Path) -> list[Path]:
     return [p for p in entries if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
 
 
+def _real(path: Path) -> Path:
+    """A folder reached through a symbolic link (``index -> v3``) is saved and recovered where it really is:
+    the link stays, the folder behind it is swapped."""
+    return path.resolve() if path.is_symlink() else path
+
+
+def _remove(path: Path) -> None:
+    """Remove a folder, or a symbolic link (never what it points to)."""
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def recover_dir(path: str | os.PathLike) -> Path:
     """Put the folder ``path`` back in a complete state after an :func:`atomic_dir` write was killed; return
     ``path``.
@@ -134,9 +148,9 @@ def recover_dir(path: str | os.PathLike) -> Path:
     Raises :class:`~textcl.errors.TextclError` when the old copy cannot be renamed back (e.g. a read-only
     folder), naming both paths.
     """
-    path = Path(path)
+    path = _real(Path(path))
     old = _old_copy(path)
-    if not old.exists() and not _temp_folders(path):
+    if not old.exists() and not old.is_symlink() and not _temp_folders(path):
         return path
     with _FolderLock(path.parent):  # atomic_dir swaps under this lock: never look at a half-done swap
         if not path.exists() and old.is_dir():
@@ -147,8 +161,8 @@ def recover_dir(path: str | os.PathLike) -> Path:
                                   f"which could not be renamed back ({exc.strerror or exc}): rename it to "
                                   f"{path.name} by hand") from None
             fsync_dir(path.parent)
-        elif path.exists() and old.exists():
-            shutil.rmtree(old, ignore_errors=True)
+        elif path.exists() and (old.exists() or old.is_symlink()):
+            _remove(old)
         for tmp in _temp_folders(path):
             with _FolderLock(tmp, blocking=False) as probe:
                 if probe.held:  # no live writer holds it: its writer died
@@ -166,7 +180,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     ``.NAME.old``, the temporary folder to ``path``, the parent is fsynced and ``.NAME.old`` removed. A kill
     at any point leaves either the previous folder or the new one, complete, once :func:`recover_dir` ran.
     """
-    path = Path(path)
+    path = _real(Path(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(path)
     with _FolderLock(path.parent):  # created and locked in one step, as recover_dir sees it
@@ -178,12 +192,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         with _FolderLock(path.parent):
             if path.exists():
                 old = _old_copy(path)
-                if old.exists():  # a previous writer's, left since recover_dir above
-                    shutil.rmtree(old)
+                if old.exists() or old.is_symlink():  # a previous writer's, left since recover_dir above
+                    _remove(old)
                 os.replace(path, old)
                 os.replace(tmp, path)
                 fsync_dir(path.parent)
-                shutil.rmtree(old)
+                _remove(old)
             else:
                 os.replace(tmp, path)
                 fsync_dir(path.parent)
