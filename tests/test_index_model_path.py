@@ -148,3 +148,14 @@ def test_serve_loads_the_model_that_moved_with_its_index(tiny_bert_dir, tmp_path
         assert service.encoder.name == os.path.join(moved, "model")
     finally:
         service.close()
+
+
+def test_an_index_copied_beside_another_model_keeps_its_own_while_it_exists(demo, tmp_path, monkeypatch):
+    """The index alone copied to /elsewhere/wiki-index, beside an unrelated /elsewhere/model: the recorded
+    folder still exists, so it wins over the relative path (which would silently search with the other model)."""
+    other = tmp_path / "elsewhere"
+    (other / "model").mkdir(parents=True)
+    shutil.copytree(demo / "wiki-index", other / "wiki-index")
+    assert index_model(other / "wiki-index") == str(demo / "model")
+    shutil.rmtree(demo / "model")  # once the recorded folder is gone, the relative one is the index's
+    assert index_model(other / "wiki-index") == str(other / "model")

@@ -100,8 +100,10 @@ def _model_candidates(path: Path, manifest: dict[str, Any]) -> list[tuple[str, s
     """(path, where it comes from) for each place a local model may be, in the order they are tried."""
     name, relative = manifest.get("model"), manifest.get("model_relative")
     if relative is not None:
+        # where it was first: an index copied beside another model folder must not pick that one up while its
+        # own is still there; relative when the two moved together (the recorded place is gone)
         found = [(str((path.resolve() / relative).resolve()), f"relative to the index folder: {relative}")]
-        return found + ([(name, "where it was when the index was saved")] if name else [])
+        return ([(name, "where it was when the index was saved")] if name else []) + found
     return [(name, f"as recorded, from the current folder {Path.cwd()}")]
 
 
@@ -123,9 +125,9 @@ def _find_model(path: Path, manifest: dict[str, Any]) -> str | None:
 
 
 def index_model(path: str | os.PathLike, manifest: dict[str, Any] | None = None) -> str:
-    """The model to search the index folder ``path`` with: a hub name as recorded; a local folder at its
-    path relative to the index folder, else where it was when the index was saved (manifests saved before
-    the relative path was recorded: the recorded string, from the working folder).
+    """The model to search the index folder ``path`` with: a hub name as recorded; a local folder where it was
+    when the index was saved, else at its path relative to the index folder (the two moved together);
+    manifests saved before the relative path was recorded: the recorded string, from the working folder.
 
     Raises :class:`~textcl.errors.ConfigError` (``--model``) when the manifest records no model, and
     :class:`~textcl.errors.ModelNotFoundError` listing every path tried when the folder is in none of them.
