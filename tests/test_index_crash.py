@@ -8,6 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from _crash import CRASH_AT_EVERY_STEP
 from textcl.index import SearchIndex
 
 DIM = 16
@@ -15,7 +16,7 @@ DIM = 16
 # In a child process: load INDEX, delete d0, add d6 and d7, save, dying (os._exit, as SIGKILL would: no
 # cleanup) at the CRASH_AT-th file-system step of the save.
 KILLED_SAVE = textwrap.dedent("""
-    import os, shutil, sys
+    import sys
     import numpy as np
     from textcl.index import SearchIndex
 
@@ -23,20 +24,7 @@ KILLED_SAVE = textwrap.dedent("""
     index = SearchIndex.load(path)
     index.delete(["d0"])
     index.add(["six", "seven"], ["d6", "d7"], embeddings=np.random.default_rng(1).standard_normal((2, dim)))
-    steps = 0
-
-    def crashing(fn):
-        def step(*args, **kwargs):
-            global steps
-            if steps == crash_at:
-                os._exit(17)
-            steps += 1
-            return fn(*args, **kwargs)
-        return step
-
-    for name in ("replace", "rename", "fsync", "unlink", "rmdir", "mkdir", "link"):
-        setattr(os, name, crashing(getattr(os, name)))
-    shutil.rmtree = crashing(shutil.rmtree)
+""") + CRASH_AT_EVERY_STEP + textwrap.dedent("""
     index.save(path)
     print("saved", steps)
 """)

@@ -10,30 +10,19 @@ from pathlib import Path
 import pytest
 
 import textcl._io as io
+from _crash import CRASH_AT_EVERY_STEP
 from textcl._io import atomic_dir, recover_dir
 
 # Run in a child process: replace TARGET by a two-file folder, dying (os._exit, as SIGKILL would: no cleanup)
 # at the CRASH_AT-th call of any file-system step the writer takes.
 KILLED_WRITER = textwrap.dedent("""
-    import os, shutil, sys
+    import sys
     from pathlib import Path
 
-    target, crash_at = Path(sys.argv[1]), int(sys.argv[2])
-    steps = 0
-
-    def crashing(fn):
-        def step(*args, **kwargs):
-            global steps
-            if steps == crash_at:
-                os._exit(17)
-            steps += 1
-            return fn(*args, **kwargs)
-        return step
-
     from textcl._io import atomic_dir
-    for name in ("replace", "rename", "fsync", "unlink", "rmdir", "mkdir"):
-        setattr(os, name, crashing(getattr(os, name)))
-    shutil.rmtree = crashing(shutil.rmtree)
+
+    target, crash_at = Path(sys.argv[1]), int(sys.argv[2])
+""") + CRASH_AT_EVERY_STEP + textwrap.dedent("""
     with atomic_dir(target) as tmp:
         (tmp / "a.txt").write_text("new")
         (tmp / "sub").mkdir()

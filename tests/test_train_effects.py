@@ -13,16 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from textcl.config import config_from_dict
+from test_train import SENTENCES as TRAIN_SENTENCES
 from textcl.train import Trainer
 
-SENTENCES = [
-    "the cat sat on the mat", "a dog ran in the park", "the sun is bright today", "she reads a long book",
-    "rain fell on the quiet town", "he plays the piano at night", "birds sing in the early morning",
-    "the train left the station late", "children laugh in the garden", "a ship sails across the sea",
-    "the old man walks slowly", "snow covers the high mountains", "we cook dinner together",
-    "the river flows to the ocean", "a small boat drifts away", "music fills the crowded hall",
-]
+SENTENCES = TRAIN_SENTENCES[:16]  # tests/test_train.py's corpus, each line once
 PAIRS = [("a cat sits on the mat", "a cat is sitting on a mat"), ("a man plays a guitar", "a man is singing"),
          ("the dog runs in the park", "a dog is running outside"), ("it is raining", "the sun is out"),
          ("a woman slices an onion", "a woman cuts an onion"), ("two kids play", "a man reads a book"),
@@ -32,17 +26,11 @@ TEMPERATURE = 0.05  # LossConfig's default
 
 
 def make_config(model_dir, data_path, **sections):
-    base = {
-        "model": {"name": str(model_dir), "max_seq_len": 16},
-        "data": {"path": str(data_path)},
-        "eval": {"data": [], "test": [], "every": 0, "before": False},
-        "train": {"batch_size": 8, "max_steps": 1, "checkpoint_every": 0, "log_every": 1, "report_to": "none",
-                  "plot": False},
-        "optim": {"lr": 1e-3},
-    }
-    for key, value in sections.items():
-        base.setdefault(key, {}).update(value)
-    return config_from_dict(base)
+    """tests/test_train.py's recipe, one step of 8 rows and no checkpoint unless a test asks otherwise."""
+    from test_train import make_config as train_config
+
+    return train_config(model_dir, data_path, **{**sections, "train": {
+        "batch_size": 8, "max_steps": 1, "checkpoint_every": 0, **sections.get("train", {})}})
 
 
 def write_lines(path, lines):
