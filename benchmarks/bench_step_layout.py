@@ -38,6 +38,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--precisions", nargs="+", default=["no", "bf16"])
+    parser.add_argument("--overheads", nargs="+", type=int, default=OVERHEADS, help="chunk costs to compare (tokens)")
+    parser.add_argument("--measured", action="store_true",
+                        help="add the chunk cost the trainer measures on this machine for each precision")
     args = parser.parse_args()
 
     from textcl.models import Encoder, packaged_minilm_path
@@ -46,7 +49,16 @@ def main() -> None:
     encoder = Encoder.load(packaged_minilm_path(), device="cpu").train()
     pad_id = encoder.tokenizer.pad_token_id
     rows = [json.loads(line) for line in shapes.triples(args.batch_size * args.batches).open(encoding="utf-8")]
-    layouts = ["merged", "per-side"] + [f"chunked-{o}" for o in OVERHEADS]
+    overheads = list(args.overheads)
+    if args.measured:  # what textcl's trainer would take here (cached under $TEXTCL_CACHE, as in training)
+        from textcl.models.chunking import measured_chunk_overhead
+
+        for precision in args.precisions:
+            tokens, entry = measured_chunk_overhead(encoder, bf16=precision == "bf16")
+            print(f"[{precision}] measured chunk cost: {tokens} tokens{'' if entry['steady'] else ' (disturbed)'}")
+            overheads.append(tokens)
+        encoder.train()
+    layouts = ["merged", "per-side"] + [f"chunked-{o}" for o in sorted(set(overheads))]
 
     def step(parts, layout):
         encoder.zero_grad(set_to_none=True)
