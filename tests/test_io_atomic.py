@@ -164,3 +164,16 @@ def test_a_folder_behind_a_symbolic_link_is_saved_where_it_is_and_the_link_stays
             (tmp / "a.txt").write_text(text)
         assert link.is_symlink() and (link / "a.txt").read_text() == text == (real / "a.txt").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "v3"]
+
+
+def test_a_saved_folder_has_ordinary_permissions_and_a_link_loop_is_left_to_the_caller(tmp_path):
+    import stat
+
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "a.txt").write_text("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o777 & ~mask  # not mkdtemp's 0700
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert recover_dir(loop) == loop  # no RuntimeError("Symlink loop"): the loader's own error names it

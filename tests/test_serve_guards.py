@@ -121,3 +121,18 @@ def test_any_host_with_writes_needs_a_key(tmp_path, monkeypatch):
         ServeConfig(tmp_path, allow_writes=True, allowed_hosts=["*"]).validate()
     ServeConfig(tmp_path, allow_writes=True, allowed_hosts=["*"], api_key="k" * 24).validate()
     ServeConfig(tmp_path, allowed_hosts=["*"]).validate()  # read-only: nothing to write
+
+
+def test_a_symlinked_index_folder_is_served_where_it_pointed_at_start(tmp_path):
+    """A link repointed while serving (blue/green) must not receive this server's saves."""
+    from textcl.serve import ServeConfig
+
+    (tmp_path / "v3").mkdir()
+    (tmp_path / "v4").mkdir()
+    link = tmp_path / "index"
+    link.symlink_to(tmp_path / "v3", target_is_directory=True)
+    config = ServeConfig(link)
+    link.unlink()
+    link.symlink_to(tmp_path / "v4", target_is_directory=True)
+    assert config.index_dir == (tmp_path / "v3").resolve()
+    assert config.log_path.name == "v3.wal.sqlite"

@@ -151,3 +151,21 @@ def test_an_answer_over_the_character_budget_is_refused_naming_the_remedies(make
     assert ok.status_code == 200 and len(ok.json()["results"][0]["hits"]) == 10
     assert client.post("/search", json={"queries": [TEXT["dna"]], "k": 10, "text_chars": 5,
                                         "fields": ["id", "text"]}).status_code == 200
+
+
+def test_post_without_k_under_a_small_limit_takes_what_the_limit_allows(make_client):
+    small = make_client(max_hits=3)
+    r = small.post("/search", json={"queries": ["x"]})
+    assert r.status_code == 200 and len(r.json()["results"][0]["hits"]) == 3
+
+
+def test_metadata_counts_toward_the_answer_budget(tmp_path, serve_model_dir, serve_encoder):
+    """Metadata rides along with every hit by default: a large metadata field cannot slip past the budget."""
+    docs = [(f"d{i}", f"T{i}", f"short text {i}", {"blob": "x" * 500}) for i in range(5)]
+    path = build_index(tmp_path / "meta", serve_model_dir, docs=docs, encoder=serve_encoder)
+    with local_client(create_app(path, encoder=serve_encoder, max_response_chars=1000),
+                      raise_server_exceptions=False) as client:
+        r = client.post("/search", json={"queries": ["short text"], "k": 5})
+        assert r.status_code == 422 and "characters of document text, titles and metadata" in r.json()["message"]
+        ok = client.post("/search", json={"queries": ["short text"], "k": 5, "fields": ["id", "text", "title"]})
+        assert ok.status_code == 200

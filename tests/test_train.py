@@ -420,3 +420,54 @@ def test_group_field_on_a_txt_corpus_is_refused(tiny_bert_dir, corpus):
 
     with pytest.raises(ConfigError, match=r"data.group_field: is set \('topic'\) but a .txt file holds one text per"):
         make_config(tiny_bert_dir, corpus, data={"group_field": "topic"})
+
+
+def test_nan_and_boolean_group_cells(tmp_path):
+    from datasets import Dataset
+
+    from textcl.data.pairs import examples_from_dataset, read_examples_file
+    from textcl.errors import DataFormatError
+
+    hub = Dataset.from_dict({"anchor": ["q0", "q1"], "positive": ["a0", "a1"], "topic": [float("nan"), 1.5]})
+    assert [e.group for e in examples_from_dataset(hub, "pairs", ["anchor", "positive"], "topic")] == [None, "1.5"]
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"anchor": "a", "positive": "b", "topic": true}\n')
+    with pytest.raises(DataFormatError, match=rf"{data}:1: missing or non-string field\(s\) topic"):
+        read_examples_file(data, "pairs", ["anchor", "positive"], "topic")
+
+
+def test_the_training_length_must_win_by_the_margin(tiny_bert_dir, corpus, tmp_path):
+    from textcl.train.evaluator import LENGTH_MARGIN
+
+    def slightly_better_short(encoder):
+        return {"m": 1.0 + (LENGTH_MARGIN / 2 if encoder.max_seq_length == 16 else 0.0)}
+
+    result = train(make_config(tiny_bert_dir, corpus, eval={"every": 3}), output_dir=tmp_path / "run",
+                   evaluators=[slightly_better_short])
+    assert result.metrics["max_seq_len"]["auto"]["chosen"] == 128  # within the margin: the model's own limit
+
+
+def test_a_resumed_auto_run_keeps_the_precision_its_checkpoint_trained_in(tiny_bert_dir, corpus, tmp_path,
+                                                                           monkeypatch):
+    """The first segment measured bf16 faster; the resumed one would measure fp32 faster: it keeps bf16."""
+    from textcl.models import precision
+
+    monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path / "cache-1"))
+    monkeypatch.setattr(precision, "precision_probe", lambda *a, **k: {"fp32_s": 1.0, "bf16_s": 0.5,
+                                                                       "bf16_over_fp32": 0.5, "spread": 0.01})
+    config = make_config(tiny_bert_dir, corpus, train={"mixed_precision": "auto"})
+    train(config, output_dir=tmp_path / "run", stop_after_step=3)
+    monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path / "cache-2"))
+    monkeypatch.setattr(precision, "precision_probe", lambda *a, **k: {"fp32_s": 1.0, "bf16_s": 2.0,
+                                                                       "bf16_over_fp32": 2.0, "spread": 0.01})
+    resumed = train(config, output_dir=tmp_path / "run", resume=True)
+    assert resumed.finished and resumed.metrics["precision"]["resolved"] == "bf16"
+
+
+def test_a_layout_recorded_without_a_key_is_not_compared_on_it():
+    from textcl.train.checkpoint import layout_mismatch
+
+    saved = {"processes": 1, "train.batch_size": 4}  # an older textcl recorded no precision
+    assert layout_mismatch(saved, {"processes": 1, "train.batch_size": 4, "precision": "no"}) == []
+    assert layout_mismatch(saved, {"processes": 2, "train.batch_size": 4, "precision": "no"}) == [
+        "processes: checkpoint 1, this run 2"]

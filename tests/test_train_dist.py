@@ -100,3 +100,15 @@ def test_every_process_trains_in_the_precision_process_0_measured(tiny_bert_dir,
     proc = launch("_dist_precision.py", config, tmp_path / "run", 2)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "rank 0 trained in bf16" in proc.stderr and "rank 1 trained in bf16" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_failed_measurement_on_process_0_stops_every_process_with_its_message(tiny_bert_dir, tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(f"sentence number {i} about topic {i % 7}" for i in range(64)) + "\n")
+    config = {"model": {"name": str(tiny_bert_dir), "max_seq_len": 16},
+              "data": {"path": str(corpus)}, "eval": {"data": [], "test": [], "every": 0, "before": False},
+              "train": {"batch_size": 4, "max_steps": 1, "checkpoint_every": 0, "mixed_precision": "auto",
+                        "report_to": "none", "plot": False}}
+    proc = launch("_dist_precision.py", config, tmp_path / "run", 2, "fail", timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.count("train.mixed_precision auto: process 0 could not measure") >= 2, proc.stderr[-3000:]

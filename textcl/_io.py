@@ -123,10 +123,21 @@ def _temp_folders(path: Path) -> list[Path]:
     return [p for p in entries if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _real(path: Path) -> Path:
     """A folder reached through a symbolic link (``index -> v3``) is saved and recovered where it really is:
     the link stays, the folder behind it is swapped."""
-    return path.resolve() if path.is_symlink() else path
+    if not path.is_symlink():
+        return path
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # a loop: left as it is, so the caller's own error names the path
+        return path
 
 
 def _remove(path: Path) -> None:
@@ -185,6 +196,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     recover_dir(path)
     with _FolderLock(path.parent):  # created and locked in one step, as recover_dir sees it
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; the saved folder is an ordinary one
         mine = _FolderLock(tmp)
     try:
         yield tmp

@@ -25,7 +25,7 @@ def _fields(kind: str, text_field: str, anchor: str, positive: str, negative: st
 def _group(value) -> str | None:
     """A group cell as a group name; null and blank cells (an empty CSV cell) are in no group, the same in
     every reader, so rows without a group are never masked against each other as one big group ``""``."""
-    if value is None:
+    if value is None or (isinstance(value, float) and value != value):  # None, NaN (a hub table's empty cell)
         return None
     text = str(value)
     return text if text.strip() else None
@@ -59,7 +59,7 @@ def read_examples_file(path: str | Path, kind: str, fields: list[str], group_fie
             if not isinstance(row, dict):
                 raise DataFormatError(path, lineno, f"expected a JSON object with fields {', '.join(fields)}")
             missing = [f for f in fields if not isinstance(row.get(f), str)]
-            if group_field is not None and (group_field not in row
+            if group_field is not None and (group_field not in row or isinstance(row[group_field], bool)
                                             or not isinstance(row[group_field], (str, int, type(None)))):
                 missing.append(group_field)  # a null group is no group; a missing field is an error
             if missing:

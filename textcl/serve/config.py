@@ -83,7 +83,12 @@ class ServeConfig:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
-        self.index_dir = Path(self.index_dir).expanduser()
+        # resolved once: a link repointed while serving (blue/green) must not receive this server's saves
+        index_dir = Path(self.index_dir).expanduser()
+        try:
+            self.index_dir = index_dir.resolve() if index_dir.is_symlink() else index_dir
+        except (RuntimeError, OSError):
+            self.index_dir = index_dir
         if self.api_key is None:
             self.api_key = os.environ.get(API_KEY_ENV) or None
 

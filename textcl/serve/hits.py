@@ -51,15 +51,20 @@ class HitView:
         return out
 
     def chars(self, found: Found) -> int:
-        """Characters of text and titles the answer would hold (what can make it large)."""
+        """Characters of text, titles and metadata (as JSON) the answer would hold: what can make it large."""
+        import json
+
         total = 0
         for per_query in found:
             for doc, _ in per_query:
                 if "text" in self.fields:
                     total += len(doc.text) if self.text_chars is None else min(len(doc.text), self.text_chars)
-                if "title" in self.fields:
-                    title = doc.metadata.get("title")
-                    total += len(title) if isinstance(title, str) else 0
+                if "title" in self.fields or "metadata" in self.fields:
+                    title, meta = split_title(doc)
+                    if "title" in self.fields and title is not None:
+                        total += len(title)
+                    if "metadata" in self.fields and meta:
+                        total += len(json.dumps(meta, ensure_ascii=False))
         return total
 
     def hits(self, found: Found) -> list[list[dict[str, Any]]]:

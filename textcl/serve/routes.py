@@ -51,7 +51,8 @@ def build_router(config: ServeConfig) -> APIRouter:
         found = await service.search_found(queries, k, filter)
         chars = view.chars(found)
         if chars > config.max_response_chars:
-            return error_response(422, f"the answer would hold {chars:,} characters of document text and titles, "
+            return error_response(422, f"the answer would hold {chars:,} characters of document text, titles and "
+                                  "metadata, "
                                   f"over the limit of {config.max_response_chars:,} per answer "
                                   "(--max-response-chars): ask for fewer hits, a text_chars cut, or fields without "
                                   "text (e.g. [\"id\", \"score\"])", [{"field": "k", "message": "too large an answer"}])

@@ -179,7 +179,7 @@ class RequestModels:
         class SearchRequest(_Model):
             queries: list[Query] = Field(min_length=1, max_length=max_queries,
                                          description=f"1 to {max_queries} query texts")
-            k: int = Field(10, ge=1, le=max_k, validate_default=True,  # a k left at 10 counts against max_hits
+            k: int = Field(min(10, max_k, max_hits), ge=1, le=max_k, validate_default=True,  # counts when left out
                            description=f"results per query, 1 to {max_k}; queries x k at most {max_hits}")
             filter: Filter | None = None
             fields: list[HitField] | None = Field(

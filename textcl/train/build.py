@@ -108,7 +108,31 @@ def _model_shape(name: str) -> dict:
         return {"hidden": 384, "intermediate": 1536}
 
 
-def _accelerator(c: TrainConfig, out: Path, found_trackers: list[str]):
+def _resumed_precision(out: Path) -> str | None:
+    """The precision the newest checkpoint under ``out`` trained in, if it recorded one."""
+    from textcl._io import read_json
+    from textcl.train.checkpoint import STATE_FILE, latest_checkpoint
+
+    last = latest_checkpoint(out / "checkpoints")
+    if last is None:
+        return None
+    try:
+        return read_json(last / STATE_FILE).get("layout", {}).get("precision")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _choose(c: TrainConfig, device_type: str, shape: dict, out: Path, resume: bool) -> PrecisionChoice:
+    """``train.mixed_precision`` resolved: a resumed ``auto`` run keeps its checkpoint's precision (a new
+    measurement could differ, and the run would change precision half way)."""
+    if c.train.mixed_precision == "auto" and resume:
+        kept = _resumed_precision(out)
+        if kept in ("no", "fp16", "bf16"):
+            return PrecisionChoice("auto", kept, device_type, None, cached=True)
+    return choose_precision(c.train.mixed_precision, device_type, **shape)
+
+
+def _accelerator(c: TrainConfig, out: Path, found_trackers: list[str], resume: bool = False):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
@@ -128,10 +152,17 @@ def _accelerator(c: TrainConfig, out: Path, found_trackers: list[str]):
         from accelerate.utils import broadcast_object_list
 
         state = PartialState(cpu=not torch.cuda.is_available())
-        box = [choose_precision("auto", device_type, **shape) if state.is_main_process else None]
+        box: list = [None]
+        if state.is_main_process:
+            try:
+                box[0] = _choose(c, device_type, shape, out, resume)
+            except Exception as exc:  # the others must not wait for an answer that never comes
+                box[0] = TextclError(f"train.mixed_precision auto: process 0 could not measure: {exc}")
         choice = broadcast_object_list(box, from_process=0)[0]
+        if isinstance(choice, Exception):
+            raise choice
     else:
-        choice = choose_precision(c.train.mixed_precision, device_type, **shape)
+        choice = _choose(c, device_type, shape, out, resume)
     acc = Accelerator(
         mixed_precision=choice.resolved, cpu=not torch.cuda.is_available(),
         log_with=found_trackers or None, project_dir=str(out),
@@ -139,6 +170,8 @@ def _accelerator(c: TrainConfig, out: Path, found_trackers: list[str]):
     )
     if choice.bf16_over_fp32 is not None:
         acc.print(f"textcl: {choice.line()}")
+    elif c.train.mixed_precision == "auto":
+        acc.print(f"textcl: precision auto -> {choice.resolved}, as the checkpoint it resumes trained")
     return acc, choice
 
 
@@ -202,7 +235,7 @@ def _guide(c: TrainConfig, encoder: Encoder, device) -> Encoder | None:
     return guide
 
 
-def build(config: TrainConfig, out: Path) -> Run:
+def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
     """Set up a run: seeds, data, encoders (with dropout, augmenters, a second tower), the InfoNCE loss,
     AdamW with its schedule, everything prepared by Accelerate, and MoCo's key encoder and queue."""
     from accelerate.utils import set_seed
@@ -211,7 +244,7 @@ def build(config: TrainConfig, out: Path) -> Run:
 
     c = config
     found_trackers = trackers(c.train.report_to)
-    acc, choice = _accelerator(c, out, found_trackers)
+    acc, choice = _accelerator(c, out, found_trackers, resume)
     precision = choice.resolved
     set_seed(c.train.seed)
     examples = load_examples(c.data)

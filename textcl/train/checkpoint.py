@@ -86,7 +86,8 @@ def load_checkpoint(accelerator, path: Path) -> dict:
 
 def layout_mismatch(saved: dict, current: dict) -> list[str]:
     """``"name: checkpoint X, this run Y"`` for each batch-layout value that differs."""
-    return [f"{k}: checkpoint {saved.get(k)!r}, this run {v!r}" for k, v in current.items() if saved.get(k) != v]
+    # a key the checkpoint did not record (an older textcl) is not compared
+    return [f"{k}: checkpoint {saved[k]!r}, this run {v!r}" for k, v in current.items() if k in saved and saved[k] != v]
 
 
 class Checkpointer:

@@ -58,8 +58,8 @@ class Trainer:
         self.extra_evaluators = list(evaluators)
         self.run_state: Run | None = None
 
-    def setup(self) -> Run:
-        self.run_state = build(self.config, self.out)
+    def setup(self, resume: bool = False) -> Run:
+        self.run_state = build(self.config, self.out, resume=resume)
         return self.run_state
 
     def _start(self, run: Run, resume: bool):
@@ -85,7 +85,7 @@ class Trainer:
         return state, log
 
     def run(self, *, resume: bool = False, stop_after_step: int | None = None) -> TrainResult:
-        run = self.setup()
+        run = self.setup(resume)
         clock = Clock()
         self.evaluator = evaluator = Evaluator(run, self.extra_evaluators, clock)
         state, log = self._start(run, resume)
