@@ -159,3 +159,36 @@ def test_an_index_copied_beside_another_model_keeps_its_own_while_it_exists(demo
     assert index_model(other / "wiki-index") == str(demo / "model")
     shutil.rmtree(demo / "model")  # once the recorded folder is gone, the relative one is the index's
     assert index_model(other / "wiki-index") == str(other / "model")
+
+
+def _model_folder(path, seed: int):
+    """A model folder with a config and weights of its own (what the fingerprint reads)."""
+    import numpy as np
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text('{"hidden_size": 8}')
+    (path / "model.safetensors").write_bytes(np.random.default_rng(seed).bytes(300_000))
+    return path
+
+
+def test_an_archived_index_is_not_served_with_the_new_model_at_its_old_place(tmp_path, monkeypatch):
+    """runs/quickstart moved to runs/quickstart-v1 and the recipe rerun into runs/quickstart: the archived index
+    must find its own model (moved with it), not the new one now at its recorded place. The manifest records the
+    model's fingerprint; a folder with other weights is not the index's model."""
+    monkeypatch.chdir(tmp_path)
+    _model_folder(tmp_path / "runs" / "quickstart" / "model", seed=1)
+    index = SearchIndex.build(TEXTS, encoder=HashEncoder(name="runs/quickstart/model"))
+    index.save("runs/quickstart/wiki-index")
+    shutil.move(tmp_path / "runs" / "quickstart", tmp_path / "runs" / "quickstart-v1")
+    _model_folder(tmp_path / "runs" / "quickstart" / "model", seed=2)  # the rerun's model, same shape
+    v1 = tmp_path / "runs" / "quickstart-v1"
+    assert index_model("runs/quickstart-v1/wiki-index") == str(v1 / "model")
+    shutil.copytree(v1, tmp_path / "copy")  # without its model: the one at the recorded place is not it
+    shutil.rmtree(tmp_path / "copy" / "model")
+    with pytest.raises(ModelNotFoundError, match=r"runs/quickstart/model \(where it was when the index was saved; "
+                                                 r"another model there: its weights differ from the index's\)"):
+        index_model("copy/wiki-index")
+    loaded = SearchIndex.load("runs/quickstart-v1/wiki-index", encoder=HashEncoder())
+    assert loaded.model_name == str(v1 / "model")
+    loaded.save("runs/quickstart-v1/wiki-index")  # a re-save records the model where it is, same fingerprint
+    assert index_model("runs/quickstart-v1/wiki-index") == str(v1 / "model")

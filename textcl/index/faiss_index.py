@@ -96,6 +96,32 @@ def _model_relative(model: str | None, folder: Path) -> str | None:
         return None
 
 
+_WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.onnx")
+
+
+def model_fingerprint(folder: str | os.PathLike | None) -> str | None:
+    """A cheap identity of a local model folder: its config and, for each weight file, the size and 16
+    evenly spaced 64 KiB samples (two fine-tunes of one architecture differ there), hashed. None for a hub
+    name or a folder without weight files."""
+    if not folder or not Path(folder).expanduser().is_dir():
+        return None
+    folder = Path(folder).expanduser()
+    files = sorted(f for pattern in _WEIGHTS for f in folder.glob(pattern) if f.is_file())
+    if not files:
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    if (folder / "config.json").is_file():
+        digest.update((folder / "config.json").read_bytes())
+    for f in files:
+        size = f.stat().st_size
+        digest.update(f"{f.name}:{size}".encode())
+        with open(f, "rb") as fh:
+            for i in range(16):
+                fh.seek(size * i // 16)
+                digest.update(fh.read(1 << 16))
+    return digest.hexdigest()
+
+
 def _model_candidates(path: Path, manifest: dict[str, Any]) -> list[tuple[str, str]]:
     """(path, where it comes from) for each place a local model may be, in the order they are tried."""
     name, relative = manifest.get("model"), manifest.get("model_relative")
@@ -111,13 +137,22 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~", os.sep)) or name.count("/") > 1 or os.path.isabs(name)
 
 
+def _is_the_model(candidate: str, manifest: dict[str, Any]) -> bool:
+    """``candidate`` is a folder and, when the manifest recorded the model's fingerprint, the same model."""
+    if not Path(candidate).expanduser().is_dir():
+        return False
+    recorded = manifest.get("model_fingerprint")
+    return recorded is None or model_fingerprint(candidate) == recorded
+
+
 def _find_model(path: Path, manifest: dict[str, Any]) -> str | None:
-    """The first of :func:`_model_candidates` that is a folder; a hub name as recorded; else None."""
+    """The first of :func:`_model_candidates` that is the index's model (a folder, with the recorded
+    fingerprint when there is one); a hub name as recorded; else None."""
     name = manifest.get("model")
     if not name:
         return None
     for candidate, _ in _model_candidates(path, manifest):
-        if Path(candidate).expanduser().is_dir():
+        if _is_the_model(candidate, manifest):
             return candidate
     if manifest.get("model_relative") is None and not _looks_like_path(name):
         return name  # a hub name
@@ -138,7 +173,9 @@ def index_model(path: str | os.PathLike, manifest: dict[str, Any] | None = None)
         raise ConfigError("--model", f"{path} records no model; pass --model (a model folder or hub name)")
     found = _find_model(path, manifest)
     if found is None:
-        tried = "; ".join(f"{c} ({why})" for c, why in _model_candidates(path, manifest))
+        tried = "; ".join(f"{c} ({why}" + ("; another model there: its weights differ from the index's)" if
+                                            Path(c).expanduser().is_dir() else ")")
+                          for c, why in _model_candidates(path, manifest))
         raise ModelNotFoundError(f"{path / MANIFEST}: the index's model folder is missing; tried {tried}. Pass the "
                                  "model it was built with as --model (a model folder or hub name)")
     return found
@@ -188,6 +225,7 @@ class SearchIndex:
         self.encoder = encoder
         # a local folder by its absolute path: the working folder may change before the save
         self.model_name = local_model(model_name or (encoder_name(encoder) if encoder is not None else None))
+        self._fingerprint: tuple[str | None, str | None] | None = None  # (model_name, its fingerprint)
         self.memory_budget = memory_budget
         self._index = None  # created (and trained) on the first add
         self._workdir = Path(tempfile.mkdtemp(prefix="textcl-index-"))
@@ -444,6 +482,12 @@ class SearchIndex:
         return self._store
 
     # ---------------------------------------------------------------- persistence
+    def _model_fingerprint(self) -> str | None:
+        """The model's fingerprint, computed once per model name (a loaded index keeps its manifest's)."""
+        if self._fingerprint is None or self._fingerprint[0] != self.model_name:
+            self._fingerprint = (self.model_name, model_fingerprint(self.model_name))
+        return self._fingerprint[1]
+
     def info(self) -> dict[str, Any]:
         """The manifest's description of the index. ``memory_bytes_per_vector``: codes + id map (+ IVF list ids or
         HNSW links) in RAM; ``disk_bytes_per_vector``: index.faiss + vectors.f32 over the vectors, as of the
@@ -510,6 +554,9 @@ class SearchIndex:
             relative = _model_relative(self.model_name, path)
             if relative is not None:
                 manifest["model_relative"] = relative
+            fingerprint = self._model_fingerprint()
+            if fingerprint is not None:
+                manifest["model_fingerprint"] = fingerprint
             atomic_write_json(tmp / MANIFEST, manifest)
         if self._vecfile is not None:
             self._vecfile.saved(path)
@@ -577,6 +624,7 @@ class SearchIndex:
         # where the model is now (it may have moved with the folder), else as recorded
         self = cls(dim, manifest["factory"], encoder=encoder,
                    model_name=_find_model(path, manifest) or manifest.get("model"))
+        self._fingerprint = (self.model_name, manifest.get("model_fingerprint"))  # kept by later saves
         self._store.close()
         self._store = DocStore(path / DOCS_FILE, readonly=True)
         self._index = index
