@@ -82,7 +82,7 @@ def _text(report: dict) -> str:
     lines += ["", f"platform: {report['platform']}",
               f"cpu: {m['cpu']} ({m['cores']} usable cores, torch threads {m['torch_threads']}, "
               f"kernels {m['cpu_capability']})",
-              f"cpu flags: {' '.join(m['cpu_flags']) or 'none of ' + ', '.join(('avx2', 'avx512f', 'avx512_bf16', 'amx'))}",
+              f"cpu flags: {' '.join(m['cpu_flags']) or 'none of avx2, avx512f, avx512_bf16, amx'}",
               f"bf16 instructions: {'yes' if m['bf16_instructions'] else 'no'} (oneDNN reports bf16 supported: "
               f"{m['onednn_reports_bf16']})"]
     if m.get("gpu"):

@@ -127,8 +127,9 @@ def false_negative_mask(
     Args:
         positive_keys: ``(B,)`` int keys of each anchor's positive (e.g. :func:`text_keys`), or None.
         candidate_keys: ``(C,)`` int keys of the candidates in the logits' column order, or None.
-        group_ids: ``(B,)`` group of each anchor (:func:`group_keys`; :data:`NO_GROUP` for none). ``candidate_group_ids`` defaults to ``group_ids`` when the
-            candidates are the (same, local) positives, i.e. when ``C == B``.
+        group_ids: ``(B,)`` group of each anchor (:func:`group_keys`; :data:`NO_GROUP` for none).
+            ``candidate_group_ids`` defaults to ``group_ids`` when the candidates are the (same, local)
+            positives, i.e. when ``C == B``.
         anchor_keys: ``(B,)`` keys of the anchors themselves (optional).
         candidate_group_ids: ``(C,)`` group of each candidate; :data:`NO_GROUP` for none.
         positive_offset: column of anchor 0's positive; anchor ``i``'s is ``positive_offset + i``. With

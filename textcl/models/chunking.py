@@ -119,8 +119,9 @@ def forward_by_length(embed: Callable[[dict[str, torch.Tensor]], torch.Tensor],
 
 
 def chunk_cost_probe(embed: Callable[[dict[str, torch.Tensor]], torch.Tensor], params: list[torch.Tensor],
-                     vocab_size: int, device: torch.device, *, width: int = 32, rows: tuple[int, ...] = (1, 2, 4, 8, 16),
-                     repeats: int = 3, bf16: bool = False) -> dict[str, float]:
+                     vocab_size: int, device: torch.device, *, width: int = 32,
+                     rows: tuple[int, ...] = (1, 2, 4, 8, 16), repeats: int = 3,
+                     bf16: bool = False) -> dict[str, float]:
     """Time ``embed`` forward and backward (to ``params``, leaving their ``.grad`` alone) on ``rows x width``
     token batches and fit ``seconds = fixed + per_token x tokens`` by least squares.
 
@@ -157,7 +158,8 @@ def chunk_cost_probe(embed: Callable[[dict[str, torch.Tensor]], torch.Tensor], p
 MIN_FIT_R2 = 0.95
 
 
-def measured_chunk_overhead(encoder, *, bf16: bool = False, probe: Callable[[], dict[str, float]] | None = None) -> tuple[int, dict]:
+def measured_chunk_overhead(encoder, *, bf16: bool = False,
+                            probe: Callable[[], dict[str, float]] | None = None) -> tuple[int, dict]:
     """The per-chunk cost, in tokens, of ``encoder`` (a :class:`~textcl.models.Encoder`) on its device and at
     this precision, measured once per machine, model shape and precision, then cached
     (:func:`textcl.models.calibration.measured`). Returns ``(tokens, cache entry)``. ``probe`` replaces the
@@ -166,7 +168,8 @@ def measured_chunk_overhead(encoder, *, bf16: bool = False, probe: Callable[[], 
 
     config = encoder.model.config
     shape = {"model_type": getattr(config, "model_type", ""), "hidden": int(config.hidden_size),
-             "layers": int(getattr(config, "num_hidden_layers", 0)), "heads": int(getattr(config, "num_attention_heads", 0)),
+             "layers": int(getattr(config, "num_hidden_layers", 0)),
+             "heads": int(getattr(config, "num_attention_heads", 0)),
              "intermediate": int(getattr(config, "intermediate_size", 0) or 0), "bf16": bool(bf16)}
     device = encoder.device
     if device.type == "cuda" and probe is None:

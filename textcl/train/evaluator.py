@@ -175,8 +175,9 @@ class Evaluator:
     def choose_length(self, final: Encoder, final_doc: Encoder | None) -> dict | None:
         """``model.save_max_seq_len: auto``: score the selection sets (never the test sets) at the training length
         and at the model's own limit, and keep the better on ``final`` (and ``final_doc``); the training length
-        must score at least :data:`LENGTH_MARGIN` points higher, else the model's own limit is kept. Returns ``{"train": {"length", "score"}, "base": {...}, "chosen"}``, or None when
-        there is nothing to choose (no selection sets, or training already used the whole limit)."""
+        must score at least :data:`LENGTH_MARGIN` points higher, else the model's own limit is kept. Returns
+        ``{"train": {"length", "score"}, "base": {...}, "chosen"}``, or None when there is nothing to choose
+        (no selection sets, or training already used the whole limit)."""
         c = self.run.config
         base, train = final.max_seq_length, min(c.model.max_seq_len, final.max_seq_length)
         if c.model.save_max_seq_len != "auto" or train >= base or not (self.sets or self.evaluators):
@@ -193,8 +194,9 @@ class Evaluator:
         for enc in (final, final_doc):
             if enc is not None:
                 enc.max_seq_length = scores[chosen]["length"]
-        self.run.acc.print(f"saved length: {scores[chosen]['length']} tokens (selection score {scores['train']['score']:.2f} "
-                           f"at the training length {train}, {scores['base']['score']:.2f} at the model's {base})")
+        self.run.acc.print(f"saved length: {scores[chosen]['length']} tokens (selection score "
+                           f"{scores['train']['score']:.2f} at the training length {train}, "
+                           f"{scores['base']['score']:.2f} at the model's {base})")
         return {**scores, "chosen": scores[chosen]["length"]}
 
     def _finish(self, final: Encoder, final_doc: Encoder | None, state: dict, steps: int, model_dir: Path) -> dict:

@@ -66,9 +66,10 @@ class Trainer:
         """Resume or start afresh; open the log, the trackers and ``config.json``; score the starting model."""
         c, acc, out = run.config, run.acc, self.out
         best = (out / "best-model", out / "best-model-document")
-        layout = {"processes": run.world, "train.batch_size": c.train.batch_size, "train.grad_accum": c.train.grad_accum,
-                  "train.seed": c.train.seed, "data.group_by_length": c.data.group_by_length,
-                  "examples": len(run.examples), "precision": run.precision}
+        layout = {"processes": run.world, "train.batch_size": c.train.batch_size,
+                  "train.grad_accum": c.train.grad_accum, "train.seed": c.train.seed,
+                  "data.group_by_length": c.data.group_by_length, "examples": len(run.examples),
+                  "precision": run.precision}
         self.checkpoints = Checkpointer(acc, out / "checkpoints", c.train.checkpoint_every, c.train.keep_checkpoints,
                                         outputs=best, layout=layout)
         fresh = {"step": 0, "epoch": 0, "pos": 0, "best": None, "best_step": None, "before": {}}
