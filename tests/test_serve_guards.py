@@ -136,3 +136,27 @@ def test_a_symlinked_index_folder_is_served_where_it_pointed_at_start(tmp_path):
     link.symlink_to(tmp_path / "v4", target_is_directory=True)
     assert config.index_dir == (tmp_path / "v3").resolve()
     assert config.log_path.name == "v3.wal.sqlite"
+
+
+def test_serving_threads_default_to_half_the_cores_split_between_workers(monkeypatch, tmp_path, serve_model_dir,
+                                                                          serve_encoder):
+    """One torch thread per core collapsed beside a busy process (benchmarks/RESULTS.md "Serving threads"): the
+    default leaves half the cores to the rest of the machine; --threads wins."""
+    import os
+
+    import torch
+
+    from test_serve_support import build_index
+    from textcl.serve.config import ServeConfig, default_threads
+    from textcl.serve.service import IndexService
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert (default_threads(1), default_threads(2), default_threads(16)) == (4, 2, 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    path = build_index(tmp_path / "ix", serve_model_dir, encoder=serve_encoder)
+    before = torch.get_num_threads()
+    for threads, expected in ((None, 1), (2, 2)):
+        service = IndexService(ServeConfig(path, threads=threads), serve_encoder).start()
+        assert torch.get_num_threads() == expected
+        service.close()
+        assert torch.get_num_threads() == before  # an app built inside a program gives its threads back

@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--max-wait-ms", type=float, default=2.0,
                    help="under load, how long a query waits for others to batch with (default 2; a lone "
                    "client never waits)")
-    b.add_argument("--threads", type=int, help="torch threads for encoding (default: torch's, one per core)")
+    b.add_argument("--threads", type=int, help="torch threads for encoding per process (default: half the usable "
+                   "cores split between the workers, at least 1: one per core collapsed beside a busy process)")
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-k", type=int, default=1000, help="largest k (default 1000)")
     lim.add_argument("--max-queries", type=int, default=64, help="queries per POST /search (default 64)")

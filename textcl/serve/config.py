@@ -37,6 +37,17 @@ def is_wildcard(host: str) -> bool:
         return False
 
 
+def default_threads(workers: int = 1) -> int:
+    """torch threads per serving process: half the usable cores, split between the workers, at least one.
+
+    On 2 cores (benchmarks/RESULTS.md, "Serving threads"), torch's default of one thread per core collapsed
+    beside one busy process (14.5 QPS and a p99 of 280 ms for a lone client, against 55.6 QPS and 28 ms with
+    one thread), while one thread on a quiet machine gave 0.91-0.94x the QPS of two at a lower p99: the load
+    generator, FAISS and the HTTP loop need cores too."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // (2 * max(1, workers)))
+
+
 _HOST_NAME = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?")
 
 
@@ -66,7 +77,7 @@ class ServeConfig:
     max_batch: int = 64  #: queries encoded in one forward
     max_wait_ms: float = 2.0  #: how long the first query of a batch waits for company, once batches form
     max_pending: int = 4096  #: queued queries beyond this are answered 503 (back-pressure)
-    threads: int | None = None  #: torch intra-op threads for encoding (default: torch's, one per core)
+    threads: int | None = None  #: torch intra-op threads for encoding (default: :func:`default_threads`)
     backend: str | None = None  #: torch, onnx or auto (default: $TEXTCL_BACKEND, else torch)
     # request limits
     max_k: int = 1000

@@ -117,10 +117,12 @@ class IndexService:
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> "IndexService":
-        if self.config.threads is not None:
-            import torch
+        import torch
 
-            torch.set_num_threads(self.config.threads)
+        from textcl.serve.config import default_threads
+
+        self._threads_before = torch.get_num_threads()  # given back at close (an app built inside a program)
+        torch.set_num_threads(self.config.threads or default_threads(self.config.workers))
         if self.encoder is None:
             self.encoder = self._load_encoder()
         self.batcher.start()
@@ -147,6 +149,10 @@ class IndexService:
                 self.batcher.call(self._shutdown).result(timeout)
             finally:
                 self.batcher.close(timeout)
+                if getattr(self, "_threads_before", None):
+                    import torch
+
+                    torch.set_num_threads(self._threads_before)
 
     def _load_encoder(self):
         from textcl.index.encoding import truncate_to_index
