@@ -209,3 +209,42 @@ def test_the_trainer_uses_the_measured_chunk_cost(tiny_bert_dir, tmp_path, monke
     assert "textcl: chunk cost 7 tokens, measured on this CPU" in capsys.readouterr().out
     assert result.metrics["chunk_overhead_tokens"] == 7
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["chunk_overhead_tokens"] == 7
+
+
+def test_one_process_keeps_one_chunk_cost_and_a_resume_keeps_its_checkpoints(tiny_bert_dir, tmp_path, monkeypatch):
+    """A first measurement disturbed by other work (so not cached: the CPU default decides) and a later steady
+    one must not give two trainings in one program different chunk plans; and a resumed run, in a new process
+    that would measure another cost, cuts its chunks as the run it continues."""
+    from textcl.config import config_from_dict
+    from textcl.models import calibration, chunking
+    from textcl.train import Trainer
+
+    monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path / "cache"))
+    shares = iter([0.6, 0.0, 0.0])
+    real_share = calibration._others_share
+    monkeypatch.setattr(calibration, "_others_share", lambda probe: (real_share(probe)[0], next(shares)))
+    costs = iter([7.0, 9.0, 11.0])
+    real = chunking.measured_chunk_overhead
+
+    def probe_with(encoder, **kw):
+        value = next(costs)
+        return real(encoder, **kw, probe=lambda: {"fixed_s": value * 1e-3, "per_token_s": 1e-3,
+                                                  "overhead_tokens": value, "fit_r2": 0.99})
+
+    monkeypatch.setattr(chunking, "measured_chunk_overhead", probe_with)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"sentence number {i} is here\n" for i in range(32)))
+    config = config_from_dict({
+        "model": {"name": str(tiny_bert_dir), "max_seq_len": 16}, "data": {"path": str(corpus)},
+        "eval": {"data": [], "test": [], "every": 0, "before": False},
+        "train": {"batch_size": 4, "max_steps": 4, "checkpoint_every": 2, "report_to": "none", "plot": False}})
+    seen = []
+    for out in ("a", "b"):
+        trainer = Trainer(config, tmp_path / out)
+        trainer.run(stop_after_step=2)
+        seen.append(trainer.run_state.encoder.chunk_overhead)
+    assert seen[0] == seen[1] == chunking.CHUNK_OVERHEAD_TOKENS["cpu"]  # disturbed: the default, both times
+    calibration._DECIDED.clear()  # a new process, which would now measure 9 tokens
+    resumed = Trainer(config, tmp_path / "a")
+    resumed.run(resume=True)
+    assert resumed.run_state.encoder.chunk_overhead == seen[0]

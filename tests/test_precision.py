@@ -66,6 +66,9 @@ def test_a_corrupt_or_stale_cache_entry_is_measured_again_and_rewritten(tmp_path
         entry["values"] = {"fp32_s": "fast"}
         damage = json.dumps(entry)
     path.write_text(damage)
+    from textcl.models import calibration
+
+    calibration._DECIDED.clear()  # a new process reads the damaged file
     choice = precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=fake_probe(2, 1, calls))
     assert (choice.resolved, choice.cached, len(calls)) == ("bf16", False, 2)
     assert json.loads(path.read_text())["values"]["bf16_s"] == 1.0
@@ -153,6 +156,7 @@ def test_training_with_auto_records_and_evaluates_in_the_chosen_precision(tiny_b
 def test_a_disturbed_measurement_decides_the_run_but_is_not_cached(tmp_path, monkeypatch):
     """Two rounds whose bf16/fp32 ratios differ by 50% were taken while other work shared the cores: the
     figure is used now, and the next run measures again instead of keeping it."""
+    from textcl.models import calibration
     from textcl.models.calibration import cache_dir
 
     monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path))
@@ -164,6 +168,9 @@ def test_a_disturbed_measurement_decides_the_run_but_is_not_cached(tmp_path, mon
 
     first = precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=disturbed)
     assert first.resolved == "bf16" and not list(cache_dir().glob("precision-*.json"))
+    precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=disturbed)
+    assert len(calls) == 1  # this process keeps its first answer
+    calibration._DECIDED.clear()  # a new process
     precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=disturbed)
     assert len(calls) == 2
 
@@ -198,7 +205,10 @@ def test_an_unwritable_cache_still_measures_and_decides(monkeypatch):
     decides the run and is not shared."""
     monkeypatch.setenv("TEXTCL_CACHE", "/proc/textcl-cannot-be-here")
     calls = []
+    from textcl.models import calibration
+
     for _ in range(2):
+        calibration._DECIDED.clear()  # each a new process
         choice = precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=fake_probe(2, 1, calls))
         assert choice.resolved == "bf16" and not choice.cached
     assert len(calls) == 2

@@ -120,6 +120,8 @@ def _others_share(probe: Callable[[], dict[str, float]]) -> tuple[dict[str, floa
 
 #: a measurement during which other processes used more than this share of the CPU was disturbed: not cached
 MAX_OTHERS_SHARE = 0.2
+#: what this process measured, by cache file: a disturbed (uncached) answer too, so one process decides once
+_DECIDED: dict[str, dict] = {}
 
 
 def _valid(entry, kind: str, key: str) -> bool:
@@ -138,21 +140,25 @@ def measured(kind: str, device_type: str, shape: dict, probe: Callable[[], dict[
 
     ``steady(values)`` says whether the measurement was undisturbed (e.g. two rounds agree), and so does the
     share of the CPU other processes used meanwhile (at most :data:`MAX_OTHERS_SHARE`). A disturbed one is
-    returned with ``steady: False`` and not cached: the caller falls back on a safe default for this run, and
-    a later run measures again rather than keeping a figure taken while other work shared the cores.
+    returned with ``steady: False`` and not cached: the caller falls back on a safe default, and a later process
+    measures again rather than keeping a figure taken while other work shared the cores. Within one process the
+    first answer stands (two trainings in one program must not differ by a re-measurement).
 
     Returns ``{"schema", "kind", "key", "profile", "shape", "values", "measured_at", "cached", "steady"}``;
     ``cached`` says whether the values came from the cache (False: measured now)."""
     profile = machine_profile(device_type)
     key = _key(kind, profile, shape)
     path = cache_dir() / f"{kind}-{key}.json"
+    if str(path) in _DECIDED:  # one answer per process: two runs in one program must not differ by a re-measure
+        return {**_DECIDED[str(path)], "cached": True}
     with _locked(path.with_suffix(".lock")):
         try:
             entry = read_json(path)
         except (OSError, ValueError):  # missing, unreadable or corrupt: measure again
             entry = None
         if _valid(entry, kind, key):
-            return {**entry, "cached": True, "steady": True}
+            _DECIDED[str(path)] = {**entry, "cached": True, "steady": True}
+            return _DECIDED[str(path)]
         raw, others = _others_share(probe)
         values = {k: float(v) for k, v in raw.items()}
         entry = {"schema": SCHEMA, "kind": kind, "key": key, "profile": profile, "shape": shape, "values": values,
@@ -167,7 +173,8 @@ def measured(kind: str, device_type: str, shape: dict, probe: Callable[[], dict[
                 atomic_write_json(path, entry)
             except OSError:  # a read-only cache: the measurement still decides this run
                 pass
-    return {**entry, "cached": False, "steady": ok}
+    _DECIDED[str(path)] = {**entry, "cached": False, "steady": ok}
+    return _DECIDED[str(path)]
 
 
 def list_calibrations() -> list[dict]:

@@ -108,25 +108,26 @@ def _model_shape(name: str) -> dict:
         return {"hidden": 384, "intermediate": 1536}
 
 
-def _resumed_precision(out: Path) -> str | None:
-    """The precision the newest checkpoint under ``out`` trained in, if it recorded one."""
+def _resumed_layout(out: Path) -> dict:
+    """The layout the newest checkpoint under ``out`` recorded (empty without one)."""
     from textcl._io import read_json
     from textcl.train.checkpoint import STATE_FILE, latest_checkpoint
 
     last = latest_checkpoint(out / "checkpoints")
     if last is None:
-        return None
+        return {}
     try:
-        return read_json(last / STATE_FILE).get("layout", {}).get("precision")
+        layout = read_json(last / STATE_FILE).get("layout", {})
     except (OSError, ValueError, AttributeError):
-        return None
+        return {}
+    return layout if isinstance(layout, dict) else {}
 
 
 def _choose(c: TrainConfig, device_type: str, shape: dict, out: Path, resume: bool) -> PrecisionChoice:
     """``train.mixed_precision`` resolved: a resumed ``auto`` run keeps its checkpoint's precision (a new
     measurement could differ, and the run would change precision half way)."""
     if c.train.mixed_precision == "auto" and resume:
-        kept = _resumed_precision(out)
+        kept = _resumed_layout(out).get("precision")
         if kept in ("no", "fp16", "bf16"):
             return PrecisionChoice("auto", kept, device_type, None, cached=True)
     return choose_precision(c.train.mixed_precision, device_type, **shape)
@@ -264,6 +265,9 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
     if dropout is not None:
         encoder.set_dropout(dropout)
     chunk = None
+    kept = _resumed_layout(out).get("chunk_overhead") if resume else None
+    if encoder.chunk_overhead == "auto" and isinstance(kept, int):  # a resumed run cuts its chunks as before
+        encoder.chunk_overhead = kept
     if encoder.chunk_overhead == "auto":  # the cost of one more chunk, measured for this model here (cached)
         from textcl.models.chunking import measured_chunk_overhead
 
