@@ -88,27 +88,27 @@ def test_processes_draw_independent_dropout_masks(tiny_bert_dir, tmp_path):
     assert 0.78 < agree < 0.86, agree
 
 
+def auto_config(model_dir, tmp_path) -> dict:
+    """One step of mixed_precision auto on 64 short sentences."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(f"sentence number {i} about topic {i % 7}" for i in range(64)) + "\n")
+    return {"model": {"name": str(model_dir), "max_seq_len": 16},
+            "data": {"path": str(corpus)}, "eval": {"data": [], "test": [], "every": 0, "before": False},
+            "train": {"batch_size": 4, "max_steps": 1, "checkpoint_every": 0, "mixed_precision": "auto",
+                      "report_to": "none", "plot": False}}
+
+
 def test_every_process_trains_in_the_precision_process_0_measured(tiny_bert_dir, tmp_path):
     """mixed_precision auto under torchrun: process 0 measures and the others take its choice (measuring each on
     its own, a loaded process could pick fp32 beside a bf16 one)."""
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("\n".join(f"sentence number {i} about topic {i % 7}" for i in range(64)) + "\n")
-    config = {"model": {"name": str(tiny_bert_dir), "max_seq_len": 16},
-              "data": {"path": str(corpus)}, "eval": {"data": [], "test": [], "every": 0, "before": False},
-              "train": {"batch_size": 4, "max_steps": 1, "checkpoint_every": 0, "mixed_precision": "auto",
-                        "report_to": "none", "plot": False}}
+    config = auto_config(tiny_bert_dir, tmp_path)
     proc = launch("_dist_precision.py", config, tmp_path / "run", 2)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "rank 0 trained in bf16" in proc.stderr and "rank 1 trained in bf16" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_a_failed_measurement_on_process_0_stops_every_process_with_its_message(tiny_bert_dir, tmp_path):
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("\n".join(f"sentence number {i} about topic {i % 7}" for i in range(64)) + "\n")
-    config = {"model": {"name": str(tiny_bert_dir), "max_seq_len": 16},
-              "data": {"path": str(corpus)}, "eval": {"data": [], "test": [], "every": 0, "before": False},
-              "train": {"batch_size": 4, "max_steps": 1, "checkpoint_every": 0, "mixed_precision": "auto",
-                        "report_to": "none", "plot": False}}
+    config = auto_config(tiny_bert_dir, tmp_path)
     proc = launch("_dist_precision.py", config, tmp_path / "run", 2, "fail", timeout=120)
     assert proc.returncode != 0
     assert proc.stderr.count("train.mixed_precision auto: process 0 could not measure") >= 2, proc.stderr[-3000:]
