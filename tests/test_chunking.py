@@ -186,10 +186,21 @@ def test_chunk_cost_probe_recovers_a_known_fixed_and_per_token_cost():
     assert w.grad is None  # the probe leaves the parameters' gradients alone
 
 
+def unlabeled_run(model_dir, tmp_path, *, lines: int, **train):
+    """A recipe of ``lines`` unlabeled sentences on the tiny BERT, batches of 4, no evaluation."""
+    from textcl.config import config_from_dict
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"sentence number {i} is here\n" for i in range(lines)))
+    return config_from_dict({
+        "model": {"name": str(model_dir), "max_seq_len": 16}, "data": {"path": str(corpus)},
+        "eval": {"data": [], "test": [], "every": 0, "before": False},
+        "train": {"batch_size": 4, "report_to": "none", "plot": False, **train}})
+
+
 def test_the_trainer_uses_the_measured_chunk_cost(tiny_bert_dir, tmp_path, monkeypatch, capsys):
     import json
 
-    from textcl.config import config_from_dict
     from textcl.models import chunking
     from textcl.train import Trainer
 
@@ -197,12 +208,7 @@ def test_the_trainer_uses_the_measured_chunk_cost(tiny_bert_dir, tmp_path, monke
     real = chunking.measured_chunk_overhead
     monkeypatch.setattr(chunking, "measured_chunk_overhead", lambda encoder, **kw: real(
         encoder, **kw, probe=lambda: {"fixed_s": 0.007, "per_token_s": 0.001, "overhead_tokens": 7.0}))
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("".join(f"sentence number {i} is here\n" for i in range(16)))
-    config = config_from_dict({
-        "model": {"name": str(tiny_bert_dir), "max_seq_len": 16}, "data": {"path": str(corpus)},
-        "eval": {"data": [], "test": [], "every": 0, "before": False},
-        "train": {"batch_size": 4, "max_steps": 1, "checkpoint_every": 0, "report_to": "none", "plot": False}})
+    config = unlabeled_run(tiny_bert_dir, tmp_path, lines=16, max_steps=1, checkpoint_every=0)
     trainer = Trainer(config, tmp_path / "run")
     result = trainer.run()
     assert trainer.run_state.encoder.chunk_overhead == 7
@@ -215,7 +221,6 @@ def test_one_process_keeps_one_chunk_cost_and_a_resume_keeps_its_checkpoints(tin
     """A first measurement disturbed by other work (so not cached: the CPU default decides) and a later steady
     one must not give two trainings in one program different chunk plans; and a resumed run, in a new process
     that would measure another cost, cuts its chunks as the run it continues."""
-    from textcl.config import config_from_dict
     from textcl.models import calibration, chunking
     from textcl.train import Trainer
 
@@ -232,12 +237,7 @@ def test_one_process_keeps_one_chunk_cost_and_a_resume_keeps_its_checkpoints(tin
                                                   "overhead_tokens": value, "fit_r2": 0.99})
 
     monkeypatch.setattr(chunking, "measured_chunk_overhead", probe_with)
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("".join(f"sentence number {i} is here\n" for i in range(32)))
-    config = config_from_dict({
-        "model": {"name": str(tiny_bert_dir), "max_seq_len": 16}, "data": {"path": str(corpus)},
-        "eval": {"data": [], "test": [], "every": 0, "before": False},
-        "train": {"batch_size": 4, "max_steps": 4, "checkpoint_every": 2, "report_to": "none", "plot": False}})
+    config = unlabeled_run(tiny_bert_dir, tmp_path, lines=32, max_steps=4, checkpoint_every=2)
     seen = []
     for out in ("a", "b"):
         trainer = Trainer(config, tmp_path / out)
