@@ -123,17 +123,17 @@ def _resumed_layout(out: Path) -> dict:
     return layout if isinstance(layout, dict) else {}
 
 
-def _choose(c: TrainConfig, device_type: str, shape: dict, out: Path, resume: bool) -> PrecisionChoice:
-    """``train.mixed_precision`` resolved: a resumed ``auto`` run keeps its checkpoint's precision (a new
-    measurement could differ, and the run would change precision half way)."""
-    if c.train.mixed_precision == "auto" and resume:
-        kept = _resumed_layout(out).get("precision")
+def _choose(c: TrainConfig, device_type: str, shape: dict, resumed: dict) -> PrecisionChoice:
+    """``train.mixed_precision`` resolved: a resumed ``auto`` run keeps the precision its checkpoint's layout
+    ``resumed`` records (a new measurement could differ, and the run would change precision half way)."""
+    if c.train.mixed_precision == "auto":
+        kept = resumed.get("precision")
         if kept in ("no", "fp16", "bf16"):
             return PrecisionChoice("auto", kept, device_type, None, cached=True)
     return choose_precision(c.train.mixed_precision, device_type, **shape)
 
 
-def _accelerator(c: TrainConfig, out: Path, found_trackers: list[str], resume: bool = False):
+def _accelerator(c: TrainConfig, out: Path, found_trackers: list[str], resumed: dict):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
@@ -143,8 +143,8 @@ def _accelerator(c: TrainConfig, out: Path, found_trackers: list[str], resume: b
         from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state(reset_partial_state=True)
-    # auto: measured on this machine (bf16 where it runs faster than fp32), cached; the ranks of a job share
-    # the cache's lock, so they measure once and agree
+    # auto: measured on this machine (bf16 where it runs faster than fp32), cached; under several processes
+    # process 0 measures and the others take its answer
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     shape = _model_shape(c.model.name) if c.train.mixed_precision == "auto" else {}
     if c.train.mixed_precision == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -156,14 +156,14 @@ def _accelerator(c: TrainConfig, out: Path, found_trackers: list[str], resume: b
         box: list = [None]
         if state.is_main_process:
             try:
-                box[0] = _choose(c, device_type, shape, out, resume)
+                box[0] = _choose(c, device_type, shape, resumed)
             except Exception as exc:  # the others must not wait for an answer that never comes
                 box[0] = TextclError(f"train.mixed_precision auto: process 0 could not measure: {exc}")
         choice = broadcast_object_list(box, from_process=0)[0]
         if isinstance(choice, Exception):
             raise choice
     else:
-        choice = _choose(c, device_type, shape, out, resume)
+        choice = _choose(c, device_type, shape, resumed)
     acc = Accelerator(
         mixed_precision=choice.resolved, cpu=not torch.cuda.is_available(),
         log_with=found_trackers or None, project_dir=str(out),
@@ -245,7 +245,8 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
 
     c = config
     found_trackers = trackers(c.train.report_to)
-    acc, choice = _accelerator(c, out, found_trackers, resume)
+    resumed = _resumed_layout(out) if resume else {}  # what the checkpoint a resume continues recorded
+    acc, choice = _accelerator(c, out, found_trackers, resumed)
     precision = choice.resolved
     set_seed(c.train.seed)
     examples = load_examples(c.data)
@@ -265,9 +266,8 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
     if dropout is not None:
         encoder.set_dropout(dropout)
     chunk = None
-    kept = _resumed_layout(out).get("chunk_overhead") if resume else None
-    if encoder.chunk_overhead == "auto" and isinstance(kept, int):  # a resumed run cuts its chunks as before
-        encoder.chunk_overhead = kept
+    if encoder.chunk_overhead == "auto" and isinstance(resumed.get("chunk_overhead"), int):
+        encoder.chunk_overhead = resumed["chunk_overhead"]  # a resumed run cuts its chunks as before
     if encoder.chunk_overhead == "auto":  # the cost of one more chunk, measured for this model here (cached)
         from textcl.models.chunking import measured_chunk_overhead
 
