@@ -44,7 +44,7 @@ def profile() -> dict:
     return {
         "versions": versions,
         "platform": platform.platform(),
-        "machine": {**machine, "torch_threads": torch.get_num_threads(), "bf16_instructions": native_bf16("cpu"),
+        "machine": {**machine, "bf16_instructions": native_bf16("cpu"),
                     "onednn_reports_bf16": onednn_bf16, "cuda_available": torch.cuda.is_available()},
         "settings": {name: os.environ.get(name) for name in ("TEXTCL_CACHE", "TEXTCL_BACKEND", "OMP_NUM_THREADS",
                                                              "CUDA_VISIBLE_DEVICES")},
@@ -80,7 +80,7 @@ def _text(report: dict) -> str:
     lines = ["textcl env", "", "versions:"]
     lines += [f"  {k}: {v or 'not installed'}" for k, v in report["versions"].items()]
     lines += ["", f"platform: {report['platform']}",
-              f"cpu: {m['cpu']} ({m['cores']} usable cores, torch threads {m['torch_threads']}, "
+              f"cpu: {m['cpu']} ({m['cores']} usable cores, torch threads {m['threads']}, "
               f"kernels {m['cpu_capability']})",
               f"cpu flags: {' '.join(m['cpu_flags']) or 'none of avx2, avx512f, avx512_bf16, amx'}",
               f"bf16 instructions: {'yes' if m['bf16_instructions'] else 'no'} (oneDNN reports bf16 supported: "
