@@ -265,6 +265,10 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
         dropout = text_aug.dropout  # Identity(dropout=...) names the rate of the dropout views
     if dropout is not None:
         encoder.set_dropout(dropout)
+    if c.model.fast_dropout:
+        from textcl.models.dropout import install
+
+        install(encoder.model)
     chunk = None
     if encoder.chunk_overhead == "auto" and isinstance(resumed.get("chunk_overhead"), int):
         encoder.chunk_overhead = resumed["chunk_overhead"]  # a resumed run cuts its chunks as before

@@ -69,7 +69,8 @@ class Trainer:
         layout = {"processes": run.world, "train.batch_size": c.train.batch_size,
                   "train.grad_accum": c.train.grad_accum, "train.seed": c.train.seed,
                   "data.group_by_length": c.data.group_by_length, "examples": len(run.examples),
-                  "precision": run.precision, "chunk_overhead": run.encoder.chunk_overhead}
+                  "precision": run.precision, "chunk_overhead": run.encoder.chunk_overhead,
+                  "model.fast_dropout": c.model.fast_dropout}
         self.checkpoints = Checkpointer(acc, out / "checkpoints", c.train.checkpoint_every, c.train.keep_checkpoints,
                                         outputs=best, layout=layout)
         fresh = {"step": 0, "epoch": 0, "pos": 0, "best": None, "best_step": None, "before": {}}
