@@ -227,3 +227,24 @@ def test_the_cache_key_follows_torch_threads(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert len(calls) == 2  # 1 thread and 2 threads are measured apart; the second 1-thread call is cached
+
+
+def test_an_instruction_cap_is_another_machine(tmp_path, monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX512_CORE keeps oneDNN below its bf16 kernels, as on a CPU without them: the cached
+    answer of the uncapped machine is not reused, and bf16 counts as emulated for warnings and fallbacks."""
+    from textcl.models import calibration
+
+    monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(calibration, "_cpuinfo", lambda: ("a CPU", ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]))
+    calls = []
+    precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=fake_probe(1, 2, calls))
+    precision.native_bf16.cache_clear()  # one answer per process; this test changes the environment
+    assert precision.native_bf16("cpu")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core")
+    calibration._DECIDED.clear()
+    precision.native_bf16.cache_clear()
+    precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=fake_probe(1, 2, calls))
+    assert len(calls) == 2 and calibration.machine_profile()["isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "avx512_core"}
+    assert not precision.native_bf16("cpu")
+    precision.native_bf16.cache_clear()

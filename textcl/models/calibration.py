@@ -29,6 +29,8 @@ __all__ = ["SCHEMA", "cache_dir", "machine_profile", "measured", "list_calibrati
 #: bump when the meaning of a cached entry changes: older entries are then measured again
 SCHEMA = 1
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+#: environment variables that cap the instructions torch's kernels use (ATen's shows in cpu_capability)
+_ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
 
 
 def cache_dir() -> Path:
@@ -55,12 +57,16 @@ def _cpuinfo() -> tuple[str, list[str]]:
 
 def machine_profile(device_type: str = "cpu") -> dict:
     """What a measurement on ``device_type`` depends on: the CPU (model, the vector/matrix flags, usable
-    cores, torch's threads and kernel level) or the GPU (name, compute capability, memory), and the torch
+    cores, torch's threads and kernel level, instruction-set caps set in the environment) or the GPU (name, compute capability, memory), and the torch
     version."""
     model, flags = _cpuinfo()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     profile = {"device": device_type, "torch": torch.__version__, "cpu": model, "cpu_flags": flags, "cores": cores,
                "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    # instruction-set caps set for oneDNN, MKL (a machine restricted to an older CPU class measures as one)
+    caps = {k: os.environ[k] for k in _ISA_CAPS if os.environ.get(k)}
+    if caps:
+        profile["isa_caps"] = caps
     if device_type == "cuda" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
         profile.update(gpu=props.name, gpu_capability=f"{props.major}.{props.minor}",

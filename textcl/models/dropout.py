@@ -35,26 +35,30 @@ def bernoulli_keep(shape: tuple[int, ...] | torch.Size, p: float) -> torch.Tenso
 
 
 class _MaskedScale(torch.autograd.Function):
-    """x (any shape) -> x * keep / (1 - p), keeping the bool mask (1 byte an element) for the backward."""
+    """x (any shape) -> x * keep * scale, keeping the bool mask (1 byte an element) for the backward."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, p: float, scale: float) -> torch.Tensor:
         keep = bernoulli_keep(x.shape, p)
         ctx.save_for_backward(keep)
-        ctx.scale = 1.0 / (1.0 - p)
-        return x.mul(keep).mul_(ctx.scale)
+        ctx.scale = scale
+        out = x.mul(keep)
+        return out.mul_(scale) if scale != 1.0 else out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (keep,) = ctx.saved_tensors
-        return grad.mul(keep).mul_(ctx.scale), None
+        out = grad.mul(keep)
+        return (out.mul_(ctx.scale) if ctx.scale != 1.0 else out), None, None
 
 
-def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """``torch.nn.functional.dropout(x, p, training)`` with :func:`bernoulli_keep`'s masks on the CPU."""
+def fast_dropout(x: torch.Tensor, p: float, training: bool = True, *, rescale: bool = True) -> torch.Tensor:
+    """``torch.nn.functional.dropout(x, p, training)`` with :func:`bernoulli_keep`'s masks on the CPU.
+    ``rescale=False`` leaves out the ``1 / (1 - p)`` factor (CPU only), for a caller that applies it to a
+    smaller tensor downstream."""
     if not training or p == 0.0 or x.device.type != "cpu":
         return nn.functional.dropout(x, p, training)
-    return _MaskedScale.apply(x, p)
+    return _MaskedScale.apply(x, p, 1.0 / (1.0 - p) if rescale else 1.0)
 
 
 class FastDropout(nn.Dropout):
@@ -80,14 +84,16 @@ def cpu_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, val
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query, key.transpose(-1, -2)).mul_(scaling)  # (B, heads, L, L)
+    # both scale factors go to the (B, heads, L, d_head) side, d_head / L the size of the (B, heads, L, L) one
+    scores = torch.matmul(query * scaling, key.transpose(-1, -2))  # (B, heads, L, L)
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             scores = scores.masked_fill(~attention_mask, float("-inf"))
         else:
             scores = scores + attention_mask
-    probs = fast_dropout(torch.softmax(scores, dim=-1), dropout)
-    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
+    kept = fast_dropout(torch.softmax(scores, dim=-1), dropout, rescale=False)
+    out = torch.matmul(kept, value).mul_(1.0 / (1.0 - dropout))  # (B, heads, L, d_head)
+    return out.transpose(1, 2).contiguous(), None
 
 
 def _register() -> None:

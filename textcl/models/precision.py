@@ -32,8 +32,17 @@ def native_bf16(device_type: str) -> bool:
         return False
     from textcl.models.calibration import machine_profile
 
-    flags = machine_profile("cpu")["cpu_flags"]
+    profile = machine_profile("cpu")
+    cap = profile.get("isa_caps", {})
+    cap = (cap.get("ONEDNN_MAX_CPU_ISA") or cap.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap in _ISA_WITHOUT_BF16:  # oneDNN told to stay below its bf16 kernels: emulated, as on an older CPU
+        return False
+    flags = profile["cpu_flags"]
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+#: oneDNN instruction-set caps (ONEDNN_MAX_CPU_ISA) below its bf16 dot-product kernels
+_ISA_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
 
 @dataclass(frozen=True)
