@@ -117,15 +117,18 @@ class Evaluator:
         """The selection score: the mean over the evaluated sets and evaluator values (``all`` excluded)."""
         return float(np.mean([metric_value(m) for k, m in metrics.items() if k != "all"]))
 
-    def select(self, step: int, state: dict, log) -> None:
-        """Evaluate at ``step``, log it, and save the encoder(s) as ``best-model`` when the score improved."""
+    def select(self, step: int, state: dict, log) -> float | None:
+        """Evaluate at ``step``, log it, and save the encoder(s) as ``best-model`` when the score improved.
+        Returns the step's selection score on the main process, None on the others."""
         run, acc = self.run, self.run.acc
+        score = None
         if acc.is_main_process:
             with self.averaged():
-                self._select(step, state, log)
+                score = self._select(step, state, log)
         acc.wait_for_everyone()
+        return score
 
-    def _select(self, step: int, state: dict, log) -> None:
+    def _select(self, step: int, state: dict, log) -> float:
         """Evaluate (in whatever weights the encoder holds now), log, and save ``best-model`` if improved."""
         run, acc = self.run, self.run.acc
         before = self.clock.eval_s
@@ -149,6 +152,7 @@ class Evaluator:
                 run.encoder.save(run.out / "best-model")
                 if run.config.model.two_tower:
                     run.doc_encoder.save(run.out / "best-model-document")
+        return score
 
     def finish(self, state: dict, steps: int) -> tuple[Path, dict]:
         """Take the best (or last) encoder, score it with bootstrap CIs, and write ``model/`` with its card,

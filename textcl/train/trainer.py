@@ -25,7 +25,10 @@ from textcl.train.evaluator import Clock, Evaluator
 from textcl.train.logs import CSVLog, Reporter
 from textcl.train.step import TrainingDiverged, train_step
 
-__all__ = ["TrainResult", "Trainer", "TrainingDiverged", "train"]
+__all__ = ["STOP", "TrainResult", "Trainer", "TrainingDiverged", "train"]
+
+#: what an ``on_eval`` callback returns to end the run after the current step (as if interrupted)
+STOP = "stop"
 
 
 @dataclass
@@ -52,10 +55,11 @@ class Trainer:
     """Runs one recipe. Use :func:`textcl.train.train` unless you need the pieces (``self.run_state``, the
     :class:`~textcl.train.build.Run`, exists once :meth:`run` or :meth:`setup` has built it)."""
 
-    def __init__(self, config: TrainConfig, output_dir: str | Path | None = None, evaluators=()):
+    def __init__(self, config: TrainConfig, output_dir: str | Path | None = None, evaluators=(), on_eval=None):
         self.config = config
         self.out = Path(output_dir or config.output_dir)
         self.extra_evaluators = list(evaluators)
+        self.on_eval = on_eval
         self.run_state: Run | None = None
 
     def setup(self, resume: bool = False) -> Run:
@@ -88,6 +92,8 @@ class Trainer:
 
     def run(self, *, resume: bool = False, stop_after_step: int | None = None) -> TrainResult:
         run = self.setup(resume)
+        if self.on_eval is not None and run.world > 1:
+            raise ValueError("on_eval needs a single process: the selection score exists on the main process only")
         clock = Clock()
         self.evaluator = evaluator = Evaluator(run, self.extra_evaluators, clock)
         state, log = self._start(run, resume)
@@ -103,12 +109,14 @@ class Trainer:
                 pos, step = pos + g, step + 1
                 report.step(step, epoch, loss, time.perf_counter() - t0)
                 last = step == run.total_steps
+                stop = stop_after_step is not None and step >= stop_after_step
                 if evaluator.due(step, last):
-                    evaluator.select(step, state, log)
+                    score = evaluator.select(step, state, log)
+                    stop = (self.on_eval is not None and self.on_eval(step, score) == STOP) or stop
                 if self.checkpoints.due(step, last):
                     state.update(step=step, epoch=epoch, pos=pos)
                     self.checkpoints.save(step, state)
-                if stop_after_step is not None and step >= stop_after_step and not last:  # as if interrupted
+                if stop and not last:  # as if interrupted
                     report.close()
                     run.acc.end_training()
                     return TrainResult(self.out, None, {}, step, False)
@@ -119,7 +127,7 @@ class Trainer:
 
 
 def train(config: TrainConfig, *, output_dir: str | Path | None = None, resume: bool = False,
-          stop_after_step: int | None = None, evaluators=()) -> TrainResult:
+          stop_after_step: int | None = None, evaluators=(), on_eval=None) -> TrainResult:
     """Train an encoder with a recipe.
 
     Writes ``OUT/model/`` (sentence-transformers format, with a model card), ``OUT/metrics.json``
@@ -132,5 +140,9 @@ def train(config: TrainConfig, *, output_dir: str | Path | None = None, resume: 
         stop_after_step: stop (as if interrupted) after this step and its checkpoint, if any.
         evaluators: extra evaluators, each ``fn(encoder) -> {name: score}`` (higher is better), run with the
             STS sets of ``eval.data``; the best step maximises the mean of all of them.
+        on_eval: called after each evaluation during training as ``on_eval(step, score)`` with the step's
+            selection score (the mean that chooses the best step); returning :data:`STOP` ends the run after
+            that step as if interrupted (``finished`` False, no ``model/``). Single-process runs only.
+            :mod:`textcl.tune` prunes trials with it.
     """
-    return Trainer(config, output_dir, evaluators).run(resume=resume, stop_after_step=stop_after_step)
+    return Trainer(config, output_dir, evaluators, on_eval).run(resume=resume, stop_after_step=stop_after_step)
