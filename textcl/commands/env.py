@@ -3,7 +3,7 @@
 Prints the library versions, the CPU (model, the vector and matrix flags, usable cores, torch's kernel level and
 threads, and what oneDNN claims about bf16 beside what the flags say), the GPU, the settings textcl reads from the
 environment, and every cached measurement (``$TEXTCL_CACHE/calibration``) with its figures. ``--measure`` runs
-the measurements ``mixed_precision: auto`` and the trainer's chunk cost use, for a model, now.
+the measurements ``mixed_precision: auto``, the trainer's chunk cost and ``--backend auto`` use, for a model, now.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "automatic choices (for bug reports)")
     p.add_argument("--json", metavar="PATH", help="write the profile as JSON to PATH ('-' for standard output)")
     p.add_argument("--measure", action="store_true",
-                   help="measure bf16 against fp32 and the per-chunk cost for --model now (cached, as training does)")
+                   help="measure bf16 against fp32, the per-chunk cost and ONNX Runtime against torch for --model now "
+                        "(cached, as training and --backend auto do)")
     p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2",
                    help="the model --measure measures (default: the packaged all-MiniLM-L6-v2)")
     p.set_defaults(func=run)
@@ -54,7 +55,8 @@ def profile() -> dict:
 
 
 def measure(model: str) -> list[str]:
-    """Run (or read from the cache) the precision and chunk-cost measurements for ``model``; one line each."""
+    """Run (or read from the cache) the precision, chunk-cost and backend measurements for ``model``; one line
+    each."""
     import torch
 
     from textcl.models import Encoder
@@ -72,6 +74,8 @@ def measure(model: str) -> list[str]:
         lines.append(f"{model}: chunk cost {tokens} tokens in {'bf16' if bf16 else 'fp32'} on this {device.upper()}"
                      + (" (cached)" if entry["cached"] else "")
                      + ("" if entry["steady"] else " (the default: the measurement was disturbed by other work)"))
+    encoder.use_backend("auto", announce=False)  # last: the chunk cost above is measured in torch
+    lines.append(f"{model}: {encoder.backend_choice.line()}")
     return lines
 
 
@@ -92,7 +96,8 @@ def _text(report: dict) -> str:
     lines += ["", "settings:"] + [f"  {k}={v}" for k, v in report["settings"].items() if v is not None]
     lines += ["", f"measurements cached in {report['cache']}:"]
     if not report["calibrations"]:
-        lines.append("  none yet (training with mixed_precision: auto measures; or run textcl env --measure)")
+        lines.append("  none yet (training with mixed_precision: auto and --backend auto measure; or run textcl env "
+                     "--measure)")
     for e in report["calibrations"]:
         shape = ", ".join(f"{k} {v}" for k, v in e["shape"].items())
         values = ", ".join(f"{k} {v:.4g}" for k, v in e["values"].items())

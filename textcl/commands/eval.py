@@ -47,7 +47,7 @@ def run_sts(args: argparse.Namespace) -> int:
     from textcl.data.sts import load_sts
     from textcl.eval.stats import undefined_reason
     from textcl.eval.sts import as_sts_list, compare_sts, evaluate_sts, format_sts_table, undefined_sets
-    from textcl.commands.backend import for_command
+    from textcl.commands.backend import for_command, report as backend_report
     from textcl.models import Encoder
     from textcl.versions import environment
 
@@ -69,7 +69,10 @@ def run_sts(args: argparse.Namespace) -> int:
         report = evaluate_sts(encoder, sets, **kw)
     print(format_sts_table(report))
     if args.json:
-        atomic_write_json(args.json, {**report, "versions": environment()})
+        backends = {"backend": backend_report(encoder)}
+        if args.compare:
+            backends["backend_b"] = backend_report(other)
+        atomic_write_json(args.json, {**report, **backends, "versions": environment()})
         print(f"wrote {args.json}")
     reasons = undefined_sets(report)
     if len(reasons) == len(report["sets"]):

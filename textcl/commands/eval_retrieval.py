@@ -30,6 +30,7 @@ def format_table(result: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from textcl._io import atomic_write_json, check_writable
+    from textcl.commands.backend import report as backend_report
     from textcl.commands.index import load_encoder
     from textcl.data.beir import load_beir
     from textcl.eval.retrieval import evaluate_retrieval
@@ -45,6 +46,6 @@ def run(args: argparse.Namespace) -> int:
     result["data"] = args.data
     print(format_table(result))
     if args.json:
-        atomic_write_json(args.json, {**result, "versions": environment()})
+        atomic_write_json(args.json, {**result, "backend": backend_report(encoder), "versions": environment()})
         print(f"wrote {args.json}")
     return 0

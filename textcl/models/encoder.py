@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from textcl.models.backend_choice import BackendChoice
 from textcl.models.chunking import forward_by_length
 from textcl.models.dense import DenseLayer
 from textcl.models.features import pad_features
@@ -108,6 +109,7 @@ class Encoder(nn.Module):
         self.do_lower_case = do_lower_case
         self.name = name or getattr(model.config, "_name_or_path", "") or "model"
         self._onnx = None  # an OnnxTransformer while the ONNX backend is on (see use_backend)
+        self.backend_choice = BackendChoice("torch", "torch")  # what the last use_backend decided, and why
         self._folder: Path | None = None  # the folder it was loaded from (where an ONNX export may be)
 
     # ------------------------------------------------------------------ properties
@@ -127,43 +129,65 @@ class Encoder(nn.Module):
         """``"onnx"`` while :meth:`encode` runs the transformer in ONNX Runtime, else ``"torch"``."""
         return "onnx" if self._onnx is not None else "torch"
 
-    def use_backend(self, backend: str, folder: str | os.PathLike | None = None) -> str:
+    def use_backend(self, backend: str, folder: str | os.PathLike | None = None, *, announce: bool = True) -> str:
         """Run :meth:`encode`'s transformer with ``backend``: ``torch``, ``onnx`` (ONNX Runtime on CPU; the
         model folder's ``onnx/model.onnx``, else an export cached by :mod:`textcl.models.onnx_backend`) or
-        ``auto`` (onnx when onnxruntime is installed, the device is the CPU and the pooling reads only the
-        last hidden state; torch otherwise). Returns the backend in use. Training (``train()``) switches
-        back to torch, since the export holds the weights it was made from; gradients and bf16 autocast
-        always run in torch.
+        ``auto``: onnx only where it measured at least 5% faster than torch on this CPU for this model's shape
+        (:func:`textcl.models.backend_choice.choose_backend`, measured once per machine and cached), and where
+        ONNX Runtime can run the model (installed, the CPU, a pooling that reads only the last hidden state);
+        torch otherwise. ``auto``'s decision is printed to standard error once per process (``announce=False``
+        leaves that to the caller). Returns the backend in use; :attr:`backend_choice` says why. Training
+        (``train()``) switches back to torch, since the export holds the weights it was made from; gradients and
+        bf16 autocast always run in torch.
         """
         import textcl.models.onnx_backend as ob
+        from textcl.models.backend_choice import announce as print_once, choose_backend
 
         if backend not in ("torch", "onnx", "auto"):
             raise ValueError(f"backend: expected torch, onnx or auto, got {backend!r}")
         self._onnx = None
+        self.backend_choice = BackendChoice(backend, "torch")
         if backend == "torch":
             return "torch"
-        why = None
-        if self.device.type != "cpu":
-            why = f"the encoder is on {self.device.type}; ONNX Runtime runs here on the CPU"
-        elif self.pooling in ("cls", "first_last_avg"):
-            why = f"pooling {self.pooling!r} reads more than the last hidden state"
-        elif not ob.available():
-            why = "onnxruntime is not installed (pip install 'textcl[onnx]')"
-        if why:
-            if backend == "onnx":
-                raise ob.BackendUnavailable(f"backend 'onnx': {why}")
-            return "torch"
+        why = self._onnx_refusal()
+        if why and backend == "onnx":
+            raise ob.BackendUnavailable(f"backend 'onnx': {why}")
         folder = Path(folder) if folder is not None else getattr(self, "_folder", None)
-        try:
+        if backend == "onnx":
             self._onnx = ob.load_or_export(self.model, self.tokenizer, folder, self.max_seq_length)
-        except Exception as exc:  # a missing package, a failed or mismatching export
-            if backend == "onnx":
-                raise
-            import warnings
+            self.backend_choice = BackendChoice("onnx", "onnx")
+            return "onnx"
+        session = []  # opened at most once: by the measurement, or after it to run onnx
 
-            warnings.warn(f"backend auto: ONNX Runtime unavailable for this model ({exc}); using torch", stacklevel=2)
-            return "torch"
-        return "onnx"
+        def open_session():
+            if not session:
+                session.append(ob.load_or_export(self.model, self.tokenizer, folder, self.max_seq_length))
+            return session[0]
+
+        choice = BackendChoice("auto", "torch", reason=why)
+        if not why:
+            try:
+                choice = choose_backend(self.model, open_session, max_length=self.max_seq_length)
+                if choice.resolved == "onnx":
+                    self._onnx = open_session()
+            except Exception as exc:  # a missing package, a failed or mismatching export, a failed measurement
+                choice = BackendChoice("auto", "torch", reason=f"ONNX Runtime unavailable for this model ({exc})")
+        self.backend_choice = choice
+        if announce:
+            print_once(choice)
+        return choice.resolved
+
+    def _onnx_refusal(self) -> str | None:
+        """Why ONNX Runtime cannot run this encoder's transformer, or None."""
+        import textcl.models.onnx_backend as ob
+
+        if self.device.type != "cpu":
+            return f"the encoder is on {self.device.type}; ONNX Runtime runs here on the CPU"
+        if self.pooling in ("cls", "first_last_avg"):
+            return f"pooling {self.pooling!r} reads more than the last hidden state"
+        if not ob.available():
+            return "onnxruntime is not installed (pip install 'textcl[onnx]')"
+        return None
 
     def train(self, mode: bool = True) -> "Encoder":
         """Switch to training (``mode=True``), which also switches :meth:`encode` back to torch: an ONNX export

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Mapping
@@ -38,7 +39,8 @@ PROBE_TEXTS = ("A short probe.", "A longer probe sentence, with punctuation and 
 
 BACKENDS = ("auto", "torch", "onnx")
 #: torch: on this project's 2-core AVX2 machines ONNX Runtime (textcl's export, sentence-transformers' plain
-#: and O3-optimised exports) encoded no faster than torch (benchmarks/RESULTS.md, "CPU inference backends")
+#: and O3-optimised exports) encoded no faster than torch (benchmarks/RESULTS.md, "CPU inference backends");
+#: ``auto`` measures both on the machine at hand (:mod:`textcl.models.backend_choice`)
 DEFAULT_BACKEND = "torch"
 
 
@@ -199,6 +201,7 @@ def load_or_export(model: nn.Module, tokenizer, folder: Path | None, max_length:
         if folder is None:
             raise BackendUnavailable("backend 'onnx' needs a model loaded from a folder (save it first)")
         path = cache_dir() / "onnx" / export_key(folder) / "model.onnx"
-        print(f"textcl: exporting {folder} to ONNX once (cached at {path})", flush=True)
+        # standard error: standard output may be the command's result (index search --json prints JSON lines)
+        print(f"textcl: exporting {folder} to ONNX once (cached at {path})", file=sys.stderr, flush=True)
         export(model, tokenizer, path, max_length)
     return OnnxTransformer(path)
