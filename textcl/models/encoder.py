@@ -16,6 +16,7 @@ from textcl.models.chunking import forward_by_length
 from textcl.models.dense import DenseLayer
 from textcl.models.features import pad_features
 from textcl.models.pooling import check_pooling, pool
+from textcl.models.prompts import apply_prompt
 from textcl.models.resolve import resolve_model
 from textcl.models.st_format import TANH, default_model_card, read_folder, write_folder
 
@@ -254,6 +255,7 @@ class Encoder(nn.Module):
         show_progress: bool = False,
         bf16: bool | None = None,
         dim: int | None = None,
+        prompt_name: str | None = None,
     ) -> np.ndarray:
         """Embed texts.
 
@@ -261,13 +263,15 @@ class Encoder(nn.Module):
         Runs in eval mode under ``torch.inference_mode``; ``bf16=True`` adds bf16 autocast (``None``: the
         encoder's ``encode_bf16``, False unless a trainer set it to its run's precision). ``dim=d`` keeps the
         first ``d`` dimensions, before normalising (a Matryoshka-trained model's smaller embedding; ``None``:
-        the encoder's ``truncate_dim``, else all).
+        the encoder's ``truncate_dim``, else all). ``prompt_name`` puts that prompt of the model's folder before
+        each text (``None``: its ``default_prompt_name``, if any; :mod:`textcl.models.prompts`).
 
         Returns:
             float32 array (n, d) in the input order; (d,) for a single string; (0, d) for an empty list.
         """
         single = isinstance(texts, str)
         texts = check_texts([texts] if single else texts)
+        texts = apply_prompt(self, texts, prompt_name)
         normalize = self.normalize if normalize is None else normalize
         dim = self.truncate_dim if dim is None else dim
         if dim is not None and not (isinstance(dim, int) and 1 <= dim <= self.dim):
