@@ -78,11 +78,11 @@ def launch_from_env(environ: Mapping[str, str] | None = None) -> Launch:
 
 
 def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one, as in a container)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    """CPUs this process may use: its affinity mask, capped by a container's CPU quota
+    (:func:`textcl.threads.usable_cores`)."""
+    from textcl.threads import usable_cores
+
+    return usable_cores()
 
 
 def threads_per_process(launch: Launch, environ: Mapping[str, str], cpus: int) -> int | None:
@@ -94,7 +94,9 @@ def threads_per_process(launch: Launch, environ: Mapping[str, str], cpus: int) -
     ``OMP_NUM_THREADS`` to cores / processes to use a whole CPU node."""
     if environ.get("OMP_NUM_THREADS"):
         return None
-    return max(1, cpus // max(1, launch.local_world))
+    from textcl.threads import threads_for
+
+    return threads_for("encode", processes=launch.local_world, cores=cpus)
 
 
 def start(launch: Launch, environ: Mapping[str, str] | None = None) -> bool:
