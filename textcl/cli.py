@@ -11,7 +11,7 @@ import sys
 
 from textcl.errors import TextclError
 
-COMMANDS = ("encode", "eval", "train", "augment", "index", "mine", "serve", "env")
+COMMANDS = ("encode", "eval", "train", "tune", "augment", "index", "mine", "serve", "env")
 
 
 class _VersionAction(argparse.Action):
