@@ -1,4 +1,4 @@
-"""``textcl encode``: embed a file of texts to a .npy matrix."""
+"""``textcl encode``: embed a file of texts to a .npy matrix (here, or on a server: ``--server URL``)."""
 from __future__ import annotations
 
 import argparse
@@ -6,9 +6,12 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     from textcl.commands.backend import add_argument as add_backend_argument
+    from textcl.commands.remote import add_argument as add_remote_argument
 
     p = sub.add_parser("encode", help="embed texts from a .txt, .jsonl or .csv file into a .npy array")
-    p.add_argument("--model", required=True, help="local folder or hub name")
+    p.add_argument("--model", help="local folder or hub name (required without --server); with --server, the served "
+                   "model's name (default: the server's only model)")
+    add_remote_argument(p)
     p.add_argument("--input", required=True, help=".txt (one text per line), .jsonl or .csv (a 'text' field)")
     p.add_argument("--out", required=True, help="output .npy path (float32, shape (n, d)); written atomically")
     p.add_argument("--field", default="text", help="field/column holding the text in .jsonl/.csv (default: text)")
@@ -27,11 +30,20 @@ def run(args: argparse.Namespace) -> int:
     from textcl.models import Encoder
 
     launch = launch_from_env()
-    if launch.distributed:
+    if args.server is None and args.model is None:
+        from textcl.errors import ConfigError
+
+        raise ConfigError("--model", "required: a local folder or hub name (or --server URL)")
+    if launch.distributed and args.server is None:
         return run_sharded(args, launch)
     check_writable(args.out, "--out")
     texts = read_texts(args.input, field=args.field)
-    encoder = Encoder.load(args.model, backend=for_command(args.backend, args.bf16))
+    if args.server is not None:
+        from textcl.commands.remote import server_encoder
+
+        encoder = server_encoder(args, launch, args.batch_size)
+    else:
+        encoder = Encoder.load(args.model, backend=for_command(args.backend, args.bf16))
     emb = encoder.encode(texts, batch_size=args.batch_size, normalize=False if args.no_normalize else None,
                          show_progress=True, bf16=args.bf16)
     atomic_save_npy(args.out, emb)

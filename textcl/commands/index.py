@@ -17,13 +17,17 @@ def load_encoder(name: str, backend: str | None = None):
 
 def register(sub: argparse._SubParsersAction) -> None:
     from textcl.commands.backend import add_argument as add_backend_argument
+    from textcl.commands.remote import add_argument as add_remote_argument
 
     p = sub.add_parser("index", help="build and query a FAISS semantic search index")
     isub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
 
     b = isub.add_parser("build", help="embed documents and write an index folder")
-    b.add_argument("--model", required=True, help="local folder or hub name")
+    b.add_argument("--model", help="local folder or hub name (required without --server); with --server, the served "
+                   "model's name (default: the server's only model), which the manifest records: serve it by its "
+                   "path so that searches can load it")
     add_backend_argument(b)
+    add_remote_argument(b)
     b.add_argument("--input", required=True, help="documents: .jsonl (text, id/_id, title, ...), .txt (one per "
                    "line), .csv/.tsv (a text column) or a BEIR folder")
     b.add_argument("--out", required=True, help="index folder to write (replaced atomically)")
@@ -102,6 +106,10 @@ def run_build(args: argparse.Namespace) -> int:
     from textcl.index import build_streaming
     from textcl.data.documents import read_documents
 
+    if args.server is None and args.model is None:
+        from textcl.errors import ConfigError
+
+        raise ConfigError("--model", "required: a local folder or hub name (or --server URL)")
     check_writable(args.out, "--out", folder=True)
     if args.factory != "auto":
         from textcl.index.factory import parse_factory
@@ -111,7 +119,12 @@ def run_build(args: argparse.Namespace) -> int:
     first = next(docs, None)  # fail on an unreadable input before loading the model
     launch = launch_from_env()  # under torchrun every rank embeds a shard and rank 0 writes the index
     dist.start(launch)  # before the model loads: it picks this rank's GPU
-    encoder = load_encoder(args.model, args.backend)
+    if args.server is not None:
+        from textcl.commands.remote import server_encoder
+
+        encoder = server_encoder(args, launch, args.batch_size)
+    else:
+        encoder = load_encoder(args.model, args.backend)
     if args.dim is not None:
         if not 1 <= args.dim <= encoder.dim:
             from textcl.errors import ConfigError
@@ -131,7 +144,8 @@ def run_build(args: argparse.Namespace) -> int:
 
     index = build_streaming(all_docs(), encoder, args.out, factory=args.factory, chunk_size=args.chunk_size,
                             batch_size=args.batch_size, resume=not args.no_resume,
-                            memory_budget=int(args.memory_budget_gb * 2**30), model_name=_model_name(args.model),
+                            memory_budget=int(args.memory_budget_gb * 2**30),
+                            model_name=_model_name(args.model or encoder.name),
                             show_progress=sys.stderr.isatty(), source=args.input, launch=launch,
                             on_disk=args.on_disk)
     if index is None:  # a rank other than 0, its shard done

@@ -1,4 +1,4 @@
-"""``textcl serve INDEX_DIR``: a thin shell over :func:`textcl.serve.run`."""
+"""``textcl serve [INDEX_DIR] [--model M ...]``: a thin shell over :func:`textcl.serve.run`."""
 from __future__ import annotations
 
 import argparse
@@ -7,13 +7,20 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     from textcl.commands.backend import add_argument as add_backend_argument
 
-    p = sub.add_parser("serve", help="serve an index over HTTP: search API, document writes, a search page",
-                       description="Serve an index folder over HTTP (FastAPI + uvicorn). Open http://HOST:PORT/ "
-                       "for the search page and /docs for the API. Writes are off unless --allow-writes.")
-    p.add_argument("index", metavar="INDEX_DIR", help="index folder (from `textcl index build`)")
+    p = sub.add_parser("serve", help="serve an index (search API, writes, a search page) and/or models (the OpenAI "
+                       "embeddings API) over HTTP",
+                       description="Serve an index folder, embedding models, or both over HTTP (FastAPI + uvicorn). "
+                       "With an index: the search page at http://HOST:PORT/ and the search API; with --model: the "
+                       "OpenAI embeddings API (POST /v1/embeddings, GET /v1/models). /docs describes both. Writes are "
+                       "off unless --allow-writes.")
+    p.add_argument("index", metavar="INDEX_DIR", nargs="?",
+                   help="index folder (from `textcl index build`); leave it out to serve only --model")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="default 8000")
-    p.add_argument("--model", help="override the model named in the index manifest")
+    p.add_argument("--model", action="append", default=[], metavar="[NAME=]MODEL",
+                   help="serve MODEL (a folder or hub name) on the OpenAI embeddings API, as NAME or as given "
+                   "(repeatable: a request's `model` picks one). With INDEX_DIR, the first --model is also the model "
+                   "the index is searched with, instead of the one its manifest names")
     add_backend_argument(p)
     p.add_argument("--workers", type=int, default=1,
                    help="processes, each with its own copy of the index (read-only serving only; default 1)")
@@ -41,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="characters of document text and titles in one search answer (default 8,000,000); "
                      "a larger answer is refused with 422 naming fields and text_chars, which make it smaller")
     lim.add_argument("--max-documents", type=int, default=1000, help="documents per POST /documents (default 1000)")
+    lim.add_argument("--max-inputs", type=int, default=2048, help="texts per POST /v1/embeddings (default 2048)")
     lim.add_argument("--max-body-mb", type=float, default=4.0, help="request body limit (default 4 MiB)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from ORIGIN to search and, with --allow-writes, to write "
@@ -54,16 +62,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from textcl.serve.config import ServeConfig
+    from textcl.serve.config import ServeConfig, parse_model_spec
 
+    index_model = parse_model_spec(args.model[0])[1] if args.index and args.model else None
     return ServeConfig(
-        args.index, model=args.model, host=args.host, port=args.port, workers=args.workers,
+        args.index, model=index_model, models=list(args.model), host=args.host, port=args.port, workers=args.workers,
         allow_writes=args.allow_writes, api_key=args.api_key, cors_origins=list(args.cors_origin),
         allowed_hosts=list(args.allowed_host),
         batching=not args.no_batching, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads,
         backend=args.backend,
         max_k=args.max_k, max_queries=args.max_queries, max_hits=args.max_hits,
-        max_response_chars=args.max_response_chars, max_documents=args.max_documents,
+        max_response_chars=args.max_response_chars, max_documents=args.max_documents, max_inputs=args.max_inputs,
         max_body_bytes=int(args.max_body_mb * 2**20), save_interval_s=args.save_interval, log_level=args.log_level,
     ).validate()
 
@@ -79,5 +88,5 @@ def run(args: argparse.Namespace) -> int:
         raise TextclError(f"textcl serve needs {' and '.join(missing)}: pip install 'textcl[serve]'")
     from textcl.serve import run as serve
 
-    serve(config)  # uvicorn logs the address once the index is loaded
+    serve(config)  # uvicorn logs the address once the index and models are loaded
     return 0

@@ -1,8 +1,9 @@
 """``ServeConfig``: every choice ``textcl serve`` makes, as one typed, validated dataclass.
 
-The defaults are the safe ones: bound to 127.0.0.1, write endpoints off, CORS off, answering only to
-loopback host names, bodies, ``k``, queries and hits per request bounded. :meth:`ServeConfig.validate` raises
-:class:`~textcl.errors.ConfigError` naming the command-line flag at fault.
+A server serves an index folder (the search API), embedding models (the OpenAI embeddings API under
+``/v1``), or both. The defaults are the safe ones: bound to 127.0.0.1, write endpoints off, CORS off,
+answering only to loopback host names, bodies, ``k``, queries, hits and inputs per request bounded.
+:meth:`ServeConfig.validate` raises :class:`~textcl.errors.ConfigError` naming the command-line flag at fault.
 """
 from __future__ import annotations
 
@@ -51,6 +52,15 @@ def default_threads(workers: int = 1) -> int:
 _HOST_NAME = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?")
 
 
+def parse_model_spec(spec: str) -> tuple[str, str]:
+    """``--model`` as ``(served name, model)``: ``NAME=PATH`` names the model ``PATH`` ``NAME`` in the
+    embeddings API; a bare ``PATH`` (a folder or hub name) is served under the name as given."""
+    name, sep, path = spec.partition("=")
+    if sep and name and path and "/" not in name and os.sep not in name:
+        return name, path
+    return spec, spec
+
+
 def write_log_path(index_dir: str | os.PathLike) -> Path:
     """Where the write-ahead log of ``index_dir`` lives: beside the folder, since saving replaces the folder
     as a whole (``wiki-index`` -> ``wiki-index.wal.sqlite``)."""
@@ -62,8 +72,10 @@ def write_log_path(index_dir: str | os.PathLike) -> Path:
 class ServeConfig:
     """Settings of one ``textcl serve`` process (see ``textcl serve --help`` for each flag)."""
 
-    index_dir: Path
-    model: str | None = None  #: default: the model named in the index manifest
+    index_dir: Path | None = None  #: the index folder to search; None: embedding models only
+    model: str | None = None  #: the index's model; default: the model named in the index manifest
+    #: models served by the OpenAI embeddings API (``/v1/embeddings``): ``PATH`` or ``NAME=PATH`` each
+    models: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -88,18 +100,20 @@ class ServeConfig:
     max_response_chars: int = 8_000_000
     max_documents: int = 1000  #: documents in one POST /documents
     max_query_chars: int = 2000
+    max_inputs: int = 2048  #: texts in one POST /v1/embeddings (OpenAI's own limit)
     max_body_bytes: int = 4 * 2**20
     # durability
     save_interval_s: float = 30.0  #: the vector index is saved this often when it changed (and on shutdown)
     log_level: str = "info"
 
     def __post_init__(self) -> None:
-        # resolved once: a link repointed while serving (blue/green) must not receive this server's saves
-        index_dir = Path(self.index_dir).expanduser()
-        try:
-            self.index_dir = index_dir.resolve() if index_dir.is_symlink() else index_dir
-        except (RuntimeError, OSError):
-            self.index_dir = index_dir
+        if self.index_dir is not None:
+            # resolved once: a link repointed while serving (blue/green) must not receive this server's saves
+            index_dir = Path(self.index_dir).expanduser()
+            try:
+                self.index_dir = index_dir.resolve() if index_dir.is_symlink() else index_dir
+            except (RuntimeError, OSError):
+                self.index_dir = index_dir
         if self.api_key is None:
             self.api_key = os.environ.get(API_KEY_ENV) or None
 
@@ -117,6 +131,7 @@ class ServeConfig:
             "--max-queries": self.max_queries, "--max-hits": self.max_hits, "--max-documents": self.max_documents,
             "--max-query-chars": self.max_query_chars, "--max-body-mb": self.max_body_bytes,
             "--max-pending": self.max_pending, "--max-response-chars": self.max_response_chars,
+            "--max-inputs": self.max_inputs,
         }
         for flag, value in positive.items():
             if not isinstance(value, int) or value < 1:
@@ -132,6 +147,7 @@ class ServeConfig:
             raise ConfigError("--max-wait-ms", f"must be between 0 and 1000 ms, got {self.max_wait_ms}")
         if self.save_interval_s <= 0:
             raise ConfigError("--save-interval", f"must be > 0 seconds, got {self.save_interval_s}")
+        self._check_models()
         if self.allow_writes and self.workers > 1:
             raise ConfigError("--workers", f"{self.workers} workers with --allow-writes: writes need one process "
                               "(a single writer owns the write-ahead log and saves the index); serve writes "
@@ -158,3 +174,19 @@ class ServeConfig:
                 raise ConfigError("--allowed-host", f"{host!r}: expected a host name like search.example.com, "
                                   "optionally with :port (an IP address, [IPv6] address, or * for any)")
         return self
+
+    def _check_models(self) -> None:
+        if self.index_dir is None and not self.models:
+            raise ConfigError("INDEX_DIR", "nothing to serve: give an index folder, one or more --model for the "
+                              "embeddings API, or both")
+        if self.index_dir is None and self.allow_writes:
+            raise ConfigError("--allow-writes", "writes go to an index: give the index folder (INDEX_DIR)")
+        names: dict[str, str] = {}
+        for spec in self.models:
+            if not isinstance(spec, str) or not spec.strip():
+                raise ConfigError("--model", f"expected a model folder or hub name, optionally NAME=PATH; got {spec!r}")
+            name, path = parse_model_spec(spec)
+            if name in names:
+                raise ConfigError("--model", f"two models are served as {name!r} ({names[name]!r} and {path!r}): "
+                                  "name them apart with NAME=PATH")
+            names[name] = path

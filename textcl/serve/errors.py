@@ -1,4 +1,6 @@
-"""Every error the service answers is JSON: ``{"error": code, "message": ..., "fields": [{field, message}]}``.
+"""Every error the service answers is JSON: ``{"error": code, "message": ..., "fields": [{field, message}]}``,
+or, on the OpenAI-compatible paths (``/v1/...``), OpenAI's ``{"error": {message, type, param, code}}``
+(:mod:`textcl.serve.openai_errors`).
 
 Bad input is a 4xx whose message names the field and says what was expected (``k: Input should be less than
 or equal to 1000 (got 5000)``). An unexpected exception is logged with its traceback on the server and
@@ -18,6 +20,7 @@ from textcl.errors import ConfigError, TextclError
 from textcl.index import (DimensionMismatchError, DuplicateIdError, EmptyQueryError, IndexStateError,
                           UnknownIdError)
 from textcl.serve.batcher import BusyError, ShuttingDownError
+from textcl.serve.openai_errors import is_openai_path, openai_error_body, openai_status, param_of
 
 log = logging.getLogger("textcl.serve")
 
@@ -32,9 +35,21 @@ def error_body(status: int, message: str, fields: list[dict[str, str]] | None = 
     return {"error": CODES.get(status, "error"), "message": message, "fields": fields or []}
 
 
+def error_for(path: str, status: int, message: str, fields: list[dict[str, str]] | None = None,
+              code: str | None = None) -> tuple[int, dict[str, Any]]:
+    """``(status, body)`` of an error answered to a request for ``path``: OpenAI's shape and status under
+    ``/v1/`` (``code`` overrides the one the status implies), textcl's elsewhere."""
+    if is_openai_path(path):
+        status = openai_status(status)
+        return status, openai_error_body(status, message, param_of(fields[0]["field"]) if fields else None, code)
+    return status, error_body(status, message, fields)
+
+
 def error_response(status: int, message: str, fields: list[dict[str, str]] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message, fields), status_code=status, headers=headers)
+                   headers: dict[str, str] | None = None, path: str = "", code: str | None = None) -> JSONResponse:
+    """The error as a response; ``path``: the request's, which chooses the shape (see :func:`error_for`)."""
+    status, body = error_for(path, status, message, fields, code)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def field_name(loc: tuple) -> str:
@@ -90,7 +105,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         fields = validation_fields(list(exc.errors()))
-        return error_response(422, _message(fields), fields)
+        return error_response(422, _message(fields), fields, path=request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -99,12 +114,12 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = f"no such endpoint: {request.method} {request.url.path} (see /docs)"
         elif exc.status_code == 405:
             detail = f"{request.method} is not allowed on {request.url.path} (see /docs)"
-        return error_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+        return error_response(exc.status_code, detail, headers=getattr(exc, "headers", None), path=request.url.path)
 
     def _mapped(status: int):
         async def handler(request: Request, exc: Exception) -> JSONResponse:
             fields = [{"field": exc.field, "message": exc.reason}] if isinstance(exc, ConfigError) else []
-            return error_response(status, str(exc), fields)
+            return error_response(status, str(exc), fields, path=request.url.path)
         return handler
 
     for exc_type, status in ((EmptyQueryError, 422), (ConfigError, 422), (DuplicateIdError, 409),
@@ -114,13 +129,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(BusyError)
     async def _busy(request: Request, exc: BusyError) -> JSONResponse:
-        return error_response(503, f"the server is busy: {exc}", headers={"Retry-After": "1"})
+        return error_response(503, f"the server is busy: {exc}", headers={"Retry-After": "1"}, path=request.url.path)
 
     @app.exception_handler(ShuttingDownError)
     async def _stopping(request: Request, exc: ShuttingDownError) -> JSONResponse:
-        return error_response(503, "the server is shutting down; retry once it is back", headers={"Retry-After": "5"})
+        return error_response(503, "the server is shutting down; retry once it is back", headers={"Retry-After": "5"},
+                              path=request.url.path)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "internal error; the server log has the details")
+        return error_response(500, "internal error; the server log has the details", path=request.url.path)

@@ -22,7 +22,7 @@ import json
 from urllib.parse import urlsplit
 
 from textcl.serve.config import ServeConfig, is_loopback, is_wildcard
-from textcl.serve.errors import error_body
+from textcl.serve.errors import error_for
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -66,7 +66,7 @@ class HostOriginGuard:
         headers = dict(scope.get("headers") or [])
         host = headers.get(b"host", b"").decode("latin-1")
         if host and not self.host_allowed(host):
-            await _refuse(send, 400, "Host (header)",
+            await _refuse(send, scope, 400, "Host (header)",
                           f"Host {host!r} is not served here: this server answers to localhost, 127.0.0.1, [::1] "
                           "and the address it is bound to; to serve it under another name (behind a proxy, or "
                           f"bound to 0.0.0.0), start it with --allowed-host {split_host(host)[0]}")
@@ -75,7 +75,7 @@ class HostOriginGuard:
         if origin is not None and scope["method"] not in SAFE_METHODS:
             origin_text = origin.decode("latin-1")
             if not self.origin_allowed(origin_text, host):
-                await _refuse(send, 403, "Origin (header)",
+                await _refuse(send, scope, 403, "Origin (header)",
                               f"a change from the web page at {origin_text!r} is refused: this server takes writes "
                               "from its own page, from clients that send no Origin (scripts, curl), and from the "
                               "origins given with --cors-origin")
@@ -102,8 +102,9 @@ class HostOriginGuard:
         return parts.hostname == host and origin_port == (port or DEFAULT_PORTS[parts.scheme])
 
 
-async def _refuse(send, status: int, field: str, message: str) -> None:
-    payload = json.dumps(error_body(status, message, [{"field": field, "message": message}])).encode()
+async def _refuse(send, scope, status: int, field: str, message: str) -> None:
+    status, body = error_for(scope.get("path", ""), status, message, [{"field": field, "message": message}])
+    payload = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
     await send({"type": "http.response.body", "body": payload})

@@ -1,7 +1,8 @@
-"""``run``: serve an index with uvicorn (what ``textcl serve`` calls).
+"""``run``: serve an index, embedding models or both with uvicorn (what ``textcl serve`` calls).
 
 With ``workers > 1`` (read-only only), uvicorn starts that many processes; each builds its own app from the
-configuration passed in the environment (:func:`app_from_env`) and loads its own copy of the index.
+configuration passed in the environment (:func:`app_from_env`) and loads its own copy of the index and
+models.
 """
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ def run(config: ServeConfig) -> None:
     if config.workers == 1:
         uvicorn.run(create_app(config), **common)
         return
-    SearchIndex.read_manifest(config.index_dir)  # fail here, not in each worker
+    if config.index_dir is not None:
+        SearchIndex.read_manifest(config.index_dir)  # fail here, not in each worker
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    fields["index_dir"] = str(config.index_dir)
+    fields["index_dir"] = str(config.index_dir) if config.index_dir is not None else None
     os.environ[CONFIG_ENV] = json.dumps(fields)
     uvicorn.run("textcl.serve.server:app_from_env", factory=True, workers=config.workers, **common)
 

@@ -1,0 +1,90 @@
+"""The OpenAI-compatible embeddings API: ``POST /v1/embeddings``, ``GET /v1/models`` and ``/v1/models/{id}``.
+
+A request's inputs are counted in tokens on a thread-pool thread (for ``usage``, and to find the inputs
+over the model's limit: cut by default and counted in the ``X-Textcl-Truncated-Inputs`` header, refused
+with ``truncate: false``), then queued on the model's micro-batcher (:mod:`textcl.serve.embedders`); the
+answer is rendered off the event loop. With an API key set, every ``/v1`` route needs it (OpenAI clients
+always send one); errors take OpenAI's shape (:mod:`textcl.serve.openai_errors`).
+
+No ``from __future__ import annotations`` here: FastAPI reads the annotations of the route functions,
+which name a request model built inside :func:`build_openai_router`.
+"""
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Path, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from textcl.errors import ConfigError
+from textcl.serve.config import ServeConfig
+from textcl.serve.embedders import Embedder, Embedders, UnknownModelError
+from textcl.serve.errors import error_response
+from textcl.serve.openai_render import render_embeddings
+from textcl.serve.openai_schemas import EmbeddingsResponse, ModelCard, ModelList, OpenAIError, embeddings_request
+from textcl.serve.security import key_guard
+
+TRUNCATED_HEADER = "X-Textcl-Truncated-Inputs"
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": OpenAIError, "description": text}
+    for status, text in ((400, "invalid request: the message names the field (param)"),
+                         (401, "missing or wrong API key (when the server has one)"),
+                         (404, "no such model"), (413, "request body too large"), (503, "busy; retry shortly"))
+}
+
+
+def _card(embedder: Embedder) -> dict[str, Any]:
+    return {"id": embedder.name, "object": "model", "created": embedder.created, "owned_by": "textcl",
+            "dimensions": embedder.dim, "max_input_tokens": embedder.max_tokens, "prompts": sorted(embedder.prompts)}
+
+
+def _over_limit(over: np.ndarray, counts: np.ndarray, limit: int) -> str:
+    shown = ", ".join(f"item {i} ({counts[i]} tokens)" for i in over[:5]) + (" ..." if len(over) > 5 else "")
+    return (f"{len(over)} input(s) over the model's limit of {limit} tokens with truncate false: {shown}; send "
+            "shorter texts, or leave truncate at its default (true) to cut them")
+
+
+def build_openai_router(config: ServeConfig, embedders: Embedders) -> APIRouter:
+    """The ``/v1`` routes over ``embedders``, with requests bounded by ``config``'s limits."""
+    EmbeddingsRequest = embeddings_request(config.max_inputs)
+    router = APIRouter(prefix="/v1", dependencies=[Depends(key_guard(config))], tags=["embeddings (OpenAI API)"])
+
+    def model_not_found(request: Request, exc: UnknownModelError) -> Response:
+        return error_response(404, str(exc), [{"field": "model", "message": "not served"}], path=request.url.path,
+                              code="model_not_found")
+
+    @router.post("/embeddings", response_model=EmbeddingsResponse, responses=ERRORS,
+                 summary="embed texts (OpenAI's schema); the X-Textcl-Truncated-Inputs header counts the cut ones")
+    async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:  # type: ignore[valid-type]
+        try:
+            embedder = embedders.get(body.model)
+        except UnknownModelError as exc:
+            return model_not_found(request, exc)
+        dim = body.dimensions or embedder.dim
+        if dim > embedder.dim:
+            raise ConfigError("dimensions", f"{dim} is above the width of model {embedder.name!r}; expected 1 to "
+                              f"{embedder.dim}")
+        embedder.check_prompt(body.input_type)
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        counts = await run_in_threadpool(embedder.count, texts, body.input_type)
+        over = np.flatnonzero(counts > embedder.max_tokens)
+        if len(over) and not body.truncate:
+            raise ConfigError("input", _over_limit(over, counts, embedder.max_tokens))
+        vectors = await embedder.embed(texts, body.input_type, dim)
+        tokens = int(np.minimum(counts, embedder.max_tokens).sum())
+        payload = await run_in_threadpool(render_embeddings, vectors, body.encoding_format, embedder.name, tokens)
+        return Response(payload, media_type="application/json", headers={TRUNCATED_HEADER: str(len(over))})
+
+    @router.get("/models", response_model=ModelList, responses=ERRORS, summary="the models served")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [_card(e) for e in embedders]}
+
+    @router.get("/models/{model_id:path}", response_model=ModelCard, responses=ERRORS, summary="one served model")
+    async def model(request: Request, model_id: str = Path(description="a model's id")) -> Any:
+        try:
+            return _card(embedders.get(model_id))
+        except UnknownModelError as exc:
+            return model_not_found(request, exc)
+
+    return router
