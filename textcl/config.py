@@ -110,7 +110,9 @@ class LossConfig:
     gather_across_devices: bool = False
     mask_false_negatives: bool = True  #: identical texts in the batch are not negatives of each other
     cached: bool = False  #: GradCache: negatives from the whole batch, memory of one mini-batch
-    mini_batch_size: int = 32
+    #: GradCache's rows per forward: a positive integer, or auto: the largest that fits the device's free memory,
+    #: measured on the data's longest rows (textcl.models.memory; $TEXTCL_MEMORY_LIMIT caps it)
+    mini_batch_size: Any = 32
     moco: Optional[MoCoConfig] = None
     name: str = "infonce"  #: infonce (pairs, triples, unlabeled) or, for data.kind scored, cosent / angle
     scale: float = 20.0  #: CoSENT and AnglE: multiplies similarity differences
@@ -261,7 +263,9 @@ class TrainConfig:
         positive("loss.temperature", lo.temperature)
         choice("loss.similarity", lo.similarity, ("cosine", "dot", "euclidean"))
         positive("loss.hard_negative_weight", lo.hard_negative_weight, allow_zero=True)
-        positive("loss.mini_batch_size", lo.mini_batch_size)
+        mb = lo.mini_batch_size
+        if mb != "auto" and not (isinstance(mb, int) and not isinstance(mb, bool) and mb >= 1):
+            bad("loss.mini_batch_size", f"expected a positive integer or auto, got {mb!r}")
         if lo.nt_xent and d.kind == "triples":
             bad("loss.nt_xent", "NT-Xent takes no hard negatives; use data.kind pairs/unlabeled or nt_xent: false")
         if lo.moco is not None:

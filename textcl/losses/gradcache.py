@@ -101,7 +101,8 @@ def cached_backward(
             SimCSE, each view with its own dropout). ``inputs`` is anything :func:`split_batch` accepts.
         loss_fn: ``loss_fn(*embeddings) -> scalar``, e.g. an :class:`~textcl.losses.InfoNCE`; it may have
             parameters of its own (a learnt temperature) and may all-gather across devices.
-        mini_batch_size: rows per forward pass.
+        mini_batch_size: rows per forward pass (the trainer's ``loss.mini_batch_size: auto`` measures the largest
+            that fits the device: :mod:`textcl.models.memory`).
         backward: how to back-propagate the *loss* in pass 2 (default ``loss.backward()``); pass
             ``accelerator.backward`` so that fp16 loss scaling and gradient-accumulation division apply. The
             embedding gradients then carry that scaling into pass 3, which uses plain autograd.

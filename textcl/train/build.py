@@ -15,6 +15,8 @@ from textcl.data.pairs import load_examples
 from textcl.data.records import Example
 from textcl.errors import TextclError
 from textcl.models import Encoder
+from textcl.models.chunking import row_lengths
+from textcl.models.memory import MiniBatchChoice
 from textcl.models.precision import PrecisionChoice, choose_precision
 from textcl.train.sampler import epoch_batches
 
@@ -50,6 +52,8 @@ class Run:
     max_seq_len: dict
     ema: object | None = None  #: the :class:`~textcl.train.ema.WeightAverage` of ``optim.ema_decay``
     precision_choice: PrecisionChoice | None = None  #: how ``train.mixed_precision`` resolved (measured for auto)
+    #: how ``loss.mini_batch_size`` resolved (measured for auto); None unless ``loss.cached``
+    mini_batch: MiniBatchChoice | None = None
 
     @property
     def encoder(self) -> Encoder:
@@ -236,6 +240,135 @@ def _guide(c: TrainConfig, encoder: Encoder, device) -> Encoder | None:
     return guide
 
 
+#: the longest texts by characters whose tokens are counted to find a view's longest row
+LONGEST_CANDIDATES = 256
+#: the loss over the whole batch, in float32 copies of its logits (logits, log-softmax, exp, gradient) and of
+#: its embeddings (the mini-batches' parts, the concatenated matrix, its gradient)
+LOSS_COPIES, EMBEDDING_COPIES = 4, 3
+
+
+def _longest_row(texts: list[str], encoder: Encoder, max_len: int, augmented: bool) -> dict[str, torch.Tensor]:
+    """The longest of ``texts`` tokenized at ``max_len``, as (1, L) features on the encoder's device; tokens are
+    counted for the :data:`LONGEST_CANDIDATES` longest texts by characters. ``augmented``: a view can be longer
+    than its text (synonyms, back-translation), so the row is ``max_len`` tokens: those texts joined (repeated
+    where they are short), cut at ``max_len``."""
+    chars = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    candidates = [texts[i] for i in np.argsort(-chars, kind="stable")[:LONGEST_CANDIDATES]]
+    if augmented:
+        joined = " ".join(candidates)
+        candidates = [" ".join([joined] * -(-16 * max_len // max(1, len(joined))))]
+    feats = encoder.tokenize(candidates, max_length=max_len)
+    widths = row_lengths(feats["attention_mask"])
+    i = int(widths.argmax())
+    return {k: v[i:i + 1, :max(1, int(widths[i]))].to(encoder.device) for k, v in feats.items()}
+
+
+def _widest_rows(c: TrainConfig, examples: list[Example], towers: list[Encoder], augmented: bool) -> list[tuple]:
+    """``(encoder, row)`` for each tower: the longest row of the views it embeds (anchors: the first tower;
+    positives and negatives: the last), each view's longest found by :func:`_longest_row`."""
+    fields = ["anchor"] if c.data.kind == "unlabeled" else ["anchor", "positive"]
+    if examples[0].negative is not None:
+        fields.append("negative")
+    widest: dict[int, tuple] = {}
+    for name in fields:
+        encoder = towers[0] if name == "anchor" else towers[-1]
+        row = _longest_row([getattr(e, name) for e in examples], encoder, c.model.max_seq_len, augmented)
+        if id(encoder) not in widest or row["input_ids"].shape[1] > widest[id(encoder)][1]["input_ids"].shape[1]:
+            widest[id(encoder)] = (encoder, row)
+    return list(widest.values())
+
+
+def _training_reserve(c: TrainConfig, optimizer: torch.optim.Optimizer, dim: int, world: int) -> int:
+    """Bytes a GradCache step allocates beyond one mini-batch's activations: the gradients and AdamW's two
+    moments of the parameters that have none yet, and the loss over the whole batch (an estimate: its logits
+    ``(B, B x processes gathered x other views)``, twice when symmetric, per Matryoshka dimension)."""
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+    grads = sum(p.numel() * p.element_size() for p in params if p.grad is None)
+    moments = sum(2 * p.numel() * p.element_size() for p in params if p not in optimizer.state)
+    lc, n = c.loss, c.train.batch_size
+    views = 3 if c.data.kind == "triples" else 2
+    gathered = world if lc.gather_across_devices else 1
+    logits = n * n * gathered * (views - 1) * (4 if lc.nt_xent else 2 if lc.symmetric else 1)
+    logits *= len(lc.matryoshka.dims) if lc.matryoshka is not None else 1
+    return grads + moments + 4 * (LOSS_COPIES * logits + EMBEDDING_COPIES * views * n * gathered * dim)
+
+
+def _held(device: torch.device, modules: list, ema) -> int:
+    """Bytes the run's tensors hold on ``device`` now: CUDA's allocated memory; on the CPU the weights and
+    buffers of ``modules`` and the weight average's copy."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device)
+    storages = {}
+    tensors = [t for m in modules if m is not None for t in (*m.parameters(), *m.buffers())]
+    for t in tensors + list(getattr(ema, "shadow", [])):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(storages.values())
+
+
+def _smallest_across(world: int, device: torch.device, value: int, error: Exception | None) -> int:
+    """The smallest ``value`` over the processes (0 stands for a process that failed with ``error``), so every
+    process trains with one mini-batch; a failure anywhere stops every process, with its own message."""
+    if world > 1:
+        import torch.distributed as dist
+
+        box = torch.tensor([0 if error is not None else value], dtype=torch.long, device=device)
+        dist.all_reduce(box, op=dist.ReduceOp.MIN)
+        value = int(box.item())
+    if error is not None:
+        raise error
+    if value < 1:
+        raise TextclError("loss.mini_batch_size auto: another process could not fit one row in its memory "
+                          "(its own message says why)")
+    return value
+
+
+def _mini_batch(c: TrainConfig, acc, towers: list[Encoder], optimizer, examples: list[Example], augmented: bool,
+                precision: str, resumed: dict, modules: list, ema) -> MiniBatchChoice | None:
+    """``loss.mini_batch_size`` resolved (None without ``loss.cached``). ``auto`` measures a row's activation
+    memory on each tower's longest row (:func:`textcl.models.memory.row_memory`) and fits the device's budget,
+    less :func:`_training_reserve`; several processes take the smallest fit. A resumed ``auto`` run keeps its
+    checkpoint's mini-batch (the dropout masks are drawn per mini-batch) where that still fits."""
+    from textcl.models import memory
+
+    lc, n = c.loss, c.train.batch_size
+    if not lc.cached:
+        return None
+    if lc.mini_batch_size != "auto":
+        return MiniBatchChoice(lc.mini_batch_size, lc.mini_batch_size, n)
+    world, device = acc.num_processes, acc.device
+    row = budget = error = None
+    largest = 0
+    try:
+        rows = []
+        for encoder, features in _widest_rows(c, examples, towers, augmented):
+            was_training = encoder.training
+            encoder.train()
+            try:
+                rows.append(memory.row_memory(encoder, features, params=list(encoder.parameters()),
+                                              autocast={"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)))
+            finally:
+                encoder.train(was_training)
+        row = max(rows, key=lambda r: r.bytes)
+        # CPU processes of one machine plan on the same free memory; each GPU's is its process's own
+        share = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
+        budget = memory.memory_budget(device, reserve=_training_reserve(c, optimizer, towers[0].dim, world),
+                                      held=_held(device, modules, ema), limit=memory.memory_limit(), share=share)
+        largest = memory.largest_fit(row.bytes, budget.bytes, budget.line())
+    except Exception as exc:  # the other processes must not wait in the agreement for an answer that never comes
+        error = exc
+    largest = _smallest_across(world, device, largest, error)
+    kept = resumed.get("loss.mini_batch_size")
+    if isinstance(kept, int) and not isinstance(kept, bool) and kept >= 1:
+        if kept > largest:
+            raise TextclError(
+                f"loss.mini_batch_size auto: the checkpoint this run resumes trained with mini-batches of {kept} rows, "
+                f"and {largest} fit here ({memory.format_bytes(row.bytes)} a row of {row.tokens} tokens, "
+                f"{budget.line()}); set loss.mini_batch_size: {memory.balanced_mini_batch(n, largest)} to resume "
+                "with smaller ones (the dropout masks then differ from an uninterrupted run's)")
+        return MiniBatchChoice("auto", kept, n, row, budget, world, resumed=True)
+    return MiniBatchChoice("auto", memory.balanced_mini_batch(n, largest), n, row, budget, world)
+
+
 def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
     """Set up a run: seeds, data, encoders (with dropout, augmenters, a second tower), the InfoNCE loss,
     AdamW with its schedule, everything prepared by Accelerate, and MoCo's key encoder and queue."""
@@ -320,6 +453,10 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
 
         ema = WeightAverage((p for g in prepared[-1].param_groups for p in g["params"]), c.optim.ema_decay)
         acc.register_for_checkpointing(ema)
+    mini_batch = _mini_batch(c, acc, towers, optimizer, examples, text_aug is not None, precision, resumed,
+                             [*towers, loss_fn, guide], ema)
+    if mini_batch is not None and mini_batch.row is not None:
+        acc.print(f"textcl: {mini_batch.line()}")
     if world > 1:
         # Everything above (weights, heads) is the same on every process; from here on the randomness is the
         # training's own (dropout), which must differ: with one seed every process drew the same dropout masks,
@@ -330,4 +467,4 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
                loss_fn=prepared[-2] if learnt else loss_fn, optimizer=prepared[-1], scheduler=scheduler,
                text_aug=text_aug, token_aug=token_aug, key_encoder=key_encoder, queue=queue, guide=guide, world=world,
                steps_per_epoch=steps_per_epoch, total_steps=total_steps, max_seq_len=max_seq_len, ema=ema,
-               precision_choice=choice)
+               precision_choice=choice, mini_batch=mini_batch)

@@ -81,10 +81,10 @@ def plain_micro_step(run: Run, batch, keys, backward, pending) -> torch.Tensor:
 
 
 def cached_micro_step(run: Run, batch, keys, backward, pending) -> torch.Tensor:
-    """GradCache: embed each view in mini-batches without a graph, backward the loss to the embeddings, then
-    replay each mini-batch with its slice of the gradient. Each view's rows are sorted longest first, so
-    every mini-batch is length-homogeneous (the encoder trims its padding); the loss sees the rows back in
-    batch order."""
+    """GradCache: embed each view in mini-batches (``run.mini_batch``: ``loss.mini_batch_size`` resolved) without
+    a graph, backward the loss to the embeddings, then replay each mini-batch with its slice of the gradient.
+    Each view's rows are sorted longest first, so every mini-batch is length-homogeneous (the encoder trims its
+    padding); the loss sees the rows back in batch order."""
     from textcl.losses import cached_backward
 
     parts = [(run.model, batch["anchor"]), (run.doc_model, batch["positive"])]
@@ -96,7 +96,7 @@ def cached_micro_step(run: Run, batch, keys, backward, pending) -> torch.Tensor:
         views.append((model, {k: v[order] for k, v in feats.items()}))
         inverses.append(torch.argsort(order))
     return cached_backward(views, lambda *e: contrastive_loss(run, *(x[i] for x, i in zip(e, inverses)), keys=keys),
-                           run.config.loss.mini_batch_size, backward=backward,
+                           run.mini_batch.resolved, backward=backward,
                            no_sync=lambda: run.acc.no_sync(run.model))
 
 

@@ -74,7 +74,10 @@ class Trainer:
                   "train.grad_accum": c.train.grad_accum, "train.seed": c.train.seed,
                   "data.group_by_length": c.data.group_by_length, "examples": len(run.examples),
                   "precision": run.precision, "chunk_overhead": run.encoder.chunk_overhead,
-                  "model.fast_dropout": c.model.fast_dropout}
+                  "model.fast_dropout": c.model.fast_dropout,
+                  # auto's measured mini-batch, kept by a resumed run (an explicit one may change on resume)
+                  **({"loss.mini_batch_size": run.mini_batch.resolved} if run.mini_batch is not None
+                     and run.mini_batch.requested == "auto" else {})}
         self.checkpoints = Checkpointer(acc, out / "checkpoints", c.train.checkpoint_every, c.train.keep_checkpoints,
                                         outputs=best, layout=layout)
         fresh = {"step": 0, "epoch": 0, "pos": 0, "best": None, "best_step": None, "before": {}}
