@@ -420,10 +420,8 @@ def _from_dict(cls, data: dict, prefix: str, source: str | None):
     return cls(**kwargs)
 
 
-def _apply_override(data: dict, assignment: str, source: str | None) -> None:
-    if "=" not in assignment:
-        raise ConfigError(assignment, "expected KEY=VALUE, e.g. train.batch_size=128", source)
-    key, raw = assignment.split("=", 1)
+def set_field(data: dict, key: str, value: Any, source: str | None = None) -> None:
+    """Set the dotted field ``key`` of a recipe mapping to ``value``, creating sections on the way."""
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:
@@ -433,28 +431,46 @@ def _apply_override(data: dict, assignment: str, source: str | None) -> None:
         if not isinstance(child, dict):
             raise ConfigError(".".join(parts), f"{part!r} is not a section", source)
         node = child
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    node[parts[-1]] = value
+
+
+def _apply_override(data: dict, assignment: str, source: str | None) -> None:
+    if "=" not in assignment:
+        raise ConfigError(assignment, "expected KEY=VALUE, e.g. train.batch_size=128", source)
+    key, raw = assignment.split("=", 1)
+    set_field(data, key, yaml.safe_load(raw) if raw.strip() else "", source)
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...] = (), source: str | None = None) -> dict:
+    """A copy of the recipe mapping ``data`` with ``KEY=VALUE`` overrides applied (``VALUE`` parsed as YAML)."""
+    data = copy.deepcopy(dict(data or {}))  # overrides must not write into the caller's nested dicts
+    for assignment in overrides:
+        _apply_override(data, assignment, source)
+    return data
 
 
 def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = (), source: str | None = None) -> TrainConfig:
     """Build and validate a :class:`TrainConfig` from a plain dict (as loaded from YAML)."""
-    data = copy.deepcopy(dict(data or {}))  # overrides must not write into the caller's nested dicts
-    for assignment in overrides:
-        _apply_override(data, assignment, source)
-    return _from_dict(TrainConfig, data, "", source).validate(source)
+    return _from_dict(TrainConfig, apply_overrides(data, overrides, source), "", source).validate(source)
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Load a recipe YAML file, apply ``KEY=VALUE`` overrides, and validate."""
+def read_yaml(path: str | os.PathLike, what: str = "recipe") -> Any:
+    """The YAML document in ``path`` (a recipe, a search space): a missing file raises ``FileNotFoundError``
+    calling it ``what``; invalid YAML a :class:`ConfigError` naming the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"recipe {str(path)!r} does not exist")
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError("", f"not valid YAML{line}: {getattr(exc, 'problem', exc)}", str(path)) from None
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Load a recipe YAML file, apply ``KEY=VALUE`` overrides, and validate."""
+    data = read_yaml(path, "recipe") or {}
     if not isinstance(data, dict):
         raise ConfigError("", "expected a mapping of sections (model, data, loss, optim, eval, train)", str(path))
     return config_from_dict(data, overrides, source=str(path))
