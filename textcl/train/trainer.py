@@ -112,14 +112,15 @@ class Trainer:
                 pos, step = pos + g, step + 1
                 report.step(step, epoch, loss, time.perf_counter() - t0)
                 last = step == run.total_steps
-                stop = stop_after_step is not None and step >= stop_after_step
+                stop = stop_after_step is not None and step >= stop_after_step and not last
                 if evaluator.due(step, last):
                     score = evaluator.select(step, state, log)
+                    # after the last step too: a run stopped there skips the final evaluation and model
                     stop = (self.on_eval is not None and self.on_eval(step, score) == STOP) or stop
                 if self.checkpoints.due(step, last):
                     state.update(step=step, epoch=epoch, pos=pos)
                     self.checkpoints.save(step, state)
-                if stop and not last:  # as if interrupted
+                if stop:  # as if interrupted
                     report.close()
                     run.acc.end_training()
                     return TrainResult(self.out, None, {}, step, False)
@@ -145,7 +146,8 @@ def train(config: TrainConfig, *, output_dir: str | Path | None = None, resume: 
             STS sets of ``eval.data``; the best step maximises the mean of all of them.
         on_eval: called after each evaluation during training as ``on_eval(step, score)`` with the step's
             selection score (the mean that chooses the best step); returning :data:`STOP` ends the run after
-            that step as if interrupted (``finished`` False, no ``model/``). Single-process runs only.
+            that step as if interrupted (``finished`` False, no ``model/``), after the last step too (the final
+            evaluation is skipped). Single-process runs only.
             :mod:`textcl.tune` prunes trials with it.
     """
     return Trainer(config, output_dir, evaluators, on_eval).run(resume=resume, stop_after_step=stop_after_step)
