@@ -222,11 +222,16 @@ def test_only_the_first_process_of_a_job_prints_the_decision(monkeypatch, capsys
 def test_the_real_probe_times_both_backends(st_folder, monkeypatch):
     enc = Encoder.load(st_folder, device="cpu")
     enc.train()
-    session = ob.OnnxTransformer(st_folder / ob.ONNX_FILE)
-    opened = []
-    values = backend_choice.backend_probe(enc.model, lambda: opened.append(1) or session, max_length=16, rows=2,
-                                          budget_s=0.0, min_pairs=2)
+    onnx = ob.OnnxTransformer(st_folder / ob.ONNX_FILE)
+    opened, shapes = [], []
+
+    def session():
+        opened.append(1)
+        return lambda features: shapes.append(tuple(features["input_ids"].shape)) or onnx(features)
+
+    values = backend_choice.backend_probe(enc.model, session, max_length=16, rows=2, budget_s=0.0)
     assert values["torch_s"] > 0 and values["onnx_s"] > 0 and values["spread"] > 0 and opened == [1]
+    assert shapes == [(2, 16)] * 3  # both lengths capped at 16: one batch; a warm-up and two timed pairs
     assert values["onnx_over_torch"] == pytest.approx(values["onnx_s"] / values["torch_s"])
     assert enc.model.training  # the probe ran in eval mode and gave the mode back
 

@@ -37,7 +37,7 @@ MAX_SPREAD = 0.10
 #: near its budget: 32 rows took 0.63 s a pass for MiniLM on 2 cores, 12 s for the measurement
 PROBE_ROWS = 8
 PROBE_LENGTHS = (64, 128)
-#: about how long the timed runs of a measurement take, in seconds (at least ``min_pairs`` pairs run)
+#: about how long the timed runs of a measurement take, in seconds (at least two pairs run, however slow)
 PROBE_BUDGET_S = 1.5
 
 
@@ -97,16 +97,18 @@ def probe_batch(vocab: int, rows: int, length: int, seed: int = 0) -> dict[str, 
 
 def backend_probe(model: nn.Module, session: Callable[[], Callable[[Mapping[str, torch.Tensor]], torch.Tensor]], *,
                   max_length: int = 512, rows: int = PROBE_ROWS, lengths: tuple[int, ...] = PROBE_LENGTHS,
-                  budget_s: float = PROBE_BUDGET_S, min_pairs: int = 4, max_pairs: int = 16) -> dict[str, float]:
+                  budget_s: float = PROBE_BUDGET_S, min_pairs: int = 2, max_pairs: int = 16) -> dict[str, float]:
     """Seconds for the transformer's forward (``features -> last_hidden_state``) on :func:`probe_batch` batches of
     ``rows`` x each of ``lengths`` tokens (capped at ``max_length``), in torch (``model``, eval and inference
     mode) and in ONNX Runtime (``session()``, called once; it may export the model first).
 
-    After one warm-up run of each, the two backends run in turn, which one goes first alternating, for as many
-    pairs as fit in about ``budget_s`` seconds (``min_pairs`` to ``max_pairs``, even), so a change in the machine's
-    speed during the measurement hits both alike. Returns ``torch_s`` and ``onnx_s`` (the fastest run of each: on a
-    shared machine the least disturbed), ``onnx_over_torch``, and ``spread``: how far the ratios of the first and
-    the second half of the pairs differ (relative), which says whether the measurement was steady."""
+    After one warm-up run of each, the two backends run in turn, which one goes first alternating, until
+    ``budget_s`` seconds have passed (``min_pairs`` to ``max_pairs`` pairs, an even number), so a change in the
+    machine's speed during the measurement hits both alike, and a busy machine, where each run is slow, is not
+    held for long. Returns ``torch_s`` and ``onnx_s`` (the fastest run of each: on a shared machine the least
+    disturbed), ``onnx_over_torch``, and ``spread``: how far the ratios of the first and the second half of the
+    pairs differ (relative), which says whether the measurement was steady."""
+    min_pairs = max(2, min_pairs)  # a half needs a pair
     run_onnx = session()
     vocab = int(model.config.vocab_size)
     batches = [probe_batch(vocab, rows, n) for n in dict.fromkeys(min(n, max_length) for n in lengths)]
@@ -127,12 +129,11 @@ def backend_probe(model: nn.Module, session: Callable[[], Callable[[Mapping[str,
     model.eval()
     try:
         with torch.inference_mode():
-            warm = torch_forward() + onnx_forward()  # first runs allocate and pick kernels: not timed
-            n = max(min_pairs, min(max_pairs, int(budget_s / max(warm, 1e-6))))
-            n += n % 2
-            times = []  # (torch, onnx) per pair
-            for i in range(n):
-                if i % 2 == 0:
+            torch_forward(), onnx_forward()  # first runs allocate and pick kernels: not timed
+            start, times = time.perf_counter(), []  # (torch, onnx) per pair
+            while len(times) < max_pairs and (len(times) < min_pairs or len(times) % 2
+                                              or time.perf_counter() - start < budget_s):
+                if len(times) % 2 == 0:
                     t = torch_forward()
                     times.append((t, onnx_forward()))
                 else:
@@ -144,7 +145,8 @@ def backend_probe(model: nn.Module, session: Callable[[], Callable[[Mapping[str,
     def ratio(part: list[tuple[float, float]]) -> float:
         return min(o for _, o in part) / min(t for t, _ in part)
 
-    halves = [ratio(times[: n // 2]), ratio(times[n // 2:])]
+    half = len(times) // 2
+    halves = [ratio(times[:half]), ratio(times[half:])]
     torch_s, onnx_s = min(t for t, _ in times), min(o for _, o in times)
     return {"torch_s": torch_s, "onnx_s": onnx_s, "onnx_over_torch": onnx_s / torch_s,
             "spread": max(1e-9, (max(halves) - min(halves)) / min(halves))}
