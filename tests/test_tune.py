@@ -1,0 +1,216 @@
+"""textcl tune on the tiny BERT: a trial trains exactly what best.yaml describes, the pruner stops a trial at
+a known step, a killed study continues where it stopped, and two workers share one SQLite study."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import torch
+import yaml
+from optuna.trial import TrialState
+from safetensors.torch import load_file
+
+import textcl.tune.search as search
+import textcl.tune.storage as storage
+from textcl.cli import main
+from textcl.config import load_config
+from textcl.train import train
+from textcl.tune import tune
+from textcl.tune.recipe import TRIAL_SETTINGS
+
+SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "the sun is bright today", "she reads a long book",
+             "rain fell on the quiet town", "he plays the piano at night", "birds sing in the early morning",
+             "the train left the station late", "children laugh in the garden", "a ship sails across the sea",
+             "the old man walks slowly", "snow covers the high mountains", "we cook dinner together",
+             "the river flows to the ocean", "a small boat drifts away", "music fills the crowded hall"]
+PAIRS = [("the cat sat", "a cat was sitting", 4.5), ("a dog ran", "the sun is bright", 0.5),
+         ("birds sing", "birds are singing", 4.8), ("rain fell", "a ship sails", 1.0),
+         ("the old man walks", "an old man is walking", 4.2), ("we cook dinner", "the river flows", 0.2)]
+SPACE = ("loss.temperature: {uniform: [0.03, 0.1]}\n"
+         "data.augment:\n  choice:\n    dropout: {identity: {}}\n"
+         "    crop: {span_crop: {min_ratio: 0.5, max_ratio: 0.9}}\n")
+
+
+@pytest.fixture()
+def files(tiny_bert_dir, tmp_path):
+    """A recipe of 6 steps evaluated every 2 on a dev file, with a test file; and a space over it."""
+    corpus, dev, test = tmp_path / "corpus.txt", tmp_path / "dev.tsv", tmp_path / "test.tsv"
+    corpus.write_text("\n".join(f"{s} {i}" for i, s in enumerate(SENTENCES * 2)) + "\n")
+    dev.write_text("".join(f"{a}\t{b}\t{s}\n" for a, b, s in PAIRS))
+    test.write_text("".join(f"{b}\t{a}\t{s}\n" for a, b, s in PAIRS))
+    recipe = {"name": "tiny", "model": {"name": str(tiny_bert_dir), "max_seq_len": 16, "save_max_seq_len": True},
+              "data": {"path": str(corpus)}, "optim": {"lr": 1e-3},
+              "eval": {"data": [str(dev)], "test": [str(test)], "every": 2, "batch_size": 8},
+              "train": {"batch_size": 4, "max_steps": 8, "log_every": 1, "report_to": "none", "plot": False}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    (tmp_path / "space.yaml").write_text(SPACE)
+    return tmp_path / "recipe.yaml", tmp_path / "space.yaml"
+
+
+def weights(model_dir):
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_best_yaml_trains_exactly_what_the_best_trial_trained(files, tmp_path, capsys):
+    recipe, space = files
+    out = tmp_path / "tune"
+    code = main(["tune", str(recipe), "--space", str(space), "--trials", "2", "--out", str(out), "--pruner", "none",
+                 "--set", "train.max_steps=6", "--keep-models", "--seed", "0"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "best: trial" in printed and "95% CI of A-B" in printed
+    for name in ("best.yaml", "trials.csv", "history.png", "importance.png", "summary.json", "comparison.json"):
+        assert (out / name).is_file(), name
+    rows = read_csv(out / "trials.csv")
+    assert [r["state"] for r in rows] == ["complete", "complete"]
+    assert {r["data.augment"] for r in rows} <= {"dropout", "crop"} and all(r["loss.temperature"] for r in rows)
+    best = max(rows, key=lambda r: float(r["value"]))
+    trial_dir = out / "trials" / f"{int(best['number']):04d}"
+
+    # best.yaml is the recipe with --set and the best trial's values; the trial added only its bookkeeping
+    config = load_config(out / "best.yaml")
+    assert config.train.max_steps == 6 and config.loss.temperature == pytest.approx(float(best["loss.temperature"]))
+    assert config.data.augment == ({"identity": {}} if best["data.augment"] == "dropout" else
+                                   {"span_crop": {"min_ratio": 0.5, "max_ratio": 0.9}})
+    assert config.eval.test and config.eval.before  # the recipe's own, not the trial's
+    trained = json.loads((trial_dir / "config.json").read_text())
+    described = config.to_dict()
+    for field, value in {**TRIAL_SETTINGS, "name": None, "output_dir": None}.items():
+        section, _, key = field.rpartition(".")
+        for d in (trained, described):
+            (d[section] if section else d).pop(key)
+    assert trained == described
+
+    # ... and training it gives the trial's weights and dev score
+    again = train(config, output_dir=tmp_path / "again")
+    for k, w in weights(trial_dir / "model").items():
+        torch.testing.assert_close(weights(again.model_dir)[k], w, atol=0, rtol=0)
+    assert again.metrics["after"]["dev"]["spearman"] == pytest.approx(float(best["value"]))
+
+    # the final comparison trained best.yaml into its output_dir and the original beside it, on the test set only
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert comparison["best"]["model"] == str(out / "final" / "best" / "model")
+    for k, w in weights(out / "final" / "best" / "model").items():
+        torch.testing.assert_close(weights(again.model_dir)[k], w, atol=0, rtol=0)
+    (test_set,) = comparison["test"]["sets"].values()
+    assert test_set["n"] == len(PAIRS) and len(test_set["ci95"]) == 2
+    assert list(comparison["test"]["sets"]) == ["test"]
+
+
+@pytest.mark.parametrize("pruner", ["halving", "median"])
+def test_the_pruner_stops_hopeless_trials_at_known_steps(files, tmp_path, pruner):
+    """A fake dev evaluator scores trial 0 50, 70, 90 at steps 2, 4, 6 and its saved model 90; trial 1 10 (below
+    trial 0 at step 2: stopped there); trial 2 60, 75, 80 (ahead at steps 2 and 4, behind at step 6, its last:
+    stopped there, before the final evaluation). Both pruners agree."""
+    recipe, space = files
+    scores = iter([50.0, 70.0, 90.0, 90.0] + [10.0] + [60.0, 75.0, 80.0])
+    calls = []
+
+    def fake(encoder):
+        calls.append(1)
+        return {"fake": next(scores)}
+
+    pruner = pruner if pruner == "halving" else optuna.pruners.MedianPruner(n_startup_trials=1)
+    result = tune(recipe, space, trials=3, out=tmp_path / "tune", overrides=["eval.data=[]", "train.max_steps=6"],
+                  pruner=pruner, evaluators=[fake], compare=False)
+    first, second, third = result.trials
+    assert (first["state"], first["value"], first["steps"]) == ("complete", 90.0, 6)
+    assert (second["state"], second["pruned_at"], second["steps"], second["last_score"]) == ("pruned", 2, 2, 10.0)
+    assert (third["state"], third["pruned_at"], third["steps"], third["last_score"]) == ("pruned", 6, 6, 80.0)
+    assert len(calls) == 8  # trial 2 was not evaluated again after its last step
+    trials = tmp_path / "tune" / "trials"
+    assert max(int(r["step"]) for r in read_csv(trials / "0001" / "log.csv")) == 2
+    for n in ("0001", "0002"):
+        assert not (trials / n / "model").exists() and not (trials / n / "metrics.json").exists()
+    assert result.best["number"] == 0
+
+
+def _study(out):
+    return optuna.load_study(study_name="recipe", storage=storage.default_storage(out))
+
+
+def test_a_killed_study_continues_where_it_stopped(files, tmp_path, monkeypatch):
+    """Kill a running `textcl tune` (SIGKILL) once two trials are done; a rerun marks the killed trial failed
+    (its heartbeat stopped), keeps the two, and runs trials until the study holds the asked total."""
+    recipe, space = files
+    out = tmp_path / "tune"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "textcl.cli", "tune", str(recipe), "--space", str(space),
+                             "--trials", "6", "--out", str(out), "--pruner", "none", "--no-compare"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if (out / "study.sqlite3").exists():
+                try:
+                    states = [t.state for t in _study(out).get_trials()]
+                except (KeyError, optuna.exceptions.StorageInternalError):  # the study is being created
+                    states = []
+                if states.count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states:  # killed mid-trial
+                    break
+            assert proc.poll() is None, "textcl tune ended before it was killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("two trials did not complete in time")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = {t.number: t for t in _study(out).get_trials()}
+    assert sum(t.state == TrialState.RUNNING for t in before.values()) == 1
+
+    monkeypatch.setattr(storage, "GRACE_S", 1)
+    monkeypatch.setattr(storage, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(search, "POLL_S", 0.2)
+    result = tune(recipe, space, trials=4, out=out, pruner="none", compare=False)
+    after = {t.number: t for t in _study(out).get_trials()}
+    counted = [n for n, t in after.items() if t.state == TrialState.COMPLETE]
+    assert len(counted) == 4
+    for n, t in before.items():  # what the killed process finished stays as it was; what it was running failed
+        if t.state == TrialState.COMPLETE:
+            assert after[n].value == t.value and after[n].datetime_start == t.datetime_start
+        else:
+            assert t.state == TrialState.RUNNING and after[n].state == TrialState.FAIL
+    assert sorted(after) == list(range(len(after)))  # numbers continue
+    assert [r["number"] for r in result.trials] == sorted(after) and (out / "best.yaml").is_file()
+    # a rerun with a larger total adds trials to the same study
+    tune(recipe, space, trials=5, out=out, pruner="none", compare=False)
+    assert len(_study(out).get_trials(states=(TrialState.COMPLETE,))) == 5
+
+
+def test_two_workers_share_one_sqlite_study(files, tmp_path):
+    recipe, space = files
+    out = tmp_path / "tune"
+    result = tune(recipe, space, trials=4, out=out, workers=2, pruner="none", compare=False, seed=0)
+    trials = _study(out).get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in trials)  # none lost, none failed, none beyond the total
+    pids = {t.user_attrs["pid"] for t in trials}
+    assert len(pids) == 2 and os.getpid() not in pids  # both workers ran trials
+    for t in trials:  # each trial ran once, in its own folder, to its last step
+        log = read_csv(out / "trials" / f"{t.number:04d}" / "log.csv")
+        steps = [int(r["step"]) for r in log if r["loss"]]
+        assert steps == sorted(set(steps)) and steps[-1] == 8
+    assert len(result.trials) == 4
+
+
+def test_a_study_refuses_another_space(files, tmp_path, capsys):
+    recipe, space = files
+    out = tmp_path / "tune"
+    tune(recipe, space, trials=1, out=out, pruner="none", compare=False, overrides=["train.max_steps=2"])
+    other = tmp_path / "other.yaml"
+    other.write_text("loss.temperature: {uniform: [0.03, 0.2]}\n")
+    code = main(["tune", str(recipe), "--space", str(other), "--trials", "2", "--out", str(out),
+                 "--set", "train.max_steps=2"])
+    assert code == 2
+    assert "searches another space" in capsys.readouterr().err
+    assert main(["tune", str(recipe), "--space", str(space), "--trials", "2", "--out", str(out), "--check"]) == 0

@@ -1,0 +1,197 @@
+"""The study and the loop that runs its trials: in this process, or in ``workers`` processes that share it.
+
+Every process counts the study's trials under :func:`~textcl.tune.storage.study_lock` and starts one only
+while fewer than ``trials`` are complete, pruned, running or waiting, so ``trials`` is the total the study
+reaches however many processes (and reruns) take part. A process returns once that total is reached and no
+trial is running (a running trial whose heartbeat stopped is failed, and replaced).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from textcl.errors import TextclError
+from textcl.train import TrainingDiverged
+from textcl.tune.recipe import BaseRecipe
+from textcl.tune.space import SearchSpace
+from textcl.tune.storage import fail_stale_trials, has_heartbeat, heartbeat, open_storage, study_lock
+from textcl.tune.trial import run_trial
+
+PRUNERS = ("halving", "median", "none")
+#: the states that count toward ``--trials`` (a failed trial does not: another takes its place)
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+POLL_S = 5  #: how often a process with nothing to start looks again while other trials run
+
+
+def make_pruner(name: str, eval_every: int) -> optuna.pruners.BasePruner:
+    """``halving``: successive halving with its first rung at the first evaluation (``eval.every``) and a
+    reduction factor of 3, so about a third of the trials go on past each rung; ``median``: a trial stops when
+    its score at a step is below the median of the earlier trials' at that step (after 4 trials that ran whole);
+    ``none``: every trial runs to the end."""
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, eval_every), reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise TextclError(f"unknown pruner {name!r}; expected one of {', '.join(PRUNERS)}")
+
+
+def make_sampler(trials: int, seed: int | None) -> optuna.samplers.BaseSampler:
+    """TPE, after a random start of a third of the trials (4 to 10); with ``constant_liar`` so that workers
+    running at once do not all sample next to the same promising point."""
+    return optuna.samplers.TPESampler(n_startup_trials=max(4, min(10, trials // 3)), seed=seed, constant_liar=True)
+
+
+def _plain(obj):
+    """``obj`` as JSON would give it back (tuples as lists), to compare with what a study recorded."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def study_identity(base: BaseRecipe, space: SearchSpace) -> dict:
+    """What a study is a search of: the recipe (with ``--set``) and the space. A rerun must match it."""
+    return _plain({"recipe": base.data, "space": [dataclasses.asdict(p) for p in space.params]})
+
+
+def open_study(storage_url: str, name: str, base: BaseRecipe, space: SearchSpace, *, pruner=None, sampler=None,
+               create: bool = False) -> tuple[optuna.Study, object]:
+    """Load (or with ``create``, create or load) the study; refuse one that searches another recipe or space."""
+    storage = open_storage(storage_url)
+    if create:
+        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+                                    pruner=pruner, sampler=sampler)
+    else:
+        study = optuna.load_study(storage=storage, study_name=name, pruner=pruner, sampler=sampler)
+    identity = study_identity(base, space)
+    recorded = study.user_attrs.get("textcl")
+    if recorded is None:
+        study.set_user_attr("textcl", identity)
+    elif recorded != identity:
+        what = "recipe (with its --set overrides)" if recorded["recipe"] != identity["recipe"] else "space"
+        raise TextclError(f"study {name!r} in {storage_url} searches another {what}; rerun it with the same "
+                          "recipe, --set and space, or start a new study with --study NAME")
+    return study, storage
+
+
+def counted(study: optuna.Study) -> tuple[int, int]:
+    """(trials that count toward the total, trials running now)."""
+    trials = study.get_trials(deepcopy=False, states=COUNTED)
+    return len(trials), sum(t.state == TrialState.RUNNING for t in trials)
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a process needs to take part in a study (picklable, for ``workers``)."""
+
+    base: BaseRecipe
+    space: SearchSpace
+    study: str
+    storage: str
+    out: str
+    trials: int
+    pruner: object
+    seed: int | None = None
+    deadline: float | None = None  #: time.time() after which no trial starts
+    keep_models: bool = False
+    threads: int | None = None  #: torch threads of this process (None: torch's default)
+
+
+def _next_trial(study: optuna.Study, job: Job, storage) -> tuple[optuna.Trial | None, int]:
+    with study_lock(job.out):
+        if has_heartbeat(storage):
+            fail_stale_trials(study)
+        total, running = counted(study)
+        if total >= job.trials:
+            return None, running
+        with warnings.catch_warnings():  # optuna warns that heartbeats are meant for study.optimize
+            warnings.simplefilter("ignore", UserWarning)
+            return study.ask(), running
+
+
+def work(job: Job, evaluators=()) -> int:
+    """Run trials of the study until it holds ``job.trials`` (or the deadline passes); returns how many
+    this process ran."""
+    if job.threads:
+        import torch
+
+        torch.set_num_threads(job.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study, storage = open_study(job.storage, job.study, job.base, job.space, pruner=job.pruner,
+                                sampler=make_sampler(job.trials, job.seed))
+    trials_dir = Path(job.out) / "trials"
+    ran = 0
+    while job.deadline is None or time.time() < job.deadline:
+        trial, running = _next_trial(study, job, storage)
+        if trial is None:
+            if running and has_heartbeat(storage):  # wait for them: one may be a dead process's, to replace
+                time.sleep(POLL_S)
+                continue
+            break
+        print(f"textcl tune: trial {trial.number} (process {os.getpid()})", flush=True)
+        try:
+            with heartbeat(storage, trial):
+                value = run_trial(trial, job.base, job.space, trials_dir, evaluators=evaluators,
+                                  keep_models=job.keep_models)
+        except optuna.TrialPruned as exc:
+            study.tell(trial, state=TrialState.PRUNED)
+            print(f"textcl tune: trial {trial.number} {exc}", flush=True)
+        except TrainingDiverged as exc:  # a bad learning rate is a result, not a reason to stop the study
+            study.tell(trial, state=TrialState.FAIL)
+            print(f"textcl tune: trial {trial.number} failed: {exc}", flush=True)
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        else:
+            study.tell(trial, value)
+            print(f"textcl tune: trial {trial.number} scored {value:.4f} on the dev sets", flush=True)
+        ran += 1
+    return ran
+
+
+def _worker_main(job: Job, evaluators) -> None:
+    try:
+        work(job, evaluators)
+    except TextclError as exc:
+        print(f"textcl: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def run_workers(job: Job, workers: int, evaluators=()) -> None:
+    """Run ``workers`` processes on the study, the usable cores split between them (torch threads each);
+    worker ``i`` seeds its sampler with ``seed + i``."""
+    threads = max(1, usable_cores() // workers)
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: torch's thread pool is set before use
+    procs = []
+    for i in range(workers):
+        seed = None if job.seed is None else job.seed + i
+        procs.append(ctx.Process(target=_worker_main, name=f"textcl-tune-{i}",
+                                 args=(dataclasses.replace(job, seed=seed, threads=threads), evaluators)))
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join()
+        raise
+    failed = [f"worker {i} (exit code {p.exitcode})" for i, p in enumerate(procs) if p.exitcode != 0]
+    if failed:
+        raise TextclError(f"{', '.join(failed)} stopped with an error (see above); rerun the same command to "
+                          "continue the study")
