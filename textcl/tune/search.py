@@ -50,7 +50,10 @@ def make_pruner(name: str, eval_every: int) -> optuna.pruners.BasePruner:
 def make_sampler(trials: int, seed: int | None) -> optuna.samplers.BaseSampler:
     """TPE, after a random start of a third of the trials (4 to 10); with ``constant_liar`` so that workers
     running at once do not all sample next to the same promising point."""
-    return optuna.samplers.TPESampler(n_startup_trials=max(4, min(10, trials // 3)), seed=seed, constant_liar=True)
+    with warnings.catch_warnings():  # constant_liar is an experimental feature of Optuna's
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(n_startup_trials=max(4, min(10, trials // 3)), seed=seed,
+                                          constant_liar=True)
 
 
 def _plain(obj):
@@ -66,6 +69,7 @@ def study_identity(base: BaseRecipe, space: SearchSpace) -> dict:
 def open_study(storage_url: str, name: str, base: BaseRecipe, space: SearchSpace, *, pruner=None, sampler=None,
                create: bool = False) -> tuple[optuna.Study, object]:
     """Load (or with ``create``, create or load) the study; refuse one that searches another recipe or space."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # textcl prints each trial's outcome itself
     storage = open_storage(storage_url)
     if create:
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
@@ -125,7 +129,6 @@ def work(job: Job, evaluators=()) -> int:
         import torch
 
         torch.set_num_threads(job.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, storage = open_study(job.storage, job.study, job.base, job.space, pruner=job.pruner,
                                 sampler=make_sampler(job.trials, job.seed))
     trials_dir = Path(job.out) / "trials"
