@@ -19,6 +19,7 @@ import textcl.tune.search as search
 import textcl.tune.storage as storage
 from textcl.cli import main
 from textcl.config import load_config
+from textcl.threads import usable_cores
 from textcl.train import train
 from textcl.tune import tune
 from textcl.tune.recipe import TRIAL_SETTINGS
@@ -196,6 +197,7 @@ def test_two_workers_share_one_sqlite_study(files, tmp_path):
     assert all(t.state == TrialState.COMPLETE for t in trials)  # none lost, none failed, none beyond the total
     pids = {t.user_attrs["pid"] for t in trials}
     assert len(pids) == 2 and os.getpid() not in pids  # both workers ran trials
+    assert {t.user_attrs["threads"] for t in trials} == {max(1, usable_cores() // 2)}  # the cores split in two
     for t in trials:  # each trial ran once, in its own folder, to its last step
         log = read_csv(out / "trials" / f"{t.number:04d}" / "log.csv")
         steps = [int(r["step"]) for r in log if r["loss"]]

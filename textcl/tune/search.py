@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from textcl.errors import TextclError
+from textcl.threads import threads_for
 from textcl.train import TrainingDiverged
 from textcl.tune.recipe import BaseRecipe
 from textcl.tune.space import SearchSpace
@@ -125,9 +126,10 @@ def _next_trial(study: optuna.Study, job: Job, storage) -> tuple[optuna.Trial | 
 def work(job: Job, evaluators=()) -> int:
     """Run trials of the study until it holds ``job.trials`` (or the deadline passes); returns how many
     this process ran."""
-    if job.threads:
+    if job.threads:  # through the environment too: the trainer keeps an OMP_NUM_THREADS it finds (textcl.threads)
         import torch
 
+        os.environ["OMP_NUM_THREADS"] = str(job.threads)
         torch.set_num_threads(job.threads)
     study, storage = open_study(job.storage, job.study, job.base, job.space, pruner=job.pruner,
                                 sampler=make_sampler(job.trials, job.seed))
@@ -169,14 +171,10 @@ def _worker_main(job: Job, evaluators) -> None:
         sys.exit(2)
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def run_workers(job: Job, workers: int, evaluators=()) -> None:
     """Run ``workers`` processes on the study, the usable cores split between them (torch threads each);
     worker ``i`` seeds its sampler with ``seed + i``."""
-    threads = max(1, usable_cores() // workers)
+    threads = threads_for("train", processes=workers)
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: torch's thread pool is set before use
     procs = []
     for i in range(workers):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import torch
 
 from textcl.train import train
 from textcl.train.card import metric_value
@@ -68,6 +69,7 @@ def run_trial(trial: optuna.Trial, base: BaseRecipe, space: SearchSpace, trials_
             for name in MODEL_FOLDERS:
                 shutil.rmtree(folder / name, ignore_errors=True)
     trial.set_user_attr("steps", result.steps)
+    trial.set_user_attr("threads", torch.get_num_threads())
     if not result.finished:
         raise optuna.TrialPruned(f"pruned at step {pruning.pruned_at}")
     return dev_score(result.metrics)
