@@ -18,6 +18,7 @@ from textcl.models import Encoder
 from textcl.models.chunking import row_lengths
 from textcl.models.memory import MiniBatchChoice
 from textcl.models.precision import PrecisionChoice, choose_precision
+from textcl.threads import apply_threads
 from textcl.train.sampler import epoch_batches
 
 
@@ -381,6 +382,8 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
     resumed = _resumed_layout(out) if resume else {}  # what the checkpoint a resume continues recorded
     acc, choice = _accelerator(c, out, found_trackers, resumed)
     precision = choice.resolved
+    if acc.device.type == "cpu":  # every usable core, shared among this node's processes (textcl.threads)
+        apply_threads("train", processes=int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes)))
     set_seed(c.train.seed)
     examples = load_examples(c.data)
     # length grouping sorts by the whole row's cost: anchor + positive (+ negative), in characters

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from textcl._io import atomic_write_json
 from textcl.eval.stats import N_BOOTSTRAP
@@ -219,7 +220,7 @@ class Evaluator:
                    "precision": run.precision_choice.to_dict() if run.precision_choice is not None else
                    {"requested": run.precision, "resolved": run.precision, "bf16_over_fp32": None},
                    "eval_precision": "bf16" if run.precision == "bf16" else "fp32",
-                   "chunk_overhead_tokens": run.encoder.chunk_overhead,
+                   "chunk_overhead_tokens": run.encoder.chunk_overhead, "threads": torch.get_num_threads(),
                    "mini_batch_size": run.mini_batch.to_dict() if run.mini_batch is not None else None,
                    "time": self.clock.report(), "versions": environment(), "config": c.to_dict()}
         acc.print(f"time: training {metrics['time']['train_s']:.1f} s, evaluation {metrics['time']['eval_s']:.1f} s "
