@@ -132,3 +132,37 @@ def test_installed_model_keeps_outputs_config_and_loading(tiny_bert_dir, tmp_pat
     assert ATTENTION not in json.dumps(config)  # the saved model is a plain BERT folder
     st = SentenceTransformer(str(saved), device="cpu")
     assert torch.allclose(torch.from_numpy(st.encode(texts)), torch.from_numpy(before), atol=1e-5)
+
+
+def test_causal_and_grouped_heads_keep_transformers_attention():
+    """A causal module (GPT-2 style, is_causal on the module, mask None when unpadded) or grouped key/value
+    heads must not take the bidirectional path: the output equals transformers' SDPA with the same dropout
+    switched off by seed-independent comparison at dropout 0 (causality), and runs at all (grouped heads)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    q, k, v = _qkv()
+    module = torch.nn.Module()
+    module.is_causal = True
+    torch.manual_seed(0)
+    ours, _ = cpu_attention(module, q, k, v, None, dropout=0.5, scaling=0.5)
+    # token 0 of a causal model sees only itself: its output is v[..., 0, :] scaled by its dropout keep or 0
+    first = ours[:, 0]  # (B, heads, d)
+    assert torch.all((first == 0) | torch.isclose(first, v[:, :, 0] * 2.0, atol=1e-6).all(-1, keepdim=True))
+    module.is_causal = False
+    kg, vg = k[:, :1], v[:, :1]  # one key/value head for two query heads
+    out, _ = cpu_attention(module, q, kg, vg, None, dropout=0.2, scaling=0.5)
+    assert out.shape == (3, 7, 2, 4)
+    ref, _ = sdpa_attention_forward(module, q, kg, vg, None, dropout=0.0, scaling=0.5)
+    assert ref.shape == out.shape
+
+
+def test_a_query_with_no_key_gets_zeros_not_nan():
+    q, k, v = _qkv()
+    mask = torch.ones(3, 1, 7, 7, dtype=torch.bool)
+    mask[0, :, 2, :] = False  # query 2 of row 0 may attend nothing
+    out, _ = cpu_attention(torch.nn.Module(), q, k, v, mask, dropout=0.2, scaling=0.5)
+    assert torch.isfinite(out).all() and torch.equal(out[0, 2], torch.zeros(2, 4))
+
+
+def test_a_rate_next_to_one_drops_everything():
+    assert not bernoulli_keep((1000,), 1 - 2**-40).any()

@@ -31,6 +31,8 @@ def bernoulli_keep(shape: tuple[int, ...] | torch.Size, p: float) -> torch.Tenso
     raw = np.random.SFC64(seed).random_raw((n + 1) // 2)  # (ceil(n / 2),) uint64 = n 32-bit draws
     draws = torch.from_numpy(raw.view(np.int32))[:n]  # uniform on [-2**31, 2**31)
     threshold = round(p * 2**32) - 2**31  # P(draw >= threshold) = 1 - p (to 2**-32)
+    if threshold > 2**31 - 1:  # p within 2**-33 of 1: no int32 draw reaches it
+        return torch.zeros(tuple(shape), dtype=torch.bool)
     return (draws >= threshold).view(shape)
 
 
@@ -74,13 +76,18 @@ def cpu_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, val
     """transformers' attention-function signature: query, key, value (B, heads, L, d_head), attention_mask
     (B, 1, L, L) bool (True: attend) or additive float, or None -> ((B, L, heads, d_head), None).
 
-    Training on the CPU with attention dropout: softmax(q k^T x scaling + mask), :func:`fast_dropout`, times v, as
-    transformers' eager attention computes it (torch's SDPA takes this same unfused path on the CPU whenever
-    dropout is on). Everything else: transformers' SDPA attention, unchanged.
+    Training a bidirectional model on the CPU with attention dropout: softmax(q k^T x scaling + mask) in fp32,
+    :func:`fast_dropout`, times v, as transformers' eager attention computes it (torch's SDPA runs an unfused
+    path on the CPU whenever dropout is on); a query with no key to attend gets zeros, as with SDPA. Causal
+    models, grouped key/value heads, soft-capping and position biases, and everything without dropout:
+    transformers' SDPA attention, unchanged.
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if dropout == 0.0 or query.device.type != "cpu" or kwargs.get("is_causal"):
+    if (dropout == 0.0 or query.device.type != "cpu" or kwargs.get("is_causal") or getattr(module, "is_causal", False)
+            or key.shape[1] != query.shape[1] or kwargs.get("softcap") is not None
+            or kwargs.get("position_bias") is not None):
+        # causal models, grouped key/value heads, soft-capping, position biases: transformers' SDPA as it is
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
@@ -91,7 +98,10 @@ def cpu_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, val
             scores = scores.masked_fill(~attention_mask, float("-inf"))
         else:
             scores = scores + attention_mask
-    kept = fast_dropout(torch.softmax(scores, dim=-1), dropout, rescale=False)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32)  # fp32 under bf16 autocast too, as SDPA computes it
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        probs = probs.masked_fill(~attention_mask.any(dim=-1, keepdim=True), 0.0)  # no key to attend: 0, not NaN
+    kept = fast_dropout(probs.to(value.dtype), dropout, rescale=False)
     out = torch.matmul(kept, value).mul_(1.0 / (1.0 - dropout))  # (B, heads, L, d_head)
     return out.transpose(1, 2).contiguous(), None
 
