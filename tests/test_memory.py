@@ -42,6 +42,8 @@ def test_the_budget_is_the_free_memory_share_or_the_limit_less_what_is_held_less
     assert memory_budget(torch.device("cpu"), free=10_000, fraction=0.8, reserve=1_000).bytes == 7_000
     shared = memory_budget(torch.device("cpu"), free=10_000, fraction=0.8, reserve=1_000, share=2)
     assert shared.bytes == 8_000 // 2 - 1_000 and "/ 2 processes" in shared.line()
+    # the limit is the run's: 4 processes on one machine take a quarter each
+    assert memory_budget(torch.device("cpu"), free=10**9, limit=8_000, share=4).bytes == 2_000
     assert b.line() == f"budget 3.4 KiB ({LIMIT_ENV} 4.9 KiB less 500 B held and 1000 B reserved)"
     assert memory_budget(torch.device("cpu"), free=10_000, fraction=0.8, reserve=1_000, held=500,
                          limit=50_000).line() == "budget 6.8 KiB (0.8 x 9.8 KiB free, less 1000 B reserved)"
@@ -67,7 +69,7 @@ def test_parse_bytes_and_the_limit_variable(monkeypatch):
     assert parse_bytes("2GB") == 2 * 10**9 and parse_bytes("123456") == 123456 and parse_bytes("1.5KiB") == 1536
     monkeypatch.delenv(LIMIT_ENV, raising=False)
     assert memory.memory_limit() is None
-    for bad in ("lots", "0", "-5GiB", "8 parsecs"):
+    for bad in ("lots", "0", "-5GiB", "8 parsecs", "1e400"):
         monkeypatch.setenv(LIMIT_ENV, bad)
         with pytest.raises(ConfigError, match=rf"{LIMIT_ENV}: expected a positive number of bytes.*got '{bad}'"):
             memory.memory_limit()

@@ -248,3 +248,20 @@ def test_an_instruction_cap_is_another_machine(tmp_path, monkeypatch):
     assert len(calls) == 2 and calibration.machine_profile()["isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "avx512_core"}
     assert not precision.native_bf16("cpu")
     precision.native_bf16.cache_clear()
+
+
+def test_an_entry_without_the_figures_read_is_measured_again(tmp_path, monkeypatch):
+    """A cache entry whose values are valid numbers but lack bf16_s / fp32_s (a hand edit, another version)
+    is measured again and rewritten, never a KeyError."""
+    from textcl.models import calibration
+
+    monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path))
+    calls = []
+    precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=fake_probe(1, 2, calls))
+    (path,) = (tmp_path / "calibration").glob("precision-*.json")
+    entry = json.loads(path.read_text())
+    entry["values"] = {"ratio": 0.5}
+    path.write_text(json.dumps(entry))
+    calibration._DECIDED.clear()
+    choice = precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=fake_probe(1, 2, calls))
+    assert (choice.resolved, len(calls)) == ("no", 2) and json.loads(path.read_text())["values"]["bf16_s"] == 2.0

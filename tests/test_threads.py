@@ -20,6 +20,8 @@ def test_cgroup_v2_and_v1_quotas(tmp_path):
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert _cgroup_quota(v1) is None
     assert _cgroup_quota(tmp_path / "missing") is None
+    (tmp_path / "cpu.max").write_text("100000 0\n")  # a broken period: no quota, not a ZeroDivisionError
+    assert _cgroup_quota(tmp_path) is None
 
 
 def test_a_quota_caps_the_affinity_mask(tmp_path, monkeypatch):
@@ -49,6 +51,7 @@ def test_explicit_then_omp_then_the_rule(monkeypatch):
         assert apply_threads("train", explicit=1, environ={}) == 1 and torch.get_num_threads() == 1
         torch.set_num_threads(1)
         assert apply_threads("train", environ={"OMP_NUM_THREADS": "1"}) == 1  # torch's own reading stands
+        assert apply_threads("train", environ={"MKL_NUM_THREADS": "1"}) == 1
         monkeypatch.setattr("textcl.threads.usable_cores", lambda: 4)
         assert apply_threads("train", processes=2, environ={}) == 2 and torch.get_num_threads() == 2
     finally:

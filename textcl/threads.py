@@ -9,7 +9,7 @@
 - Latency work (``serve``): half the usable cores shared among the workers, at least one: a lone query is
   too small to split, and the HTTP loop, FAISS and whatever else runs beside it need cores too (same table).
 
-``OMP_NUM_THREADS`` set in the environment always wins (torch reads it itself), as does an explicit setting.
+``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` set in the environment always wins (torch reads it itself), as does an explicit setting.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     """CPUs granted by the cgroup CPU quota (e.g. 1.5), or None when there is none or it cannot be read."""
     try:
         quota, period = (root / "cpu.max").read_text().split()[:2]  # cgroup v2: "max 100000" or "150000 100000"
-        return None if quota == "max" else int(quota) / int(period)
+        return None if quota == "max" or int(period) <= 0 or int(quota) <= 0 else int(quota) / int(period)
     except (OSError, ValueError):
         pass
     try:  # cgroup v1
@@ -65,13 +65,13 @@ def threads_for(work: str, *, processes: int = 1, workers: int = 1, cores: int |
 def apply_threads(work: str, *, processes: int = 1, workers: int = 1, explicit: int | None = None,
                   environ: dict | None = None) -> int:
     """Set torch's intra-op threads for ``work`` and return the number in use: ``explicit`` when given, torch's
-    own reading of ``OMP_NUM_THREADS`` when that is set, else :func:`threads_for`."""
+    own reading of ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` when one is set, else :func:`threads_for`."""
     import torch
 
     env = os.environ if environ is None else environ
     if explicit is not None:
         n = int(explicit)
-    elif env.get("OMP_NUM_THREADS"):
+    elif env.get("OMP_NUM_THREADS") or env.get("MKL_NUM_THREADS"):
         return torch.get_num_threads()
     else:
         n = threads_for(work, processes=processes, workers=workers)

@@ -164,7 +164,7 @@ def choose_backend(model: nn.Module, session: Callable[[], Callable], *, max_len
         def probe():
             return backend_probe(model, session, max_length=max_length)
     entry = measured("backend", "cpu", model_shape(model.config), probe,
-                     steady=lambda v: v.get("spread", 0.0) <= MAX_SPREAD)
+                     steady=lambda v: v.get("spread", 0.0) <= MAX_SPREAD, required=("onnx_s", "torch_s"))
     values = entry["values"]
     ratio = values["onnx_s"] / values["torch_s"]
     if not entry["steady"]:

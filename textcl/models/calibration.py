@@ -60,7 +60,9 @@ def machine_profile(device_type: str = "cpu") -> dict:
     cores, torch's threads and kernel level, instruction-set caps set in the environment) or the GPU (name, compute capability, memory), and the torch
     version."""
     model, flags = _cpuinfo()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from textcl.threads import usable_cores
+
+    cores = usable_cores()
     profile = {"device": device_type, "torch": torch.__version__, "cpu": model, "cpu_flags": flags, "cores": cores,
                "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     # instruction-set caps set for oneDNN, MKL (a machine restricted to an older CPU class measures as one)
@@ -130,17 +132,18 @@ MAX_OTHERS_SHARE = 0.2
 _DECIDED: dict[str, dict] = {}
 
 
-def _valid(entry, kind: str, key: str) -> bool:
+def _valid(entry, kind: str, key: str, required: tuple[str, ...] = ()) -> bool:
     if not isinstance(entry, dict) or entry.get("schema") != SCHEMA or entry.get("kind") != kind:
         return False
     values = entry.get("values")
     return (entry.get("key") == key and isinstance(values, dict) and bool(values)
+            and all(name in values for name in required)
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
                     for v in values.values()))
 
 
 def measured(kind: str, device_type: str, shape: dict, probe: Callable[[], dict[str, float]],
-             steady: Callable[[dict], bool] = lambda values: True) -> dict:
+             steady: Callable[[dict], bool] = lambda values: True, required: tuple[str, ...] = ()) -> dict:
     """The cached entry of measurement ``kind`` for this machine, ``device_type`` and model ``shape``; runs
     ``probe() -> {name: positive seconds or ratio}`` and caches it when there is no valid entry.
 
@@ -151,7 +154,8 @@ def measured(kind: str, device_type: str, shape: dict, probe: Callable[[], dict[
     first answer stands (two trainings in one program must not differ by a re-measurement).
 
     Returns ``{"schema", "kind", "key", "profile", "shape", "values", "measured_at", "cached", "steady"}``;
-    ``cached`` says whether the values came from the cache (False: measured now)."""
+    ``cached`` says whether the values came from the cache (False: measured now). ``required``: the value names
+    the caller reads; an entry without one of them is measured again and rewritten, like a corrupt one."""
     profile = machine_profile(device_type)
     key = _key(kind, profile, shape)
     path = cache_dir() / f"{kind}-{key}.json"
@@ -162,15 +166,16 @@ def measured(kind: str, device_type: str, shape: dict, probe: Callable[[], dict[
             entry = read_json(path)
         except (OSError, ValueError):  # missing, unreadable or corrupt: measure again
             entry = None
-        if _valid(entry, kind, key):
+        if _valid(entry, kind, key, required):
             _DECIDED[str(path)] = {**entry, "cached": True, "steady": True}
             return _DECIDED[str(path)]
         raw, others = _others_share(probe)
         values = {k: float(v) for k, v in raw.items()}
         entry = {"schema": SCHEMA, "kind": kind, "key": key, "profile": profile, "shape": shape, "values": values,
                  "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        if not _valid(entry, kind, key):
-            raise ValueError(f"calibration {kind}: the probe gave {values!r}; expected positive finite numbers")
+        if not _valid(entry, kind, key, required):
+            raise ValueError(f"calibration {kind}: the probe gave {values!r}; expected positive finite numbers"
+                             + (f" for {', '.join(required)}" if required else ""))
         # other processes' CPU use disturbs CPU timings; a GPU's are judged by the probe's own check
         ok = bool(steady(values)) and (device_type != "cpu" or others is None or others <= MAX_OTHERS_SHARE)
         entry["others_share"] = None if others is None else round(others, 3)

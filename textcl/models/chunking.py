@@ -186,7 +186,8 @@ def measured_chunk_overhead(encoder, *, bf16: bool = False,
                                         bf16=bf16)
             finally:
                 encoder.train(was_training)
-    entry = measured("chunk", device.type, shape, probe, steady=lambda v: v.get("fit_r2", 1.0) >= MIN_FIT_R2)
+    entry = measured("chunk", device.type, shape, probe, steady=lambda v: v.get("fit_r2", 1.0) >= MIN_FIT_R2,
+                     required=("overhead_tokens",))
     if not entry["steady"]:  # other work shared the cores: the device's default decides this run
         return chunk_overhead_for(device), entry
     return int(round(min(entry["values"]["overhead_tokens"], 65536.0))), entry

@@ -69,10 +69,11 @@ def parse_bytes(text: str, field: str = LIMIT_ENV) -> int:
     ``field``."""
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
     unit = m.group(2).lower() if m else ""
-    if m is None or unit not in _UNITS or float(m.group(1)) * _UNITS[unit] < 1:
+    value = float(m.group(1)) * _UNITS.get(unit, 0) if m else 0.0
+    if m is None or unit not in _UNITS or not 1 <= value < 2**63:
         raise ConfigError(field, f"expected a positive number of bytes, optionally with a unit (8GiB, 512MiB, "
                                  f"2GB), got {text!r}")
-    return int(float(m.group(1)) * _UNITS[unit])
+    return int(value)
 
 
 def memory_limit() -> int | None:
@@ -278,8 +279,8 @@ def memory_budget(device: torch.device, *, reserve: int = 0, held: int = 0, limi
     if free is None:
         free = free_bytes(device)
     room = int(free * fraction) // max(1, share)
-    if limit is not None:
-        room = min(room, limit - held)
+    if limit is not None:  # the limit is the run's: the processes on this machine share it too
+        room = min(room, limit // max(1, share) - held)
     return Budget(bytes=room - reserve, free=free, fraction=fraction, limit=limit, held=held, reserve=reserve,
                   share=max(1, share))
 

@@ -137,7 +137,7 @@ def choose_precision(requested: str, device_type: str, *, hidden: int = 384, int
         def probe():  # a GPU needs a training-sized block, or launches and casts dominate
             return precision_probe(device_type, hidden, intermediate, tokens=65536 if device_type == "cuda" else 1024)
     entry = measured("precision", device_type, {"hidden": hidden, "intermediate": intermediate}, probe,
-                     steady=lambda v: v.get("spread", 0.0) <= MAX_SPREAD)
+                     steady=lambda v: v.get("spread", 0.0) <= MAX_SPREAD, required=("bf16_s", "fp32_s"))
     ratio = entry["values"]["bf16_s"] / entry["values"]["fp32_s"]
     if not entry["steady"]:  # other work shared the cores: the instructions decide this run; measured next time
         return PrecisionChoice("auto", "bf16" if native_bf16(device_type) else "no", device_type, ratio, False,

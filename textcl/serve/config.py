@@ -45,8 +45,9 @@ def default_threads(workers: int = 1) -> int:
     beside one busy process (14.5 QPS and a p99 of 280 ms for a lone client, against 55.6 QPS and 28 ms with
     one thread), while one thread on a quiet machine gave 0.91-0.94x the QPS of two at a lower p99: the load
     generator, FAISS and the HTTP loop need cores too."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // (2 * max(1, workers)))
+    from textcl.threads import threads_for  # usable cores: affinity capped by a container's CPU quota
+
+    return threads_for("serve", workers=workers)
 
 
 _HOST_NAME = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?")

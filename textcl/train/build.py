@@ -380,10 +380,10 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
     c = config
     found_trackers = trackers(c.train.report_to)
     resumed = _resumed_layout(out) if resume else {}  # what the checkpoint a resume continues recorded
+    # every usable core, shared among this node's processes (textcl.threads), set before anything is measured
+    apply_threads("train", processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     acc, choice = _accelerator(c, out, found_trackers, resumed)
     precision = choice.resolved
-    if acc.device.type == "cpu":  # every usable core, shared among this node's processes (textcl.threads)
-        apply_threads("train", processes=int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes)))
     set_seed(c.train.seed)
     examples = load_examples(c.data)
     # length grouping sorts by the whole row's cost: anchor + positive (+ negative), in characters
