@@ -216,3 +216,20 @@ def test_a_study_refuses_another_space(files, tmp_path, capsys):
     assert code == 2
     assert "searches another space" in capsys.readouterr().err
     assert main(["tune", str(recipe), "--space", str(space), "--trials", "2", "--out", str(out), "--check"]) == 0
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_failed(tmp_path, monkeypatch):
+    """A process killed between asking for a trial and recording its first heartbeat leaves a RUNNING trial
+    that Optuna's heartbeat check never sees; once it started more than GRACE_S ago it is failed (a rerun
+    waited on it forever before)."""
+    from textcl.tune import storage as st
+
+    s = st.open_storage(f"sqlite:///{tmp_path / 'study.sqlite3'}")
+    study = optuna.create_study(study_name="s", storage=s)
+    study.ask()  # running, no heartbeat, as if its process died at once
+    monkeypatch.setattr(st, "GRACE_S", 3600)
+    st.fail_stale_trials(study)
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]  # not stale yet
+    monkeypatch.setattr(st, "GRACE_S", -1)
+    st.fail_stale_trials(study)
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL]

@@ -120,7 +120,10 @@ def _next_trial(study: optuna.Study, job: Job, storage) -> tuple[optuna.Trial | 
             return None, running
         with warnings.catch_warnings():  # optuna warns that heartbeats are meant for study.optimize
             warnings.simplefilter("ignore", UserWarning)
-            return study.ask(), running
+            trial = study.ask()
+        if has_heartbeat(storage):  # at once, still under the lock: a trial is never left without one
+            storage.record_heartbeat(trial._trial_id)
+        return trial, running
 
 
 def work(job: Job, evaluators=()) -> int:

@@ -50,10 +50,36 @@ def has_heartbeat(storage) -> bool:
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
-    """Mark failed the running trials whose heartbeat stopped (their process was killed)."""
+    """Mark failed the running trials whose heartbeat stopped (their process was killed), and those that
+    never recorded one and started over :data:`GRACE_S` seconds ago (a process killed between asking for the
+    trial and its first heartbeat: Optuna's own check only sees trials with a heartbeat)."""
+    import datetime
+
+    import sqlalchemy
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    storage = study._storage
+    storage = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in a cache
+    engine = getattr(storage, "engine", None)
+    if engine is None:
+        return
+    study_id = study._study_id
+    query = sqlalchemy.text(
+        "SELECT t.number, t.datetime_start FROM trials t LEFT JOIN trial_heartbeats h ON t.trial_id = h.trial_id "
+        "WHERE t.study_id = :study AND t.state = 'RUNNING' AND h.trial_id IS NULL")
+    with engine.connect() as conn:
+        rows = conn.execute(query, {"study": study_id}).fetchall()
+    now = datetime.datetime.now()
+    for number, started in rows:
+        if isinstance(started, str):
+            started = datetime.datetime.fromisoformat(started)
+        if started is not None and (now - started).total_seconds() > GRACE_S:
+            try:
+                study.tell(int(number), state=optuna.trial.TrialState.FAIL)
+            except (RuntimeError, ValueError):  # another process finished or failed it meanwhile
+                pass
 
 
 @contextlib.contextmanager
