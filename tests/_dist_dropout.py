@@ -17,8 +17,8 @@ out = Path(sys.argv[2])
 
 
 def recorder(real):
-    def recording(x, p=0.5, training=True, *args):
-        y = real(x, p, training, *args)
+    def recording(x, p=0.5, training=True, *args, **kwargs):
+        y = real(x, p, training, *args, **kwargs)
         record(y, p, training)
         return y
     return recording
