@@ -77,14 +77,6 @@ def launch_from_env(environ: Mapping[str, str] | None = None) -> Launch:
     return Launch(rank, world, local_rank, local_world)
 
 
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a container's CPU quota
-    (:func:`textcl.threads.usable_cores`)."""
-    from textcl.threads import usable_cores
-
-    return usable_cores()
-
-
 def threads_per_process(launch: Launch, environ: Mapping[str, str], cpus: int) -> int | None:
     """torch's intra-op threads for one of several processes: None (torch's own choice) when
     ``OMP_NUM_THREADS`` is set, else this node's ``cpus`` shared among its ``local_world`` processes.
@@ -116,7 +108,9 @@ def start(launch: Launch, environ: Mapping[str, str] | None = None) -> bool:
     import torch.distributed as tdist
 
     env = os.environ if environ is None else environ
-    threads = threads_per_process(launch, env, available_cpus())
+    from textcl.threads import usable_cores
+
+    threads = threads_per_process(launch, env, usable_cores())
     if threads is not None:
         torch.set_num_threads(threads)
     cuda = torch.cuda.is_available()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTENTION = "textcl_cpu"  #: the name :func:`cpu_attention` is registered under in transformers' interfaces
 
@@ -82,8 +83,6 @@ def cpu_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, val
     models, grouped key/value heads, soft-capping and position biases, and everything without dropout:
     transformers' SDPA attention, unchanged.
     """
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if (dropout == 0.0 or query.device.type != "cpu" or kwargs.get("is_causal") or getattr(module, "is_causal", False)
             or key.shape[1] != query.shape[1] or kwargs.get("softcap") is not None
             or kwargs.get("position_bias") is not None):
