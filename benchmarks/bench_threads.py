@@ -8,7 +8,9 @@ half of that rule: for each thread count from 1 to the usable cores, the median 
   forward + backward + AdamW), fp32;
 - ``encode``: ``Encoder.encode`` of 256 STS-B-like sentences (batch 64),
 
-first alone, then beside one busy process (a Python loop spinning on one core, as another job would).
+first alone, then beside one busy process (a Python loop spinning on one core, as another job would), and
+``auto``: textcl's default, a :class:`~textcl.threads.ThreadGovernor` that measures the other processes' load
+(settled once, as a training run does at its start, then tuned before each call).
 Thread counts are interleaved round by round; the table gives each count's time over the best count's.
 
     python benchmarks/bench_threads.py [--rounds 5]
@@ -30,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     from textcl.data.wiki import wiki_sentences
     from textcl.models import Encoder, packaged_minilm_path
-    from textcl.threads import threads_for, usable_cores
+    from textcl.threads import ThreadGovernor, threads_for, usable_cores
 
     cores = usable_cores()
     counts = list(range(1, cores + 1))
@@ -58,17 +60,24 @@ def main() -> None:
     for busy in (False, True):
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
         try:
-            times = {(w, n): [] for w in works for n in counts}
+            times = {(w, n): [] for w in works for n in counts + ["auto"]}
             for w, fn in works.items():
                 torch.set_num_threads(counts[-1])
                 fn()  # warm-up
+            governor = ThreadGovernor(threads_for("train"))
+            governor.settle()
+            chosen = []
             for _ in range(args.rounds):
                 for w, fn in works.items():
-                    for n in counts:
-                        torch.set_num_threads(n)
+                    for n in counts + ["auto"]:
+                        if n == "auto":
+                            chosen.append(governor.tune())
+                        else:
+                            torch.set_num_threads(n)
                         start = time.perf_counter()
                         fn()
                         times[(w, n)].append(time.perf_counter() - start)
+            print(f"{'busy' if busy else 'quiet'}: auto chose {chosen} (others' load {governor.others})", flush=True)
         finally:
             if spinner is not None:
                 spinner.kill()
@@ -76,13 +85,13 @@ def main() -> None:
         results[busy] = {k: statistics.median(v) for k, v in times.items()}
     print(f"usable cores {cores}; rule: train {threads_for('train')} thread(s), encode {threads_for('encode')}, "
           f"serve {threads_for('serve')}")
-    print("\n| work | machine | " + " | ".join(f"{n} thread(s)" for n in counts) + " |")
-    print("|---|---|" + "---|" * len(counts))
+    print("\n| work | machine | " + " | ".join(f"{n} thread(s)" for n in counts) + " | auto (governed) |")
+    print("|---|---|" + "---|" * (len(counts) + 1))
     for w in works:
         for busy in (False, True):
             med = results[busy]
             best = min(med[(w, n)] for n in counts)
-            cells = [f"{med[(w, n)]:.3f} s ({med[(w, n)] / best:.2f}x)" for n in counts]
+            cells = [f"{med[(w, n)]:.3f} s ({med[(w, n)] / best:.2f}x)" for n in counts + ["auto"]]
             print(f"| {w} | {'beside a busy process' if busy else 'quiet'} | " + " | ".join(cells) + " |")
 
 

@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 
-from textcl.models import precision
+from textcl.models import calibration, precision
 from textcl.models.precision import resolve_precision
 
 
@@ -124,6 +124,7 @@ def test_training_with_auto_records_and_evaluates_in_the_chosen_precision(tiny_b
 
     real_choose = precision.choose_precision
     monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(calibration, "_others_share", lambda probe: (probe(), 0.0))  # a quiet machine, always
     monkeypatch.setattr("textcl.train.build.choose_precision", lambda requested, device_type, **kw: real_choose(
         requested, device_type, **kw, probe=fake_probe(1.0, 0.5 if native else 3.0, [])))
     seen = []
@@ -191,13 +192,18 @@ def test_a_measurement_beside_busy_processes_falls_back_on_the_instructions(tmp_
     assert not list(calibration.cache_dir().glob("*.json"))
 
 
-def test_the_share_of_other_processes_is_measured_from_the_kernel():
-    import time
-
+def test_the_share_of_other_processes_is_measured_from_the_kernel(monkeypatch):
+    """Over 1 s on 2 CPUs, 1.5 busy CPU-seconds of which 0.5 were the probe's own: others used 1 of 2 CPUs."""
+    from textcl.cpu_load import CpuTimes
     from textcl.models import calibration
 
-    values, share = calibration._others_share(lambda: time.sleep(0.3) or {"x": 1.0})
-    assert values == {"x": 1.0} and (share is None or 0.0 <= share <= 1.0)
+    readings = iter([CpuTimes(10.0, 100.0, 3.0, 2), CpuTimes(11.0, 101.5, 3.5, 2)])
+    monkeypatch.setattr(calibration, "read_times", lambda: next(readings))
+    assert calibration._others_share(lambda: {"x": 1.0}) == ({"x": 1.0}, 0.5)
+    readings = iter([CpuTimes(10.0, 100.0, 3.0, 2), CpuTimes(10.05, 100.1, 3.0, 2)])
+    assert calibration._others_share(lambda: {"x": 1.0}) == ({"x": 1.0}, None)  # 50 ms: too short to judge
+    monkeypatch.setattr(calibration, "read_times", lambda: None)
+    assert calibration._others_share(lambda: {"x": 1.0}) == ({"x": 1.0}, None)  # not Linux
 
 
 def test_an_unwritable_cache_still_measures_and_decides(monkeypatch):

@@ -138,10 +138,9 @@ def test_a_symlinked_index_folder_is_served_where_it_pointed_at_start(tmp_path):
     assert config.log_path.name == "v3.wal.sqlite"
 
 
-def test_serving_threads_default_to_half_the_cores_split_between_workers(monkeypatch, tmp_path, serve_model_dir,
-                                                                          serve_encoder):
-    """One torch thread per core collapsed beside a busy process (benchmarks/RESULTS.md "Serving threads"): the
-    default leaves half the cores to the rest of the machine; --threads wins."""
+def test_serving_threads_start_at_the_cores_split_between_workers(monkeypatch, tmp_path, serve_model_dir,
+                                                                    serve_encoder):
+    """The usable cores split between the workers; --threads wins (and is never governed, next test)."""
     import os
 
     import torch
@@ -151,12 +150,40 @@ def test_serving_threads_default_to_half_the_cores_split_between_workers(monkeyp
     from textcl.serve.service import IndexService
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
-    assert (default_threads(1), default_threads(2), default_threads(16)) == (4, 2, 1)
+    assert (default_threads(1), default_threads(2), default_threads(16)) == (8, 4, 1)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     path = build_index(tmp_path / "ix", serve_model_dir, encoder=serve_encoder)
     before = torch.get_num_threads()
-    for threads, expected in ((None, 1), (2, 2)):
+    for threads, expected in ((None, 2), (1, 1)):
         service = IndexService(ServeConfig(path, threads=threads), serve_encoder).start()
         assert torch.get_num_threads() == expected
         service.close()
         assert torch.get_num_threads() == before  # an app built inside a program gives its threads back
+
+
+def test_a_server_governs_its_threads_unless_told_how_many(monkeypatch, tmp_path, serve_model_dir, serve_encoder):
+    """Beside other busy processes torch's threads collapse (benchmarks/RESULTS.md "Serving threads"): the app
+    installs a ThreadGovernor that each batch consults, and removes it at shutdown; --threads fixes them."""
+    import os
+
+    from fastapi.testclient import TestClient
+
+    from test_serve_support import build_index
+    from textcl import threads
+    from textcl.serve.app import create_app
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    path = build_index(tmp_path / "ix", serve_model_dir, encoder=serve_encoder)
+    tuned = []
+    monkeypatch.setattr(threads.ThreadGovernor, "tune", lambda self: tuned.append(self) or self.target)
+    with TestClient(create_app(path, encoder=serve_encoder), base_url="http://127.0.0.1") as client:
+        governor = threads._current
+        assert isinstance(governor, threads.ThreadGovernor) and governor.ceiling == 2
+        r = client.post("/search", json={"queries": ["a cat"], "k": 1})
+        assert r.status_code == 200, r.text
+        assert governor in tuned  # the search batch asked it first
+    assert threads._current is None
+    with TestClient(create_app(path, encoder=serve_encoder, threads=1)):
+        assert threads._current is None

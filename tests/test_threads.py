@@ -34,7 +34,7 @@ def test_a_quota_caps_the_affinity_mask(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("work, processes, workers, cores, expected", [
     ("train", 1, 1, 2, 2), ("train", 2, 1, 2, 1), ("train", 3, 1, 2, 1), ("encode", 2, 1, 16, 8),
-    ("serve", 1, 1, 2, 1), ("serve", 1, 2, 16, 4), ("serve", 1, 1, 1, 1),
+    ("serve", 1, 1, 2, 2), ("serve", 1, 2, 16, 8), ("serve", 1, 1, 1, 1), ("serve", 1, 3, 2, 1),
 ])
 def test_the_rule_per_work(work, processes, workers, cores, expected):
     assert threads_for(work, processes=processes, workers=workers, cores=cores) == expected

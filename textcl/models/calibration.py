@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from textcl._io import atomic_write_json, read_json
+from textcl.cpu_load import others_busy, read_times
 
 __all__ = ["SCHEMA", "cache_dir", "machine_profile", "measured", "list_calibrations", "best_time"]
 
@@ -102,28 +103,15 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _cpu_ticks() -> tuple[int, int] | None:
-    """(busy, total) CPU ticks of the whole machine since boot (Linux ``/proc/stat``), or None."""
-    try:
-        with open("/proc/stat", encoding="utf-8") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
 def _others_share(probe: Callable[[], dict[str, float]]) -> tuple[dict[str, float], float | None]:
-    """Run ``probe()``; also return the share of the machine's CPU time that other processes used meanwhile
-    (0: the probe had the machine to itself; None where the kernel does not say)."""
-    before, own0 = _cpu_ticks(), time.process_time()
+    """Run ``probe()``; also return the share of this process's CPUs that other processes used meanwhile
+    (0: the probe had them to itself; None where the kernel does not say or the window was under 0.1 s)."""
+    before = read_times()
     values = probe()
-    after, own1 = _cpu_ticks(), time.process_time()
-    if before is None or after is None or after[1] - before[1] < 20:  # too short a window to judge (< ~0.1 s)
+    after = read_times()
+    if before is None or after is None or after.wall - before.wall < 0.1:  # too short a window to judge
         return values, None
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    busy, total = after[0] - before[0], after[1] - before[1]
-    return values, max(0.0, min(1.0, (busy - (own1 - own0) * tick) / total))
+    return values, min(1.0, others_busy(before, after) / after.cpus)
 
 
 #: a measurement during which other processes used more than this share of the CPU was disturbed: not cached

@@ -32,6 +32,7 @@ from textcl.serve.origins import HostOriginGuard
 from textcl.serve.routes import build_router
 from textcl.serve.security import PAGE_HEADERS, BodyLimitMiddleware
 from textcl.serve.service import IndexService
+from textcl.threads import governor_for, install, uninstall
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -47,12 +48,20 @@ def create_app(index: str | os.PathLike | ServeConfig | None = None, *, encoder=
 
     config = index.replace(**options) if isinstance(index, ServeConfig) else ServeConfig(index, **options)
     config.validate()
-    service = IndexService(config, encoder).start() if config.index_dir is not None else None
+    # torch's threads follow the cores other processes leave free, measured before each batch (textcl.threads)
+    governor = governor_for("serve", workers=config.workers, explicit=config.threads)
+    install(governor)
     try:
-        shared = (config.model, service.encoder, service.encode_lock) if service and config.model else None
+        service = IndexService(config, encoder).start() if config.index_dir is not None else None
+    except BaseException:
+        uninstall(governor)
+        raise
+    try:
+        shared = (config.model, service.encoder, service.encode_lock) if service else None  # None: the manifest's
         embedders = Embedders.load(config, encoders, shared)
         embedders.start(threads=None if service else config.threads or default_threads(config.workers))
     except BaseException:
+        uninstall(governor)
         if service is not None:
             service.close()
         raise
@@ -62,9 +71,12 @@ def create_app(index: str | os.PathLike | ServeConfig | None = None, *, encoder=
         try:
             yield
         finally:
-            await run_in_threadpool(embedders.close)
-            if service is not None:
-                await run_in_threadpool(service.close)
+            try:
+                await run_in_threadpool(embedders.close)
+                if service is not None:
+                    await run_in_threadpool(service.close)
+            finally:
+                uninstall(governor)
 
     app = FastAPI(title="textcl", version=__version__, lifespan=lifespan, redoc_url=None,
                   description="Semantic search over a textcl index (FAISS vectors + SQLite doc store) and the OpenAI "
@@ -102,4 +114,4 @@ def _health_only(app: FastAPI, embedders: Embedders) -> None:
     async def health() -> Any:
         if not embedders.healthy:
             return error_response(503, "the models are not being served (starting or stopping)")
-        return {"status": "ok", "models": [e.name for e in embedders]}
+        return {"status": "ok", "models": [e.public_name for e in embedders]}  # no local paths without a key

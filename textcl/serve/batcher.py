@@ -26,6 +26,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
+from textcl.threads import tune_current
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -192,6 +194,7 @@ class MicroBatcher(Generic[T, R]):
             return
         self.batches += 1
         self.queries += sum(item.size for item in batch)
+        tune_current()  # torch's threads for the cores other processes leave free (textcl.threads)
         try:
             results = list(self.handler([item.value for item in batch]))
             if len(results) != len(batch):

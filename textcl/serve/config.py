@@ -39,12 +39,12 @@ def is_wildcard(host: str) -> bool:
 
 
 def default_threads(workers: int = 1) -> int:
-    """torch threads per serving process: half the usable cores, split between the workers, at least one.
+    """torch threads per serving process to start with: the usable cores split between the workers, at least one.
 
-    On 2 cores (benchmarks/RESULTS.md, "Serving threads"), torch's default of one thread per core collapsed
-    beside one busy process (14.5 QPS and a p99 of 280 ms for a lone client, against 55.6 QPS and 28 ms with
-    one thread), while one thread on a quiet machine gave 0.91-0.94x the QPS of two at a lower p99: the load
-    generator, FAISS and the HTTP loop need cores too."""
+    Unless ``--threads`` or ``OMP_NUM_THREADS`` fixes them, a :class:`~textcl.threads.ThreadGovernor` then keeps
+    them at the cores other processes leave free, measured before each batch: on 2 cores (benchmarks/RESULTS.md,
+    "Serving threads"), torch's default of a thread per core collapsed beside one busy process (14.5 QPS and a
+    p99 of 280 ms for a lone client, against 55.6 QPS and 28 ms with one thread)."""
     from textcl.threads import threads_for  # usable cores: affinity capped by a container's CPU quota
 
     return threads_for("serve", workers=workers)

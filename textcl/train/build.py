@@ -18,7 +18,7 @@ from textcl.models import Encoder
 from textcl.models.chunking import row_lengths
 from textcl.models.memory import MiniBatchChoice
 from textcl.models.precision import PrecisionChoice, choose_precision
-from textcl.threads import apply_threads
+from textcl.threads import ThreadGovernor, apply_threads, governor_for
 from textcl.train.sampler import epoch_batches
 
 
@@ -55,6 +55,7 @@ class Run:
     precision_choice: PrecisionChoice | None = None  #: how ``train.mixed_precision`` resolved (measured for auto)
     #: how ``loss.mini_batch_size`` resolved (measured for auto); None unless ``loss.cached``
     mini_batch: MiniBatchChoice | None = None
+    threads: ThreadGovernor | None = None  #: keeps torch's threads at the free cores (None: fixed by the user)
 
     @property
     def encoder(self) -> Encoder:
@@ -381,7 +382,11 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
     found_trackers = trackers(c.train.report_to)
     resumed = _resumed_layout(out) if resume else {}  # what the checkpoint a resume continues recorded
     # every usable core, shared among this node's processes (textcl.threads), set before anything is measured
-    apply_threads("train", processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    apply_threads("train", processes=processes)
+    governor = governor_for("train", processes=processes)  # fewer threads beside other busy processes
+    if governor is not None:
+        governor.settle()
     acc, choice = _accelerator(c, out, found_trackers, resumed)
     precision = choice.resolved
     set_seed(c.train.seed)
@@ -470,4 +475,4 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
                loss_fn=prepared[-2] if learnt else loss_fn, optimizer=prepared[-1], scheduler=scheduler,
                text_aug=text_aug, token_aug=token_aug, key_encoder=key_encoder, queue=queue, guide=guide, world=world,
                steps_per_epoch=steps_per_epoch, total_steps=total_steps, max_seq_len=max_seq_len, ema=ema,
-               precision_choice=choice, mini_batch=mini_batch)
+               precision_choice=choice, mini_batch=mini_batch, threads=governor)

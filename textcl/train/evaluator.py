@@ -221,6 +221,7 @@ class Evaluator:
                    {"requested": run.precision, "resolved": run.precision, "bf16_over_fp32": None},
                    "eval_precision": "bf16" if run.precision == "bf16" else "fp32",
                    "chunk_overhead_tokens": run.encoder.chunk_overhead, "threads": torch.get_num_threads(),
+                   "thread_governor": run.threads.to_dict() if run.threads is not None else None,
                    "mini_batch_size": run.mini_batch.to_dict() if run.mini_batch is not None else None,
                    "time": self.clock.report(), "versions": environment(), "config": c.to_dict()}
         acc.print(f"time: training {metrics['time']['train_s']:.1f} s, evaluation {metrics['time']['eval_s']:.1f} s "

@@ -108,6 +108,8 @@ class Trainer:
             usable = (len(mine) // g) * g
             while pos + g <= usable and step < run.total_steps:
                 t0 = time.perf_counter()
+                if run.threads is not None:
+                    run.threads.tune()
                 loss = train_step(run, [lambda b=b: batcher(b, epoch) for b in mine[pos:pos + g]], step)
                 pos, step = pos + g, step + 1
                 report.step(step, epoch, loss, time.perf_counter() - t0)

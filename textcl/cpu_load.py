@@ -1,0 +1,73 @@
+"""How much of this process's CPUs other processes are using, measured between two moments.
+
+Linux's ``/proc/stat`` counts every CPU's busy time (user, nice, system, irq, softirq, steal) in clock ticks;
+this process's own CPU time (all its threads: torch's, the tokenizer's, an HTTP loop's) is
+``time.process_time()``. Over a window, the CPUs' busy time less this process's own is what the other processes
+(and the hypervisor, through steal) took: ``others_busy(a, b)`` in cores' worth, e.g. 1.0 beside one process
+spinning on a core. Only the CPUs in this process's affinity mask are counted.
+
+Where ``/proc/stat`` cannot be read (not Linux), :func:`read_times` returns None and callers keep their rule.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CpuTimes", "read_times", "others_busy"]
+
+_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user, nice, system, irq, softirq, steal (guest time is inside user)
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """One reading: ``wall`` (monotonic seconds), ``busy`` (busy CPU-seconds summed over the counted CPUs since
+    boot), ``own`` (this process's CPU-seconds) and ``cpus`` (how many CPUs were counted)."""
+    wall: float
+    busy: float
+    own: float
+    cpus: int = 1
+
+
+def _affinity() -> set[int] | None:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+def read_times(stat_path: str | Path = "/proc/stat", cpus: set[int] | None = None) -> CpuTimes | None:
+    """Read the CPUs' busy time and this process's own CPU time now; None when ``stat_path`` is unreadable or
+    holds no per-CPU lines. ``cpus``: the CPUs to count (default: this process's affinity mask)."""
+    cpus = _affinity() if cpus is None else cpus
+    try:
+        text = Path(stat_path).read_text()
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    except (OSError, ValueError):
+        return None
+    busy, seen = 0, 0
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        try:
+            cpu = int(name[3:])
+            fields = [int(v) for v in rest.split()]
+        except ValueError:
+            continue
+        if cpus is not None and cpu not in cpus:
+            continue
+        busy += sum(fields[i] for i in _BUSY_FIELDS if i < len(fields))
+        seen += 1
+    if not seen:
+        return None
+    return CpuTimes(time.monotonic(), busy / tick, time.process_time(), seen)
+
+
+def others_busy(before: CpuTimes, after: CpuTimes) -> float:
+    """Cores' worth of the counted CPUs that other processes kept busy between two readings (at least 0)."""
+    wall = after.wall - before.wall
+    if wall <= 0:
+        return 0.0
+    return max(0.0, ((after.busy - before.busy) - (after.own - before.own)) / wall)
