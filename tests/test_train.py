@@ -471,3 +471,29 @@ def test_a_layout_recorded_without_a_key_is_not_compared_on_it():
     assert layout_mismatch(saved, {"processes": 1, "train.batch_size": 4, "precision": "no"}) == []
     assert layout_mismatch(saved, {"processes": 2, "train.batch_size": 4, "precision": "no"}) == [
         "processes: checkpoint 1, this run 2"]
+
+
+def test_threads_are_governed_unless_pinned(tiny_bert_dir, corpus, tmp_path, monkeypatch):
+    """Unpinned, a ThreadGovernor measures the other processes' load at the start and before each step, and
+    metrics.json records what it chose; ``train.threads`` (or OMP_NUM_THREADS) pins the count, ungoverned."""
+    from textcl import threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    tuned = []
+    real_tune = threads.ThreadGovernor.tune
+    monkeypatch.setattr(threads.ThreadGovernor, "tune", lambda self: tuned.append(1) or real_tune(self))
+    try:
+        governed = train(make_config(tiny_bert_dir, corpus, train={"max_steps": 3}), output_dir=tmp_path / "a")
+        record = governed.metrics["thread_governor"]
+        assert record["ceiling"] == threads.threads_for("train") and 1 <= record["threads"] <= record["ceiling"]
+        assert record["changes"][0]["at_s"] >= 0 and len(tuned) >= 3  # settled at the start, tuned every step
+        tuned.clear()
+        pinned = train(make_config(tiny_bert_dir, corpus, train={"max_steps": 3, "threads": 1}),
+                       output_dir=tmp_path / "b")
+        assert pinned.metrics["thread_governor"] is None and pinned.metrics["threads"] == 1 and tuned == []
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(Exception, match=r"train\.threads"):
+        make_config(tiny_bert_dir, corpus, train={"threads": 0})

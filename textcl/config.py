@@ -157,6 +157,9 @@ class TrainSection:
     max_steps: Optional[int] = None
     grad_accum: int = 1
     mixed_precision: str = "no"  #: no, fp16, bf16, or auto (bf16 where the device has it natively, else no)
+    #: torch threads; None: the free cores, re-measured as the run goes (textcl.threads); a number pins them,
+    #: for runs repeatable bit for bit (a different thread count sums in a different order)
+    threads: Optional[int] = None
     seed: int = 42
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
@@ -306,6 +309,8 @@ class TrainConfig:
             positive("train.max_steps", t.max_steps)
         positive("train.grad_accum", t.grad_accum)
         choice("train.mixed_precision", t.mixed_precision, ("no", "fp16", "bf16", "auto"))
+        if t.threads is not None:
+            positive("train.threads", t.threads)
         positive("train.checkpoint_every", t.checkpoint_every, allow_zero=True)
         positive("train.keep_checkpoints", t.keep_checkpoints)
         positive("train.log_every", t.log_every)

@@ -383,8 +383,9 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
     resumed = _resumed_layout(out) if resume else {}  # what the checkpoint a resume continues recorded
     # every usable core, shared among this node's processes (textcl.threads), set before anything is measured
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    apply_threads("train", processes=processes)
-    governor = governor_for("train", processes=processes)  # fewer threads beside other busy processes
+    apply_threads("train", processes=processes, explicit=c.train.threads)
+    # fewer threads beside other busy processes, unless train.threads or OMP_NUM_THREADS pins them
+    governor = governor_for("train", processes=processes, explicit=c.train.threads)
     if governor is not None:
         governor.settle()
     acc, choice = _accelerator(c, out, found_trackers, resumed)
