@@ -294,9 +294,10 @@ def test_a_body_over_the_limit_is_413_in_openai_s_shape(embed_client):
 
 
 def test_a_full_queue_is_503_with_retry_after(embed_client):
-    client = embed_client(max_pending=2)
-    r = client.post("/v1/embeddings", json={"input": TEXTS})
-    assert openai_error(r, 503, None).startswith("the server is busy: 0 queries are waiting (the limit is 2)")
+    client = embed_client(max_pending=2, max_inputs=2)  # --max-inputs above --max-pending is refused at startup
+    client.app.state.embedders.get("wide").batcher._pending = 1  # one input waiting already
+    r = client.post("/v1/embeddings", json={"input": TEXTS[:2]})
+    assert openai_error(r, 503, None).startswith("the server is busy: 1 queries are waiting (the limit is 2)")
     assert r.headers["retry-after"] == "1" and r.json()["error"]["code"] == "unavailable"
 
 

@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     b = isub.add_parser("build", help="embed documents and write an index folder")
     b.add_argument("--model", help="local folder or hub name (required without --server); with --server, the served "
-                   "model's name (default: the server's only model), which the manifest records: serve it by its "
-                   "path so that searches can load it")
+                   "model's name (default: the server's only model): the manifest records the server and that name, "
+                   "and searches go through the server; a served name that is a local model folder is also "
+                   "recorded as the index's model (serve it by its path so that `textcl serve` can load it)")
     add_backend_argument(b)
     add_remote_argument(b)
     b.add_argument("--input", required=True, help="documents: .jsonl (text, id/_id, title, ...), .txt (one per "
@@ -84,8 +85,13 @@ def _open(path: str, model: str | None, need_encoder: bool = True, backend: str 
 
     manifest = SearchIndex.read_manifest(path)
     encoder = None
-    if need_encoder:
+    if need_encoder and model is None and not manifest.get("model") and isinstance(manifest.get("server"), dict):
+        from textcl.encode.remote import RemoteEncoder  # built with --server: its queries go there too
+
+        encoder = RemoteEncoder(manifest["server"]["server"], manifest["server"].get("model"))
+    elif need_encoder:
         encoder = load_encoder(model or index_model(path, manifest), backend)
+    if encoder is not None:
         if model is None:  # the manifest's model: an index built with --dim holds its first dim dimensions
             from textcl.index.encoding import truncate_to_index
 
@@ -119,10 +125,12 @@ def run_build(args: argparse.Namespace) -> int:
     first = next(docs, None)  # fail on an unreadable input before loading the model
     launch = launch_from_env()  # under torchrun every rank embeds a shard and rank 0 writes the index
     dist.start(launch)  # before the model loads: it picks this rank's GPU
+    server = None
     if args.server is not None:
         from textcl.commands.remote import server_encoder
 
         encoder = server_encoder(args, launch, args.batch_size)
+        server = {"server": encoder.url, "model": encoder.model}
     else:
         encoder = load_encoder(args.model, args.backend)
     if args.dim is not None:
@@ -145,7 +153,8 @@ def run_build(args: argparse.Namespace) -> int:
     index = build_streaming(all_docs(), encoder, args.out, factory=args.factory, chunk_size=args.chunk_size,
                             batch_size=args.batch_size, resume=not args.no_resume,
                             memory_budget=int(args.memory_budget_gb * 2**30),
-                            model_name=_model_name(args.model or encoder.name),
+                            model_name=_model_name(args.model) if server is None or Path(args.model or "").is_dir()
+                            else None, server=server,
                             show_progress=sys.stderr.isatty(), source=args.input, launch=launch,
                             on_disk=args.on_disk)
     if index is None:  # a rank other than 0, its shard done

@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="default 8000")
     p.add_argument("--model", action="append", default=[], metavar="[NAME=]MODEL",
                    help="serve MODEL (a folder or hub name) on the OpenAI embeddings API, as NAME or as given "
-                   "(repeatable: a request's `model` picks one). With INDEX_DIR, the first --model is also the model "
-                   "the index is searched with, instead of the one its manifest names")
+                   "(repeatable: a request's `model` picks one). With INDEX_DIR, the index is searched with the model "
+                   "its manifest names, always; a --model that is that model (the same folder) shares it")
     add_backend_argument(p)
     p.add_argument("--workers", type=int, default=1,
                    help="processes, each with its own copy of the index (read-only serving only; default 1)")
@@ -45,8 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     lim.add_argument("--max-hits", type=int, default=1000,
                      help="queries x k per search request (default 1000); bounds the size of an answer")
     lim.add_argument("--max-response-chars", type=int, default=8_000_000,
-                     help="characters of document text and titles in one search answer (default 8,000,000); "
-                     "a larger answer is refused with 422 naming fields and text_chars, which make it smaller")
+                     help="characters of document text and titles in one search answer, and of vectors in one "
+                     "/v1/embeddings answer (default 8,000,000); a larger answer is refused (422 naming fields and "
+                     "text_chars; 413 under /v1 naming input, dimensions and encoding_format), which make it smaller")
     lim.add_argument("--max-documents", type=int, default=1000, help="documents per POST /documents (default 1000)")
     lim.add_argument("--max-inputs", type=int, default=2048, help="texts per POST /v1/embeddings (default 2048)")
     lim.add_argument("--max-body-mb", type=float, default=4.0, help="request body limit (default 4 MiB)")
@@ -62,11 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from textcl.serve.config import ServeConfig, parse_model_spec
+    from textcl.serve.config import ServeConfig
 
-    index_model = parse_model_spec(args.model[0])[1] if args.index and args.model else None
-    return ServeConfig(
-        args.index, model=index_model, models=list(args.model), host=args.host, port=args.port, workers=args.workers,
+    return ServeConfig(  # the index keeps its manifest's model: a --model never replaces it silently
+        args.index, models=list(args.model), host=args.host, port=args.port, workers=args.workers,
         allow_writes=args.allow_writes, api_key=args.api_key, cors_origins=list(args.cors_origin),
         allowed_hosts=list(args.allowed_host),
         batching=not args.no_batching, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads,

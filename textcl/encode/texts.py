@@ -39,7 +39,8 @@ def encode_sharded(encoder, texts: Sequence[str], work: str | Path, launch: Laun
     The caller removes ``work`` once it has saved the result.
     """
     n = len(texts)
-    order, lengths = encoder.encode_order(texts)
+    prompt = {"prompt_name": encode_kwargs["prompt_name"]} if "prompt_name" in encode_kwargs else {}
+    order, lengths = encoder.encode_order(texts, **prompt)  # the prompted texts' lengths, as encode sorts them
     cuts = list(range(0, n, batch_size)) + [n]
     # a batch costs its rows times its padded length, the length of its first (longest) row
     costs = [(b - a) * max(1, int(lengths[order[a]])) for a, b in zip(cuts, cuts[1:])]

@@ -164,11 +164,18 @@ def index_model(path: str | os.PathLike, manifest: dict[str, Any] | None = None)
     when the index was saved, else at its path relative to the index folder (the two moved together);
     manifests saved before the relative path was recorded: the recorded string, from the working folder.
 
-    Raises :class:`~textcl.errors.ConfigError` (``--model``) when the manifest records no model, and
+    Raises :class:`~textcl.errors.ConfigError` (``--model``) when the manifest records no model (saying how to
+    search an index built through a server, ``--server``), and
     :class:`~textcl.errors.ModelNotFoundError` listing every path tried when the folder is in none of them.
     """
     path = Path(path)
     manifest = SearchIndex.read_manifest(path) if manifest is None else manifest
+    server = manifest.get("server")
+    if not manifest.get("model") and isinstance(server, dict):
+        raise ConfigError("--model", f"{path} holds vectors from the server {server.get('server')} (its model "
+                          f"{server.get('model')!r}), not from a local model: search it with `textcl index search` "
+                          "(through that server); to serve it, build it with --model naming the folder that server "
+                          "serves (a model folder is recorded, a served name is not)")
     if not manifest.get("model"):
         raise ConfigError("--model", f"{path} records no model; pass --model (a model folder or hub name)")
     found = _find_model(path, manifest)
@@ -217,14 +224,17 @@ class SearchIndex:
     """
 
     def __init__(self, dim: int, factory: str = "Flat", encoder=None, model_name: str | None = None,
-                 memory_budget: int = fx.DEFAULT_MEMORY_BUDGET):
+                 memory_budget: int = fx.DEFAULT_MEMORY_BUDGET, server: dict | None = None):
         self.dim = int(dim)
         spec = fx.check_factory(factory, self.dim) if factory != "auto" else fx.FactorySpec("auto")
         self.factory = factory
         self.rescore = spec.rescore  # candidates per result re-ranked with the float vectors; None: no rescoring
         self.encoder = encoder
         # a local folder by its absolute path: the working folder may change before the save
-        self.model_name = local_model(model_name or (encoder_name(encoder) if encoder is not None else None))
+        #: ``{"server": URL, "model": name}``: the vectors came from a server (``--server``), not a local model
+        self.server = dict(server) if server else None
+        fallback = encoder_name(encoder) if encoder is not None and not server else None
+        self.model_name = local_model(model_name or fallback)
         self._fingerprint: tuple[str | None, str | None] | None = None  # (model_name, its fingerprint)
         self.memory_budget = memory_budget
         self._index = None  # created (and trained) on the first add
@@ -506,6 +516,8 @@ class SearchIndex:
             "n_tombstones": self._store.n_tombstones(),
             "rescore": self.rescore,
         }
+        if self.server:
+            out["server"] = self.server
         if n:
             out["memory_bytes_per_vector"] = round(memory_bytes_per_vector(self._index), 2)
             out["float32_bytes_per_vector"] = 4 * self.dim
@@ -623,7 +635,7 @@ class SearchIndex:
             check_dim(encoder, dim, str(path))
         # where the model is now (it may have moved with the folder), else as recorded
         self = cls(dim, manifest["factory"], encoder=encoder,
-                   model_name=_find_model(path, manifest) or manifest.get("model"))
+                   model_name=_find_model(path, manifest) or manifest.get("model"), server=manifest.get("server"))
         self._fingerprint = (self.model_name, manifest.get("model_fingerprint"))  # kept by later saves
         self._store.close()
         self._store = DocStore(path / DOCS_FILE, readonly=True)

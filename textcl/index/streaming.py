@@ -75,7 +75,7 @@ def build_streaming(documents: Iterable[Document], encoder, out: str | Path, fac
                     memory_budget: int = fx.DEFAULT_MEMORY_BUDGET, show_progress: bool = True,
                     model_name: str | None = None, seed: int = 0,
                     source: str | os.PathLike | None = None, launch: Launch | None = None,
-                    on_disk: bool = False) -> SearchIndex | None:
+                    on_disk: bool = False, server: dict | None = None) -> SearchIndex | None:
     """Build and save an index at ``out`` from an iterable of :class:`Document` without holding the corpus
     or its embeddings in memory (peak: one chunk of texts and vectors, plus the training sample).
 
@@ -91,14 +91,19 @@ def build_streaming(documents: Iterable[Document], encoder, out: str | Path, fac
 
     ``on_disk``: an IVF ``factory`` (``auto``: ``IVF{~4 sqrt(n)},SQ8``) whose inverted lists stay in the
     folder's ``index.ivfdata``, memory-mapped (:mod:`textcl.index.ondisk`); read-only once built.
+
+    ``server``: ``{"server": URL, "model": name}`` when the vectors come from a server (``--server``): the
+    manifest records it instead of a local model.
     """
     launch = launch or Launch()
     if on_disk and factory != "auto":  # a factory without inverted lists fails before the corpus is embedded
         ondisk.make_ivf(fx.parse_factory(factory).first, encoder_dim(encoder))
     out = Path(out)
     work = out.with_name(out.name + ".partial")
-    model_name = local_model(model_name or encoder_name(encoder))  # a local folder: absolute, in the resume key
-    config = {"factory": factory, "chunk_size": int(chunk_size), "model": model_name}
+    # a local folder: absolute, in the resume key; with a server, only one given (the served name is no model)
+    model_name = local_model(model_name or (None if server else encoder_name(encoder)))
+    config = {"factory": factory, "chunk_size": int(chunk_size), "model": model_name, **({"server": server} if server
+                                                                                         else {})}
     if source is not None:
         config["input"] = input_fingerprint(source)
     if launch.distributed:
@@ -155,7 +160,8 @@ def build_streaming(documents: Iterable[Document], encoder, out: str | Path, fac
             atomic_write_json(work / STATE, state)
             bar.update(len(rows))
 
-    index = SearchIndex(dim, factory, encoder=encoder, model_name=model_name, memory_budget=memory_budget)
+    index = SearchIndex(dim, factory, encoder=encoder, model_name=model_name, memory_budget=memory_budget,
+                        server=server)
     if on_disk:
         del vectors
         _index_on_disk(index, vpath, work, n, dim, chunk_size, seed, show_progress)

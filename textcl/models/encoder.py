@@ -16,7 +16,7 @@ from textcl.models.chunking import forward_by_length
 from textcl.models.dense import DenseLayer
 from textcl.models.features import pad_features
 from textcl.models.pooling import check_pooling, pool
-from textcl.models.prompts import apply_prompt
+from textcl.models.prompts import apply_prompt, prompts_of
 from textcl.models.resolve import resolve_model
 from textcl.models.st_format import TANH, default_model_card, read_folder, write_folder
 
@@ -307,15 +307,16 @@ class Encoder(nn.Module):
             nn.Module.train(self, was_training)  # restoring the mode is not training: keep the backend
         return out[0] if single else out
 
-    def encode_order(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """``(order, lengths)``: the order in which :meth:`encode` runs ``texts`` (by token length, longest
-        first, ties in input order) and each text's token count, both (n,) int64.
+    def encode_order(self, texts: Sequence[str], prompt_name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(order, lengths)``: the order in which :meth:`encode` runs ``texts`` with ``prompt_name`` (by the
+        prompted text's token length, longest first, ties in input order) and each prompted text's token
+        count (truncated to ``max_seq_length``), both (n,) int64.
 
-        ``encode([texts[i] for i in order[a:b]], batch_size=B)`` with ``a`` a multiple of ``B`` runs the very
-        batches that ``encode(texts, batch_size=B)`` runs for those rows, so it gives the same vectors bit for
-        bit (sharded encoding, :mod:`textcl.encode`, relies on this).
+        ``encode([texts[i] for i in order[a:b]], batch_size=B, prompt_name=p)`` with ``a`` a multiple of ``B``
+        runs the very batches that ``encode(texts, batch_size=B, prompt_name=p)`` runs for those rows, so it
+        gives the same vectors bit for bit (sharded encoding, :mod:`textcl.encode`, relies on this).
         """
-        texts = check_texts(texts)
+        texts = apply_prompt(self, check_texts(texts), prompt_name)
         if not texts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         return _longest_first(self._tokenize_unpadded(texts)["input_ids"])
@@ -349,16 +350,20 @@ class Encoder(nn.Module):
             device = "cuda" if torch.cuda.is_available() and backend != "onnx" else "cpu"
         encoder = encoder.to(device)
         encoder._folder = Path(path)
+        prompts_of(encoder)  # read now, before any thread encodes
         if backend != "torch":
             encoder.use_backend(backend)
         return encoder
 
     def save(self, path: str | os.PathLike, *, model_card: str | None = None) -> Path:
-        """Write the sentence-transformers layout atomically; ``SentenceTransformer(path)`` loads it."""
+        """Write the sentence-transformers layout atomically, with the model's prompts and default prompt;
+        ``SentenceTransformer(path)`` loads it."""
         dense = [(layer.linear, layer.activation_name) for layer in self.dense]
         if self.mlp is not None and self.mlp_at_inference:
             dense.append((self.mlp[0], TANH))
         card = model_card or default_model_card(self.name, self.dim, self.pooling, self.normalize)
+        prompts, default_prompt = prompts_of(self)
         return write_folder(Path(path), model=self.model, tokenizer=self.tokenizer, pooling=self.pooling,
                             normalize=self.normalize, max_seq_length=self.max_seq_length,
-                            do_lower_case=self.do_lower_case, dense=dense, model_card=card)
+                            do_lower_case=self.do_lower_case, dense=dense, model_card=card, prompts=prompts,
+                            default_prompt_name=default_prompt)

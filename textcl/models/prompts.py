@@ -2,18 +2,22 @@
 
 A sentence-transformers folder names them in ``config_sentence_transformers.json``: ``prompts`` (name ->
 text, put before the text) and ``default_prompt_name`` (the one used when none is asked for, as
-``SentenceTransformer.encode`` does). An encoder reads them from its folder when first asked; set
-``encoder.prompts = {"query": "query: "}`` (and ``encoder.default_prompt_name``) to use others.
+``SentenceTransformer.encode`` does). ``Encoder.load`` reads them with the model; any other encoder reads its
+folder's when first asked, once, under a lock (two threads asking first must not both read, nor see the prompts
+before the default). Set ``encoder.prompts = {"query": "query: "}`` (and ``encoder.default_prompt_name``) to use
+others.
 """
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Sequence
 
 from textcl._io import read_json
 
 CONFIG_FILE = "config_sentence_transformers.json"
+_LOAD_LOCK = threading.Lock()
 
 
 def read_prompts(folder: str | os.PathLike | None) -> tuple[dict[str, str], str | None]:
@@ -30,9 +34,12 @@ def read_prompts(folder: str | os.PathLike | None) -> tuple[dict[str, str], str 
 
 def prompts_of(encoder) -> tuple[dict[str, str], str | None]:
     """The encoder's ``(prompts, default_prompt_name)``: its own attributes when set, else its folder's
-    (read once and kept on the encoder)."""
+    (read once, under a lock, and kept on the encoder)."""
     if getattr(encoder, "prompts", None) is None:
-        encoder.prompts, encoder.default_prompt_name = read_prompts(getattr(encoder, "_folder", None))
+        with _LOAD_LOCK:
+            if getattr(encoder, "prompts", None) is None:
+                prompts, encoder.default_prompt_name = read_prompts(getattr(encoder, "_folder", None))
+                encoder.prompts = prompts  # last: a thread that sees the prompts sees the default too
     return encoder.prompts, getattr(encoder, "default_prompt_name", None)
 
 

@@ -191,8 +191,10 @@ def default_model_card(name: str, dim: int, pooling: str, normalize: bool) -> st
 
 
 def write_folder(path: Path, *, model, tokenizer, pooling: str, normalize: bool, max_seq_length: int,
-                 do_lower_case: bool, dense: list[tuple[torch.nn.Linear, str]], model_card: str) -> Path:
+                 do_lower_case: bool, dense: list[tuple[torch.nn.Linear, str]], model_card: str,
+                 prompts: dict[str, str] | None = None, default_prompt_name: str | None = None) -> Path:
     """Write the parts to ``path`` in the sentence-transformers layout, atomically (temp folder, then rename).
+    ``prompts`` (name -> text) and ``default_prompt_name`` go to ``config_sentence_transformers.json``.
 
     ``dense``: (linear layer, activation class path) for each layer after pooling, in order; with ``cls``
     pooling the model's pooler (dense + tanh) is written first, as a Dense module."""
@@ -237,7 +239,9 @@ def write_folder(path: Path, *, model, tokenizer, pooling: str, normalize: bool,
             modules.append({"path": sub.name, "type": _ST + "Normalize"})
         _write_json(tmp / "modules.json", [{"idx": i, "name": str(i), **m} for i, m in enumerate(modules)])
         _write_json(tmp / "config_sentence_transformers.json", {
-            "__version__": _versions(), "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine",
+            "__version__": _versions(), "prompts": dict(prompts or {}),
+            "default_prompt_name": default_prompt_name if default_prompt_name in (prompts or {}) else None,
+            "similarity_fn_name": "cosine",
         })
         (tmp / "README.md").write_text(model_card, encoding="utf-8")
     return path

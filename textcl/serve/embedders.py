@@ -4,17 +4,22 @@ micro-batcher, gathered in :class:`Embedders`.
 An embedder's batcher thread runs its model: the inputs of the requests that arrive together (up to
 ``--max-batch`` texts, waiting up to ``--max-wait-ms`` for company under load, as searches do; see
 :mod:`textcl.serve.batcher`) are encoded in one :meth:`Encoder.encode <textcl.models.Encoder.encode>` call
-per prompt, at the model's full width, and each request then keeps its first ``dimensions`` (renormalised
-when the model normalises). So a request gets what ``encoder.encode(texts, dim=dimensions,
-prompt_name=input_type)`` gives, whoever shared its batch. An embedder serving the index's own model shares
-the index's encoder and its lock (a tokenizer must not run on two threads at once).
+per prompt, at the model's full width, and each request with ``dimensions`` then keeps its first
+``dimensions``, renormalised (unit vectors whether the model normalises or not). So a request gets what
+``encoder.encode(texts, dim=dimensions, prompt_name=input_type)`` gives (renormalised), whoever shared its
+batch. An embedder serving the index's own model shares the index's encoder and its lock (a tokenizer must not
+run on two threads at once); the encoder's lock is taken for one batch of ``--max-batch`` texts at a time, in
+the order ``encode`` runs them (so the vectors are the same bit for bit), and released between them: a search
+waits for at most one batch, however many inputs a request holds.
 """
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -31,11 +36,12 @@ class UnknownModelError(LookupError):
 
 @dataclass(frozen=True)
 class EmbedItem:
-    """One request: its texts (without the prompt), the prompt's name and how many dimensions it keeps."""
+    """One request: its texts (without the prompt), the prompt's name and how many dimensions it keeps
+    (None: all, as the model makes them; a number: that many, renormalised)."""
 
     texts: tuple[str, ...]
     prompt_name: str | None
-    dim: int
+    dim: int | None
 
 
 class Embedder:
@@ -46,6 +52,9 @@ class Embedder:
         self.encoder = encoder
         self.lock = lock or threading.Lock()
         self.counter = TokenCounter(encoder)
+        from textcl.models.prompts import prompts_of
+
+        prompts_of(encoder)  # read now, not by two request threads at once
         self.created = int(time.time())
         self.batch_size = config.max_batch
         self.batcher: MicroBatcher[EmbedItem, np.ndarray] = MicroBatcher(
@@ -56,6 +65,13 @@ class Embedder:
     def dim(self) -> int:
         """The model's full width (a Matryoshka cut asks for fewer with ``dimensions``)."""
         return int(self.encoder.dim)
+
+    @property
+    def public_name(self) -> str:
+        """The name ``/health`` shows without a key: a model served by its local path shows its folder's name."""
+        name = self.name
+        local = os.path.isabs(name) or name.startswith((".", "~")) or os.path.isdir(os.path.expanduser(name))
+        return os.path.basename(os.path.normpath(os.path.expanduser(name))) if local else name
 
     @property
     def max_tokens(self) -> int:
@@ -85,36 +101,77 @@ class Embedder:
         """Tokens in each input with its prompt, before truncation (any thread)."""
         return self.counter.count(self.prompted(texts, prompt_name))
 
-    async def embed(self, texts: Sequence[str], prompt_name: str | None, dim: int) -> np.ndarray:
-        """float32 ``(len(texts), dim)``, through the batcher; raises BusyError past ``--max-pending``."""
-        item = EmbedItem(tuple(texts), prompt_name, int(dim))
+    async def embed(self, texts: Sequence[str], prompt_name: str | None, dim: int | None) -> np.ndarray:
+        """float32 ``(len(texts), dim or width)``, through the batcher; raises BusyError past ``--max-pending``."""
+        item = EmbedItem(tuple(texts), prompt_name, None if dim is None else int(dim))
         return await asyncio.wrap_future(self.batcher.submit(item, size=len(item.texts)))
 
     def _embed_batch(self, items: list[EmbedItem]) -> list[np.ndarray]:
-        """On the batcher's thread: one encode per prompt in the batch, then each item's cut."""
+        """On the batcher's thread: each prompt's texts encoded in batches, then each item's cut."""
         full: list[np.ndarray | None] = [None] * len(items)
         by_prompt: dict[str | None, list[int]] = {}
         for i, item in enumerate(items):
             by_prompt.setdefault(item.prompt_name, []).append(i)
         for prompt_name, members in by_prompt.items():
-            texts = [t for i in members for t in items[i].texts]
-            with self.lock:
-                vecs = self.encoder.encode(texts, batch_size=self.batch_size, dim=self.dim, prompt_name=prompt_name)
+            vecs = self._encode_in_batches([t for i in members for t in items[i].texts], prompt_name)
             start = 0
             for i in members:
                 full[i] = vecs[start : start + len(items[i].texts)]
                 start += len(items[i].texts)
         return [self._cut(vecs, item.dim) for vecs, item in zip(full, items)]
 
-    def _cut(self, vecs: np.ndarray, dim: int) -> np.ndarray:
-        """The first ``dim`` dimensions, renormalised when the model normalises (as ``encode(dim=)`` does)."""
-        if dim >= vecs.shape[1]:
-            return np.ascontiguousarray(vecs)
-        out = np.ascontiguousarray(vecs[:, :dim])
-        if self.encoder.normalize:
-            norms = np.linalg.norm(out, axis=1, keepdims=True)
-            np.divide(out, norms, out=out, where=norms > 0)
+    def _encode_in_batches(self, texts: list[str], prompt_name: str | None) -> np.ndarray:
+        """float32 ``(n, width)``: ``encode(texts, prompt_name=)``'s very batches (longest first, by the prompted
+        texts' token counts, truncated to the model's limit), each under the lock, released between them."""
+        counts = np.minimum(self.count(texts, prompt_name), self.counter.limit)
+        order = np.argsort(-counts, kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            with self.lock:
+                out[rows] = self.encoder.encode([texts[i] for i in rows], batch_size=self.batch_size, dim=self.dim,
+                                                prompt_name=prompt_name)
         return out
+
+    def _cut(self, vecs: np.ndarray, dim: int | None) -> np.ndarray:
+        """``vecs`` (n, width) as the model makes them (``dim`` None), else their first ``dim`` dimensions,
+        renormalised to unit length whether the model normalises or not: (n, dim)."""
+        if dim is None:
+            return np.ascontiguousarray(vecs)
+        out = np.array(vecs[:, :dim], dtype=np.float32, order="C")
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+        return out
+
+
+def _index_model(config: ServeConfig) -> str | None:
+    """The model the index's manifest names (where it is now), or None when it names none to be found."""
+    from textcl.errors import TextclError
+    from textcl.index import index_model
+
+    try:
+        return index_model(config.index_dir)
+    except TextclError:
+        return None
+
+
+def _same_model(a: str, b: str | None) -> bool:
+    """``a`` and ``b`` name the same model: the same string, or the same local folder."""
+    if b is None:
+        return False
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.is_dir() and pb.is_dir() and pa.resolve() == pb.resolve()
+
+
+def check_limits(config: ServeConfig) -> None:
+    """ConfigError when a request the schema accepts could never be queued: a request's inputs wait on the
+    model's batcher together, so ``--max-inputs`` above ``--max-pending`` would answer every larger one 503."""
+    if config.models and config.max_inputs > config.max_pending:
+        raise ConfigError("--max-inputs", f"{config.max_inputs} is above --max-pending {config.max_pending}: a "
+                          "request of more inputs than may wait could never be queued; expected --max-inputs at "
+                          "most --max-pending")
 
 
 class Embedders:
@@ -126,16 +183,20 @@ class Embedders:
     @classmethod
     def load(cls, config: ServeConfig, encoders: dict | None = None, shared=None) -> "Embedders":
         """One embedder per ``config.models`` spec. ``encoders``: already loaded encoders by served name;
-        ``shared``: ``(model, encoder, lock)`` of the index, reused for a spec naming the same model."""
+        ``shared``: ``(model, encoder, lock)`` of the index (model None: the one its manifest names), reused for
+        a spec naming the same model (the same folder). Raises ConfigError for limits that cannot work."""
         from textcl.models import Encoder
 
+        check_limits(config)
+        if shared is not None and shared[0] is None:
+            shared = (_index_model(config), *shared[1:])
         encoders = dict(encoders or {})
         out = []
         for spec in config.models:
             name, path = parse_model_spec(spec)
             if name in encoders:
                 out.append(Embedder(name, encoders[name], config))
-            elif shared is not None and path == shared[0]:
+            elif shared is not None and _same_model(path, shared[0]):
                 out.append(Embedder(name, shared[1], config, lock=shared[2]))
             else:
                 out.append(Embedder(name, Encoder.load(path, backend=config.backend or "torch"), config))

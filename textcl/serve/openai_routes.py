@@ -34,15 +34,36 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _card(embedder: Embedder) -> dict[str, Any]:
+def _card(embedder: Embedder, max_inputs: int) -> dict[str, Any]:
     return {"id": embedder.name, "object": "model", "created": embedder.created, "owned_by": "textcl",
-            "dimensions": embedder.dim, "max_input_tokens": embedder.max_tokens, "prompts": sorted(embedder.prompts)}
+            "dimensions": embedder.dim, "max_input_tokens": embedder.max_tokens, "max_inputs": max_inputs,
+            "prompts": sorted(embedder.prompts)}
 
 
 def _over_limit(over: np.ndarray, counts: np.ndarray, limit: int) -> str:
     shown = ", ".join(f"item {i} ({counts[i]} tokens)" for i in over[:5]) + (" ..." if len(over) > 5 else "")
     return (f"{len(over)} input(s) over the model's limit of {limit} tokens with truncate false: {shown}; send "
             "shorter texts, or leave truncate at its default (true) to cut them")
+
+
+def _texts(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+def vector_chars(dim: int, encoding_format: str) -> int:
+    """The most characters one vector of ``dim`` takes in an answer: base64 of ``4 * dim`` bytes exactly; as
+    floats, 16 a number (a float32 in its shortest form, e.g. ``-1.17549435e-38``, and a comma)."""
+    return 4 * -(-4 * dim // 3) if encoding_format == "base64" else 16 * dim
+
+
+def _over_response_limit(n: int, dim: int, encoding_format: str, limit: int) -> str | None:
+    """Why ``n`` vectors of ``dim`` are over ``--max-response-chars``, or None."""
+    each = vector_chars(dim, encoding_format)
+    if n * each <= limit:
+        return None
+    return (f"the answer would hold {n * each:,} characters of vectors ({n} vectors of {each:,}), over the limit "
+            f"of {limit:,} per answer (--max-response-chars): send fewer inputs or ask for fewer dimensions"
+            + (", or use encoding_format base64 (a third the size)" if encoding_format == "float" else ""))
 
 
 def build_openai_router(config: ServeConfig, embedders: Embedders) -> APIRouter:
@@ -61,12 +82,17 @@ def build_openai_router(config: ServeConfig, embedders: Embedders) -> APIRouter:
             embedder = embedders.get(body.model)
         except UnknownModelError as exc:
             return model_not_found(request, exc)
-        dim = body.dimensions or embedder.dim
-        if dim > embedder.dim:
+        dim = body.dimensions
+        if dim is not None and dim > embedder.dim:
             raise ConfigError("dimensions", f"{dim} is above the width of model {embedder.name!r}; expected 1 to "
                               f"{embedder.dim}")
+        texts = _texts(body.input)
+        too_large = _over_response_limit(len(texts), dim or embedder.dim, body.encoding_format,
+                                         config.max_response_chars)
+        if too_large:
+            return error_response(413, too_large, [{"field": "input", "message": "too large an answer"}],
+                                  path=request.url.path, code="response_too_large")
         embedder.check_prompt(body.input_type)
-        texts = [body.input] if isinstance(body.input, str) else body.input
         counts = await run_in_threadpool(embedder.count, texts, body.input_type)
         over = np.flatnonzero(counts > embedder.max_tokens)
         if len(over) and not body.truncate:
@@ -78,12 +104,12 @@ def build_openai_router(config: ServeConfig, embedders: Embedders) -> APIRouter:
 
     @router.get("/models", response_model=ModelList, responses=ERRORS, summary="the models served")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [_card(e) for e in embedders]}
+        return {"object": "list", "data": [_card(e, config.max_inputs) for e in embedders]}
 
     @router.get("/models/{model_id:path}", response_model=ModelCard, responses=ERRORS, summary="one served model")
     async def model(request: Request, model_id: str = Path(description="a model's id")) -> Any:
         try:
-            return _card(embedders.get(model_id))
+            return _card(embedders.get(model_id), config.max_inputs)
         except UnknownModelError as exc:
             return model_not_found(request, exc)
 

@@ -119,6 +119,7 @@ class ModelCard(BaseModel):
     owned_by: str = "textcl"
     dimensions: int = Field(description="textcl extension: the model's width")
     max_input_tokens: int = Field(description="textcl extension: longer inputs are truncated (or refused)")
+    max_inputs: int = Field(description="textcl extension: the most texts one request may hold (--max-inputs)")
     prompts: list[str] = Field(description="textcl extension: the names input_type takes")
 
 

@@ -23,7 +23,10 @@ def run(config: ServeConfig) -> None:
 
     from textcl.serve.app import create_app
 
+    from textcl.serve.embedders import check_limits
+
     config.validate()
+    check_limits(config)  # here too: with several workers each would fail alone
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     common = dict(host=config.host, port=config.port, log_level=config.log_level, server_header=False,
                   timeout_graceful_shutdown=30)

@@ -1,0 +1,157 @@
+"""``RemoteEncoder`` against a live textcl server and a scripted fake one: prompts, redirects and the key,
+answers validated, timeouts, the server's limits (inputs, 413), and ``index build --server`` recorded as such."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from test_serve_embeddings_support import WIDTH, wide_encoder, wide_model_dir  # noqa: F401
+from test_serve_support import DOCS, live_server
+from textcl.encode.remote import RemoteEncoder, RemoteEncoderError
+from textcl.serve import create_app
+
+TEXTS = [d[2] for d in DOCS]
+KEY = "remote-key-" + "x" * 16
+
+
+@pytest.fixture()
+def fake():
+    """``fake(answer)``: a server on 127.0.0.1 whose ``answer(handler, body) -> (status, headers, json)``
+    is called for each request; yields its URL; ``seen`` lists (path, Authorization header)."""
+    servers, seen = [], []
+
+    def make(answer):
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self):
+                seen.append((self.path, self.headers.get("Authorization")))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                status, headers, payload = answer(self, body)
+                raw = json.dumps(payload).encode()
+                self.send_response(status)
+                for k, v in {**headers, "Content-Length": str(len(raw))}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = _reply
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    make.seen = seen
+    yield make
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def embeddings(data):
+    return lambda handler, body: (200, {}, {"object": "list", "data": data, "model": "m"})
+
+
+@pytest.fixture(scope="module")
+def wide_url(wide_encoder):
+    app = create_app(models=["wide=unused"], encoders={"wide": wide_encoder}, max_inputs=4, max_body_bytes=3000)
+    with live_server(app) as url:
+        yield url
+
+
+# ---------------------------------------------------------------- prompts
+def test_prompt_name_is_sent_as_input_type(wide_url, wide_encoder):
+    got = RemoteEncoder(wide_url, "wide").encode(TEXTS[:2], prompt_name="query")
+    np.testing.assert_allclose(got, wide_encoder.encode(TEXTS[:2], prompt_name="query"), atol=1e-6)
+
+
+# ---------------------------------------------------------------- the server's limits
+def test_requests_stay_within_the_servers_max_inputs(wide_url, wide_encoder):
+    got = RemoteEncoder(wide_url, "wide", batch_size=64).encode(TEXTS)  # the server takes 4 inputs a request
+    np.testing.assert_allclose(got, wide_encoder.encode(TEXTS), atol=1e-6)
+
+
+def test_a_request_too_large_for_the_server_is_split_in_halves(wide_url, wide_encoder):
+    texts = [f"{t} " * 6 for t in TEXTS[:4]]  # ~1,500 bytes each: 4 make a body over the 3,000-byte limit
+    got = RemoteEncoder(wide_url, "wide").encode(texts)
+    np.testing.assert_allclose(got, wide_encoder.encode(texts), atol=1e-6)
+    with pytest.raises(RemoteEncoderError) as err:
+        RemoteEncoder(wide_url, "wide").encode(["word " * 700])
+    assert str(err.value).startswith(f"POST {wide_url}/v1/embeddings: HTTP 413: one text of 3,5")
+    assert "is larger than the server accepts in a request; shorten it" in str(err.value)
+
+
+def test_an_empty_list_gives_no_vectors_without_an_empty_request(fake):
+    url = fake(embeddings([{"object": "embedding", "index": 0, "embedding": [0.5, 0.5]}]))
+    assert RemoteEncoder(url, "m").encode([], dim=2).shape == (0, 2)
+    assert RemoteEncoder(url, "m").encode([]).shape == (0, 2)
+
+
+# ---------------------------------------------------------------- redirects and the key
+def test_a_redirect_to_another_origin_is_not_followed_with_the_key(fake):
+    other = fake(lambda handler, body: (200, {}, {"data": [{"id": "m"}]}))
+    url = fake(lambda handler, body: (302, {"Location": other + "/v1/models"}, {}))
+    with pytest.raises(RemoteEncoderError) as err:
+        RemoteEncoder(url, api_key=KEY)
+    assert str(err.value) == (f"GET {url}/v1/models: redirected to {other}/v1/models, another origin: not "
+                              "followed, so the API key is not sent there; give that server as --server if it is "
+                              "the one to use")
+    assert [auth for path, auth in fake.seen] == [f"Bearer {KEY}"]
+
+
+# ---------------------------------------------------------------- answers validated
+@pytest.mark.parametrize("data, message", [
+    ([{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [2.0]}],
+     "data[].index: expected each of 0 to 1 once, got [0, 0]"),
+    (["x", {"index": 1, "embedding": [1.0]}], "data[0]: expected an object with index and embedding, got str"),
+    ([{"index": 0, "embedding": ["a"]}, {"index": 1, "embedding": [1.0]}],
+     "data[0].embedding: expected a list of numbers or base64 float32, got ['a']"),
+    ([{"index": 0, "embedding": [1.0, 2.0]}, {"index": 1, "embedding": [1.0]}],
+     "data[].embedding: expected one width, got widths [1, 2]"),
+    ([{"index": "0", "embedding": [1.0]}, {"index": 1, "embedding": [1.0]}],
+     "data[0].index: expected an integer, got '0'"),
+])
+def test_a_malformed_answer_is_refused_naming_the_server_and_the_field(fake, data, message):
+    url = fake(embeddings(data))
+    with pytest.raises(RemoteEncoderError) as err:
+        RemoteEncoder(url, "m").encode(["a", "b"])
+    assert str(err.value) == f"{url}/v1/embeddings answered {message}"
+
+
+def test_a_server_that_does_not_answer_in_time_is_named_with_the_timeout(fake):
+    url = fake(lambda handler, body: (time.sleep(1.0), (200, {}, {}))[1])
+    with pytest.raises(RemoteEncoderError) as err:
+        RemoteEncoder(url, "m", timeout=0.2, retries=0).encode(["a"])
+    assert str(err.value) == f"POST {url}/v1/embeddings: no answer within 0.2 s (--server)"
+
+
+# ---------------------------------------------------------------- index build --server
+def test_an_index_built_through_a_server_records_the_server_and_searches_through_it(wide_url, tmp_path, capsys):
+    from textcl.cli import main
+    from textcl.errors import ConfigError
+    from textcl.index import SearchIndex
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": d[0], "text": d[2]}) + "\n" for d in DOCS), encoding="utf-8")
+    out = tmp_path / "ix"
+    assert main(["index", "build", "--server", wide_url, "--model", "wide", "--input", str(docs),
+                 "--out", str(out)]) == 0
+    manifest = SearchIndex.read_manifest(out)
+    assert manifest["model"] is None and manifest["server"] == {"server": wide_url + "/v1", "model": "wide"}
+    capsys.readouterr()
+    assert main(["index", "search", str(out), DOCS[3][2], "-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == DOCS[3][0]
+    with pytest.raises(ConfigError) as err:
+        create_app(out)
+    assert str(err.value) == (f"--model: {out} holds vectors from the server {wide_url}/v1 (its model 'wide'), "
+                              "not from a local model: search it with `textcl index search` (through that server); to "
+                              "serve it, build it with --model naming the folder that server serves (a model folder "
+                              "is recorded, a served name is not)")
