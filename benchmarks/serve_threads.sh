@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Serving threads: `textcl serve`'s default (a ThreadGovernor over the usable cores) against --threads 1 and
+# --threads 2, on a quiet machine and beside one busy process (a Python loop spinning on a core), through
+# bench_serve.py (the demo index, micro-batched server, 1 and 8 closed-loop clients on loopback).
+#
+#     bash benchmarks/serve_threads.sh [extra bench_serve.py options]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+run() {
+  "$PY" benchmarks/bench_serve.py --indexes demo --arms batched --clients 1,8 --requests 300 --duration 8 \
+    --warmup 20 "$@"
+}
+SPIN=""
+trap '[ -n "$SPIN" ] && kill "$SPIN" 2>/dev/null || true' EXIT
+for machine in quiet busy; do
+  if [ "$machine" = busy ]; then
+    "$PY" -c "while True: pass" &
+    SPIN=$!
+  fi
+  for threads in default 1 2; do
+    echo "== machine $machine, server threads $threads"
+    if [ "$threads" = default ]; then run "$@"; else run --threads "$threads" "$@"; fi
+  done
+done
