@@ -135,3 +135,26 @@ def test_tune_current_uses_the_installed_governor_until_it_is_removed():
     uninstall(g)  # twice: nothing
     tune_current()
     assert calls == [2]
+
+
+def test_governing_installs_a_settled_governor_for_the_block(monkeypatch):
+    from textcl import threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    settled = []
+    monkeypatch.setattr(threads.ThreadGovernor, "settle", lambda self, seconds=0.3: settled.append(self) or 1)
+    with threads.governing("encode") as g:
+        assert threads._current is g and settled == [g]
+    assert threads._current is None
+    with threads.governing("encode", explicit=2) as g:
+        assert g is None and threads._current is None
+
+
+def test_encode_asks_the_installed_governor_before_each_batch(tiny_bert_dir, monkeypatch):
+    from textcl.models import Encoder
+
+    asked = []
+    monkeypatch.setattr("textcl.models.encoder.tune_current", lambda: asked.append(1))
+    Encoder.load(str(tiny_bert_dir)).encode(["a cat", "a dog", "the sun", "rain", "a ship"], batch_size=2)
+    assert len(asked) == 3  # 5 texts in batches of 2

@@ -19,6 +19,7 @@ explicit setting: neither is governed.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -29,7 +30,7 @@ from typing import Callable
 from textcl.cpu_load import CpuTimes, others_busy, read_times
 
 __all__ = ["usable_cores", "threads_for", "apply_threads", "free_threads", "ThreadGovernor", "governor_for", "install",
-           "uninstall", "tune_current"]
+           "uninstall", "tune_current", "governing"]
 
 WORK = ("train", "encode", "serve")
 
@@ -222,3 +223,20 @@ def tune_current() -> None:
     governor = _current
     if governor is not None:
         governor.tune()
+
+
+@contextlib.contextmanager
+def governing(work: str, *, processes: int = 1, workers: int = 1, explicit: int | None = None):
+    """Within the block, :func:`tune_current` (which ``Encoder.encode`` calls before each batch) follows a
+    :class:`ThreadGovernor` for ``work``, settled at the start; nothing when the threads are fixed
+    (``explicit``, ``OMP_NUM_THREADS``). Yields the governor or None."""
+    governor = governor_for(work, processes=processes, workers=workers, explicit=explicit)
+    if governor is None:
+        yield None
+        return
+    install(governor)
+    try:
+        governor.settle()
+        yield governor
+    finally:
+        uninstall(governor)

@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from textcl.encode import launch_from_env
     from textcl.commands.backend import for_command
     from textcl.models import Encoder
+    from textcl.threads import governing
 
     launch = launch_from_env()
     if args.server is None and args.model is None:
@@ -44,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
         encoder = server_encoder(args, launch, args.batch_size)
     else:
         encoder = Encoder.load(args.model, backend=for_command(args.backend, args.bf16))
-    emb = encoder.encode(texts, batch_size=args.batch_size, normalize=False if args.no_normalize else None,
-                         show_progress=True, bf16=args.bf16)
+    with governing("encode"):  # torch's threads follow the cores other processes leave free
+        emb = encoder.encode(texts, batch_size=args.batch_size, normalize=False if args.no_normalize else None,
+                             show_progress=True, bf16=args.bf16)
     atomic_save_npy(args.out, emb)
     print(f"wrote {args.out}: {emb.shape[0]} x {emb.shape[1]} float32")
     return 0

@@ -111,6 +111,7 @@ def run_build(args: argparse.Namespace) -> int:
     from textcl.encode import dist, launch_from_env
     from textcl.index import build_streaming
     from textcl.data.documents import read_documents
+    from textcl.threads import governing
 
     if args.server is None and args.model is None:
         from textcl.errors import ConfigError
@@ -150,13 +151,15 @@ def run_build(args: argparse.Namespace) -> int:
             yield first
         yield from docs
 
-    index = build_streaming(all_docs(), encoder, args.out, factory=args.factory, chunk_size=args.chunk_size,
-                            batch_size=args.batch_size, resume=not args.no_resume,
-                            memory_budget=int(args.memory_budget_gb * 2**30),
-                            model_name=_model_name(args.model) if server is None or Path(args.model or "").is_dir()
-                            else None, server=server,
-                            show_progress=sys.stderr.isatty(), source=args.input, launch=launch,
-                            on_disk=args.on_disk)
+    # torch's threads follow the cores other processes leave free (torchrun's processes are pinned already)
+    with governing("encode", processes=launch.local_world):
+        index = build_streaming(all_docs(), encoder, args.out, factory=args.factory, chunk_size=args.chunk_size,
+                                batch_size=args.batch_size, resume=not args.no_resume,
+                                memory_budget=int(args.memory_budget_gb * 2**30),
+                                model_name=_model_name(args.model) if server is None or Path(args.model or "").is_dir()
+                                else None, server=server,
+                                show_progress=sys.stderr.isatty(), source=args.input, launch=launch,
+                                on_disk=args.on_disk)
     if index is None:  # a rank other than 0, its shard done
         return 0
     info = index.info()

@@ -19,6 +19,7 @@ from textcl.models.pooling import check_pooling, pool
 from textcl.models.prompts import apply_prompt, prompts_of
 from textcl.models.resolve import resolve_model
 from textcl.models.st_format import TANH, default_model_card, read_folder, write_folder
+from textcl.threads import tune_current
 
 
 def check_texts(texts: Sequence[object]) -> list[str]:
@@ -297,6 +298,7 @@ class Encoder(nn.Module):
         try:
             with torch.inference_mode(), autocast:
                 for start in starts:
+                    tune_current()  # a command's or server's ThreadGovernor: the cores others leave free
                     idx = order[start : start + batch_size]
                     batch = pad_features([{k: enc[k][i] for k in keys} for i in idx], self.tokenizer.pad_token_id or 0)
                     emb = self.embed({k: v.to(device) for k, v in batch.items()}).float()[:, :dim]
