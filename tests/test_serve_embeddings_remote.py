@@ -2,6 +2,7 @@
 answers validated, timeouts, the server's limits (inputs, 413), and ``index build --server`` recorded as such."""
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -54,6 +55,10 @@ def fake():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def _b64(values):
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
 
 
 def embeddings(data):
@@ -118,6 +123,12 @@ def test_a_redirect_to_another_origin_is_not_followed_with_the_key(fake):
      "data[].embedding: expected one width, got widths [1, 2]"),
     ([{"index": "0", "embedding": [1.0]}, {"index": 1, "embedding": [1.0]}],
      "data[0].index: expected an integer, got '0'"),
+    ([{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": _b64([float("nan")])}],
+     "data[1].embedding: not finite"),
+    ([{"index": 0, "embedding": [float("inf"), 0.0]}, {"index": 1, "embedding": [1.0, 0.0]}],
+     "data[0].embedding: not finite"),
+    ([{"index": 0, "embedding": [10**400]}, {"index": 1, "embedding": [1.0]}], "data[0].embedding: not finite"),
+    ([{"index": 0, "embedding": [1e39]}, {"index": 1, "embedding": [1.0]}], "data[0].embedding: not finite"),
 ])
 def test_a_malformed_answer_is_refused_naming_the_server_and_the_field(fake, data, message):
     url = fake(embeddings(data))
@@ -155,3 +166,19 @@ def test_an_index_built_through_a_server_records_the_server_and_searches_through
                               "not from a local model: search it with `textcl index search` (through that server); to "
                               "serve it, build it with --model naming the folder that server serves (a model folder "
                               "is recorded, a served name is not)")
+
+
+def _docs_file(tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": d[0], "text": d[2]}) + "\n" for d in DOCS), encoding="utf-8")
+    return docs
+
+
+def test_index_build_through_a_server_without_model_records_the_servers_only_model(wide_url, tmp_path):
+    from textcl.cli import main
+    from textcl.index import SearchIndex
+
+    out = tmp_path / "ix"
+    assert main(["index", "build", "--server", wide_url, "--input", str(_docs_file(tmp_path)), "--out", str(out)]) == 0
+    manifest = SearchIndex.read_manifest(out)
+    assert manifest["model"] is None and manifest["server"] == {"server": wide_url + "/v1", "model": "wide"}

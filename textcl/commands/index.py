@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -106,12 +107,20 @@ def _model_name(model: str) -> str:
     return str(path.resolve()) if path.is_dir() else model
 
 
+def _recorded_model(model: str | None, server: dict | None) -> str | None:
+    """The manifest's ``model``: ``--model`` (see :func:`_model_name`); with ``--server`` only a local model
+    folder (a served name is no model to load), else None."""
+    if server is not None and not (model and Path(model).expanduser().is_dir()):
+        return None
+    return _model_name(model)
+
+
 def run_build(args: argparse.Namespace) -> int:
     from textcl._io import check_writable
     from textcl.encode import dist, launch_from_env
     from textcl.index import build_streaming
     from textcl.data.documents import read_documents
-    from textcl.threads import governing
+    from textcl.thread_governor import governing
 
     if args.server is None and args.model is None:
         from textcl.errors import ConfigError
@@ -152,12 +161,11 @@ def run_build(args: argparse.Namespace) -> int:
         yield from docs
 
     # torch's threads follow the cores other processes leave free (torchrun's processes are pinned already)
-    with governing("encode", processes=launch.local_world):
+    with governing("encode", processes=launch.local_world) if server is None else contextlib.nullcontext():
         index = build_streaming(all_docs(), encoder, args.out, factory=args.factory, chunk_size=args.chunk_size,
                                 batch_size=args.batch_size, resume=not args.no_resume,
                                 memory_budget=int(args.memory_budget_gb * 2**30),
-                                model_name=_model_name(args.model) if server is None or Path(args.model or "").is_dir()
-                                else None, server=server,
+                                model_name=_recorded_model(args.model, server), server=server,
                                 show_progress=sys.stderr.isatty(), source=args.input, launch=launch,
                                 on_disk=args.on_disk)
     if index is None:  # a rank other than 0, its shard done

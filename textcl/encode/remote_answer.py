@@ -1,6 +1,6 @@
 """The ``data`` of an OpenAI embeddings answer, checked before it is trusted (:class:`~textcl.encode.remote.
 RemoteEncoder`): every item an object, the ``index`` fields a permutation of ``0..n-1``, every ``embedding``
-a list of numbers or base64 float32, all of one width (``dimensions`` when asked for). A message names the
+a list of numbers or base64 float32, finite, all of one width (``dimensions`` when asked for). A message names the
 field (``data[3].index``) and what was expected; the caller puts the server's address before it.
 """
 from __future__ import annotations
@@ -25,10 +25,22 @@ def decode_embedding(value: Any, where: str = "embedding") -> np.ndarray:
         except (binascii.Error, ValueError):
             raw = b"?"
         if len(raw) % 4 == 0:
-            return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+            return _finite(np.frombuffer(raw, dtype="<f4").astype(np.float32), where)
     elif isinstance(value, list) and all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in value):
-        return np.asarray(value, dtype=np.float32)
+        try:
+            with np.errstate(over="ignore"):  # beyond float32's range: inf, refused below
+                vec = np.asarray(value, dtype=np.float64).astype(np.float32)
+        except OverflowError:  # an integer beyond float64's range (JSON allows 10**400)
+            raise AnswerError(f"{where}: not finite") from None
+        return _finite(vec, where)
     raise AnswerError(f"{where}: expected a list of numbers or base64 float32, got {value!r:.60}")
+
+
+def _finite(vec: np.ndarray, where: str) -> np.ndarray:
+    """``vec``, or :class:`AnswerError` when it holds a NaN or an infinity (they would poison an index)."""
+    if not np.isfinite(vec).all():
+        raise AnswerError(f"{where}: not finite")
+    return vec
 
 
 def embeddings_of(answer: Any, n: int, dim: int | None) -> np.ndarray:
