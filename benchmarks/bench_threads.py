@@ -9,8 +9,8 @@ half of that rule: for each thread count from 1 to the usable cores, the median 
 - ``encode``: ``Encoder.encode`` of 256 STS-B-like sentences (batch 64),
 
 first alone, then beside one busy process (a Python loop spinning on one core, as another job would), and
-``auto``: textcl's default, a :class:`~textcl.threads.ThreadGovernor` that measures the other processes' load
-(settled once, as a training run does at its start, then tuned before each call).
+``auto``: textcl's default, a :class:`~textcl.thread_governor.ThreadGovernor` that measures the other processes'
+load (settled once, as a training run does at its start, then tuned before each call).
 Thread counts are interleaved round by round; the table gives each count's time over the best count's.
 
     python benchmarks/bench_threads.py [--rounds 5]
@@ -32,7 +32,8 @@ def main() -> None:
     args = parser.parse_args()
     from textcl.data.wiki import wiki_sentences
     from textcl.models import Encoder, packaged_minilm_path
-    from textcl.threads import ThreadGovernor, threads_for, usable_cores
+    from textcl.thread_governor import ThreadGovernor
+    from textcl.threads import threads_for, usable_cores
 
     cores = usable_cores()
     counts = list(range(1, cores + 1))

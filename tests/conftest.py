@@ -16,9 +16,9 @@ os.environ["TEXTCL_CACHE"] = tempfile.mkdtemp(prefix="textcl-test-cache-")
 # The commands' --backend default, whatever the environment says (an onnx default would export each of the
 # tests' throwaway model folders); tests/test_onnx_backend.py asks for onnx itself.
 os.environ["TEXTCL_BACKEND"] = "torch"
-# Pinned threads: a run whose thread count follows the machine's load (textcl.threads.ThreadGovernor) sums in a
-# different order when it changes, and the equivalence tests (resumed against uninterrupted) compare exactly.
-# tests/test_thread_governor.py and the tests that check governed runs lift it themselves.
+# Pinned threads: a run whose thread count follows the machine's load (textcl.thread_governor.ThreadGovernor)
+# sums in a different order when it changes, and the equivalence tests (resumed against uninterrupted) compare
+# exactly. tests/test_thread_governor.py and the tests that check governed runs lift it themselves.
 os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
 
 # A small WordPiece vocabulary for when the packaged MiniLM (and its 30,522-token vocab) is absent.

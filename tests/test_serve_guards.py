@@ -162,28 +162,34 @@ def test_serving_threads_start_at_the_cores_split_between_workers(monkeypatch, t
 
 
 def test_a_server_governs_its_threads_unless_told_how_many(monkeypatch, tmp_path, serve_model_dir, serve_encoder):
-    """Beside other busy processes torch's threads collapse (benchmarks/RESULTS.md "Serving threads"): the app
-    installs a ThreadGovernor that each batch consults, and removes it at shutdown; --threads fixes them."""
+    """Beside other busy processes torch's threads collapse (benchmarks/RESULTS.md "Serving threads"): each app's
+    batchers take a ThreadGovernor of their own, measured at startup and consulted before each batch; nothing is
+    left installed on the thread that built the app; --threads fixes them."""
     import os
 
     from fastapi.testclient import TestClient
 
     from test_serve_support import build_index
-    from textcl import threads
+    from textcl import thread_governor as tg
     from textcl.serve.app import create_app
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr("textcl.threads._cgroup_quota", lambda *a: None)
     path = build_index(tmp_path / "ix", serve_model_dir, encoder=serve_encoder)
-    tuned = []
-    monkeypatch.setattr(threads.ThreadGovernor, "tune", lambda self: tuned.append(self) or self.target)
-    with TestClient(create_app(path, encoder=serve_encoder), base_url="http://127.0.0.1") as client:
-        governor = threads._current
-        assert isinstance(governor, threads.ThreadGovernor) and governor.ceiling == 2
-        r = client.post("/search", json={"queries": ["a cat"], "k": 1})
+    tuned, settled = [], []
+    monkeypatch.setattr(tg.ThreadGovernor, "tune", lambda self: tuned.append(self) or self.target)
+    monkeypatch.setattr(tg.ThreadGovernor, "settle", lambda self, seconds=0.3: settled.append(self) or self.target)
+    app_a = create_app(path, encoder=serve_encoder)
+    app_b = create_app(path, encoder=serve_encoder, threads=1)  # a second app in the same program, pinned
+    governor = app_a.state.service.batcher.governor
+    assert isinstance(governor, tg.ThreadGovernor) and governor.ceiling == 2 and settled == [governor]
+    assert app_b.state.service.batcher.governor is None and tg.current() is None
+    with TestClient(app_a, base_url="http://127.0.0.1") as a, TestClient(app_b, base_url="http://127.0.0.1") as b:
+        r = a.post("/search", json={"queries": ["a cat"], "k": 1})
         assert r.status_code == 200, r.text
-        assert governor in tuned  # the search batch asked it first
-    assert threads._current is None
-    with TestClient(create_app(path, encoder=serve_encoder, threads=1)):
-        assert threads._current is None
+        assert tuned and set(tuned) == {governor}  # the search batch (and its encode) asked A's governor
+        count = len(tuned)
+        assert b.post("/search", json={"queries": ["a cat"], "k": 1}).status_code == 200
+        assert len(tuned) == count  # B is pinned: nobody asks

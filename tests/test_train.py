@@ -473,22 +473,26 @@ def test_a_layout_recorded_without_a_key_is_not_compared_on_it():
         "processes: checkpoint 1, this run 2"]
 
 
-def test_threads_are_governed_unless_pinned(tiny_bert_dir, corpus, tmp_path, monkeypatch):
-    """Unpinned, a ThreadGovernor measures the other processes' load at the start and before each step, and
-    metrics.json records what it chose; ``train.threads`` (or OMP_NUM_THREADS) pins the count, ungoverned."""
-    from textcl import threads
+def test_threads_are_governed_unless_pinned(tiny_bert_dir, corpus, sts_file, tmp_path, monkeypatch):
+    """Unpinned, a ThreadGovernor measures the other processes' load at the start and before each step, the
+    evaluations on the training thread follow it too, and metrics.json records what it chose; ``train.threads``
+    (or OMP_NUM_THREADS) pins the count, ungoverned."""
+    from textcl import thread_governor as tg
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
-    tuned = []
-    real_tune = threads.ThreadGovernor.tune
-    monkeypatch.setattr(threads.ThreadGovernor, "tune", lambda self: tuned.append(1) or real_tune(self))
+    tuned, during_eval = [], []
+    real_tune = tg.ThreadGovernor.tune
+    monkeypatch.setattr(tg.ThreadGovernor, "tune", lambda self: tuned.append(1) or real_tune(self))
+    evaluator = lambda encoder: during_eval.append(tg.current()) or {"x": 1.0}  # noqa: E731
     try:
-        governed = train(make_config(tiny_bert_dir, corpus, train={"max_steps": 3}), output_dir=tmp_path / "a")
+        governed = train(make_config(tiny_bert_dir, corpus, train={"max_steps": 3}, eval={"every": 3}),
+                         output_dir=tmp_path / "a", evaluators=[evaluator])
         record = governed.metrics["thread_governor"]
-        assert record["ceiling"] == threads.threads_for("train") and 1 <= record["threads"] <= record["ceiling"]
-        assert record["changes"][0]["at_s"] >= 0 and len(tuned) >= 3  # settled at the start, tuned every step
+        assert record["ceiling"] == tg.threads_for("train") and record["changes"][0]["others"] is not None
+        assert len(tuned) >= 4  # at the start and before each of the 3 steps
+        assert during_eval and isinstance(during_eval[0], tg.ThreadGovernor) and tg.current() is None
         tuned.clear()
         pinned = train(make_config(tiny_bert_dir, corpus, train={"max_steps": 3, "threads": 1}),
                        output_dir=tmp_path / "b")

@@ -1,10 +1,12 @@
 """How much of this process's CPUs other processes are using, measured between two moments.
 
-Linux's ``/proc/stat`` counts every CPU's busy time (user, nice, system, irq, softirq, steal) in clock ticks;
-this process's own CPU time (all its threads: torch's, the tokenizer's, an HTTP loop's) is
-``time.process_time()``. Over a window, the CPUs' busy time less this process's own is what the other processes
-(and the hypervisor, through steal) took: ``others_busy(a, b)`` in cores' worth, e.g. 1.0 beside one process
-spinning on a core. Only the CPUs in this process's affinity mask are counted.
+Linux's ``/proc/stat`` counts every CPU's time in clock ticks; this process's own CPU time (all its threads:
+torch's, the tokenizer's, an HTTP loop's) is ``time.process_time()``. Over a window, the CPUs' user and system
+time less this process's own is what the other processes took: ``others_busy(a, b)`` in cores' worth, e.g. 1.0
+beside one process spinning on a core. Not counted: ``nice`` time while this process itself runs at the default
+priority or higher (a niced job yields its core to us), interrupt time (the kernel's, partly for our own network
+traffic) and steal (the hypervisor's: it shrinks where we run, so reacting to it feeds back on itself). Only the
+CPUs in the given set (default: this process's affinity mask) are counted.
 
 Where ``/proc/stat`` cannot be read (not Linux), :func:`read_times` returns None and callers keep their rule.
 """
@@ -15,9 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CpuTimes", "read_times", "others_busy"]
+__all__ = ["CpuTimes", "affinity", "read_times", "others_busy"]
 
-_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user, nice, system, irq, softirq, steal (guest time is inside user)
+_USER, _NICE, _SYSTEM = 0, 1, 2  # /proc/stat's first fields (guest time is inside user)
 
 
 @dataclass(frozen=True)
@@ -30,22 +32,31 @@ class CpuTimes:
     cpus: int = 1
 
 
-def _affinity() -> set[int] | None:
+def affinity() -> frozenset[int] | None:
+    """The CPUs this process may run on, or None where the OS does not say."""
     try:
-        return set(os.sched_getaffinity(0))
+        return frozenset(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return None
 
 
-def read_times(stat_path: str | Path = "/proc/stat", cpus: set[int] | None = None) -> CpuTimes | None:
+def _niced() -> bool:
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0) > 0
+    except (AttributeError, OSError):
+        return False
+
+
+def read_times(stat_path: str | Path = "/proc/stat", cpus: frozenset[int] | set[int] | None = None) -> CpuTimes | None:
     """Read the CPUs' busy time and this process's own CPU time now; None when ``stat_path`` is unreadable or
     holds no per-CPU lines. ``cpus``: the CPUs to count (default: this process's affinity mask)."""
-    cpus = _affinity() if cpus is None else cpus
+    cpus = affinity() if cpus is None else cpus
     try:
         text = Path(stat_path).read_text()
         tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     except (OSError, ValueError):
         return None
+    fields_counted = (_USER, _NICE, _SYSTEM) if _niced() else (_USER, _SYSTEM)
     busy, seen = 0, 0
     for line in text.splitlines():
         name, _, rest = line.partition(" ")
@@ -58,16 +69,19 @@ def read_times(stat_path: str | Path = "/proc/stat", cpus: set[int] | None = Non
             continue
         if cpus is not None and cpu not in cpus:
             continue
-        busy += sum(fields[i] for i in _BUSY_FIELDS if i < len(fields))
+        busy += sum(fields[i] for i in fields_counted if i < len(fields))
         seen += 1
     if not seen:
         return None
     return CpuTimes(time.monotonic(), busy / tick, time.process_time(), seen)
 
 
-def others_busy(before: CpuTimes, after: CpuTimes) -> float:
-    """Cores' worth of the counted CPUs that other processes kept busy between two readings (at least 0)."""
+def others_busy(before: CpuTimes, after: CpuTimes) -> float | None:
+    """Cores' worth of the counted CPUs that other processes kept busy between two readings (at least 0, at
+    most the CPUs counted); None when the two readings counted different CPUs (hotplug, a changed mask)."""
+    if before.cpus != after.cpus:
+        return None
     wall = after.wall - before.wall
     if wall <= 0:
         return 0.0
-    return max(0.0, ((after.busy - before.busy) - (after.own - before.own)) / wall)
+    return min(float(after.cpus), max(0.0, ((after.busy - before.busy) - (after.own - before.own)) / wall))

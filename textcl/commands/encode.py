@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from textcl.encode import launch_from_env
     from textcl.commands.backend import for_command
     from textcl.models import Encoder
-    from textcl.threads import governing
+    from textcl.thread_governor import governing
 
     launch = launch_from_env()
     if args.server is None and args.model is None:
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         encoder = server_encoder(args, launch, args.batch_size)
     else:
         encoder = Encoder.load(args.model, backend=for_command(args.backend, args.bf16))
-    with governing("encode"):  # torch's threads follow the cores other processes leave free
+    # torch's threads follow the cores other processes leave free (nothing runs here with --server)
+    with governing("encode") if args.server is None else contextlib.nullcontext():
         emb = encoder.encode(texts, batch_size=args.batch_size, normalize=False if args.no_normalize else None,
                              show_progress=True, bf16=args.bf16)
     atomic_save_npy(args.out, emb)

@@ -111,7 +111,8 @@ def _others_share(probe: Callable[[], dict[str, float]]) -> tuple[dict[str, floa
     after = read_times()
     if before is None or after is None or after.wall - before.wall < 0.1:  # too short a window to judge
         return values, None
-    return values, min(1.0, others_busy(before, after) / after.cpus)
+    others = others_busy(before, after)
+    return values, None if others is None else min(1.0, others / after.cpus)
 
 
 #: a measurement during which other processes used more than this share of the CPU was disturbed: not cached

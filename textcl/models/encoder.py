@@ -19,7 +19,7 @@ from textcl.models.pooling import check_pooling, pool
 from textcl.models.prompts import apply_prompt, prompts_of
 from textcl.models.resolve import resolve_model
 from textcl.models.st_format import TANH, default_model_card, read_folder, write_folder
-from textcl.threads import tune_current
+from textcl.thread_governor import tune_current
 
 
 def check_texts(texts: Sequence[object]) -> list[str]:

@@ -32,7 +32,7 @@ from textcl.serve.origins import HostOriginGuard
 from textcl.serve.routes import build_router
 from textcl.serve.security import PAGE_HEADERS, BodyLimitMiddleware
 from textcl.serve.service import IndexService
-from textcl.threads import governor_for, install, uninstall
+from textcl.thread_governor import governor_for, install
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -48,35 +48,33 @@ def create_app(index: str | os.PathLike | ServeConfig | None = None, *, encoder=
 
     config = index.replace(**options) if isinstance(index, ServeConfig) else ServeConfig(index, **options)
     config.validate()
-    # torch's threads follow the cores other processes leave free, measured before each batch (textcl.threads)
+    # torch's threads follow the cores other processes leave free: the batchers made below take this governor
+    # (textcl.thread_governor) onto their own threads; measured now, then before each batch
     governor = governor_for("serve", workers=config.workers, explicit=config.threads)
-    install(governor)
+    if governor is not None:
+        governor.settle()
+    previous = install(governor)
     try:
         service = IndexService(config, encoder).start() if config.index_dir is not None else None
-    except BaseException:
-        uninstall(governor)
-        raise
-    try:
-        shared = (config.model, service.encoder, service.encode_lock) if service else None  # None: the manifest's
-        embedders = Embedders.load(config, encoders, shared)
-        embedders.start(threads=None if service else config.threads or default_threads(config.workers))
-    except BaseException:
-        uninstall(governor)
-        if service is not None:
-            service.close()
-        raise
+        try:
+            shared = (config.model, service.encoder, service.encode_lock) if service else None  # None: the manifest's
+            embedders = Embedders.load(config, encoders, shared)
+            embedders.start(threads=None if service else config.threads or default_threads(config.workers))
+        except BaseException:
+            if service is not None:
+                service.close()
+            raise
+    finally:
+        install(previous)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         try:
             yield
         finally:
-            try:
-                await run_in_threadpool(embedders.close)
-                if service is not None:
-                    await run_in_threadpool(service.close)
-            finally:
-                uninstall(governor)
+            await run_in_threadpool(embedders.close)
+            if service is not None:
+                await run_in_threadpool(service.close)
 
     app = FastAPI(title="textcl", version=__version__, lifespan=lifespan, redoc_url=None,
                   description="Semantic search over a textcl index (FAISS vectors + SQLite doc store) and the OpenAI "

@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
-from textcl.threads import tune_current
+from textcl.thread_governor import current, install, running
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -86,6 +86,8 @@ class MicroBatcher(Generic[T, R]):
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = False
         self._closed = False
+        #: the constructing thread's ThreadGovernor (textcl.thread_governor), made this batcher thread's own
+        self.governor = current()
         self.batches = 0  # statistics, for /info and the tests
         self.queries = 0
         self._last_size = 0
@@ -154,6 +156,7 @@ class MicroBatcher(Generic[T, R]):
         return self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
 
     def _run(self) -> None:
+        install(self.governor)  # Encoder.encode on this thread tunes with it
         while True:
             first = self._next(None)
             if first is _STOP:
@@ -194,9 +197,9 @@ class MicroBatcher(Generic[T, R]):
             return
         self.batches += 1
         self.queries += sum(item.size for item in batch)
-        tune_current()  # torch's threads for the cores other processes leave free (textcl.threads)
         try:
-            results = list(self.handler([item.value for item in batch]))
+            with running(self.governor):  # torch's threads: this batch's share of the cores others leave free
+                results = list(self.handler([item.value for item in batch]))
             if len(results) != len(batch):
                 raise RuntimeError(f"handler returned {len(results)} results for {len(batch)} items")
         except BaseException as exc:  # noqa: BLE001 - delivered to every waiting request

@@ -41,10 +41,11 @@ def is_wildcard(host: str) -> bool:
 def default_threads(workers: int = 1) -> int:
     """torch threads per serving process to start with: the usable cores split between the workers, at least one.
 
-    Unless ``--threads`` or ``OMP_NUM_THREADS`` fixes them, a :class:`~textcl.threads.ThreadGovernor` then keeps
-    them at the cores other processes leave free, measured before each batch: on 2 cores (benchmarks/RESULTS.md,
-    "Serving threads"), torch's default of a thread per core collapsed beside one busy process (14.5 QPS and a
-    p99 of 280 ms for a lone client, against 55.6 QPS and 28 ms with one thread)."""
+    Unless ``--threads`` or ``OMP_NUM_THREADS`` fixes them, a
+    :class:`~textcl.thread_governor.ThreadGovernor` then keeps them at the cores other processes leave free,
+    measured before each batch: on 2 cores (benchmarks/RESULTS.md, "Serving threads"), torch's default of a
+    thread per core collapsed beside one busy process (14.5 QPS and a p99 of 280 ms for a lone client, against
+    55.6 QPS and 28 ms with one thread)."""
     from textcl.threads import threads_for  # usable cores: affinity capped by a container's CPU quota
 
     return threads_for("serve", workers=workers)
@@ -74,7 +75,9 @@ class ServeConfig:
     """Settings of one ``textcl serve`` process (see ``textcl serve --help`` for each flag)."""
 
     index_dir: Path | None = None  #: the index folder to search; None: embedding models only
-    model: str | None = None  #: the index's model; default: the model named in the index manifest
+    #: the index's model (``--index-model``), checked against the manifest's fingerprint when one is recorded;
+    #: default: the model the manifest names
+    model: str | None = None
     #: models served by the OpenAI embeddings API (``/v1/embeddings``): ``PATH`` or ``NAME=PATH`` each
     models: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
@@ -180,6 +183,8 @@ class ServeConfig:
         if self.index_dir is None and not self.models:
             raise ConfigError("INDEX_DIR", "nothing to serve: give an index folder, one or more --model for the "
                               "embeddings API, or both")
+        if self.index_dir is None and self.model is not None:
+            raise ConfigError("--index-model", "searches an index: give the index folder (INDEX_DIR)")
         if self.index_dir is None and self.allow_writes:
             raise ConfigError("--allow-writes", "writes go to an index: give the index folder (INDEX_DIR)")
         names: dict[str, str] = {}

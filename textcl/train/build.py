@@ -18,7 +18,8 @@ from textcl.models import Encoder
 from textcl.models.chunking import row_lengths
 from textcl.models.memory import MiniBatchChoice
 from textcl.models.precision import PrecisionChoice, choose_precision
-from textcl.threads import ThreadGovernor, apply_threads, governor_for
+from textcl.thread_governor import ThreadGovernor, governor_for
+from textcl.threads import apply_threads
 from textcl.train.sampler import epoch_batches
 
 
@@ -388,6 +389,7 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
     governor = governor_for("train", processes=processes, explicit=c.train.threads)
     if governor is not None:
         governor.settle()
+        governor.tune()
     acc, choice = _accelerator(c, out, found_trackers, resumed)
     precision = choice.resolved
     set_seed(c.train.seed)

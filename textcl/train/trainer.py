@@ -23,6 +23,7 @@ from textcl.train.build import Run, build
 from textcl.train.checkpoint import Checkpointer
 from textcl.train.evaluator import Clock, Evaluator
 from textcl.train.logs import CSVLog, Reporter
+from textcl.thread_governor import install
 from textcl.train.step import TrainingDiverged, train_step
 
 __all__ = ["STOP", "TrainResult", "Trainer", "TrainingDiverged", "train"]
@@ -95,6 +96,13 @@ class Trainer:
 
     def run(self, *, resume: bool = False, stop_after_step: int | None = None) -> TrainResult:
         run = self.setup(resume)
+        previous = install(run.threads)  # the evaluator's encodes follow the run's ThreadGovernor too
+        try:
+            return self._loop(run, resume, stop_after_step)
+        finally:
+            install(previous)
+
+    def _loop(self, run: Run, resume: bool, stop_after_step: int | None) -> TrainResult:
         if self.on_eval is not None and run.world > 1:
             raise ValueError("on_eval needs a single process: the selection score exists on the main process only")
         clock = Clock()
