@@ -162,10 +162,9 @@ def test_an_index_built_through_a_server_records_the_server_and_searches_through
     assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == DOCS[3][0]
     with pytest.raises(ConfigError) as err:
         create_app(out)
-    assert str(err.value) == (f"--model: {out} holds vectors from the server {wide_url}/v1 (its model 'wide'), "
-                              "not from a local model: search it with `textcl index search` (through that server); to "
-                              "serve it, build it with --model naming the folder that server serves (a model folder "
-                              "is recorded, a served name is not)")
+    assert str(err.value) == (f"--index-model: {out} holds vectors from the server {wide_url}/v1 (its model "
+                              "'wide'), not from a local model: search it with `textcl index search` (through that "
+                              "server); to serve it, pass the folder of the model that server serves as --index-model")
 
 
 def _docs_file(tmp_path):

@@ -172,3 +172,43 @@ def test_serving_an_index_with_its_own_model_shares_the_encoder(index_dir, serve
     with local_client(app):
         embedder = app.state.embedders.get("tiny")
         assert embedder.encoder is app.state.service.encoder and embedder.lock is app.state.service.encode_lock
+
+
+# ---------------------------------------------------------------- review 2: --index-model for a moved model
+@pytest.fixture()
+def moved_model_index(tmp_path, serve_model_dir, serve_encoder):
+    """(index folder, where its model folder is now): built with a copy of the model that then moved."""
+    import shutil
+
+    from test_serve_support import build_index
+
+    model = shutil.copytree(serve_model_dir, tmp_path / "model")
+    index = build_index(tmp_path / "ix", model, encoder=serve_encoder)
+    return index, shutil.move(str(model), str(tmp_path / "elsewhere"))
+
+
+def test_an_index_whose_model_moved_is_served_with_index_model(moved_model_index):
+    from textcl.errors import ModelNotFoundError
+
+    index, moved = moved_model_index
+    with pytest.raises(ModelNotFoundError) as err:
+        create_app(serve_config(str(index)))
+    assert str(err.value).endswith("Pass the model it was built with as --index-model (a model folder or hub name)")
+    app = create_app(serve_config(str(index), "--index-model", moved))
+    with local_client(app) as client:
+        hits = client.get("/search", params={"q": DOCS[2][2], "k": 1}).json()["results"][0]["hits"]
+    assert hits[0]["id"] == DOCS[2][0]
+
+
+def test_index_model_with_other_weights_is_refused(moved_model_index, wide_model_dir):
+    index, _ = moved_model_index
+    with pytest.raises(ConfigError) as err:
+        create_app(serve_config(str(index), "--index-model", str(wide_model_dir)))
+    assert str(err.value) == (f"--index-model: {wide_model_dir} is not the model {index} was built with (its weights "
+                              "differ from the model_fingerprint in its manifest.json); expected that model's folder")
+
+
+def test_index_model_without_an_index_is_refused(wide_model_dir):
+    with pytest.raises(ConfigError) as err:
+        serve_config("--model", str(wide_model_dir), "--index-model", str(wide_model_dir))
+    assert str(err.value) == "--index-model: searches an index: give the index folder (INDEX_DIR)"

@@ -21,6 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="serve MODEL (a folder or hub name) on the OpenAI embeddings API, as NAME or as given "
                    "(repeatable: a request's `model` picks one). With INDEX_DIR, the index is searched with the model "
                    "its manifest names, always; a --model that is that model (the same folder) shares it")
+    p.add_argument("--index-model", metavar="MODEL",
+                   help="search INDEX_DIR with MODEL (a folder or hub name) instead of the model its manifest names: "
+                   "for an index whose model folder moved, or one built through --server; a folder must have the "
+                   "weights the manifest's fingerprint records, and the index's width")
     add_backend_argument(p)
     p.add_argument("--workers", type=int, default=1,
                    help="processes, each with its own copy of the index (read-only serving only; default 1)")
@@ -65,8 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace):
     from textcl.serve.config import ServeConfig
 
-    return ServeConfig(  # the index keeps its manifest's model: a --model never replaces it silently
-        args.index, models=list(args.model), host=args.host, port=args.port, workers=args.workers,
+    return ServeConfig(  # the index keeps its manifest's model: a --model never replaces it, --index-model does
+        args.index, model=args.index_model, models=list(args.model), host=args.host, port=args.port, workers=args.workers,
         allow_writes=args.allow_writes, api_key=args.api_key, cors_origins=list(args.cors_origin),
         allowed_hosts=list(args.allowed_host),
         batching=not args.no_batching, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads,

@@ -159,32 +159,48 @@ def _find_model(path: Path, manifest: dict[str, Any]) -> str | None:
     return None
 
 
-def index_model(path: str | os.PathLike, manifest: dict[str, Any] | None = None) -> str:
+def check_given_model(model: str, path: str | os.PathLike, manifest: dict[str, Any], flag: str) -> bool:
+    """Whether the model folder ``model``, given as ``flag`` to search the index folder ``path`` with, is the
+    one the manifest's fingerprint records (False: there is nothing to compare, a hub name or no fingerprint).
+    Raises :class:`~textcl.errors.ConfigError` naming ``flag`` when its weights differ."""
+    recorded = manifest.get("model_fingerprint")
+    if recorded is None or not Path(model).expanduser().is_dir():
+        return False
+    if model_fingerprint(model) != recorded:
+        raise ConfigError(flag, f"{model} is not the model {path} was built with (its weights differ from the "
+                          f"model_fingerprint in its {MANIFEST}); expected that model's folder")
+    return True
+
+
+def index_model(path: str | os.PathLike, manifest: dict[str, Any] | None = None, flag: str = "--model") -> str:
     """The model to search the index folder ``path`` with: a hub name as recorded; a local folder where it was
     when the index was saved, else at its path relative to the index folder (the two moved together);
     manifests saved before the relative path was recorded: the recorded string, from the working folder.
 
-    Raises :class:`~textcl.errors.ConfigError` (``--model``) when the manifest records no model (saying how to
-    search an index built through a server, ``--server``), and
+    Raises :class:`~textcl.errors.ConfigError` (``flag``: the option that gives the model instead, ``--model``
+    of ``textcl index search``, ``--index-model`` of ``textcl serve``) when the manifest records no model (saying
+    how to search an index built through a server, ``--server``), and
     :class:`~textcl.errors.ModelNotFoundError` listing every path tried when the folder is in none of them.
     """
     path = Path(path)
     manifest = SearchIndex.read_manifest(path) if manifest is None else manifest
     server = manifest.get("server")
     if not manifest.get("model") and isinstance(server, dict):
-        raise ConfigError("--model", f"{path} holds vectors from the server {server.get('server')} (its model "
+        serve = ("pass the folder of the model that server serves as --index-model" if flag == "--index-model"
+                 else "build it with --model naming the folder that server serves (a model folder is recorded, a "
+                 "served name is not)")
+        raise ConfigError(flag, f"{path} holds vectors from the server {server.get('server')} (its model "
                           f"{server.get('model')!r}), not from a local model: search it with `textcl index search` "
-                          "(through that server); to serve it, build it with --model naming the folder that server "
-                          "serves (a model folder is recorded, a served name is not)")
+                          f"(through that server); to serve it, {serve}")
     if not manifest.get("model"):
-        raise ConfigError("--model", f"{path} records no model; pass --model (a model folder or hub name)")
+        raise ConfigError(flag, f"{path} records no model; pass {flag} (a model folder or hub name)")
     found = _find_model(path, manifest)
     if found is None:
         tried = "; ".join(f"{c} ({why}" + ("; another model there: its weights differ from the index's)" if
                                             Path(c).expanduser().is_dir() else ")")
                           for c, why in _model_candidates(path, manifest))
         raise ModelNotFoundError(f"{path / MANIFEST}: the index's model folder is missing; tried {tried}. Pass the "
-                                 "model it was built with as --model (a model folder or hub name)")
+                                 f"model it was built with as {flag} (a model folder or hub name)")
     return found
 
 

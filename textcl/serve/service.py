@@ -159,12 +159,15 @@ class IndexService:
         from textcl.models import Encoder
 
         from textcl.index import index_model
+        from textcl.index.faiss_index import check_given_model
 
         manifest = SearchIndex.read_manifest(self.config.index_dir)
+        given = self.config.model  # --index-model: checked against the recorded fingerprint when there is one
+        same = given is not None and check_given_model(given, self.config.index_dir, manifest, "--index-model")
         # the index's own model: beside the index when they moved together, else where it was built
-        name = self.config.model or index_model(self.config.index_dir, manifest)
+        name = given or index_model(self.config.index_dir, manifest, flag="--index-model")
         encoder = Encoder.load(name, backend=self.config.backend or "torch")
-        if self.config.model is None:  # an index built with --dim holds the model's first dim dimensions
+        if given is None or same:  # an index built with --dim holds the model's first dim dimensions
             truncate_to_index(encoder, int(manifest["dim"]))
         return encoder
 
