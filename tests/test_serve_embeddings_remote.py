@@ -23,8 +23,9 @@ KEY = "remote-key-" + "x" * 16
 @pytest.fixture()
 def fake():
     """``fake(answer)``: a server on 127.0.0.1 whose ``answer(handler, body) -> (status, headers, json)``
-    is called for each request; yields its URL; ``seen`` lists (path, Authorization header)."""
-    servers, seen = [], []
+    is called for each request; yields its URL; ``seen`` lists (path, Authorization header), ``bodies`` the
+    requests' JSON bodies (None for none)."""
+    servers, seen, bodies = [], [], []
 
     def make(answer):
         class Handler(BaseHTTPRequestHandler):
@@ -32,6 +33,7 @@ def fake():
                 seen.append((self.path, self.headers.get("Authorization")))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
+                bodies.append(body)
                 status, headers, payload = answer(self, body)
                 raw = json.dumps(payload).encode()
                 self.send_response(status)
@@ -50,7 +52,7 @@ def fake():
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}"
 
-    make.seen = seen
+    make.seen, make.bodies = seen, bodies
     yield make
     for server in servers:
         server.shutdown()
@@ -98,6 +100,7 @@ def test_an_empty_list_gives_no_vectors_without_an_empty_request(fake):
     url = fake(embeddings([{"object": "embedding", "index": 0, "embedding": [0.5, 0.5]}]))
     assert RemoteEncoder(url, "m").encode([], dim=2).shape == (0, 2)
     assert RemoteEncoder(url, "m").encode([]).shape == (0, 2)
+    assert [body["input"] for body in fake.bodies if body is not None] == [["dimension probe"]]  # the width
 
 
 # ---------------------------------------------------------------- redirects and the key

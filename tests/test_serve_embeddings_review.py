@@ -98,20 +98,28 @@ def test_dimensions_are_renormalised_when_the_model_does_not_normalise(embed_cli
 def test_a_large_request_holds_the_lock_for_one_batch_at_a_time(embed_client, wide_encoder):
     client = embed_client(max_batch=4)
     embedder = client.app.state.embedders.get("wide")
-    held = []
+    events = []
 
     class Spy:
         def __getattr__(self, name):
             return getattr(wide_encoder, name)
 
         def encode(self, texts, **kwargs):
-            held.append((len(texts), embedder.lock.locked()))
+            events.append(f"encode {len(texts)}")
             return wide_encoder.encode(texts, **kwargs)
 
-    embedder.encoder = Spy()
+    class RecordingLock:
+        def __enter__(self):
+            events.append("acquire")
+
+        def __exit__(self, *exc):
+            events.append("release")
+
+    embedder.encoder, embedder.lock = Spy(), RecordingLock()
     texts = [f"text number {i} " + "word " * i for i in range(10)]
     got = vectors(client.post("/v1/embeddings", json={"input": texts}))
-    assert held == [(4, True), (4, True), (2, True)]
+    assert events == ["acquire", "encode 4", "release", "acquire", "encode 4", "release", "acquire", "encode 2",
+                      "release"]
     np.testing.assert_allclose(got, wide_encoder.encode(texts), atol=1e-6)
 
 

@@ -70,7 +70,8 @@ def config_from_args(args: argparse.Namespace):
     from textcl.serve.config import ServeConfig
 
     return ServeConfig(  # the index keeps its manifest's model: a --model never replaces it, --index-model does
-        args.index, model=args.index_model, models=list(args.model), host=args.host, port=args.port, workers=args.workers,
+        args.index, model=args.index_model, models=list(args.model), host=args.host, port=args.port,
+        workers=args.workers,
         allow_writes=args.allow_writes, api_key=args.api_key, cors_origins=list(args.cors_origin),
         allowed_hosts=list(args.allowed_host),
         batching=not args.no_batching, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads,

@@ -8,8 +8,9 @@ Any OpenAI-compatible server answers (``textcl serve --model``, text-embeddings-
 Ollama), so one GPU box can embed for many indexing clients: ``textcl encode --server URL`` and ``textcl
 index build --server URL``. Texts go in requests of ``batch_size``, ``concurrency`` of them in flight (the
 server batches what arrives together), never more than the server's ``max_inputs`` (textcl's model card);
-a request the server finds too large (413, or the connection reset while sending it) is split in halves, and
-later ones start at that size. Vectors come back as base64 float32, checked (:mod:`textcl.encode.remote_answer`).
+a request the server finds too large (413, or the connection reset over it) is split in halves, and
+later ones, of every ``encode`` call, are no larger than the size that passed (HTTP:
+:mod:`textcl.encode.remote_http`). Vectors come back as base64 float32, checked (:mod:`textcl.encode.remote_answer`).
 A busy server (503, 429) is retried after its ``Retry-After``; any other error, or no answer within
 ``timeout``, stops the job with the server's address and message. The API key is ``api_key`` or
 ``$TEXTCL_API_KEY``, sent as ``Authorization: Bearer``, and never to another origin: a redirect elsewhere is
@@ -17,53 +18,19 @@ refused. ``encode(prompt_name=)`` is sent as ``input_type`` (textcl's extension)
 """
 from __future__ import annotations
 
-import json
 import os
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
 
 from textcl.encode.remote_answer import AnswerError, decode_embedding, embeddings_of  # noqa: F401 (re-exported)
-from textcl.errors import TextclError
+from textcl.encode.remote_http import (API_KEY_ENV, RemoteEncoderError, RequestTooLarge,  # noqa: F401 (re-exported)
+                                       check_api_key, request_json)
 
-API_KEY_ENV = "TEXTCL_API_KEY"
-RETRY_STATUSES = {429, 503}
-
-
-class RemoteEncoderError(TextclError):
-    """The server could not be reached, refused a request, or answered something that is not embeddings."""
-
-
-class RequestTooLarge(RemoteEncoderError):
-    """HTTP 413, or the connection reset while a request was sent: split the request."""
-
-    def __init__(self, where: str, detail: str):
-        super().__init__(f"{where}: {detail}")
-        self.where, self.detail = where, detail
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-
-
-class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect on the server's own origin; refuses one elsewhere (the API key would go along)."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if _origin(newurl) != _origin(req.full_url):
-            raise RemoteEncoderError(f"{req.get_method()} {req.full_url}: redirected to {newurl}, another origin: not "
-                                     "followed, so the API key is not sent there; give that server as --server if "
-                                     "it is the one to use")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-_OPENER = urllib.request.build_opener(_SameOriginRedirects)
+MODELS_BYTES = 1 << 20  # the most a model list may take
+VECTOR_BYTES = 1 << 18  # the most one embedding may take in an answer: 8,192 numbers of 32 characters
 
 
 def base_url(url: str) -> str:
@@ -89,12 +56,15 @@ class RemoteEncoder:
                  concurrency: int = 4, input_type: str | None = None, timeout: float = 300.0, retries: int = 20):
         self.url = base_url(url)
         self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        check_api_key(self.api_key)
         self.batch_size = max(1, int(batch_size))
         self.concurrency = max(1, int(concurrency))
         self.input_type = input_type
         self.timeout = timeout
         self.retries = retries
         self.truncate_dim: int | None = None  #: set to ask the server for the first d dimensions
+        self._learned: int | None = None  # the largest request size known to pass after a 413 (under _lock)
+        self._lock = threading.Lock()
         self.model = model or self._only_model()
         self.name = self.model
         self._dim: int | None = None
@@ -113,7 +83,7 @@ class RemoteEncoder:
         if self._max_inputs is False:
             self._max_inputs = None
             try:
-                cards = self._request("GET", "/models").get("data", [])
+                cards = self._models()
                 card = next(c for c in cards if isinstance(c, dict) and c.get("id") == self.model)
                 if isinstance(card.get("max_inputs"), int) and card["max_inputs"] > 0:
                     self._max_inputs = card["max_inputs"]
@@ -135,6 +105,7 @@ class RemoteEncoder:
         size = max(1, int(batch_size or self.batch_size))
         if texts and self.max_inputs:
             size = min(size, self.max_inputs)
+        size = min(size, self._learned or size)  # what a 413 taught, whatever batch_size the caller passes
         parts = [texts[i : i + size] for i in range(0, len(texts), size)]
         bar = None
         if show_progress:
@@ -163,15 +134,23 @@ class RemoteEncoder:
 
     # ---------------------------------------------------------------- HTTP
     def _embed_split(self, texts: list[str], dim: int | None, input_type: str | None) -> np.ndarray:
-        """:meth:`_embed`, in halves (recursively) while the server finds the request too large."""
+        """:meth:`_embed`, in requests no larger than a 413 taught, and in halves (recursively) while the server
+        finds a request too large; the size that passed is kept for later requests (under a lock: 4 threads)."""
+        learned = self._learned
+        if learned is not None and len(texts) > learned:
+            return np.concatenate([self._embed_split(texts[i : i + learned], dim, input_type)
+                                   for i in range(0, len(texts), learned)])
         try:
             return self._embed(texts, dim, input_type)
         except RequestTooLarge as exc:
+            if len(texts) == 1 and exc.code == "response_too_large":  # the server's own advice fits
+                raise RemoteEncoderError(f"{exc.where}: HTTP 413: {exc.detail}") from None
             if len(texts) == 1:
                 raise RemoteEncoderError(f"{exc.where}: HTTP 413: one text of {len(texts[0]):,} characters is larger "
                                          f"than the server accepts in a request; shorten it ({exc.detail})") from None
         half = len(texts) // 2
-        self.batch_size = min(self.batch_size, half)  # the parts not yet sent are split too, on their own
+        with self._lock:
+            self._learned = min(self._learned or half, half)
         return np.concatenate([self._embed_split(texts[:half], dim, input_type),
                                self._embed_split(texts[half:], dim, input_type)])
 
@@ -181,72 +160,28 @@ class RemoteEncoder:
             body["dimensions"] = int(dim)
         if input_type is not None:
             body["input_type"] = input_type
-        answer = self._request("POST", "/embeddings", body)
+        answer = self._request("POST", "/embeddings", body, MODELS_BYTES + len(texts) * VECTOR_BYTES,
+                               f"{len(texts)} embedding(s) need")
         try:
             return embeddings_of(answer, len(texts), dim)
         except AnswerError as exc:
             raise RemoteEncoderError(f"{self.url}/embeddings answered {exc}") from None
 
     def _only_model(self) -> str:
-        answer = self._request("GET", "/models")
-        ids = [m.get("id") for m in answer.get("data", [])] if isinstance(answer, dict) else []
+        ids = [m.get("id") if isinstance(m, dict) else None for m in self._models()]
         if len(ids) != 1 or not isinstance(ids[0], str):
             raise RemoteEncoderError(f"{self.url} serves {len(ids)} models ({', '.join(map(str, ids))}): name one "
                                      "with --model")
         return ids[0]
 
-    def _request(self, method: str, path: str, body: dict | None = None) -> Any:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        data = json.dumps(body).encode() if body is not None else None
-        for attempt in range(self.retries + 1):
-            request = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
-            where = f"{method} {self.url}{path}"
-            try:
-                with _OPENER.open(request, timeout=self.timeout) as response:
-                    raw = response.read()
-                return json.loads(raw)
-            except urllib.error.HTTPError as exc:
-                if exc.code in RETRY_STATUSES and attempt < self.retries:
-                    time.sleep(min(10.0, _retry_after(exc.headers.get("Retry-After"))))
-                    continue
-                if exc.code == 413:
-                    raise RequestTooLarge(where, _message(exc)) from None
-                raise RemoteEncoderError(f"{where}: HTTP {exc.code}: {_message(exc)}") from None
-            except (urllib.error.URLError, OSError) as exc:
-                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-                if isinstance(reason, TimeoutError):
-                    raise RemoteEncoderError(f"{where}: no answer within {self.timeout:g} s (--server)") from None
-                if data is not None and isinstance(reason, (ConnectionResetError, BrokenPipeError)):
-                    raise RequestTooLarge(where, f"the connection was reset while sending {len(data):,} bytes, "
-                                          "as a server does to a request over its limit") from None
-                raise RemoteEncoderError(f"{self.url}: cannot reach the server ({reason})") from None
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise RemoteEncoderError(f"{method} {self.url}{path}: the answer is not JSON") from None
-        raise AssertionError("unreachable")
+    def _models(self) -> list:
+        """``GET /models``'s ``data``; RemoteEncoderError when it is no list."""
+        answer = self._request("GET", "/models", None, MODELS_BYTES, "a list of models needs")
+        data = answer.get("data") if isinstance(answer, dict) else answer
+        if not isinstance(data, list):
+            raise RemoteEncoderError(f"GET {self.url}/models: data: expected a list of models, got {data!r:.60}")
+        return data
 
-
-def _retry_after(value: str | None) -> float:
-    try:
-        return max(0.1, float(value))
-    except (TypeError, ValueError):
-        return 1.0
-
-
-def _message(exc: urllib.error.HTTPError) -> str:
-    """The server's error message: OpenAI's ``error.message``, textcl's ``message``, else the raw text."""
-    raw = exc.read()
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return raw[:300].decode("utf-8", "replace") or exc.reason
-    if isinstance(body, dict):
-        inner = body.get("error")
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return inner["message"]
-        if isinstance(body.get("message"), str):
-            return body["message"]
-        if isinstance(body.get("detail"), str):
-            return body["detail"]
-    return raw[:300].decode("utf-8", "replace")
+    def _request(self, method: str, path: str, body: dict | None, limit: int, needs: str) -> Any:
+        return request_json(method, self.url + path, body, api_key=self.api_key, timeout=self.timeout,
+                            retries=self.retries, limit=limit, needs=needs)
