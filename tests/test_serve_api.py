@@ -151,7 +151,7 @@ def test_ids_with_slashes_and_unicode_round_trip(writer):
 
 def test_info_and_health(client, serve_model_dir):
     info = client.get("/info").json()
-    assert info["model"] == str(serve_model_dir) and info["dim"] == 32 and info["factory"] == "Flat"
+    assert info["model"] == serve_model_dir.name and info["dim"] == 32 and info["factory"] == "Flat"
     assert (info["n_docs"], info["n_vectors"], info["n_tombstones"]) == (12, 12, 0)
     assert info["writes_allowed"] is False and info["limits"]["max_k"] == 1000 and info["pending_writes"] == 0
     assert client.get("/health").json() == {"status": "ok", "n_docs": 12}

@@ -220,3 +220,21 @@ def test_index_model_without_an_index_is_refused(wide_model_dir):
     with pytest.raises(ConfigError) as err:
         serve_config("--model", str(wide_model_dir), "--index-model", str(wide_model_dir))
     assert str(err.value) == "--index-model: searches an index: give the index folder (INDEX_DIR)"
+
+
+# ---------------------------------------------------------------- review 10: /info without local paths
+def test_info_names_the_indexs_model_without_its_local_path(index_dir, serve_model_dir, serve_encoder):
+    app = create_app(index_dir, encoder=serve_encoder, api_key="k" * 32, threads=1)
+    with local_client(app) as client:
+        response = client.get("/info")
+    assert str(serve_model_dir) not in response.text and response.json()["model"] == serve_model_dir.name
+
+
+# ---------------------------------------------------------------- review 9: the card's max_inputs fits the answer
+def test_the_cards_max_inputs_fit_max_response_chars_as_floats(embed_client):
+    client = embed_client(max_response_chars=100_000)  # a float vector of 128: 16 * 128 = 2,048 characters
+    card = client.get("/v1/models").json()["data"][0]
+    assert card["max_inputs"] == 48  # 100,000 // 2,048
+    assert client.get("/v1/models/wide").json()["max_inputs"] == 48
+    r = client.post("/v1/embeddings", json={"input": [f"text {i}" for i in range(48)], "encoding_format": "float"})
+    assert r.status_code == 200, r.text

@@ -44,6 +44,14 @@ class EmbedItem:
     dim: int | None
 
 
+def public_name(name: str | None) -> str | None:
+    """A model's name as ``/health`` and ``/info`` show it, to anyone: a local path shows its folder's name."""
+    if not name:
+        return name
+    local = os.path.isabs(name) or name.startswith((".", "~")) or os.path.isdir(os.path.expanduser(name))
+    return os.path.basename(os.path.normpath(os.path.expanduser(name))) if local else name
+
+
 class Embedder:
     """The model ``encoder`` served as ``name``; ``lock`` guards the encoder (default: its own)."""
 
@@ -68,10 +76,8 @@ class Embedder:
 
     @property
     def public_name(self) -> str:
-        """The name ``/health`` shows without a key: a model served by its local path shows its folder's name."""
-        name = self.name
-        local = os.path.isabs(name) or name.startswith((".", "~")) or os.path.isdir(os.path.expanduser(name))
-        return os.path.basename(os.path.normpath(os.path.expanduser(name))) if local else name
+        """The name ``/health`` shows without a key (:func:`public_name`)."""
+        return public_name(self.name)
 
     @property
     def max_tokens(self) -> int:

@@ -34,7 +34,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _card(embedder: Embedder, max_inputs: int) -> dict[str, Any]:
+def _card(embedder: Embedder, config: ServeConfig) -> dict[str, Any]:
+    """The model card; ``max_inputs``: what ``--max-inputs`` and ``--max-response-chars`` both allow, as floats
+    (the larger format), so that a request of that many inputs is answered."""
+    fit = config.max_response_chars // vector_chars(embedder.dim, "float")
+    max_inputs = max(1, min(config.max_inputs, fit))
     return {"id": embedder.name, "object": "model", "created": embedder.created, "owned_by": "textcl",
             "dimensions": embedder.dim, "max_input_tokens": embedder.max_tokens, "max_inputs": max_inputs,
             "prompts": sorted(embedder.prompts)}
@@ -104,12 +108,12 @@ def build_openai_router(config: ServeConfig, embedders: Embedders) -> APIRouter:
 
     @router.get("/models", response_model=ModelList, responses=ERRORS, summary="the models served")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [_card(e, config.max_inputs) for e in embedders]}
+        return {"object": "list", "data": [_card(e, config) for e in embedders]}
 
     @router.get("/models/{model_id:path}", response_model=ModelCard, responses=ERRORS, summary="one served model")
     async def model(request: Request, model_id: str = Path(description="a model's id")) -> Any:
         try:
-            return _card(embedders.get(model_id), config.max_inputs)
+            return _card(embedders.get(model_id), config)
         except UnknownModelError as exc:
             return model_not_found(request, exc)
 

@@ -306,10 +306,12 @@ class IndexService:
         return self.n_docs
 
     def _info(self) -> dict[str, Any]:
+        from textcl.serve.embedders import public_name  # no local paths: /info needs no key
+
         info = self.index.info()
         cfg = self.config
         return {
-            "model": info["model"], "dim": info["dim"], "factory": info["factory"], "n_docs": info["n_docs"],
+            "model": public_name(info["model"]), "dim": info["dim"], "factory": info["factory"], "n_docs": info["n_docs"],
             "n_vectors": info["n_vectors"], "n_tombstones": info["n_tombstones"],
             "writes_allowed": cfg.allow_writes,
             "batching": {"enabled": cfg.batching, "max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
