@@ -184,3 +184,44 @@ def test_index_build_through_a_server_without_model_records_the_servers_only_mod
     assert main(["index", "build", "--server", wide_url, "--input", str(_docs_file(tmp_path)), "--out", str(out)]) == 0
     manifest = SearchIndex.read_manifest(out)
     assert manifest["model"] is None and manifest["server"] == {"server": wide_url + "/v1", "model": "wide"}
+
+
+def test_an_index_built_in_python_through_a_remote_encoder_records_the_server(wide_url, tmp_path):
+    from textcl.index import SearchIndex
+
+    index = SearchIndex.build(TEXTS, encoder=RemoteEncoder(wide_url, "wide"))
+    index.save(tmp_path / "ix")
+    manifest = SearchIndex.read_manifest(tmp_path / "ix")
+    assert manifest["model"] is None and manifest["server"] == {"server": wide_url + "/v1", "model": "wide"}
+
+
+@pytest.fixture()
+def other_weights_url(wide_encoder, wide_model_dir):
+    """A server that serves, as ``str(wide_model_dir)``, a model with other weights of the same shape."""
+    import copy
+
+    import torch
+
+    other = copy.deepcopy(wide_encoder)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        for p in other.model.parameters():
+            p.add_(torch.randn_like(p))
+    app = create_app(models=[str(wide_model_dir)], encoders={str(wide_model_dir): other})
+    with live_server(app) as url:
+        yield url
+
+
+def test_index_build_refuses_a_local_model_the_server_does_not_serve(other_weights_url, wide_model_dir, tmp_path,
+                                                                     capsys):
+    from textcl.cli import main
+
+    assert main(["index", "build", "--server", other_weights_url, "--model", str(wide_model_dir), "--input",
+                 str(_docs_file(tmp_path)), "--out", str(tmp_path / "ix")]) != 0
+    message = capsys.readouterr().err.strip()
+    assert not (tmp_path / "ix").exists()
+    assert message.startswith(f"textcl: error: --model: the server {other_weights_url}/v1 serves "
+                              f"{str(wide_model_dir)!r} with other weights than the local folder {wide_model_dir} (cosine ")
+    assert message.endswith(" between their vectors of a probe text; expected 0.9999 or more): searches would embed "
+                            "queries with the local one; serve that folder there, or give --model as a name the server "
+                            "serves that is no local folder")

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--model", help="local folder or hub name (required without --server); with --server, the served "
                    "model's name (default: the server's only model): the manifest records the server and that name, "
                    "and searches go through the server; a served name that is a local model folder is also "
-                   "recorded as the index's model (serve it by its path so that `textcl serve` can load it)")
+                   "recorded as the index's model, once the server embeds a probe text as that folder does "
+                   "(serve it by its path so that `textcl serve` can load it)")
     add_backend_argument(b)
     add_remote_argument(b)
     b.add_argument("--input", required=True, help="documents: .jsonl (text, id/_id, title, ...), .txt (one per "
@@ -141,6 +142,10 @@ def run_build(args: argparse.Namespace) -> int:
 
         encoder = server_encoder(args, launch, args.batch_size)
         server = {"server": encoder.url, "model": encoder.model}
+        if _recorded_model(args.model, server) is not None:  # recorded: queries will be embedded with it here
+            from textcl.commands.remote import check_served_weights
+
+            check_served_weights(encoder, args.model, args.backend)
     else:
         encoder = load_encoder(args.model, args.backend)
     if args.dim is not None:

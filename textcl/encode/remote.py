@@ -71,6 +71,11 @@ class RemoteEncoder:
         self._max_inputs: int | None | bool = False  # the server's limit, asked once (None: it names none)
 
     @property
+    def server(self) -> dict[str, str]:
+        """What an index built with this encoder records as its source (``manifest["server"]``)."""
+        return {"server": self.url, "model": self.model}
+
+    @property
     def dim(self) -> int:
         """The served model's full width (asked once, by embedding one text)."""
         if self._dim is None:

@@ -248,6 +248,8 @@ class SearchIndex:
         self.encoder = encoder
         # a local folder by its absolute path: the working folder may change before the save
         #: ``{"server": URL, "model": name}``: the vectors came from a server (``--server``), not a local model
+        if not server and not model_name and isinstance(getattr(encoder, "server", None), dict):
+            server = encoder.server  # a RemoteEncoder's vectors: the served name is no model to load
         self.server = dict(server) if server else None
         fallback = encoder_name(encoder) if encoder is not None and not server else None
         self.model_name = local_model(model_name or fallback)

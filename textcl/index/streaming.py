@@ -101,6 +101,8 @@ def build_streaming(documents: Iterable[Document], encoder, out: str | Path, fac
     out = Path(out)
     work = out.with_name(out.name + ".partial")
     # a local folder: absolute, in the resume key; with a server, only one given (the served name is no model)
+    if not server and not model_name and isinstance(getattr(encoder, "server", None), dict):
+        server = encoder.server  # a RemoteEncoder's vectors: the served name is no model to load
     model_name = local_model(model_name or (None if server else encoder_name(encoder)))
     config = {"factory": factory, "chunk_size": int(chunk_size), "model": model_name, **({"server": server} if server
                                                                                          else {})}
