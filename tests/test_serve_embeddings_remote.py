@@ -225,3 +225,18 @@ def test_index_build_refuses_a_local_model_the_server_does_not_serve(other_weigh
     assert message.endswith(" between their vectors of a probe text; expected 0.9999 or more): searches would embed "
                             "queries with the local one; serve that folder there, or give --model as a name the server "
                             "serves that is no local folder")
+
+
+@pytest.mark.parametrize("server", ["http://x", {"model": "m"}, {"server": 3}])
+def test_a_manifest_whose_server_is_malformed_is_named_not_a_crash(tmp_path, capsys, server):
+    from textcl.cli import main
+    from textcl.index import SearchIndex
+
+    SearchIndex.build(["a", "b"], embeddings=np.eye(2, dtype=np.float32)).save(tmp_path / "ix")
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text(encoding="utf-8"))
+    (tmp_path / "ix" / "manifest.json").write_text(json.dumps({**manifest, "server": server}), encoding="utf-8")
+    for argv in (["info", str(tmp_path / "ix")], ["delete", str(tmp_path / "ix"), "0"],
+                 ["search", str(tmp_path / "ix"), "a"]):
+        assert main(["index", *argv]) != 0
+        assert capsys.readouterr().err.strip() == (f"textcl: error: {tmp_path / 'ix' / 'manifest.json'}: server: "
+                                                   f"expected {{\"server\": URL, \"model\": name}}, got {server!r}")

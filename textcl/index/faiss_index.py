@@ -614,6 +614,11 @@ class SearchIndex:
         missing = [k for k in ("format", "dim", "factory", "index_sha256", "n_docs") if k not in manifest]
         if manifest.get("format") != FORMAT or missing:
             raise IndexCorruptedError(f"{mpath}: not a textcl index manifest (missing {missing or ['format']})")
+        server = manifest.get("server")
+        if server is not None and not (isinstance(server, dict) and isinstance(server.get("server"), str)
+                                       and isinstance(server.get("model"), (str, type(None)))):
+            raise IndexCorruptedError(f"{mpath}: server: expected {{\"server\": URL, \"model\": name}}, got "
+                                      f"{server!r:.100}")
         return manifest
 
     @classmethod
