@@ -160,16 +160,12 @@ def _find_model(path: Path, manifest: dict[str, Any]) -> str | None:
 
 
 def check_given_model(model: str, path: str | os.PathLike, manifest: dict[str, Any], flag: str) -> bool:
-    """Whether the model folder ``model``, given as ``flag`` to search the index folder ``path`` with, is the
-    one the manifest's fingerprint records (False: there is nothing to compare, a hub name or no fingerprint).
-    Raises :class:`~textcl.errors.ConfigError` naming ``flag`` when its weights differ."""
-    recorded = manifest.get("model_fingerprint")
-    if recorded is None or not Path(model).expanduser().is_dir():
-        return False
-    if model_fingerprint(model) != recorded:
-        raise ConfigError(flag, f"{model} is not the model {path} was built with (its weights differ from the "
-                          f"model_fingerprint in its {MANIFEST}); expected that model's folder")
-    return True
+    """Whether the manifest records a fingerprint that ``model`` (a folder or a hub name), given as ``flag``, was
+    checked against (see :func:`textcl.index.identity.check_fingerprint`, which raises when it differs)."""
+    from textcl.index.identity import check_fingerprint
+
+    check_fingerprint(model, path, manifest, flag)
+    return manifest.get("model_fingerprint") is not None
 
 
 def index_model(path: str | os.PathLike, manifest: dict[str, Any] | None = None, flag: str = "--model") -> str:
@@ -254,6 +250,8 @@ class SearchIndex:
         fallback = encoder_name(encoder) if encoder is not None and not server else None
         self.model_name = local_model(model_name or fallback)
         self._fingerprint: tuple[str | None, str | None] | None = None  # (model_name, its fingerprint)
+        #: an index built through a server: probe texts and their vectors, to check a substitute model against
+        self.probe: dict | None = None
         self.memory_budget = memory_budget
         self._index = None  # created (and trained) on the first add
         self._workdir = Path(tempfile.mkdtemp(prefix="textcl-index-"))
@@ -510,6 +508,15 @@ class SearchIndex:
         return self._store
 
     # ---------------------------------------------------------------- persistence
+    def _probe(self) -> dict | None:
+        """The probe of an index built through a server, made with that server's encoder at the first save (a
+        loaded index keeps its manifest's; another encoder makes none)."""
+        if self.probe is None and self.server and getattr(self.encoder, "server", None) == self.server:
+            from textcl.index.identity import make_probe
+
+            self.probe = make_probe(self.encoder)
+        return self.probe
+
     def _model_fingerprint(self) -> str | None:
         """The model's fingerprint, computed once per model name (a loaded index keeps its manifest's)."""
         if self._fingerprint is None or self._fingerprint[0] != self.model_name:
@@ -587,6 +594,8 @@ class SearchIndex:
             fingerprint = self._model_fingerprint()
             if fingerprint is not None:
                 manifest["model_fingerprint"] = fingerprint
+            if self._probe() is not None:
+                manifest["probe"] = self.probe
             atomic_write_json(tmp / MANIFEST, manifest)
         if self._vecfile is not None:
             self._vecfile.saved(path)
@@ -660,6 +669,7 @@ class SearchIndex:
         self = cls(dim, manifest["factory"], encoder=encoder,
                    model_name=_find_model(path, manifest) or manifest.get("model"), server=manifest.get("server"))
         self._fingerprint = (self.model_name, manifest.get("model_fingerprint"))  # kept by later saves
+        self.probe = manifest.get("probe")
         self._store.close()
         self._store = DocStore(path / DOCS_FILE, readonly=True)
         self._index = index
