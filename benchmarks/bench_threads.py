@@ -8,12 +8,13 @@ half of that rule: for each thread count from 1 to the usable cores, the median 
   forward + backward + AdamW), fp32;
 - ``encode``: ``Encoder.encode`` of 256 STS-B-like sentences (batch 64),
 
-first alone, then beside one busy process (a Python loop spinning on one core, as another job would), and
+first alone, then beside one busy process (a Python loop spinning on one core, as another job would, or for
+a share of the time: ``--loads 0,0.25,0.5,1``), and
 ``auto``: textcl's default, a :class:`~textcl.thread_governor.ThreadGovernor` that measures the other processes'
 load (settled once, as a training run does at its start, then tuned before each call).
 Thread counts are interleaved round by round; the table gives each count's time over the best count's.
 
-    python benchmarks/bench_threads.py [--rounds 5]
+    python benchmarks/bench_threads.py [--rounds 5] [--loads 0,1]
 """
 from __future__ import annotations
 
@@ -26,10 +27,26 @@ import time
 import torch
 
 
+#: another process: spinning the whole time (duty 1) or ``duty`` of every 50 ms and sleeping the rest
+SPIN = """import time
+duty = {duty}
+while True:
+    if duty >= 1:
+        continue
+    end = time.perf_counter() + 0.05 * duty
+    while time.perf_counter() < end:
+        pass
+    time.sleep(0.05 * (1 - duty))
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--loads", default="0,1", help="the other process's load, in cores' worth: 0 (quiet), 1 (a "
+                        "process spinning on a core) or a fraction (spinning that share of each 50 ms); default 0,1")
     args = parser.parse_args()
+    loads = [float(x) for x in args.loads.split(",")]
     from textcl.data.wiki import wiki_sentences
     from textcl.models import Encoder, packaged_minilm_path
     from textcl.thread_governor import ThreadGovernor
@@ -58,8 +75,8 @@ def main() -> None:
 
     works = {"train": train_step, "encode": encode}
     results = {}
-    for busy in (False, True):
-        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    for busy in loads:
+        spinner = subprocess.Popen([sys.executable, "-c", SPIN.format(duty=busy)]) if busy else None
         try:
             times = {(w, n): [] for w in works for n in counts + ["auto"]}
             for w, fn in works.items():
@@ -78,7 +95,7 @@ def main() -> None:
                         start = time.perf_counter()
                         fn()
                         times[(w, n)].append(time.perf_counter() - start)
-            print(f"{'busy' if busy else 'quiet'}: auto chose {chosen} (others' load {governor.others})", flush=True)
+            print(f"load {busy}: auto chose {chosen} (others' load {governor.others})", flush=True)
         finally:
             if spinner is not None:
                 spinner.kill()
@@ -89,11 +106,12 @@ def main() -> None:
     print("\n| work | machine | " + " | ".join(f"{n} thread(s)" for n in counts) + " | auto (governed) |")
     print("|---|---|" + "---|" * (len(counts) + 1))
     for w in works:
-        for busy in (False, True):
+        for busy in loads:
             med = results[busy]
             best = min(med[(w, n)] for n in counts)
             cells = [f"{med[(w, n)]:.3f} s ({med[(w, n)] / best:.2f}x)" for n in counts + ["auto"]]
-            print(f"| {w} | {'beside a busy process' if busy else 'quiet'} | " + " | ".join(cells) + " |")
+            machine = "quiet" if not busy else f"beside a process using {busy:g} core"
+            print(f"| {w} | {machine} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

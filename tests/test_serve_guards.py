@@ -176,7 +176,7 @@ def test_a_server_governs_its_threads_unless_told_how_many(monkeypatch, tmp_path
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setattr("textcl.threads._cgroup_quota", lambda *a: None)
+    monkeypatch.setattr("textcl.threads.cgroup_quota", lambda *a: None)
     path = build_index(tmp_path / "ix", serve_model_dir, encoder=serve_encoder)
     tuned, settled = [], []
     monkeypatch.setattr(tg.ThreadGovernor, "tune", lambda self: tuned.append(self) or self.target)
@@ -193,3 +193,30 @@ def test_a_server_governs_its_threads_unless_told_how_many(monkeypatch, tmp_path
         count = len(tuned)
         assert b.post("/search", json={"queries": ["a cat"], "k": 1}).status_code == 200
         assert len(tuned) == count  # B is pinned: nobody asks
+
+
+def test_a_writes_encoding_follows_the_servers_governor(make_client, monkeypatch):
+    """A POST's documents are encoded on a request thread, not the batcher's: it takes the batcher's governor
+    for the encode, and gives the thread back without one."""
+    import contextlib
+    import threading
+
+    from textcl import thread_governor as tg
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(tg.ThreadGovernor, "settle", lambda self, seconds=0.3: self.target)
+    seen = []
+
+    @contextlib.contextmanager
+    def recording(governor=None):
+        seen.append((threading.current_thread().name, tg.current()))
+        yield
+
+    monkeypatch.setattr("textcl.models.encoder.running", recording)
+    client = make_client(allow_writes=True)
+    governor = client.app.state.service.batcher.governor
+    assert isinstance(governor, tg.ThreadGovernor)
+    assert client.post("/documents", json=DOC).status_code == 200
+    writes = [g for name, g in seen if not name.startswith("textcl")]  # not on a batcher's thread
+    assert writes and all(g is governor for g in writes)

@@ -180,27 +180,58 @@ def test_a_count_someone_else_changed_is_set_again():
     assert g.tune() == 2 and calls == [2, 2]
 
 
-def test_batches_running_at_once_share_the_target():
-    fake, calls, counts = Fake(), [], Threads()
-    g = governor(fake, calls, counts)
-    inside, release, shares = threading.Barrier(2), threading.Event(), []
+def _share_between_two(first, second):
+    """Two threads inside tg.running() at once, under ``first`` and ``second``: the counts each is given."""
+    inside, release, shares = threading.Barrier(2, timeout=10), threading.Event(), []
 
-    def batch():
-        with g.running():
+    def encode(g):
+        with tg.running(g):
             inside.wait()
             shares.append(g.tune())
-            release.wait()
+            release.wait(10)
 
-    workers = [threading.Thread(target=batch) for _ in range(2)]
+    workers = [threading.Thread(target=encode, args=(g,)) for g in (first, second)]
     for w in workers:
         w.start()
-    while len(shares) < 2:
-        pass
+    for _ in range(1000):
+        if len(shares) == 2:
+            break
+        threading.Event().wait(0.01)
     release.set()
     for w in workers:
-        w.join()
-    assert shares == [1, 1]  # 2 threads' worth between two batches
+        w.join(10)
+    return shares
+
+
+def test_encodes_running_at_once_share_the_target():
+    fake, calls = Fake(), []
+    g = governor(fake, calls)
+    assert _share_between_two(g, g) == [1, 1]  # 2 threads' worth between two encodes
     assert g.tune() == 2  # alone again
+
+
+def test_encodes_under_two_governors_in_one_process_share_it_too():
+    """Two servers in one program (or serving beside train() in a notebook) each subtract the whole process's
+    CPU time as their own: the running encodes are counted process-wide."""
+    fake = Fake()
+    a, b = governor(fake, []), governor(fake, [])
+    assert _share_between_two(a, b) == [1, 1]
+
+
+def test_a_quota_container_counts_its_neighbours_in_the_cgroup():
+    """A quota of 2 CPUs on an 8-CPU host that is otherwise quiet; a load generator in the same container uses one
+    CPU of the quota: one thread is what the quota leaves."""
+    readings = iter([CpuTimes(0.0, 0.0, 0.0, 8, 0.0), CpuTimes(1.0, 2.0, 1.0, 8, 2.0),
+                     CpuTimes(2.0, 4.0, 2.0, 8, 4.0)])
+    now = iter([0.0, 1.0, 2.0])
+    g = ThreadGovernor(2, sample=lambda: next(readings), set_threads=lambda n: None, get_threads=lambda: 0,
+                       clock=lambda: next(now), quota=2.0)
+    assert g.measure() == 2 and g.measure() == 1
+    quiet = iter([CpuTimes(0.0, 0.0, 0.0, 8, 0.0), CpuTimes(1.0, 7.0, 1.0, 8, 1.0), CpuTimes(2.0, 14.0, 2.0, 8, 2.0)])
+    now = iter([0.0, 1.0, 2.0])
+    g = ThreadGovernor(2, sample=lambda: next(quiet), set_threads=lambda n: None, get_threads=lambda: 0,
+                       clock=lambda: next(now), quota=2.0)
+    assert g.measure() == 2 and g.measure() == 2  # 6 busy CPUs elsewhere on the host: 2 free, and the quota's 2
 
 
 def test_torch_counts_threads_per_thread():
@@ -239,17 +270,37 @@ def test_a_governor_is_installed_per_thread():
     assert tg.current() is previous
 
 
-def test_governing_installs_a_settled_governor_for_the_block(monkeypatch):
+def test_governing_installs_a_settled_governor_for_the_block_and_restores_the_threads(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     settled = []
     monkeypatch.setattr(ThreadGovernor, "settle", lambda self, seconds=0.3: settled.append(self) or 1)
-    monkeypatch.setattr(ThreadGovernor, "tune", lambda self: 1)
-    with tg.governing("encode") as g:
-        assert tg.current() is g and settled == [g]
-    assert tg.current() is None
-    with tg.governing("encode", explicit=2) as g:
-        assert g is None and tg.current() is None
+    monkeypatch.setattr(ThreadGovernor, "tune", lambda self: torch.set_num_threads(1) or 1)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with tg.governing("encode") as g:
+            assert tg.current() is g and settled == [g] and torch.get_num_threads() == 1
+        assert tg.current() is None and torch.get_num_threads() == 2  # the block's choice does not outlive it
+        with tg.governing("encode", explicit=2) as g:
+            assert g is None and tg.current() is None
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_commands_that_encode_locally_are_governed(monkeypatch, tmp_path):
+    from textcl import cli
+
+    seen = []
+    monkeypatch.setattr("textcl.commands.mine.run", lambda args: seen.append(tg.current()) or 0)
+    monkeypatch.setattr("textcl.commands.eval.run_sts", lambda args: seen.append(tg.current()) or 0)
+    monkeypatch.setattr(ThreadGovernor, "settle", lambda self, seconds=0.3: self.target)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cli.main(["mine", "--model", "m", "--pairs", "p.jsonl", "--out", str(tmp_path / "o.jsonl")]) == 0
+    assert cli.main(["eval", "sts", "--model", "m", "--data", "d.tsv"]) == 0
+    assert len(seen) == 2 and all(isinstance(g, ThreadGovernor) for g in seen) and tg.current() is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # pinned: no governor
+    assert cli.main(["eval", "sts", "--model", "m", "--data", "d.tsv"]) == 0 and seen[-1] is None
 
 
 def test_encode_asks_the_calling_threads_governor_before_each_batch(tiny_bert_dir, monkeypatch):

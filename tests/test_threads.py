@@ -4,24 +4,24 @@ import os
 import pytest
 import torch
 
-from textcl.threads import _cgroup_quota, apply_threads, threads_for, usable_cores
+from textcl.threads import cgroup_quota, apply_threads, threads_for, usable_cores
 
 
 def test_cgroup_v2_and_v1_quotas(tmp_path):
     (tmp_path / "cpu.max").write_text("150000 100000\n")
-    assert _cgroup_quota(tmp_path) == 1.5
+    assert cgroup_quota(tmp_path) == 1.5
     (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert _cgroup_quota(tmp_path) is None
+    assert cgroup_quota(tmp_path) is None
     v1 = tmp_path / "v1"
     (v1 / "cpu").mkdir(parents=True)
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
     (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-    assert _cgroup_quota(v1) == 3.0
+    assert cgroup_quota(v1) == 3.0
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
-    assert _cgroup_quota(v1) is None
-    assert _cgroup_quota(tmp_path / "missing") is None
+    assert cgroup_quota(v1) is None
+    assert cgroup_quota(tmp_path / "missing") is None
     (tmp_path / "cpu.max").write_text("100000 0\n")  # a broken period: no quota, not a ZeroDivisionError
-    assert _cgroup_quota(tmp_path) is None
+    assert cgroup_quota(tmp_path) is None
 
 
 def test_a_quota_caps_the_affinity_mask(tmp_path, monkeypatch):

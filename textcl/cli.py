@@ -6,10 +6,12 @@ its parser and sets ``func`` to a function ``(args) -> int``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 
 from textcl.errors import TextclError
+from textcl.thread_governor import governing
 
 COMMANDS = ("encode", "eval", "train", "tune", "augment", "index", "mine", "serve", "env")
 
@@ -49,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        # commands that encode with a local model follow the cores other processes leave free
+        # (textcl.thread_governor); train, serve and tune govern their own, and encode / index build theirs
+        with governing(args.governed_work) if getattr(args, "governed_work", None) else contextlib.nullcontext():
+            return int(args.func(args) or 0)
     except TextclError as exc:
         print(f"textcl: error: {exc}", file=sys.stderr)
         return 2

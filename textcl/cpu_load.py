@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CpuTimes", "affinity", "read_times", "others_busy"]
+__all__ = ["CpuTimes", "affinity", "cgroup_usage", "read_times", "others_busy", "others_in_group"]
 
 _USER, _NICE, _SYSTEM = 0, 1, 2  # /proc/stat's first fields (guest time is inside user)
 
@@ -25,11 +25,13 @@ _USER, _NICE, _SYSTEM = 0, 1, 2  # /proc/stat's first fields (guest time is insi
 @dataclass(frozen=True)
 class CpuTimes:
     """One reading: ``wall`` (monotonic seconds), ``busy`` (busy CPU-seconds summed over the counted CPUs since
-    boot), ``own`` (this process's CPU-seconds) and ``cpus`` (how many CPUs were counted)."""
+    boot), ``own`` (this process's CPU-seconds), ``cpus`` (how many CPUs were counted) and ``group`` (the
+    cgroup's CPU-seconds, where the kernel says)."""
     wall: float
     busy: float
     own: float
     cpus: int = 1
+    group: float | None = None  #: CPU-seconds this process's cgroup has used (its processes, ours included)
 
 
 def affinity() -> frozenset[int] | None:
@@ -47,9 +49,31 @@ def _niced() -> bool:
         return False
 
 
-def read_times(stat_path: str | Path = "/proc/stat", cpus: frozenset[int] | set[int] | None = None) -> CpuTimes | None:
+def cgroup_usage(root: str | Path = "/sys/fs/cgroup") -> float | None:
+    """CPU-seconds used by the processes of this process's cgroup (v2 ``cpu.stat`` ``usage_usec``, v1
+    ``cpuacct.usage``), or None where neither can be read. In a container the processes beside ours in the
+    same container share its CPU quota: what they use is what the quota leaves us."""
+    root = Path(root)
+    try:
+        for line in (root / "cpu.stat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "usage_usec":
+                return int(value) / 1e6
+    except (OSError, ValueError):
+        pass
+    for v1 in (root / "cpuacct" / "cpuacct.usage", root / "cpu,cpuacct" / "cpuacct.usage"):
+        try:
+            return int(v1.read_text()) / 1e9
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def read_times(stat_path: str | Path = "/proc/stat", cpus: frozenset[int] | set[int] | None = None,
+               cgroup_root: str | Path | None = None) -> CpuTimes | None:
     """Read the CPUs' busy time and this process's own CPU time now; None when ``stat_path`` is unreadable or
-    holds no per-CPU lines. ``cpus``: the CPUs to count (default: this process's affinity mask)."""
+    holds no per-CPU lines. ``cpus``: the CPUs to count (default: this process's affinity mask);
+    ``cgroup_root``: also read the cgroup's usage there (:func:`cgroup_usage`)."""
     cpus = affinity() if cpus is None else cpus
     try:
         text = Path(stat_path).read_text()
@@ -73,7 +97,16 @@ def read_times(stat_path: str | Path = "/proc/stat", cpus: frozenset[int] | set[
         seen += 1
     if not seen:
         return None
-    return CpuTimes(time.monotonic(), busy / tick, time.process_time(), seen)
+    group = None if cgroup_root is None else cgroup_usage(cgroup_root)
+    return CpuTimes(time.monotonic(), busy / tick, time.process_time(), seen, group)
+
+
+def others_in_group(before: CpuTimes, after: CpuTimes) -> float | None:
+    """Cores' worth of the cgroup's CPU time that its other processes used between two readings (at least 0),
+    or None where the cgroup's usage was not read."""
+    if before.group is None or after.group is None or after.wall <= before.wall:
+        return None
+    return max(0.0, ((after.group - before.group) - (after.own - before.own)) / (after.wall - before.wall))
 
 
 def others_busy(before: CpuTimes, after: CpuTimes) -> float | None:

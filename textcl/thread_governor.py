@@ -9,9 +9,11 @@ rule's count (``textcl.threads.threads_for``).
 - Down at once, up slowly: a drop needs two readings in a row below the current count; a rise needs three in a
   row above it, goes one thread at a time, and waits out a random hold after the last drop, so that several
   governed processes on one machine do not rise and collide in step.
+- In a container with a CPU quota, the processes beside ours in the container use the quota too: the cgroup's
+  own usage is read with ``/proc/stat`` and the count is the smaller of the two answers.
 - Per thread: torch's count belongs to the calling thread, so the thread that runs a model calls :meth:`tune`
-  (a clock read; a ``/proc/stat`` read at most once per ``interval``). Threads running batches at once inside
-  :meth:`ThreadGovernor.running` share the count between them.
+  (a clock read; a ``/proc/stat`` read at most once per ``interval``). Encodes running at once anywhere in the
+  process (inside :func:`running`: ``Encoder.encode`` enters it) share the count between them.
 - Where it applies: :func:`install` makes a governor the calling thread's (training installs it on its own
   thread, ``textcl encode`` / ``index build`` through :func:`governing`, a server's batchers each on theirs);
   ``Encoder.encode`` calls :func:`tune_current` before each batch. An explicit count or ``OMP_NUM_THREADS``
@@ -27,8 +29,8 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from textcl.cpu_load import CpuTimes, affinity, others_busy, read_times
-from textcl.threads import threads_for
+from textcl.cpu_load import CpuTimes, affinity, others_busy, others_in_group, read_times
+from textcl.threads import cgroup_quota, threads_for
 
 __all__ = ["SLACK", "free_threads", "ThreadGovernor", "governor_for", "install", "current", "tune_current",
            "governing", "running"]
@@ -40,7 +42,7 @@ DOWN_READINGS, UP_READINGS = 2, 3
 HOLD_INTERVALS = (5.0, 15.0)
 
 
-def free_threads(ceiling: int, cpus: int, others: float) -> int:
+def free_threads(ceiling: int, cpus: float, others: float) -> int:
     """Threads for the CPUs that ``others`` (cores' worth used by other processes) leave free of the ``cpus``
     counted: ``floor(cpus - others + SLACK)``, between 1 and ``ceiling``."""
     return max(1, min(int(ceiling), math.floor(cpus - others + SLACK)))
@@ -50,15 +52,19 @@ class ThreadGovernor:
     """Keeps the calling threads' torch threads at the cores other processes leave free (module docstring).
 
     ``ceiling``: the most threads (the rule's count: usable cores, a container's quota, shared among processes).
-    ``sample``, ``set_threads``, ``get_threads``, ``clock`` and ``rng`` are for tests."""
+    ``sample``, ``set_threads``, ``get_threads``, ``clock``, ``rng`` and ``quota`` (the cgroup's CPU quota;
+    read from the kernel when ``sample`` is not given) are for tests."""
 
     def __init__(self, ceiling: int, *, interval: float = 1.0, sample: Callable[[], CpuTimes | None] | None = None,
                  set_threads: Callable[[int], None] | None = None, get_threads: Callable[[], int] | None = None,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None):
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 quota: float | None = None):
         self.ceiling = max(1, int(ceiling))
         self.interval = interval
         cpus = affinity()  # fixed now: a later reading on another set of CPUs is not compared with this one
-        self._sample = sample or (lambda: read_times(cpus=cpus))
+        self.quota = cgroup_quota() if sample is None else quota
+        root = "/sys/fs/cgroup" if self.quota is not None else None
+        self._sample = sample or (lambda: read_times(cpus=cpus, cgroup_root=root))
         self._clock = clock
         self._set = set_threads or _torch_set_threads
         self._get = get_threads or _torch_get_threads
@@ -69,7 +75,6 @@ class ThreadGovernor:
         self.cpus: int | None = None  #: the CPUs the last reading counted
         self._down = self._up = 0  # readings in a row below / above the target
         self._hold_until = 0.0
-        self._active = 0  # threads inside running()
         self._start = clock()
         self.changes: list[dict] = []  #: each change of target: seconds since start, threads, others' load
         self._last = self._sample()
@@ -84,14 +89,14 @@ class ThreadGovernor:
         with self._lock:
             if now - self._last_at < self.interval:
                 return self.target
-            reading = self._sample()
-            others = None if reading is None or self._last is None else others_busy(self._last, reading)
+            reading, before = self._sample(), self._last
+            others = None if reading is None or before is None else others_busy(before, reading)
             self._last, self._last_at = reading, now
             if others is None:  # no reading, or one not comparable with the last: the agreeing count restarts
                 self._down = self._up = 0
                 return self.target
             self.others, self.cpus = others, reading.cpus
-            free = free_threads(self.ceiling, reading.cpus, others)
+            free = self._free(before, reading, others)
             self._down = self._down + 1 if free < self.target else 0
             self._up = self._up + 1 if free > self.target else 0
             if self._down >= DOWN_READINGS:
@@ -101,19 +106,27 @@ class ThreadGovernor:
                 self._change(self.target + 1, now)
         return self.target
 
+    def _free(self, before: CpuTimes, after: CpuTimes, others: float) -> int:
+        """Threads for what the other processes leave: of the CPUs counted, and of the cgroup's quota."""
+        free = free_threads(self.ceiling, after.cpus, others)
+        in_group = others_in_group(before, after) if self.quota is not None else None
+        if in_group is not None:
+            free = min(free, free_threads(self.ceiling, self.quota, in_group))
+        return free
+
     def settle(self, seconds: float = 0.3) -> int:
         """Measure over ``seconds`` now (before the work starts) and adopt the result at once; returns the target.
         The caller's threads change at its next :meth:`tune`."""
+        start = self._sample()  # outside the lock: tune() on other threads goes on meanwhile
+        if start is None:
+            return self.target
+        time.sleep(seconds)
+        end = self._sample()
         with self._lock:
-            start = self._sample()
-            if start is None:
-                return self.target
-            time.sleep(seconds)
-            end = self._sample()
             others = None if end is None else others_busy(start, end)
             if others is not None:
                 self.others, self.cpus = others, end.cpus
-                self._change(free_threads(self.ceiling, end.cpus, others), self._clock(), always=True)
+                self._change(self._free(start, end, others), self._clock(), always=True)
             self._last, self._last_at = end, self._clock()
             self._down = self._up = 0
         return self.target
@@ -128,23 +141,13 @@ class ThreadGovernor:
 
     # ---------------------------------------------------------------- applying
     def tune(self) -> int:
-        """Set the calling thread's torch threads to its share of the target (measuring when due); returns it.
-        Sets the count whenever the thread's own differs, whoever set it last."""
-        share = max(1, self.measure() // max(1, self._active))
+        """Set the calling thread's torch threads to its share of the target (measuring when due): the target
+        split between the encodes running in this process (:func:`running`); returns it. Sets the count whenever
+        the thread's own differs, whoever set it last."""
+        share = max(1, self.measure() // max(1, _ACTIVE.count))
         if self._get() != share:
             self._set(share)
         return share
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
-        """A batch on the calling thread: threads inside at the same time share the target between them."""
-        with self._lock:
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._active -= 1
 
     def to_dict(self) -> dict:
         """What ``metrics.json`` records under ``thread_governor``."""
@@ -174,6 +177,15 @@ def governor_for(work: str, *, processes: int = 1, workers: int = 1, explicit: i
     return ThreadGovernor(threads_for(work, processes=processes, workers=workers))
 
 
+class _Active:
+    """How many encodes run at once in this process, whichever governor they follow."""
+
+    def __init__(self):
+        self.count = 0
+        self.lock = threading.Lock()
+
+
+_ACTIVE = _Active()
 _local = threading.local()  # each thread's governor: two servers in one process keep their own
 
 
@@ -198,14 +210,21 @@ def tune_current() -> None:
 
 
 @contextlib.contextmanager
-def running(governor: ThreadGovernor | None) -> Iterator[None]:
-    """One batch under ``governor`` (nothing when None): counted in :meth:`ThreadGovernor.running`, tuned."""
+def running(governor: ThreadGovernor | None = None) -> Iterator[None]:
+    """An encode on the calling thread under ``governor`` (default: the thread's own; nothing when there is
+    none): counted among the process's running encodes, which share the target, and tuned."""
+    governor = governor or current()
     if governor is None:
         yield
         return
-    with governor.running():
+    with _ACTIVE.lock:
+        _ACTIVE.count += 1
+    try:
         governor.tune()
         yield
+    finally:
+        with _ACTIVE.lock:
+            _ACTIVE.count -= 1
 
 
 @contextlib.contextmanager
@@ -218,9 +237,10 @@ def governing(work: str, *, processes: int = 1, workers: int = 1,
         yield None
         return
     governor.settle()
-    previous = install(governor)
+    previous, threads_before = install(governor), governor._get()
     try:
         governor.tune()
         yield governor
     finally:
         install(previous)
+        governor._set(threads_before)  # what the block's last reading chose does not outlive it

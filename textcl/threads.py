@@ -22,12 +22,12 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["usable_cores", "threads_for", "apply_threads"]
+__all__ = ["usable_cores", "cgroup_quota", "threads_for", "apply_threads"]
 
 WORK = ("train", "encode", "serve")
 
 
-def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+def cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     """CPUs granted by the cgroup CPU quota (e.g. 1.5), or None when there is none or it cannot be read."""
     try:
         quota, period = (root / "cpu.max").read_text().split()[:2]  # cgroup v2: "max 100000" or "150000 100000"
@@ -48,7 +48,7 @@ def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # no affinity masks on this OS
         cores = os.cpu_count() or 1
-    quota = _cgroup_quota(cgroup_root)
+    quota = cgroup_quota(cgroup_root)
     if quota is not None:
         cores = min(cores, math.ceil(quota))
     return max(1, cores)

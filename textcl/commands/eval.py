@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--bf16", action="store_true", help="bf16 autocast while encoding (runs in torch)")
     add_backend_argument(s)
     s.add_argument("--json", metavar="OUT", help="write the metrics as JSON (atomically)")
-    s.set_defaults(func=run_sts)
+    s.set_defaults(func=run_sts, governed_work="encode")
     try:
         from textcl.commands.eval_retrieval import register as register_retrieval
     except ModuleNotFoundError as exc:

@@ -18,7 +18,7 @@ def register(eval_sub: argparse._SubParsersAction) -> None:
     r.add_argument("--ef-search", type=int)
     r.add_argument("--batch-size", type=int, default=64)
     r.add_argument("--json", metavar="OUT", help="write the metrics as JSON (atomically)")
-    r.set_defaults(func=run)
+    r.set_defaults(func=run, governed_work="encode")
 
 
 def format_table(result: dict) -> str:

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--factory", default="Flat", help="FAISS factory for the candidate index (default Flat)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, governed_work="encode")
 
 
 def run(args: argparse.Namespace) -> int:

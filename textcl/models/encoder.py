@@ -19,7 +19,7 @@ from textcl.models.pooling import check_pooling, pool
 from textcl.models.prompts import apply_prompt, prompts_of
 from textcl.models.resolve import resolve_model
 from textcl.models.st_format import TANH, default_model_card, read_folder, write_folder
-from textcl.thread_governor import tune_current
+from textcl.thread_governor import running, tune_current
 
 
 def check_texts(texts: Sequence[object]) -> list[str]:
@@ -296,9 +296,11 @@ class Encoder(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            with torch.inference_mode(), autocast:
+            # the calling thread's ThreadGovernor (a command's, training's, a server batcher's): the cores other
+            # processes leave free, shared with the encodes running beside this one
+            with torch.inference_mode(), autocast, running():
                 for start in starts:
-                    tune_current()  # a command's or server's ThreadGovernor: the cores others leave free
+                    tune_current()
                     idx = order[start : start + batch_size]
                     batch = pad_features([{k: enc[k][i] for k in keys} for i in idx], self.tokenizer.pad_token_id or 0)
                     emb = self.embed({k: v.to(device) for k, v in batch.items()}).float()[:, :dim]

@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
-from textcl.thread_governor import current, install, running
+from textcl.thread_governor import current, install
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -156,7 +156,7 @@ class MicroBatcher(Generic[T, R]):
         return self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
 
     def _run(self) -> None:
-        install(self.governor)  # Encoder.encode on this thread tunes with it
+        install(self.governor)  # Encoder.encode on this thread runs its encodes under it
         while True:
             first = self._next(None)
             if first is _STOP:
@@ -198,8 +198,7 @@ class MicroBatcher(Generic[T, R]):
         self.batches += 1
         self.queries += sum(item.size for item in batch)
         try:
-            with running(self.governor):  # torch's threads: this batch's share of the cores others leave free
-                results = list(self.handler([item.value for item in batch]))
+            results = list(self.handler([item.value for item in batch]))
             if len(results) != len(batch):
                 raise RuntimeError(f"handler returned {len(results)} results for {len(batch)} items")
         except BaseException as exc:  # noqa: BLE001 - delivered to every waiting request

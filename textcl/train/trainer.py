@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from textcl._io import atomic_write_json
 from textcl.config import TrainConfig
 from textcl.train.batcher import Batcher
@@ -97,10 +99,13 @@ class Trainer:
     def run(self, *, resume: bool = False, stop_after_step: int | None = None) -> TrainResult:
         run = self.setup(resume)
         previous = install(run.threads)  # the evaluator's encodes follow the run's ThreadGovernor too
+        threads_before = torch.get_num_threads()
         try:
             return self._loop(run, resume, stop_after_step)
         finally:
             install(previous)
+            if run.threads is not None:  # what the run's last reading chose does not outlive it
+                torch.set_num_threads(threads_before)
 
     def _loop(self, run: Run, resume: bool, stop_after_step: int | None) -> TrainResult:
         if self.on_eval is not None and run.world > 1:
