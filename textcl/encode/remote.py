@@ -27,8 +27,9 @@ import numpy as np
 
 from textcl.encode.remote_answer import AnswerError, decode_embedding, embeddings_of  # noqa: F401 (re-exported)
 from textcl.encode.remote_http import (API_KEY_ENV, RemoteEncoderError, RequestTooLarge,  # noqa: F401 (re-exported)
-                                       check_api_key, request_json)
+                                       ServerDisconnected, check_api_key, check_retries, request_json)
 
+GROW_AFTER = 16  # requests that pass at a learned size before it doubles (up to batch_size)
 MODELS_BYTES = 1 << 20  # the most a model list may take
 VECTOR_BYTES = 1 << 18  # the most one embedding may take in an answer: 8,192 numbers of 32 characters
 
@@ -61,9 +62,11 @@ class RemoteEncoder:
         self.concurrency = max(1, int(concurrency))
         self.input_type = input_type
         self.timeout = timeout
-        self.retries = retries
+        self.retries = check_retries(retries)
+        self._answered = False  # once the server has answered, a refused connection is a restart, waited for
         self.truncate_dim: int | None = None  #: set to ask the server for the first d dimensions
         self._learned: int | None = None  # the largest request size known to pass after a 413 (under _lock)
+        self._passes = 0  # requests that passed at the learned size since it last changed (under _lock)
         self._lock = threading.Lock()
         self.model = model or self._only_model()
         self.name = self.model
@@ -111,15 +114,16 @@ class RemoteEncoder:
         if texts and self.max_inputs:
             size = min(size, self.max_inputs)
         size = min(size, self._learned or size)  # what a 413 taught, whatever batch_size the caller passes
-        parts = [texts[i : i + size] for i in range(0, len(texts), size)]
+        parts = [(i, texts[i : i + size]) for i in range(0, len(texts), size)]
         bar = None
         if show_progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(texts), desc="encode (server)", unit="text")
 
-        def run(part: list[str]) -> np.ndarray:
-            vecs = self._embed_split(part, dim, input_type)
+        def run(start_part: tuple[int, list[str]]) -> np.ndarray:
+            start, part = start_part
+            vecs = self._embed_split(part, dim, input_type, start)
             if bar is not None:
                 bar.update(len(part))
             return vecs
@@ -138,26 +142,46 @@ class RemoteEncoder:
         return out[0] if single else out
 
     # ---------------------------------------------------------------- HTTP
-    def _embed_split(self, texts: list[str], dim: int | None, input_type: str | None) -> np.ndarray:
+    def _embed_split(self, texts: list[str], dim: int | None, input_type: str | None, offset: int = 0) -> np.ndarray:
         """:meth:`_embed`, in requests no larger than a 413 taught, and in halves (recursively) while the server
-        finds a request too large; the size that passed is kept for later requests (under a lock: 4 threads)."""
+        finds a request too large; the size that passed is kept for later requests (under a lock: 4 threads) and
+        doubles after :data:`GROW_AFTER` passes. A request the server drops without an answer is halved too, to
+        name the input (``offset``: the first text's place in the ``encode`` call) that it drops alone."""
         learned = self._learned
         if learned is not None and len(texts) > learned:
-            return np.concatenate([self._embed_split(texts[i : i + learned], dim, input_type)
+            return np.concatenate([self._embed_split(texts[i : i + learned], dim, input_type, offset + i)
                                    for i in range(0, len(texts), learned)])
+        half = len(texts) // 2
         try:
-            return self._embed(texts, dim, input_type)
+            vecs = self._embed(texts, dim, input_type)
+            self._passed(len(texts))
+            return vecs
+        except ServerDisconnected as exc:
+            if len(texts) == 1:
+                raise RemoteEncoderError(f"{exc.where}: the server closed the connection without an answer to input "
+                                         f"{offset} alone ({exc.tries} tries; {len(texts[0]):,} characters): the text "
+                                         "may crash it; remove or shorten it") from None
         except RequestTooLarge as exc:
             if len(texts) == 1 and exc.code == "response_too_large":  # the server's own advice fits
                 raise RemoteEncoderError(f"{exc.where}: HTTP 413: {exc.detail}") from None
             if len(texts) == 1:
                 raise RemoteEncoderError(f"{exc.where}: HTTP 413: one text of {len(texts[0]):,} characters is larger "
                                          f"than the server accepts in a request; shorten it ({exc.detail})") from None
-        half = len(texts) // 2
+            with self._lock:
+                if self._learned is None or half < self._learned:
+                    self._learned, self._passes = half, 0
+        return np.concatenate([self._embed_split(texts[:half], dim, input_type, offset),
+                               self._embed_split(texts[half:], dim, input_type, offset + half)])
+
+    def _passed(self, size: int) -> None:
+        """Count a request of ``size`` that passed; the learned size doubles (up to batch_size) after
+        :data:`GROW_AFTER` of them at that size."""
         with self._lock:
-            self._learned = min(self._learned or half, half)
-        return np.concatenate([self._embed_split(texts[:half], dim, input_type),
-                               self._embed_split(texts[half:], dim, input_type)])
+            if self._learned is None or size != self._learned:
+                return
+            self._passes += 1
+            if self._passes >= GROW_AFTER and self._learned < self.batch_size:
+                self._learned, self._passes = min(2 * self._learned, self.batch_size), 0
 
     def _embed(self, texts: list[str], dim: int | None, input_type: str | None) -> np.ndarray:
         body: dict[str, Any] = {"input": texts, "model": self.model, "encoding_format": "base64"}
@@ -188,5 +212,7 @@ class RemoteEncoder:
         return data
 
     def _request(self, method: str, path: str, body: dict | None, limit: int, needs: str) -> Any:
-        return request_json(method, self.url + path, body, api_key=self.api_key, timeout=self.timeout,
-                            retries=self.retries, limit=limit, needs=needs)
+        answer = request_json(method, self.url + path, body, api_key=self.api_key, timeout=self.timeout,
+                              retries=self.retries, limit=limit, needs=needs, answered=self._answered)
+        self._answered = True
+        return answer

@@ -21,7 +21,10 @@ from textcl.errors import TextclError
 
 API_KEY_ENV = "TEXTCL_API_KEY"
 RETRY_STATUSES = {429, 503}
+RESTART_STATUSES = {502, 504}  # a proxy before a server that is restarting: asked again once it has answered
+DISCONNECT_RETRIES = 2  # a connection closed without an answer: maybe a text that crashes the server
 ERROR_BYTES = 1 << 16  # of an error answer: its message is all that is read
+MESSAGE_CHARS = 300  # of the server's error message, shown
 
 
 class RemoteEncoderError(TextclError):
@@ -34,6 +37,27 @@ class RequestTooLarge(RemoteEncoderError):
     def __init__(self, where: str, detail: str, code: str | None = None):
         super().__init__(f"{where}: {detail}")
         self.where, self.detail, self.code = where, detail, code
+
+
+class ServerDisconnected(RemoteEncoderError):
+    """The server closed the connection without an answer, ``tries`` times: halve the request to find the input."""
+
+    def __init__(self, where: str, tries: int):
+        super().__init__(f"{where}: the server closed the connection without an answer ({tries} tries)")
+        self.where, self.tries = where, tries
+
+
+def check_retries(retries: int) -> int:
+    """``retries`` when it is 0 or more, else ConfigError naming it."""
+    from textcl.errors import ConfigError
+
+    if not isinstance(retries, int) or retries < 0:
+        raise ConfigError("retries", f"expected 0 or more, got {retries!r}")
+    return retries
+
+
+def _backoff(attempt: int) -> float:
+    return min(10.0, 0.5 * 2**attempt)
 
 
 def check_api_key(key: str | None) -> None:
@@ -76,9 +100,14 @@ _OPENER = urllib.request.build_opener(_SameOriginRedirects)
 
 
 def request_json(method: str, url: str, body: dict | None, *, api_key: str | None, timeout: float, retries: int,
-                 limit: int, needs: str) -> Any:
+                 limit: int, needs: str, answered: bool = False, disconnects: int = DISCONNECT_RETRIES) -> Any:
     """The JSON answer to ``method url`` with ``body``. ``limit``: the most bytes an answer may have, which is
-    more than ``needs`` (for the message: ``"3 embedding(s) need"``)."""
+    more than ``needs`` (for the message: ``"3 embedding(s) need"``). ``retries``: how often a busy server (503,
+    429) is asked again and, once it has ``answered`` this client, one that restarts (connection refused, 502,
+    504); of those, at most ``disconnects`` for a connection closed without an answer (then
+    :class:`ServerDisconnected`)."""
+    check_retries(retries)
+    dropped = 0
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -99,22 +128,28 @@ def request_json(method: str, url: str, body: dict | None, *, api_key: str | Non
             if exc.code in RETRY_STATUSES and attempt < retries:
                 time.sleep(min(10.0, _retry_after(exc.headers.get("Retry-After"))))
                 continue
+            if answered and exc.code in RESTART_STATUSES and attempt < retries:
+                time.sleep(_backoff(attempt))
+                continue
             message, code = _message(exc)
             if exc.code == 413:
                 raise RequestTooLarge(where, message, code) from None
             raise RemoteEncoderError(f"{where}: HTTP {exc.code}: {message}") from None
         except http.client.RemoteDisconnected:  # closed without a word: not a verdict on the request's size
-            if attempt < retries:
-                time.sleep(min(10.0, 0.5 * 2**attempt))
+            if dropped < min(disconnects, retries) and attempt < retries:
+                time.sleep(_backoff(dropped))
+                dropped += 1
                 continue
-            raise RemoteEncoderError(f"{where}: the server closed the connection without an answer "
-                                     f"({attempt + 1} tries)") from None
+            raise ServerDisconnected(where, dropped + 1) from None
         except http.client.HTTPException as exc:
             raise RemoteEncoderError(f"{where}: not an HTTP answer ({type(exc).__name__})") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             if isinstance(reason, TimeoutError):
                 raise RemoteEncoderError(f"{where}: no answer within {timeout:g} s (--server)") from None
+            if answered and isinstance(reason, ConnectionRefusedError) and attempt < retries:  # a restart
+                time.sleep(_backoff(attempt))
+                continue
             if data is not None and isinstance(reason, (ConnectionResetError, BrokenPipeError)):
                 raise RequestTooLarge(where, f"the connection was reset over a request of {len(data):,} bytes, "
                                       "as a server does to a request over its limit") from None
@@ -136,9 +171,20 @@ def _retry_after(value: str | None) -> float:
         return 1.0
 
 
+def _clean(text: str) -> str:
+    """The server's message without control characters (a terminal's escapes), at most :data:`MESSAGE_CHARS`."""
+    text = "".join(c for c in text if c.isprintable())
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + "..."
+
+
 def _message(exc: urllib.error.HTTPError) -> tuple[str, str | None]:
-    """The server's error message (OpenAI's ``error.message``, textcl's ``message``, else the raw text) and
-    code (OpenAI's ``error.code``), from at most :data:`ERROR_BYTES` of the answer."""
+    """The server's error message (OpenAI's ``error.message``, textcl's ``message``, else the raw text),
+    cleaned (:func:`_clean`), and code (OpenAI's ``error.code``), from at most :data:`ERROR_BYTES` of the answer."""
+    message, code = _raw_message(exc)
+    return _clean(message), code
+
+
+def _raw_message(exc: urllib.error.HTTPError) -> tuple[str, str | None]:
     try:
         raw = exc.read(ERROR_BYTES)
     except (OSError, http.client.HTTPException):
