@@ -168,3 +168,36 @@ def test_index_search_with_model_truncates_to_a_dim_index(tmp_path, serve_model_
     assert cli("index", "search", str(index), DOCS[2][2], "-k", "1", "--json", "--model", str(serve_model_dir)) == 0
     assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == DOCS[2][0]
 
+
+
+# ---------------------------------------------------------------- 8: a manifest's server needs --server to confirm
+def test_index_search_refuses_the_manifests_server_unless_confirmed(served_index):
+    with pytest.raises(ConfigError) as err:
+        cli("index", "search", str(served_index), "a query")
+    assert str(err.value) == (f"--server: {served_index} was built through the server http://gpu-box:8000/v1, which "
+                              "its manifest.json records: its queries (and $TEXTCL_API_KEY) would go there; pass "
+                              "--server http://gpu-box:8000/v1 to confirm")
+
+
+def test_index_add_refuses_a_server_of_another_origin(served_index, tmp_path):
+    docs = tmp_path / "more.jsonl"
+    docs.write_text(json.dumps({"id": "x", "text": "another document"}) + "\n")
+    with pytest.raises(ConfigError) as err:
+        cli("index", "add", str(served_index), "--input", str(docs), "--server", "http://gpu-box:9000")
+    assert str(err.value) == (f"--server: http://gpu-box:9000 is not the server http://gpu-box:8000/v1 that "
+                              f"{served_index}/manifest.json records (another origin); expected --server "
+                              "http://gpu-box:8000/v1")
+
+
+def test_index_search_through_the_confirmed_server(served_index, serve_encoder, monkeypatch, capsys):
+    made = []
+
+    def remote(url, model=None, **kwargs):
+        made.append((url, model))
+        return FakeRemote(serve_encoder)
+
+    monkeypatch.setattr("textcl.encode.remote.RemoteEncoder", remote)
+    assert cli("index", "search", str(served_index), DOCS[2][2], "-k", "1", "--json",
+               "--server", "http://gpu-box:8000") == 0
+    assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == DOCS[2][0]
+    assert made == [("http://gpu-box:8000/v1", "tiny")]

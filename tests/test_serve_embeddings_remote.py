@@ -161,7 +161,7 @@ def test_an_index_built_through_a_server_records_the_server_and_searches_through
     manifest = SearchIndex.read_manifest(out)
     assert manifest["model"] is None and manifest["server"] == {"server": wide_url + "/v1", "model": "wide"}
     capsys.readouterr()
-    assert main(["index", "search", str(out), DOCS[3][2], "-k", "1", "--json"]) == 0
+    assert main(["index", "search", str(out), DOCS[3][2], "-k", "1", "--json", "--server", wide_url]) == 0
     assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == DOCS[3][0]
     with pytest.raises(ConfigError) as err:
         create_app(out)
