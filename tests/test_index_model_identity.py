@@ -201,3 +201,18 @@ def test_index_search_through_the_confirmed_server(served_index, serve_encoder, 
                "--server", "http://gpu-box:8000") == 0
     assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == DOCS[2][0]
     assert made == [("http://gpu-box:8000/v1", "tiny")]
+
+
+# ---------------------------------------------------------------- 14: /info names the model used; server checked
+def test_info_names_the_index_model_actually_used(moved):
+    index, elsewhere = moved
+    app = create_app(serve_config(str(index), "--index-model", elsewhere))
+    with local_client(app) as client:
+        assert client.get("/info").json()["model"] == "elsewhere"
+
+
+@pytest.mark.parametrize("server", [{"server": 5}, {"model": "m"}, "http://gpu-box:8000", {"server": "u", "model": 3}])
+def test_a_malformed_server_is_refused_on_construction(server):
+    with pytest.raises(ConfigError) as err:
+        SearchIndex(4, server=server)
+    assert str(err.value) == f'server: expected {{"server": URL, "model": name or None}}, got {server!r}'

@@ -246,6 +246,9 @@ class SearchIndex:
         #: ``{"server": URL, "model": name}``: the vectors came from a server (``--server``), not a local model
         if not server and not model_name and isinstance(getattr(encoder, "server", None), dict):
             server = encoder.server  # a RemoteEncoder's vectors: the served name is no model to load
+        if server is not None and not (isinstance(server, dict) and isinstance(server.get("server"), str)
+                                       and isinstance(server.get("model"), (str, type(None)))):
+            raise ConfigError("server", f'expected {{"server": URL, "model": name or None}}, got {server!r:.100}')
         self.server = dict(server) if server else None
         fallback = encoder_name(encoder) if encoder is not None and not server else None
         self.model_name = local_model(model_name or fallback)
