@@ -16,6 +16,13 @@ def load_encoder(name: str, backend: str | None = None):
     return Encoder.load(name, backend=resolve(backend))
 
 
+def _add_server_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", metavar="URL", help="an index built with --server: confirms the server its "
+                        "manifest records (the same origin), where the queries and $TEXTCL_API_KEY go; required for "
+                        "such an index unless --model gives a local model (checked against the probe recorded at the "
+                        "build)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from textcl.commands.backend import add_argument as add_backend_argument
     from textcl.commands.remote import add_argument as add_remote_argument
@@ -54,22 +61,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("query", help="a query, or a file of queries (.txt one per line, .jsonl with text)")
     s.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     s.add_argument("--model", help="override the model named in the manifest")
+    _add_server_argument(s)
     add_backend_argument(s)
     s.add_argument("--nprobe", type=int, help="IVF lists to visit")
     s.add_argument("--ef-search", type=int, help="HNSW search breadth")
     s.add_argument("--rescore", type=int, metavar="R", help="+rescore indexes: candidates per result re-ranked "
                    "with the float vectors (default: the index's; 0: the compressed scores only)")
     s.add_argument("--json", action="store_true", help="print JSON lines: {query, hits: [{id, score, text, metadata}]}")
-    s.set_defaults(func=run_search)
+    s.set_defaults(func=run_search, governed_work="encode")
 
     a = isub.add_parser("add", help="add (or with --upsert, replace) documents in an index")
     a.add_argument("index")
     a.add_argument("--input", required=True, help="documents, as for build")
     a.add_argument("--upsert", action="store_true", help="replace documents whose id exists instead of failing")
     a.add_argument("--model", help="override the model named in the manifest")
+    _add_server_argument(a)
     add_backend_argument(a)
     a.add_argument("--batch-size", type=int, default=64)
-    a.set_defaults(func=run_add)
+    a.set_defaults(func=run_add, governed_work="encode")
 
     d = isub.add_parser("delete", help="delete documents by id")
     d.add_argument("index")
@@ -82,23 +91,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=run_info)
 
 
-def _open(path: str, model: str | None, need_encoder: bool = True, backend: str | None = None):
-    from textcl.index import SearchIndex, index_model
+def _open(path: str, model: str | None, need_encoder: bool = True, backend: str | None = None,
+          server: str | None = None):
+    """The index folder ``path`` with the encoder its queries and documents are embedded with: ``--model``, checked
+    against the manifest's fingerprint or probe, else the index's own model, else the server that built it, once
+    ``server`` (``--server``) confirms it; truncated to an index built with ``--dim`` (see
+    :mod:`textcl.index.identity`)."""
+    from textcl.index import SearchIndex
+    from textcl.index.encoding import truncate_to_index
+    from textcl.index.identity import checked_encoder
 
     manifest = SearchIndex.read_manifest(path)
     encoder = None
     if need_encoder and model is None and not manifest.get("model") and isinstance(manifest.get("server"), dict):
-        from textcl.encode.remote import RemoteEncoder  # built with --server: its queries go there too
-
-        encoder = RemoteEncoder(manifest["server"]["server"], manifest["server"].get("model"))
+        encoder = _recorded_server(path, manifest, server)  # built with --server: its queries go there too
+        truncate_to_index(encoder, int(manifest["dim"]))
     elif need_encoder:
-        encoder = load_encoder(model or index_model(path, manifest), backend)
-    if encoder is not None:
-        if model is None:  # the manifest's model: an index built with --dim holds its first dim dimensions
-            from textcl.index.encoding import truncate_to_index
+        if server is not None:
+            from textcl.errors import ConfigError
 
-            truncate_to_index(encoder, int(manifest["dim"]))
+            raise ConfigError("--server", f"{path} was built with a local model, not through a server (or --model is "
+                              "given): leave --server out")
+        encoder = checked_encoder(path, manifest, model, "--model", lambda name: load_encoder(name, backend))
     return SearchIndex.load(path, encoder=encoder)
+
+
+def _recorded_server(path: str, manifest: dict, server: str | None):
+    """A RemoteEncoder for the server the manifest records, when ``--server`` names the same origin: a downloaded
+    index must not send the queries and $TEXTCL_API_KEY wherever its manifest says."""
+    from textcl.encode.remote import RemoteEncoder, base_url
+    from textcl.encode.remote_http import _origin
+    from textcl.errors import ConfigError
+
+    recorded = manifest["server"]["server"]
+    if server is None:
+        raise ConfigError("--server", f"{path} was built through the server {recorded}, which its manifest.json "
+                          f"records: its queries (and $TEXTCL_API_KEY) would go there; pass --server {recorded} to "
+                          "confirm")
+    if _origin(base_url(server)) != _origin(recorded):
+        raise ConfigError("--server", f"{server} is not the server {recorded} that {Path(path) / 'manifest.json'} "
+                          f"records (another origin); expected --server {recorded}")
+    return RemoteEncoder(base_url(server), manifest["server"].get("model"))
 
 
 def _model_name(model: str) -> str:
@@ -184,7 +217,7 @@ def run_search(args: argparse.Namespace) -> int:
     from textcl.data.documents import read_queries
 
     queries = read_queries(args.query)
-    index = _open(args.index, args.model, backend=args.backend)
+    index = _open(args.index, args.model, backend=args.backend, server=args.server)
     results = index.search(queries, k=args.k, nprobe=args.nprobe, ef_search=args.ef_search, rescore=args.rescore)
     for query, hits in zip(queries, results):
         if args.json:
@@ -203,7 +236,7 @@ def run_add(args: argparse.Namespace) -> int:
 
     check_writable(args.index, "index", folder=True)  # the folder is rewritten as a whole
     docs = list(read_documents(args.input))
-    index = _open(args.index, args.model, backend=args.backend)
+    index = _open(args.index, args.model, backend=args.backend, server=args.server)
     texts, ids, meta = [d.text for d in docs], [d.id for d in docs], [d.metadata for d in docs]
     if args.upsert:
         index.upsert(texts, ids, meta, batch_size=args.batch_size)

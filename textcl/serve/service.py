@@ -41,6 +41,7 @@ from textcl.serve.config import ServeConfig
 from textcl.serve.hits import Found, HitView
 from textcl.serve.wal import (SNAPSHOT_LOG_ID, SNAPSHOT_LOG_SEQ, LogOp, WriteLog, WriterLock, ops_to_replay,
                               snapshot_identity)
+from textcl.thread_governor import install
 
 log = logging.getLogger("textcl.serve")
 
@@ -155,21 +156,14 @@ class IndexService:
                     torch.set_num_threads(self._threads_before)
 
     def _load_encoder(self):
-        from textcl.index.encoding import truncate_to_index
+        """The index's own model, or ``--index-model`` checked against the manifest's fingerprint or probe; either
+        truncated to an index built with ``--dim`` (see :mod:`textcl.index.identity`)."""
+        from textcl.index.identity import checked_encoder
         from textcl.models import Encoder
 
-        from textcl.index import index_model
-        from textcl.index.faiss_index import check_given_model
-
         manifest = SearchIndex.read_manifest(self.config.index_dir)
-        given = self.config.model  # --index-model: checked against the recorded fingerprint when there is one
-        same = given is not None and check_given_model(given, self.config.index_dir, manifest, "--index-model")
-        # the index's own model: beside the index when they moved together, else where it was built
-        name = given or index_model(self.config.index_dir, manifest, flag="--index-model")
-        encoder = Encoder.load(name, backend=self.config.backend or "torch")
-        if given is None or same:  # an index built with --dim holds the model's first dim dimensions
-            truncate_to_index(encoder, int(manifest["dim"]))
-        return encoder
+        return checked_encoder(self.config.index_dir, manifest, self.config.model, "--index-model",
+                               lambda name: Encoder.load(name, backend=self.config.backend or "torch"))
 
     # ---------------------------------------------------------------- on the index thread
     def _open(self) -> None:
@@ -311,7 +305,8 @@ class IndexService:
         info = self.index.info()
         cfg = self.config
         return {
-            "model": public_name(info["model"]), "dim": info["dim"], "factory": info["factory"], "n_docs": info["n_docs"],
+            "model": public_name(cfg.model or info["model"]),  # the model in use: --index-model, else the index's
+            "dim": info["dim"], "factory": info["factory"], "n_docs": info["n_docs"],
             "n_vectors": info["n_vectors"], "n_tombstones": info["n_tombstones"],
             "writes_allowed": cfg.allow_writes,
             "batching": {"enabled": cfg.batching, "max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
@@ -411,12 +406,17 @@ class IndexService:
 
     # ---------------------------------------------------------------- encoding (any thread)
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode document texts a chunk at a time, letting query batches in between."""
+        """Encode document texts a chunk at a time, letting query batches in between (on a request's thread,
+        under the batcher's ThreadGovernor, as the searches are)."""
         parts = []
-        for start in range(0, len(texts), WRITE_ENCODE_CHUNK):
-            with self.encode_lock:
-                parts.append(self.index.encode_queries(texts[start : start + WRITE_ENCODE_CHUNK],
-                                                       batch_size=WRITE_ENCODE_CHUNK))
+        previous = install(self.batcher.governor)
+        try:
+            for start in range(0, len(texts), WRITE_ENCODE_CHUNK):
+                with self.encode_lock:
+                    parts.append(self.index.encode_queries(texts[start : start + WRITE_ENCODE_CHUNK],
+                                                           batch_size=WRITE_ENCODE_CHUNK))
+        finally:
+            install(previous)
         return np.concatenate(parts) if parts else np.zeros((0, self.index.dim), np.float32)
 
     # ---------------------------------------------------------------- what the routes await
