@@ -33,3 +33,10 @@ def add_argument(parser: argparse.ArgumentParser) -> None:
                              "model is exported once and cached) or auto: onnx only where it measured at least 5%% "
                              "faster than torch on this CPU (measured once per machine and model shape, cached; "
                              f"the decision is printed) (default: $TEXTCL_BACKEND, else {DEFAULT_BACKEND})")
+
+
+def load_encoder(name: str, backend: str | None = None):
+    """The model ``name`` with the ``--backend`` in effect."""
+    from textcl.models import Encoder
+
+    return Encoder.load(name, backend=resolve(backend))

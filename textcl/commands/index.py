@@ -7,13 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def load_encoder(name: str, backend: str | None = None):
-    """The model ``name`` with the ``--backend`` in effect (see :mod:`textcl.commands.backend`)."""
-    from textcl.commands.backend import resolve
-    from textcl.models import Encoder
-
-    return Encoder.load(name, backend=resolve(backend))
+from textcl.commands.backend import load_encoder
 
 
 def _add_server_argument(parser: argparse.ArgumentParser) -> None:

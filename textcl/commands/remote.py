@@ -36,7 +36,7 @@ def check_served_weights(remote, folder: str, backend: str | None) -> None:
     does: an index that records ``folder`` embeds its queries there, so other weights would rank nonsense."""
     import numpy as np
 
-    from textcl.commands.index import load_encoder
+    from textcl.commands.backend import load_encoder
     from textcl.errors import ConfigError
 
     served = np.asarray(remote.encode([PROBE]), dtype=np.float64)[0]

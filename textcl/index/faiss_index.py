@@ -159,15 +159,6 @@ def _find_model(path: Path, manifest: dict[str, Any]) -> str | None:
     return None
 
 
-def check_given_model(model: str, path: str | os.PathLike, manifest: dict[str, Any], flag: str) -> bool:
-    """Whether the manifest records a fingerprint that ``model`` (a folder or a hub name), given as ``flag``, was
-    checked against (see :func:`textcl.index.identity.check_fingerprint`, which raises when it differs)."""
-    from textcl.index.identity import check_fingerprint
-
-    check_fingerprint(model, path, manifest, flag)
-    return manifest.get("model_fingerprint") is not None
-
-
 def index_model(path: str | os.PathLike, manifest: dict[str, Any] | None = None, flag: str = "--model") -> str:
     """The model to search the index folder ``path`` with: a hub name as recorded; a local folder where it was
     when the index was saved, else at its path relative to the index folder (the two moved together);
@@ -515,7 +506,7 @@ class SearchIndex:
         """The probe of an index built through a server, made with that server's encoder at the first save (a
         loaded index keeps its manifest's; another encoder makes none)."""
         if self.probe is None and self.server and getattr(self.encoder, "server", None) == self.server:
-            from textcl.index.identity import make_probe
+            from textcl.index.probe import make_probe
 
             self.probe = make_probe(self.encoder)
         return self.probe

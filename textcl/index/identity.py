@@ -19,50 +19,10 @@ import numpy as np
 from textcl.errors import ConfigError
 from textcl.index.encoding import encode_texts, encoder_dim, truncate_to_index
 from textcl.index.errors import IndexCorruptedError
+from textcl.index.probe import PROBE_TEXTS, make_probe, probe_vectors  # noqa: F401 (part of this module's API)
 
 MANIFEST = "manifest.json"
 MIN_COSINE = 0.999
-PROBE_TEXTS = (
-    "A short probe.",
-    "A medium probe text: the model that built this index gives these words the vector recorded beside them.",
-    " ".join(["The long probe runs past the model's token limit, so truncation is compared as well."] * 40),
-)
-
-
-def make_probe(encoder) -> dict[str, Any] | None:
-    """``{"texts": [...], "vectors": base64 float32 (n, d)}`` of :data:`PROBE_TEXTS` as ``encoder`` embeds them
-    (unit length); without the long text when the encoder refuses it (a server that does not truncate)."""
-    from textcl.errors import TextclError
-
-    texts = list(PROBE_TEXTS)
-    try:
-        vectors = encode_texts(encoder, texts)
-    except TextclError:
-        texts = texts[:2]
-        vectors = encode_texts(encoder, texts)
-    return {"texts": texts, "vectors": base64.b64encode(vectors.astype("<f4").tobytes()).decode("ascii")}
-
-
-def probe_vectors(manifest: dict[str, Any], path: str | os.PathLike) -> tuple[list[str], np.ndarray] | None:
-    """The manifest's probe as (texts, float32 (n, dim) vectors), or None; IndexCorruptedError when malformed."""
-    probe = manifest.get("probe")
-    if probe is None:
-        return None
-    where = f"{Path(path) / MANIFEST}: probe"
-    texts = probe.get("texts") if isinstance(probe, dict) else None
-    if not (isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts)):
-        raise IndexCorruptedError(f"{where}: expected {{\"texts\": [text, ...], \"vectors\": base64}}, got "
-                                  f"{probe!r:.100}")
-    dim = int(manifest["dim"])
-    try:
-        raw = base64.b64decode(probe.get("vectors"), validate=True)
-    except (TypeError, ValueError):
-        raw = b""
-    if len(raw) != 4 * dim * len(texts):
-        raise IndexCorruptedError(f"{where}: vectors: expected {len(texts)} x {dim} float32 in base64")
-    return texts, np.frombuffer(raw, dtype="<f4").reshape(len(texts), dim).astype(np.float32)
-
-
 def _first_line(exc: Exception) -> str:
     return str(exc).split("\n")[0].removesuffix(" Tried:").rstrip(".")
 
