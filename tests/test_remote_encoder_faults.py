@@ -43,6 +43,17 @@ def _read_request(conn) -> tuple[list[str], bytes] | None:
     return lines, body
 
 
+def accept_each(sock, handle) -> None:
+    """``handle(conn)`` for each connection accepted on ``sock``, until the socket is closed."""
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        with conn:
+            handle(conn)
+
+
 @pytest.fixture()
 def raw_server():
     """``raw_server(reply)``: a TCP server on 127.0.0.1; ``reply(method, path, body) -> bytes | None`` (None:
@@ -55,30 +66,23 @@ def raw_server():
         sock = socket.create_server(("127.0.0.1", 0))
         socks.append(sock)
 
-        def serve():
-            while True:
-                try:
-                    conn, _ = sock.accept()
-                except OSError:
+        def handle(conn):
+            try:
+                conn.settimeout(30)
+                read = _read_request(conn)
+                if read is None:
                     return
-                with conn:
-                    try:
-                        conn.settimeout(30)
-                        read = _read_request(conn)
-                        if read is None:
-                            continue
-                        lines, body = read
-                        method, path, _ = lines[0].split(" ")
-                        headers.append({k.strip().lower(): v.strip() for k, _, v in
-                                        (x.partition(":") for x in lines[1:])})
-                        requests.append((method, path, json.loads(body) if body else None))
-                        out = reply(method, path, json.loads(body) if body else None)
-                        if out is not None:
-                            conn.sendall(out)
-                    except Exception:  # noqa: BLE001 (a reply that fails, a reset: that connection only)
-                        continue
+                lines, body = read
+                method, path, _ = lines[0].split(" ")
+                headers.append({k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])})
+                requests.append((method, path, json.loads(body) if body else None))
+                out = reply(method, path, json.loads(body) if body else None)
+                if out is not None:
+                    conn.sendall(out)
+            except Exception:  # noqa: BLE001 (a reply that fails, a reset: that connection only)
+                return
 
-        threading.Thread(target=serve, daemon=True).start()
+        threading.Thread(target=accept_each, args=(sock, handle), daemon=True).start()
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
     make.requests = requests

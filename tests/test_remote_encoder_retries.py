@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from test_remote_encoder_faults import MODELS, _read_request, answer, raw_server, vectors  # noqa: F401
+from test_remote_encoder_faults import MODELS, _read_request, accept_each, answer, raw_server, vectors  # noqa: F401
 from textcl.encode.remote import RemoteEncoder, RemoteEncoderError
 from textcl.errors import ConfigError
 
@@ -37,16 +37,13 @@ class Restartable:
     def _serve(sock) -> None:
         import json
 
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return
-            with conn:
-                read = _read_request(conn)
-                if read is not None:  # GET /models has no body
-                    body = json.loads(read[1]) if read[1] else None
-                    conn.sendall(answer(vectors(len(body["input"])) if body else {"data": [{"id": "m"}]}))
+        def handle(conn):
+            read = _read_request(conn)
+            if read is not None:  # GET /models has no body
+                body = json.loads(read[1]) if read[1] else None
+                conn.sendall(answer(vectors(len(body["input"])) if body else {"data": [{"id": "m"}]}))
+
+        accept_each(sock, handle)
 
 
 def posts(reply):
