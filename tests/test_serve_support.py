@@ -160,20 +160,24 @@ def live_server(app, port: int | None = None):
 
 @contextlib.contextmanager
 def server_process(index_dir: Path, *args: str, port: int | None = None, env: dict | None = None):
-    """``textcl serve`` as a subprocess; yields (proc, url). Killed (SIGKILL) on exit if still running."""
+    """``textcl serve`` as a subprocess in a session of its own; yields (proc, url). On exit the whole session is
+    killed (SIGKILL), so ``--workers`` children do not outlive the test."""
     port = port or free_port()
     cmd = [sys.executable, "-m", "textcl.cli", "serve", str(index_dir), "--port", str(port), "--log-level",
            "warning", *args]
     out = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would stall the server
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})})
+                            env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})},
+                            start_new_session=True)
     proc.stdout = out
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_healthy(url, timeout=90, proc=proc)
         yield proc, url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the server and any workers it started
+        except ProcessLookupError:
+            pass
         proc.wait(30)
         out.close()
