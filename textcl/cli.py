@@ -13,7 +13,7 @@ import sys
 from textcl.errors import TextclError
 from textcl.thread_governor import governing
 
-COMMANDS = ("encode", "eval", "train", "tune", "augment", "index", "mine", "serve", "env")
+COMMANDS = ("encode", "eval", "train", "tune", "augment", "index", "mine", "merge", "serve", "env")
 
 
 class _VersionAction(argparse.Action):

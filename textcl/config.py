@@ -148,6 +148,11 @@ class EvalConfig:
     select_best: bool = True  #: the final model is the best on ``data`` (SimCSE protocol)
     batch_size: int = 128
     before: bool = True  #: evaluate the untrained model too
+    #: guard sets (textcl.eval.guards): off-domain STS or retrieval sets scored before, at every evaluation and
+    #: after, reported with their change; they never join the selection score unless ``guard_select``
+    guard: list = field(default_factory=list)
+    guard_tolerance: float = 1.0  #: points a guard may fall below its starting score before the run says so
+    guard_select: bool = False  #: let the guard sets join the selection score of the best step
 
 
 @dataclass
@@ -160,6 +165,10 @@ class TrainSection:
     #: torch threads; None: the free cores, re-measured as the run goes (textcl.threads); a number pins them,
     #: for runs repeatable bit for bit (a different thread count sums in a different order)
     threads: Optional[int] = None
+    #: WiSE-FT (textcl.models.merge): after training, save (1 - a) * starting weights + a * trained weights;
+    #: a number in [0, 1], "auto" (a on a grid, by the mean of the selection and guard sets, never a test
+    #: set), or None to save the trained weights
+    wise_alpha: Any = None
     seed: int = 42
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
@@ -299,6 +308,13 @@ class TrainConfig:
         for i, folder in enumerate(e.retrieval):
             if not (Path(str(folder)).expanduser() / "corpus.jsonl").is_file():
                 bad(f"eval.retrieval[{i}]", f"{folder!r} is not a BEIR folder (no corpus.jsonl)")
+        if not isinstance(e.guard, list) or not all(isinstance(g, str) and g for g in e.guard):
+            bad("eval.guard", f"expected a list of set names, STS files or BEIR folders, got {e.guard!r}")
+        if isinstance(e.guard_tolerance, bool) or not isinstance(e.guard_tolerance, (int, float)):
+            bad("eval.guard_tolerance", f"expected points (x100), e.g. 1.0, got {e.guard_tolerance!r}")
+        positive("eval.guard_tolerance", e.guard_tolerance, allow_zero=True)
+        if e.guard_select and not e.guard:
+            bad("eval.guard_select", "is true but eval.guard lists no set")
         positive("eval.every", e.every, allow_zero=True)
         positive("eval.batch_size", e.batch_size)
         positive("train.batch_size", t.batch_size)
@@ -311,6 +327,15 @@ class TrainConfig:
         choice("train.mixed_precision", t.mixed_precision, ("no", "fp16", "bf16", "auto"))
         if t.threads is not None:
             positive("train.threads", t.threads)
+        wa = t.wise_alpha
+        if wa is not None and wa != "auto" and (isinstance(wa, bool) or not isinstance(wa, (int, float))
+                                                or not 0.0 <= wa <= 1.0):
+            bad("train.wise_alpha", f"expected a number in [0, 1], auto, or null, got {wa!r}")
+        if wa is not None and m.two_tower:
+            bad("train.wise_alpha", "merges one encoder with its start; model.two_tower trains two")
+        if wa == "auto" and not (e.data or e.retrieval or e.guard):
+            bad("train.wise_alpha", "auto chooses on the selection and guard sets, and the recipe has none "
+                                    "(eval.data, eval.retrieval, eval.guard)")
         positive("train.checkpoint_every", t.checkpoint_every, allow_zero=True)
         positive("train.keep_checkpoints", t.keep_checkpoints)
         positive("train.log_every", t.log_every)

@@ -13,6 +13,8 @@ def metric_value(m: dict) -> float:
 
 def metric_label(name: str, m: dict) -> str:
     """What :func:`metric_value` of ``m`` measures, for tables and plots."""
+    if m.get("guard"):
+        return f"{m.get('metric', 'score')}, guard"
     if "spearman" in m:
         return "Spearman x100 (cosine)"
     if name.lower().endswith("ndcg@10"):
@@ -47,6 +49,20 @@ def model_card(config: TrainConfig, metrics: dict, citation: str) -> str:
                   f"`Encoder.encode(texts, dim=d)`, `textcl index build --dim d`). Rows named `<set>@<d>d` score "
                   f"them.\n" if dims else "")
     selected_on = ", ".join(metrics.get("selected_on") or []) or "n/a"
+    notes = []
+    if metrics.get("guard"):
+        fell = [n for n, g in metrics["guard"].items() if g.get("fell")]
+        notes.append(f"Guard sets (off the training domain, never selected on unless `eval.guard_select`): "
+                     f"{', '.join(metrics['guard'])}. "
+                     + (f"**{', '.join(fell)} fell more than {metrics.get('guard_tolerance')} points below the "
+                        f"starting model.**" if fell else
+                        f"None fell more than {metrics.get('guard_tolerance')} points below the starting model."))
+    wise = metrics.get("wise")
+    if wise:
+        notes.append(f"Weights: WiSE-FT, {1 - wise['alpha']:.2f} x `{config.model.name}` + {wise['alpha']:.2f} x "
+                     f"the trained weights (`train.wise_alpha: {wise['requested']}`"
+                     + (", chosen on the selection and guard sets)." if wise["requested"] == "auto" else ")."))
+    notes_text = "\n\n".join(notes) + ("\n" if notes else "")
     recipe = yaml.safe_dump(config.to_dict(), sort_keys=False)
     return f"""---
 library_name: sentence-transformers
@@ -81,6 +97,7 @@ Evaluated in {metrics.get('eval_precision', 'fp32')}, at this model's maximum le
 
 Best step on {selected_on}: {metrics.get('best_step')}.
 
+{notes_text}
 ## Recipe
 
 ```yaml

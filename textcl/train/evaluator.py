@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from textcl._io import atomic_write_json
+from textcl.eval.guards import load_guards
 from textcl.eval.stats import N_BOOTSTRAP
 from textcl.eval.sts import as_sts_list, evaluate_sts
 from textcl.models import Encoder
@@ -59,6 +60,8 @@ class Evaluator:
         self.sets = as_sts_list(c.eval.data) if c.eval.data else []
         self.evaluators = list(extra_evaluators) + [retrieval_evaluator(d) for d in c.eval.retrieval]
         self.test_sets = as_sts_list(c.eval.test) if c.eval.test else []
+        #: off-domain sets scored beside the others, never selected on unless ``eval.guard_select``
+        self.guards = load_guards(c.eval.guard)
         #: Matryoshka prefixes reported before and after training (selection uses the full dimension)
         self.dims = sorted((c.loss.matryoshka.dims if c.loss.matryoshka is not None else []), reverse=True)
 
@@ -94,19 +97,31 @@ class Evaluator:
         self.clock.eval_s += time.perf_counter() - t0
         return out
 
+    def evaluate_guards(self, encoder: Encoder, n_bootstrap: int = 0) -> dict:
+        """name -> ``{score, n, metric, guard: True}`` (and ``ci95`` with ``n_bootstrap``) for each guard set."""
+        t0 = time.perf_counter()
+        encoder.encode_bf16 = self.run.precision == "bf16"
+        out = {g.name: {**g.evaluate(encoder, n_bootstrap=n_bootstrap, batch_size=self.run.config.eval.batch_size),
+                        "metric": g.metric, "guard": True} for g in self.guards}
+        self.clock.eval_s += time.perf_counter() - t0
+        return out
+
     def before(self, state: dict, log) -> None:
         """Score the starting model on every set (main process), into ``state["before"]`` and the log."""
         encoder = self.run.encoder
         state["before"] = self.at_dims(encoder, lambda enc: {
             **self.evaluate(enc, self.sets, evaluators=self.evaluators),
             **self.evaluate(enc, self.test_sets, with_all=True)})
+        state["before"].update(self.evaluate_guards(encoder))
         for name, m in state["before"].items():
             log.write(step=0, eval_name=name, eval_score=f"{metric_value(m):.4f}")
-            self.run.acc.print(f"before training: {name} {metric_value(m):.2f}")
+            self.run.acc.print(f"before training: {name}{' (guard)' if m.get('guard') else ''} "
+                               f"{metric_value(m):.2f}")
 
     def due(self, step: int, last: bool) -> bool:
         every = self.run.config.eval.every
-        return bool((self.sets or self.evaluators) and every and (step % every == 0 or last))
+        selects = self.sets or self.evaluators or (self.guards and self.run.config.eval.guard_select)
+        return bool(selects and every and (step % every == 0 or last))
 
     def averaged(self):
         """A context in which the encoder holds the run's weight average (``optim.ema_decay``), if any."""
@@ -117,6 +132,14 @@ class Evaluator:
     def score(metrics: dict) -> float:
         """The selection score: the mean over the evaluated sets and evaluator values (``all`` excluded)."""
         return float(np.mean([metric_value(m) for k, m in metrics.items() if k != "all"]))
+
+    def selection_score(self, metrics: dict, guards: dict) -> float:
+        """:meth:`score` of ``metrics``; with ``eval.guard_select``, the mean of that and the guards' mean (the
+        task and the guards weigh the same, however many sets each has)."""
+        parts = [self.score(metrics)] if any(k != "all" for k in metrics) else []
+        if self.run.config.eval.guard_select and guards:
+            parts.append(self.score(guards))
+        return float(np.mean(parts)) if parts else float("nan")
 
     def select(self, step: int, state: dict, log) -> float | None:
         """Evaluate at ``step``, log it, and save the encoder(s) as ``best-model`` when the score improved.
@@ -134,16 +157,20 @@ class Evaluator:
         run, acc = self.run, self.run.acc
         before = self.clock.eval_s
         metrics = self.evaluate(run.encoder, self.sets, evaluators=self.evaluators)
+        guards = self.evaluate_guards(run.encoder)
         took = self.clock.eval_s - before
-        score = self.score(metrics)
+        score = self.selection_score(metrics, guards)
+        selected = {**metrics, **(guards if run.config.eval.guard_select else {})}
+        metrics = {**metrics, **guards}
         for name, m in metrics.items():
             log.write(step=step, eval_name=name, eval_score=f"{metric_value(m):.4f}", eval_seconds=f"{took:.2f}")
         if run.trackers:
             acc.log({f"eval/{k}": metric_value(m) for k, m in metrics.items()}, step=step)
         improved = state["best"] is None or score > state["best"]
-        state["selected_on"] = [k for k in metrics if k != "all"]
+        state["selected_on"] = [k for k in selected if k != "all"]
         share = self.clock.report()["eval_share"]
-        acc.print(f"step {step}: " + ", ".join(f"{k} {metric_value(m):.2f}" for k, m in metrics.items())
+        acc.print(f"step {step}: " + ", ".join(f"{k}{' (guard)' if m.get('guard') else ''} {metric_value(m):.2f}"
+                                               for k, m in metrics.items())
                   + (" (best so far)" if improved else "")
                   + f" [evaluation {took:.1f} s; {100 * share:.0f}% of this run's time so far"
                   + ("; raise eval.every to train more between evaluations]" if share > 0.3 else "]"))
@@ -204,15 +231,99 @@ class Evaluator:
                            f"{scores['base']['score']:.2f} at the model's {base})")
         return {**scores, "chosen": scores[chosen]["length"]}
 
+    def choose_wise(self, final: Encoder) -> dict | None:
+        """``train.wise_alpha``: set ``final``'s weights to ``(1 - a) * starting + a * trained`` (WiSE-FT).
+        ``auto`` scores a grid of a (0, 0.2, ..., 1, then the best's neighbours at 0.1) on the selection sets
+        and the guard sets, never the test sets, and keeps the a with the best mean of the two groups' means
+        (the task and the guards weigh the same; ties go to the larger a). Returns ``{"alpha", "requested",
+        "grid"}``, or None when ``wise_alpha`` is not set."""
+        from textcl.models.merge import check_compatible, interpolate
+
+        c = self.run.config
+        requested = c.train.wise_alpha
+        if requested is None:
+            return None
+        base = Encoder.load(c.model.name, pooling=c.model.pooling, device=final.device)
+        names = (f"the starting model {c.model.name}", "the trained model")
+        check_compatible(base, final, names)
+        base_sd = base.state_dict()
+        trained = {k: v.detach().clone() for k, v in final.state_dict().items()}
+        # the SimCSE head (model.mlp_head) exists only in training and is never saved: it is not merged
+        head = {k: v for k, v in trained.items() if k.startswith("mlp.") and k not in base_sd}
+        body = {k: v for k, v in trained.items() if k not in head}
+        del base
+
+        def apply(alpha: float) -> None:
+            final.load_state_dict({**interpolate(base_sd, body, alpha, names=names), **head})
+
+        grid: dict[float, dict] = {}
+
+        def score_at(alpha: float) -> None:
+            apply(alpha)
+            sets = self.evaluate(final, self.sets, evaluators=self.evaluators)
+            guards = self.evaluate_guards(final)
+            groups = [self.score(g) for g in (sets, guards) if any(k != "all" for k in g)]
+            grid[alpha] = {"score": round(float(np.mean(groups)), 4),
+                           **{k: round(metric_value(m), 4) for k, m in {**sets, **guards}.items() if k != "all"}}
+            self.run.acc.print(f"wise_alpha {alpha:.1f}: mean {grid[alpha]['score']:.2f} ("
+                               + ", ".join(f"{k} {v:.2f}" for k, v in grid[alpha].items() if k != "score") + ")")
+
+        if requested == "auto":
+            for alpha in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+                score_at(alpha)
+            best = max(grid, key=lambda a: (grid[a]["score"], a))
+            for alpha in (round(best - 0.1, 1), round(best + 0.1, 1)):
+                if 0.0 <= alpha <= 1.0 and alpha not in grid:
+                    score_at(alpha)
+            chosen = max(grid, key=lambda a: (grid[a]["score"], a))
+        else:
+            chosen = float(requested)
+        apply(chosen)
+        self.run.acc.print(f"wise_alpha {requested} -> {chosen:.2f}: saved weights are {1 - chosen:.2f} x the "
+                           f"starting model + {chosen:.2f} x the trained one"
+                           + (" (chosen on the selection and guard sets)" if requested == "auto" else ""))
+        return {"alpha": chosen, "requested": requested,
+                "grid": {f"{a:.1f}": v for a, v in sorted(grid.items())}}
+
+    def guard_report(self, before: dict, after: dict) -> dict:
+        """name -> ``{before, after, change, ci95, metric, fell}`` for each guard set, where ``fell`` is a fall
+        of more than ``eval.guard_tolerance`` points below the starting score; printed, with a warning."""
+        tolerance = float(self.run.config.eval.guard_tolerance)
+        report = {}
+        for g in self.guards:
+            a = after[g.name]
+            b = before.get(g.name)
+            start = metric_value(b) if b else None
+            change = None if start is None else round(a["score"] - start, 4)
+            report[g.name] = {"before": None if start is None else round(start, 4), "after": round(a["score"], 4),
+                              "change": change, "ci95": a.get("ci95"), "metric": g.metric, "n": a["n"],
+                              "fell": change is not None and change < -tolerance}
+            ci = a.get("ci95")
+            self.run.acc.print(f"guard {g.name}: " + (f"{start:.2f} -> " if start is not None else "")
+                               + f"{a['score']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+                               + (f" ({change:+.2f})" if change is not None else ""))
+        fell = [n for n, r in report.items() if r["fell"]]
+        if fell:
+            self.run.acc.print(f"textcl: warning: guard set(s) {', '.join(fell)} fell more than "
+                               f"eval.guard_tolerance ({tolerance:g} points) below the starting model: the "
+                               "fine-tuning cost them; train.wise_alpha: auto (or textcl merge) trades some of "
+                               "the task's gain back")
+        return report
+
     def _finish(self, final: Encoder, final_doc: Encoder | None, state: dict, steps: int, model_dir: Path) -> dict:
         """Score ``final`` with bootstrap CIs and write it, its card, ``metrics.json`` and the plot."""
         run, acc, c = self.run, self.run.acc, self.run.config
         out = run.out
+        wise = self.choose_wise(final)
         length_choice = self.choose_length(final, final_doc)
         after = self.at_dims(final, lambda enc: {
             **self.evaluate(enc, self.sets, evaluators=self.evaluators, n_bootstrap=N_BOOTSTRAP),
             **self.evaluate(enc, self.test_sets, n_bootstrap=N_BOOTSTRAP, with_all=True)})
+        after.update(self.evaluate_guards(final, n_bootstrap=N_BOOTSTRAP))
+        guard = self.guard_report(state.get("before", {}), after) if self.guards else None
         metrics = {"before": state.get("before", {}), "after": after, "best_step": state.get("best_step"),
+                   "guard": guard, "guard_tolerance": float(c.eval.guard_tolerance) if self.guards else None,
+                   "wise": wise,
                    "best_score": state.get("best"), "selected_on": state.get("selected_on"),
                    "steps": steps, "examples": len(run.examples), "model": c.model.name,
                    "max_seq_len": {**run.max_seq_len, "saved": final.max_seq_length,

