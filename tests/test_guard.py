@@ -161,3 +161,31 @@ def test_wise_alpha_auto_chooses_on_selection_and_guard_sets_never_a_test_set(ti
     best = max(v["score"] for v in grid.values())
     assert grid[f"{wise['alpha']:.1f}"]["score"] == best
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["wise"]["alpha"] == wise["alpha"]
+
+
+# ---------------------------------------------------------------- optim.l2_start
+def test_the_pull_towards_the_start_by_hand():
+    from textcl.train.anchor import StartAnchor
+
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    anchor = StartAnchor([w], lam=2.0)
+    with torch.no_grad():
+        w.copy_(torch.tensor([3.0, 0.0]))
+    anchor.pull(lr=0.1)  # w - 0.1 * 2 * (w - w0)
+    torch.testing.assert_close(w.detach(), torch.tensor([2.6, -0.4]))
+    assert anchor.distance() == pytest.approx(float(np.hypot(1.6, 1.6)), rel=1e-6)
+
+
+def test_a_pull_of_one_learning_rate_keeps_the_starting_weights(tiny_bert_dir, tmp_path):
+    lr = 1e-3
+    result = train(_config(tiny_bert_dir, tmp_path, optim={"lr": lr, "l2_start": 1 / lr, "scheduler": "constant"},
+                           eval={"data": [], "test": []}, train={"max_steps": 3}), output_dir=tmp_path / "run")
+    start, saved = _weights(tiny_bert_dir), _weights(result.model_dir)
+    for k in start:
+        torch.testing.assert_close(saved[k], start[k], rtol=0, atol=1e-6)
+    free = train(_config(tiny_bert_dir, tmp_path, optim={"lr": lr, "scheduler": "constant"},
+                         eval={"data": [], "test": []}, train={"max_steps": 3}), output_dir=tmp_path / "free")
+    moved = _weights(free.model_dir)
+    assert max(float((moved[k] - start[k]).abs().max()) for k in start) > 1e-4
+    with pytest.raises(ConfigError, match=r"optim.l2_start: expected a non-negative number, got -1"):
+        _config(tiny_bert_dir, tmp_path, optim={"l2_start": -1})

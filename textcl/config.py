@@ -137,6 +137,9 @@ class OptimConfig:
     #: exponential moving average of the weights (``textcl.train.ema``): evaluation, best-step selection and
     #: the saved model use the average with this decay; 0 = off
     ema_decay: float = 0.0
+    #: pull towards the starting weights after each step, ``w -= lr * l2_start * (w - w0)`` (decoupled L2-SP,
+    #: ``textcl.train.anchor``): keeps more of what the starting model knew off the training domain; 0 = off
+    l2_start: float = 0.0
 
 
 @dataclass
@@ -303,6 +306,7 @@ class TrainConfig:
             positive("optim.max_grad_norm", o.max_grad_norm)
         if len(o.betas) != 2:
             bad("optim.betas", f"expected two numbers, got {o.betas!r}")
+        positive("optim.l2_start", o.l2_start, allow_zero=True)
         if not 0.0 <= o.ema_decay < 1.0:
             bad("optim.ema_decay", f"expected a decay in [0, 1) (0 = no weight average), got {o.ema_decay!r}")
         for i, folder in enumerate(e.retrieval):

@@ -57,6 +57,7 @@ class Run:
     #: how ``loss.mini_batch_size`` resolved (measured for auto); None unless ``loss.cached``
     mini_batch: MiniBatchChoice | None = None
     threads: ThreadGovernor | None = None  #: keeps torch's threads at the free cores (None: fixed by the user)
+    anchor: object | None = None  #: the :class:`~textcl.train.anchor.StartAnchor` of ``optim.l2_start``
 
     @property
     def encoder(self) -> Encoder:
@@ -425,6 +426,12 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
                   + (f"measured on this {where}{' (cached)' if chunk['cached'] else ''}" if chunk["steady"] else
                      f"the {where} default: the measurement was disturbed by other work"))
     doc_encoder = copy.deepcopy(encoder) if c.model.two_tower else None
+    anchor = None
+    if c.optim.l2_start:  # the starting weights, taken before a resumed run loads its checkpoint
+        from textcl.train.anchor import StartAnchor
+
+        anchor = StartAnchor([*encoder.parameters(), *(doc_encoder.parameters() if doc_encoder else [])],
+                             c.optim.l2_start)
     guide = _guide(c, encoder, acc.device)
     lc = c.loss
     loss_fn = make_loss(c, encoder.dim, acc.device)
@@ -478,4 +485,4 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
                loss_fn=prepared[-2] if learnt else loss_fn, optimizer=prepared[-1], scheduler=scheduler,
                text_aug=text_aug, token_aug=token_aug, key_encoder=key_encoder, queue=queue, guide=guide, world=world,
                steps_per_epoch=steps_per_epoch, total_steps=total_steps, max_seq_len=max_seq_len, ema=ema,
-               precision_choice=choice, mini_batch=mini_batch, threads=governor)
+               precision_choice=choice, mini_batch=mini_batch, threads=governor, anchor=anchor)

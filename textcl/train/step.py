@@ -135,6 +135,8 @@ def _update(run: Run) -> None:
         run.acc.clip_grad_norm_([p for grp in run.optimizer.param_groups for p in grp["params"]],
                                 c.optim.max_grad_norm)
     run.optimizer.step()
+    if run.anchor is not None:  # optim.l2_start: back towards the starting weights, at this step's rate
+        run.anchor.pull(run.optimizer.param_groups[0]["lr"])
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     with torch.no_grad():  # a learnt temperature is bounded after the step, never inside the graph
