@@ -189,3 +189,30 @@ def test_a_pull_of_one_learning_rate_keeps_the_starting_weights(tiny_bert_dir, t
     assert max(float((moved[k] - start[k]).abs().max()) for k in start) > 1e-4
     with pytest.raises(ConfigError, match=r"optim.l2_start: expected a non-negative number, got -1"):
         _config(tiny_bert_dir, tmp_path, optim={"l2_start": -1})
+
+
+# ---------------------------------------------------------------- data.mix
+def test_the_mixed_texts_of_a_step_are_fixed_by_seed_step_and_process():
+    from textcl.config import MixConfig
+    from textcl.train.mix import MixTerm
+
+    texts = [f"sentence {i}" for i in range(50)]
+    term = MixTerm(MixConfig(batch_size=8), texts, seed=42)
+    a = term.texts_for(3)
+    assert a == term.texts_for(3) and len(set(a)) == 8 and set(a) <= set(texts)
+    assert a != term.texts_for(4) and a != term.texts_for(3, process=1)
+    assert MixTerm(MixConfig(batch_size=8), texts, seed=43).texts_for(3) != a
+
+
+def test_the_mix_term_trains_and_is_validated(tiny_bert_dir, tmp_path):
+    wiki = tmp_path / "general.txt"
+    wiki.write_text("\n".join(f"{a} and {b}" for a, b, _ in GUARD_ROWS) + "\n")
+    plain = train(_config(tiny_bert_dir, tmp_path, eval={"data": [], "test": []}), output_dir=tmp_path / "plain")
+    mixed = train(_config(tiny_bert_dir, tmp_path, eval={"data": [], "test": []},
+                          data={"mix": {"path": str(wiki), "batch_size": 4}}), output_dir=tmp_path / "mixed")
+    a, b = _weights(plain.model_dir), _weights(mixed.model_dir)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) > 1e-5
+    with pytest.raises(ConfigError, match=r"data.mix.path: file '.*nope.txt' does not exist"):
+        _config(tiny_bert_dir, tmp_path, data={"mix": {"path": str(tmp_path / "nope.txt")}})
+    with pytest.raises(ConfigError, match=r"data.mix.batch_size: in-batch negatives need at least 2 texts, got 1"):
+        _config(tiny_bert_dir, tmp_path, data={"mix": {"batch_size": 1}})

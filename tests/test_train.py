@@ -62,14 +62,18 @@ def assert_same_weights(a, b, atol=0.0):
 AUGMENT = {"compose": [{"span_crop": {"min_ratio": 0.5, "max_ratio": 0.9}}, {"word_deletion": {"rate": 0.2}}]}
 
 
-@pytest.mark.parametrize("variant", ["dropout", "augmented", "moco", "ema"])
+@pytest.mark.parametrize("variant", ["dropout", "augmented", "moco", "ema", "mix", "l2_start"])
 def test_resumed_run_equals_uninterrupted(tiny_bert_dir, corpus, tmp_path, variant, monkeypatch):
     extra = {"dropout": {}, "augmented": {"data": {"augment": AUGMENT}},
              # MoCo with 2 micro-batches per step: one EMA update per step, both micro-batches' keys queued;
              # 6 steps x 2 x 4 examples cross the 32-example epoch boundary
              "moco": {"loss": {"moco": {"momentum": 0.9, "queue_size": 8}}, "train": {"grad_accum": 2, "epochs": 2}},
              # the weight average is saved with the checkpoint and continued: the saved model is the average
-             "ema": {"optim": {"ema_decay": 0.9}}}[variant]
+             "ema": {"optim": {"ema_decay": 0.9}},
+             # the general-domain texts of a step come from (seed, step): a resumed run draws the same ones
+             "mix": {"data": {"mix": {"path": str(corpus), "batch_size": 4, "weight": 0.5}}},
+             # the pull goes to the loaded model's weights, not to the checkpoint's
+             "l2_start": {"optim": {"l2_start": 20.0}}}[variant]
     config = make_config(tiny_bert_dir, corpus, **extra)
     straight = train(config, output_dir=tmp_path / "straight")
     assert straight.finished and straight.steps == 6

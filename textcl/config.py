@@ -62,6 +62,17 @@ class DataConfig:
     augment: Any = None  #: a textcl.augment config (dict/list/name); None = identical texts (dropout views)
     token_augment: Any = None  #: a token-level augmenter (token_cutoff), applied after tokenization
     group_by_length: bool = True
+    #: a general-domain term in every step (``textcl.train.mix``): InfoNCE on dropout views of texts from another
+    #: source, added to the task's loss with a weight, to keep what the model knew off the task's domain
+    mix: Optional["MixConfig"] = None
+
+
+@dataclass
+class MixConfig:
+    path: str = "packaged:wiki"  #: unlabeled texts, as data.path reads them (a .txt/.jsonl file, packaged:wiki, hf:)
+    weight: float = 1.0  #: the term's weight beside the task's loss
+    batch_size: int = 16  #: texts per step (each process), drawn anew each step from (seed, step, process)
+    temperature: float = 0.05
 
 
 @dataclass
@@ -232,6 +243,18 @@ class TrainConfig:
                                  "packaged:wiki, or hf:NAME[:SPLIT])")
         elif d.path.startswith("packaged:"):
             choice("data.path", d.path, ("packaged:wiki",))
+        if d.mix is not None:
+            if not d.mix.path.startswith(("packaged:", "hf:")) and not Path(d.mix.path).expanduser().is_file():
+                bad("data.mix.path", f"file {d.mix.path!r} does not exist (expected a .txt/.jsonl file of texts, "
+                                     "packaged:wiki, or hf:NAME[:SPLIT])")
+            if d.mix.path.startswith("packaged:"):
+                choice("data.mix.path", d.mix.path, ("packaged:wiki",))
+            positive("data.mix.weight", d.mix.weight)
+            positive("data.mix.temperature", d.mix.temperature)
+            if d.mix.batch_size < 2:
+                bad("data.mix.batch_size", f"in-batch negatives need at least 2 texts, got {d.mix.batch_size!r}")
+            if self.loss.cached or self.loss.moco is not None:
+                bad("data.mix", "runs beside plain steps; it does not combine with loss.cached or loss.moco")
         if d.augment is not None or d.token_augment is not None:
             from textcl.augment import build_augmenter
 

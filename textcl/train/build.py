@@ -58,6 +58,7 @@ class Run:
     mini_batch: MiniBatchChoice | None = None
     threads: ThreadGovernor | None = None  #: keeps torch's threads at the free cores (None: fixed by the user)
     anchor: object | None = None  #: the :class:`~textcl.train.anchor.StartAnchor` of ``optim.l2_start``
+    mix: object | None = None  #: the :class:`~textcl.train.mix.MixTerm` of ``data.mix``
 
     @property
     def encoder(self) -> Encoder:
@@ -432,6 +433,11 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
 
         anchor = StartAnchor([*encoder.parameters(), *(doc_encoder.parameters() if doc_encoder else [])],
                              c.optim.l2_start)
+    mix = None
+    if c.data.mix is not None:
+        from textcl.train.mix import MixTerm
+
+        mix = MixTerm.load(c.data.mix, c.train.seed)
     guide = _guide(c, encoder, acc.device)
     lc = c.loss
     loss_fn = make_loss(c, encoder.dim, acc.device)
@@ -485,4 +491,4 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
                loss_fn=prepared[-2] if learnt else loss_fn, optimizer=prepared[-1], scheduler=scheduler,
                text_aug=text_aug, token_aug=token_aug, key_encoder=key_encoder, queue=queue, guide=guide, world=world,
                steps_per_epoch=steps_per_epoch, total_steps=total_steps, max_seq_len=max_seq_len, ema=ema,
-               precision_choice=choice, mini_batch=mini_batch, threads=governor, anchor=anchor)
+               precision_choice=choice, mini_batch=mini_batch, threads=governor, anchor=anchor, mix=mix)

@@ -159,6 +159,9 @@ def train_step(run: Run, micro_batches: Sequence[Callable[[], tuple]], step: int
             run.key_encoder.update(run.encoder)
     g = len(micro_batches)
     backward = checked_backward(run, step, 1.0 / g)
+    if run.mix is not None:  # data.mix: its own backward, all-reduced with the last micro-batch's
+        with run.acc.no_sync(run.model):
+            checked_backward(run, step, 1.0)(run.mix(run, step))
     losses = []
     for i, make in enumerate(micro_batches):
         batch, keys = make()
