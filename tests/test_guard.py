@@ -216,3 +216,9 @@ def test_the_mix_term_trains_and_is_validated(tiny_bert_dir, tmp_path):
         _config(tiny_bert_dir, tmp_path, data={"mix": {"path": str(tmp_path / "nope.txt")}})
     with pytest.raises(ConfigError, match=r"data.mix.batch_size: in-batch negatives need at least 2 texts, got 1"):
         _config(tiny_bert_dir, tmp_path, data={"mix": {"batch_size": 1}})
+
+
+def test_a_set_is_a_guard_or_a_task_set_not_both(tiny_bert_dir, tmp_path):
+    config = _config(tiny_bert_dir, tmp_path, eval={"guard": [str(tmp_path / "held.tsv")]})
+    with pytest.raises(ConfigError, match=r"^eval.guard: held is also a selection or test set"):
+        train(config, output_dir=tmp_path / "run")

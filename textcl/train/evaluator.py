@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from textcl._io import atomic_write_json
+from textcl.errors import ConfigError
 from textcl.eval.guards import load_guards
 from textcl.eval.stats import N_BOOTSTRAP
 from textcl.eval.sts import as_sts_list, evaluate_sts
@@ -62,6 +63,12 @@ class Evaluator:
         self.test_sets = as_sts_list(c.eval.test) if c.eval.test else []
         #: off-domain sets scored beside the others, never selected on unless ``eval.guard_select``
         self.guards = load_guards(c.eval.guard)
+        taken = {s.name for s in self.sets} | {s.name for s in self.test_sets} | {
+            f"{Path(d).name} ndcg@10" for d in c.eval.retrieval}
+        both = [g.name for g in self.guards if g.name in taken]
+        if both:  # one name, two reports: a guard's score would overwrite a task set's
+            raise ConfigError("eval.guard", f"{', '.join(both)} is also a selection or test set (eval.data, "
+                                            "eval.test, eval.retrieval); a set is a guard or a task set, not both")
         #: Matryoshka prefixes reported before and after training (selection uses the full dimension)
         self.dims = sorted((c.loss.matryoshka.dims if c.loss.matryoshka is not None else []), reverse=True)
 
