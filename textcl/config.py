@@ -7,6 +7,7 @@ field by its dotted path (``loss.temperature``). ``--set a.b=value`` overrides p
 from __future__ import annotations
 
 import copy
+import math
 import dataclasses
 import os
 import types
@@ -337,7 +338,17 @@ class TrainConfig:
                 bad(f"eval.retrieval[{i}]", f"{folder!r} is not a BEIR folder (no corpus.jsonl)")
         if not isinstance(e.guard, list) or not all(isinstance(g, str) and g for g in e.guard):
             bad("eval.guard", f"expected a list of set names, STS files or BEIR folders, got {e.guard!r}")
-        if isinstance(e.guard_tolerance, bool) or not isinstance(e.guard_tolerance, (int, float)):
+        from textcl.eval.guards import BUILTIN_GUARDS, WIKI_GUARDS
+
+        for i, g in enumerate(e.guard):
+            if g not in BUILTIN_GUARDS and g not in KNOWN_SETS and not Path(g).expanduser().exists():
+                bad(f"eval.guard[{i}]", f"{g!r} is no built-in guard ({', '.join(BUILTIN_GUARDS)}), named STS set "
+                                        "or existing STS file or BEIR folder")
+            if g in WIKI_GUARDS and d.path == "packaged:wiki":
+                bad(f"eval.guard[{i}]", f"{g} is built from the packaged Wikipedia, which data.path packaged:wiki "
+                                        "trains on: it guards nothing off the training domain")
+        if (isinstance(e.guard_tolerance, bool) or not isinstance(e.guard_tolerance, (int, float))
+                or not math.isfinite(e.guard_tolerance)):
             bad("eval.guard_tolerance", f"expected points (x100), e.g. 1.0, got {e.guard_tolerance!r}")
         positive("eval.guard_tolerance", e.guard_tolerance, allow_zero=True)
         if e.guard_select and not e.guard:
@@ -355,14 +366,19 @@ class TrainConfig:
         if t.threads is not None:
             positive("train.threads", t.threads)
         wa = t.wise_alpha
+        if isinstance(wa, str) and wa != "auto":  # YAML 1.1 reads 5e-1 as a string
+            try:
+                wa = t.wise_alpha = float(wa)
+            except ValueError:
+                pass
         if wa is not None and wa != "auto" and (isinstance(wa, bool) or not isinstance(wa, (int, float))
-                                                or not 0.0 <= wa <= 1.0):
+                                                or not 0.0 <= wa <= 1.0):  # NaN fails the range too
             bad("train.wise_alpha", f"expected a number in [0, 1], auto, or null, got {wa!r}")
         if wa is not None and m.two_tower:
             bad("train.wise_alpha", "merges one encoder with its start; model.two_tower trains two")
-        if wa == "auto" and not (e.data or e.retrieval or e.guard):
-            bad("train.wise_alpha", "auto chooses on the selection and guard sets, and the recipe has none "
-                                    "(eval.data, eval.retrieval, eval.guard)")
+        if wa == "auto" and not (e.data or e.retrieval):
+            bad("train.wise_alpha", "auto keeps the best score on the task's selection sets (eval.data, "
+                                    "eval.retrieval) among the merges the guards allow, and the recipe has none")
         positive("train.checkpoint_every", t.checkpoint_every, allow_zero=True)
         positive("train.keep_checkpoints", t.keep_checkpoints)
         positive("train.log_every", t.log_every)

@@ -6,9 +6,14 @@ or one built from the packaged data:
 
 - ``wiki-description-lead``: a Wikipedia article's short description ("Italian Renaissance painting") as the
   query, its lead section as the one relevant document, over 1,004 articles (every 10th of the packaged
-  10,033). Asymmetric retrieval of encyclopedic text, which STS fine-tuning never sees.
+  10,033, from the first). Asymmetric retrieval of encyclopedic text, which STS fine-tuning never sees.
 - ``wiki-sentence-rest``: an article's first sentence as the query, the rest of its lead as the relevant
   document, over the same articles that have two sentences or more (941).
+- ``wiki-description-lead-b``, ``wiki-sentence-rest-b``: the same on other articles (every 10th from the
+  6th): where ``train.wise_alpha: auto`` chose on the first pair, these report on articles no choice saw.
+
+``data.mix`` never trains on the guards' articles (:func:`textcl.data.wiki.wiki_sentences`), and a run whose
+``data.path`` is ``packaged:wiki`` cannot take a Wikipedia guard (it trains on those articles).
 - ``stsb-dev-forums``: the 375 STS-B dev pairs from the answers-forums genre, which STS-B train does not
   hold (its only forum pairs are deft-forum). Read from the packaged STS-B files, which keep the genre
   columns; the hub's copy drops them. It is part of ``stsb-dev``: a recipe that selects on STS-B dev
@@ -35,9 +40,9 @@ from textcl.data.sts import STSData, load_sts, packaged_stsb_dir
 from textcl.errors import ConfigError, TextclError
 from textcl.eval.stats import bootstrap_indices
 
-#: every WIKI_STRIDE-th packaged article makes the Wikipedia guards (1,004 articles: ~10 s to encode)
-WIKI_STRIDE = 10
-BUILTIN_GUARDS = ("wiki-description-lead", "wiki-sentence-rest", "stsb-dev-forums")
+BUILTIN_GUARDS = ("wiki-description-lead", "wiki-sentence-rest", "wiki-description-lead-b", "wiki-sentence-rest-b",
+                  "stsb-dev-forums")
+WIKI_GUARDS = tuple(g for g in BUILTIN_GUARDS if g.startswith("wiki-"))
 
 
 @dataclass
@@ -74,11 +79,13 @@ class Guard:
         return out
 
 
-def _wiki_articles() -> list[dict]:
-    from textcl.data.wiki import wiki_json_path
+def _wiki_articles(offset: int) -> list[dict]:
+    """Every ``GUARD_STRIDE``-th packaged article from ``offset``, in :func:`~textcl.data.wiki.wiki_leads`
+    order (1,004 articles: ~10 s to encode)."""
+    from textcl.data.wiki import GUARD_STRIDE, wiki_json_path
 
     data = json.loads(wiki_json_path().read_text(encoding="utf-8"))
-    return [v for v in data.values() if (v.get("extract") or "").strip()][::WIKI_STRIDE]
+    return [v for v in data.values() if (v.get("extract") or "").strip()][offset::GUARD_STRIDE]
 
 
 def _beir(pairs: list[tuple[str, str]]) -> BeirData:
@@ -108,15 +115,18 @@ def _stsb_genre(split: str, source: str, name: str) -> STSData:
 
 @functools.lru_cache(maxsize=None)
 def _builtin(name: str) -> Guard:
-    if name == "wiki-description-lead":
-        pairs = [(v["description"].strip(), v["extract"].strip()) for v in _wiki_articles()
+    from textcl.data.wiki import GUARD_OFFSETS
+
+    offset = GUARD_OFFSETS[1] if name.endswith("-b") else GUARD_OFFSETS[0]
+    if name.startswith("wiki-description-lead"):
+        pairs = [(v["description"].strip(), v["extract"].strip()) for v in _wiki_articles(offset)
                  if (v.get("description") or "").strip()]
         return Guard(name, beir=_beir(pairs))
-    if name == "wiki-sentence-rest":
+    if name.startswith("wiki-sentence-rest"):
         from textcl.data.wiki import split_sentences
 
         pairs = []
-        for v in _wiki_articles():
+        for v in _wiki_articles(offset):
             sentences = split_sentences(v["extract"])
             if len(sentences) >= 2:
                 pairs.append((sentences[0], " ".join(sentences[1:])))
@@ -130,17 +140,24 @@ def load_guard(spec: str | os.PathLike, field: str = "eval.guard") -> Guard:
     text = os.fspath(spec)
     if text in BUILTIN_GUARDS:
         return _builtin(text)
-    path = Path(text)
-    if path.is_dir():
-        if not (path / "corpus.jsonl").exists():
-            raise ConfigError(field, f"{text!r} is a folder without corpus.jsonl: expected a BEIR folder "
-                                     "(corpus.jsonl, queries.jsonl, qrels/test.tsv) or an STS file")
-        return Guard(f"{path.name} ndcg@10", beir=load_beir(path, "test"))
+    path = Path(text).expanduser()
     try:
-        sts = load_sts(text)
-    except TextclError as exc:
+        if path.is_dir():
+            if not (path / "corpus.jsonl").exists():
+                raise ConfigError(field, f"{text!r} is a folder without corpus.jsonl: expected a BEIR folder "
+                                         "(corpus.jsonl, queries.jsonl, qrels/test.tsv) or an STS file")
+            guard = Guard(f"{path.name} ndcg@10", beir=load_beir(path, "test"))
+        else:
+            sts = load_sts(path if path.exists() else text)
+            guard = Guard(sts.name, sts=sts)
+    except ConfigError:
+        raise
+    except (TextclError, OSError) as exc:
         raise ConfigError(field, f"{text!r}: {exc}; the built-in guards are {', '.join(BUILTIN_GUARDS)}") from exc
-    return Guard(sts.name, sts=sts)
+    if guard.name == "all" or "@" in guard.name:  # "all" and "<set>@<d>d" name other rows of the reports
+        raise ConfigError(field, f"{text!r}: a guard cannot be named {guard.name!r} (reserved for SentEval's "
+                                 "'all' and Matryoshka rows); rename the file")
+    return guard
 
 
 def load_guards(specs, field: str = "eval.guard") -> list[Guard]:

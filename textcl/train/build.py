@@ -59,6 +59,8 @@ class Run:
     threads: ThreadGovernor | None = None  #: keeps torch's threads at the free cores (None: fixed by the user)
     anchor: object | None = None  #: the :class:`~textcl.train.anchor.StartAnchor` of ``optim.l2_start``
     mix: object | None = None  #: the :class:`~textcl.train.mix.MixTerm` of ``data.mix``
+    #: ``train.wise_alpha``: the encoder's starting state dict on the CPU, taken before a resume loads weights
+    start_state: dict | None = None
 
     @property
     def encoder(self) -> Encoder:
@@ -433,6 +435,9 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
 
         anchor = StartAnchor([*encoder.parameters(), *(doc_encoder.parameters() if doc_encoder else [])],
                              c.optim.l2_start)
+    start_state = None
+    if c.train.wise_alpha is not None:  # the merge's base: the weights training starts from, kept on the CPU
+        start_state = {k: v.detach().to("cpu", copy=True) for k, v in encoder.state_dict().items()}
     mix = None
     if c.data.mix is not None:
         from textcl.train.mix import MixTerm
@@ -491,4 +496,4 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
                loss_fn=prepared[-2] if learnt else loss_fn, optimizer=prepared[-1], scheduler=scheduler,
                text_aug=text_aug, token_aug=token_aug, key_encoder=key_encoder, queue=queue, guide=guide, world=world,
                steps_per_epoch=steps_per_epoch, total_steps=total_steps, max_seq_len=max_seq_len, ema=ema,
-               precision_choice=choice, mini_batch=mini_batch, threads=governor, anchor=anchor, mix=mix)
+               precision_choice=choice, mini_batch=mini_batch, threads=governor, anchor=anchor, mix=mix, start_state=start_state)

@@ -51,12 +51,21 @@ def model_card(config: TrainConfig, metrics: dict, citation: str) -> str:
     selected_on = ", ".join(metrics.get("selected_on") or []) or "n/a"
     notes = []
     if metrics.get("guard"):
-        fell = [n for n, g in metrics["guard"].items() if g.get("fell")]
-        notes.append(f"Guard sets (off the training domain, never selected on unless `eval.guard_select`): "
-                     f"{', '.join(metrics['guard'])}. "
-                     + (f"**{', '.join(fell)} fell more than {metrics.get('guard_tolerance')} points below the "
-                        f"starting model.**" if fell else
-                        f"None fell more than {metrics.get('guard_tolerance')} points below the starting model."))
+        guard, tol = metrics["guard"], metrics.get("guard_tolerance")
+        fell = [n for n, g in guard.items() if g.get("fell")]
+        unmeasured = [n for n, g in guard.items() if g.get("before") is None]
+        chose = []
+        if config.eval.guard_select:
+            chose.append("the best step")
+        if (metrics.get("wise") or {}).get("requested") == "auto":
+            chose.append("the WiSE-FT alpha")
+        role = (f"they chose {' and '.join(chose)}, so their scores after are not held out" if chose else
+                "they chose nothing: no step and no merge was selected on them")
+        notes.append(f"Guard sets (off the training domain): {', '.join(guard)}; {role}. "
+                     + (f"**{', '.join(fell)} fell more than {tol} points below the starting model.** " if fell else "")
+                     + (f"{', '.join(unmeasured)}: no starting score (a run resumed from before the guard was "
+                        f"added), so no change is known." if unmeasured else
+                        "" if fell else f"None fell more than {tol} points below the starting model."))
     wise = metrics.get("wise")
     if wise:
         notes.append(f"Weights: WiSE-FT, {1 - wise['alpha']:.2f} x `{config.model.name}` + {wise['alpha']:.2f} x "

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from textcl._io import atomic_write_json
-from textcl.errors import ConfigError
+from textcl.errors import ConfigError, TextclError
 from textcl.eval.guards import load_guards
 from textcl.eval.stats import N_BOOTSTRAP
 from textcl.eval.sts import as_sts_list, evaluate_sts
@@ -113,10 +113,11 @@ class Evaluator:
         self.clock.eval_s += time.perf_counter() - t0
         return out
 
-    def before(self, state: dict, log) -> None:
-        """Score the starting model on every set (main process), into ``state["before"]`` and the log."""
+    def before(self, state: dict, log, guards_only: bool = False) -> None:
+        """Score the starting model on every set (main process; ``guards_only``: the guard sets, which
+        ``eval.before: false`` still scores), into ``state["before"]`` and the log."""
         encoder = self.run.encoder
-        state["before"] = self.at_dims(encoder, lambda enc: {
+        state["before"] = {} if guards_only else self.at_dims(encoder, lambda enc: {
             **self.evaluate(enc, self.sets, evaluators=self.evaluators),
             **self.evaluate(enc, self.test_sets, with_all=True)})
         state["before"].update(self.evaluate_guards(encoder))
@@ -239,58 +240,74 @@ class Evaluator:
         return {**scores, "chosen": scores[chosen]["length"]}
 
     def choose_wise(self, final: Encoder) -> dict | None:
-        """``train.wise_alpha``: set ``final``'s weights to ``(1 - a) * starting + a * trained`` (WiSE-FT).
-        ``auto`` scores a grid of a (0, 0.2, ..., 1, then the best's neighbours at 0.1) on the selection sets
-        and the guard sets, never the test sets, and keeps the a with the best mean of the two groups' means
-        (the task and the guards weigh the same; ties go to the larger a). Returns ``{"alpha", "requested",
-        "grid"}``, or None when ``wise_alpha`` is not set."""
-        from textcl.models.merge import check_compatible, interpolate
+        """``train.wise_alpha``: set ``final``'s weights to ``(1 - a) * starting + a * trained`` (WiSE-FT), the
+        starting weights being those the run loaded (kept on the CPU since). ``auto`` scores a grid of a (0,
+        0.2, ..., 1, then the chosen one's neighbours at 0.1) on the selection sets and the guard sets, never
+        the test sets, and keeps the best selection score among the a whose guards all end within
+        ``eval.guard_tolerance`` of the starting model's (a = 0, which always qualifies); ties go to the larger
+        a. Returns ``{"alpha", "requested", "rule", "grid"}``, or None when ``wise_alpha`` is not set."""
+        from textcl.models.merge import interpolate
 
         c = self.run.config
         requested = c.train.wise_alpha
         if requested is None:
             return None
-        base = Encoder.load(c.model.name, pooling=c.model.pooling, device=final.device)
-        names = (f"the starting model {c.model.name}", "the trained model")
-        check_compatible(base, final, names)
-        base_sd = base.state_dict()
-        trained = {k: v.detach().clone() for k, v in final.state_dict().items()}
-        # the SimCSE head (model.mlp_head) exists only in training and is never saved: it is not merged
-        head = {k: v for k, v in trained.items() if k.startswith("mlp.") and k not in base_sd}
+        start = self.run.start_state
+        trained = {k: v.detach().to("cpu", copy=True) for k, v in final.state_dict().items()}
+        # the SimCSE head (model.mlp_head) is never saved: a best-model/ loaded back has none, and it is not merged
+        base = {k: v for k, v in start.items() if k in trained or not k.startswith("mlp.")}
+        head = {k: v for k, v in trained.items() if k.startswith("mlp.") and k not in base}
         body = {k: v for k, v in trained.items() if k not in head}
-        del base
+        names = (f"the starting model {c.model.name}", "the trained model")
 
         def apply(alpha: float) -> None:
-            final.load_state_dict({**interpolate(base_sd, body, alpha, names=names), **head})
+            merged = interpolate(base, body, alpha, names=names)
+            final.load_state_dict({**merged, **head})
 
+        tolerance = float(c.eval.guard_tolerance)
         grid: dict[float, dict] = {}
 
         def score_at(alpha: float) -> None:
             apply(alpha)
             sets = self.evaluate(final, self.sets, evaluators=self.evaluators)
             guards = self.evaluate_guards(final)
-            groups = [self.score(g) for g in (sets, guards) if any(k != "all" for k in g)]
-            grid[alpha] = {"score": round(float(np.mean(groups)), 4),
+            task = self.score(sets)
+            grid[alpha] = {"score": round(task, 4) if np.isfinite(task) else None,
                            **{k: round(metric_value(m), 4) for k, m in {**sets, **guards}.items() if k != "all"}}
-            self.run.acc.print(f"wise_alpha {alpha:.1f}: mean {grid[alpha]['score']:.2f} ("
-                               + ", ".join(f"{k} {v:.2f}" for k, v in grid[alpha].items() if k != "score") + ")")
+            self.run.acc.print(f"wise_alpha {alpha:.1f}: " + ", ".join(
+                f"{k} {v:.2f}" for k, v in grid[alpha].items() if k != "score" and v is not None))
+
+        def allowed(alpha: float) -> bool:
+            row, first = grid[alpha], grid[0.0]
+            return all(row[g.name] is not None and np.isfinite(row[g.name])
+                       and row[g.name] >= first[g.name] - tolerance for g in self.guards)
+
+        def best() -> float:
+            ok = [a for a in grid if grid[a]["score"] is not None and (a == 0.0 or allowed(a))]
+            if not ok:
+                raise TextclError("train.wise_alpha auto: no merge has a finite score on the selection sets")
+            return max(ok, key=lambda a: (grid[a]["score"], a))
 
         if requested == "auto":
             for alpha in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
                 score_at(alpha)
-            best = max(grid, key=lambda a: (grid[a]["score"], a))
-            for alpha in (round(best - 0.1, 1), round(best + 0.1, 1)):
+            for alpha in (round(best() - 0.1, 1), round(best() + 0.1, 1)):
                 if 0.0 <= alpha <= 1.0 and alpha not in grid:
                     score_at(alpha)
-            chosen = max(grid, key=lambda a: (grid[a]["score"], a))
+            chosen = best()
         else:
             chosen = float(requested)
         apply(chosen)
         self.run.acc.print(f"wise_alpha {requested} -> {chosen:.2f}: saved weights are {1 - chosen:.2f} x the "
                            f"starting model + {chosen:.2f} x the trained one"
-                           + (" (chosen on the selection and guard sets)" if requested == "auto" else ""))
+                           + (f" (the best on {', '.join(s.name for s in self.sets) or 'the selection sets'} "
+                              f"whose guards stay within {tolerance:g} points of the start)"
+                              if requested == "auto" else ""))
         return {"alpha": chosen, "requested": requested,
-                "grid": {f"{a:.1f}": v for a, v in sorted(grid.items())}}
+                "rule": ("best selection score among the alphas whose guard sets all end within "
+                         "eval.guard_tolerance of the starting model" if requested == "auto" else "given"),
+                "grid": {f"{a:.1f}": {**v, "guards_within_tolerance": allowed(a)}
+                         for a, v in sorted(grid.items())}}
 
     def guard_report(self, before: dict, after: dict) -> dict:
         """name -> ``{before, after, change, ci95, metric, fell}`` for each guard set, where ``fell`` is a fall

@@ -1,5 +1,6 @@
 """A general-domain term mixed into every step (``data.mix``): InfoNCE on two dropout views of texts from
-another source (the packaged Wikipedia sentences by default), added to the task's loss with a weight.
+another source (the packaged Wikipedia sentences by default, less the articles the Wikipedia guard sets are
+built from), added to the task's loss with a weight.
 
 Fine-tuning on one task moves the model away from what it knew; the SimCSE objective on general text keeps
 its sentence space spread out where the task never looks. Each step draws ``batch_size`` texts from a
@@ -29,6 +30,10 @@ class MixTerm:
         from textcl.config import DataConfig
         from textcl.data.pairs import load_examples
 
+        if config.path == "packaged:wiki":  # never the articles the Wikipedia guard sets are built from
+            from textcl.data.wiki import wiki_sentences
+
+            return cls(config, wiki_sentences(without_guards=True), seed)
         examples = load_examples(dataclasses.replace(DataConfig(), kind="unlabeled", path=config.path))
         return cls(config, [e.anchor for e in examples], seed)
 

@@ -94,6 +94,8 @@ class Trainer:
             atomic_write_json(out / "config.json", c.to_dict())
             if not resumed and c.eval.before:
                 self.evaluator.before(state, log)
+            elif not resumed and self.evaluator.guards:  # a guard's change needs its starting score
+                self.evaluator.before(state, log, guards_only=True)
         return state, log
 
     def run(self, *, resume: bool = False, stop_after_step: int | None = None) -> TrainResult:
