@@ -139,6 +139,11 @@ def test_a_guard_is_reported_but_never_changes_the_run_unless_asked(tiny_bert_di
     logged = [line for line in (tmp_path / "guarded" / "log.csv").read_text().splitlines() if ",news," in line]
     assert len(logged) == 1 + 2  # before, and each of the two evaluations
 
+    quiet = train(_config(tiny_bert_dir, tmp_path, eval={"guard": [guard], "before": False}),
+                  output_dir=tmp_path / "quiet")  # no starting scores asked for: the guards still get theirs
+    assert set(quiet.metrics["before"]) == {"news"} and quiet.metrics["guard"]["news"]["before"] is not None
+    assert "they chose nothing" in card
+
     selecting = train(_config(tiny_bert_dir, tmp_path, eval={"guard": [guard], "guard_select": True}),
                       output_dir=tmp_path / "selecting")
     assert selecting.metrics["selected_on"] == ["train", "news"]
@@ -185,6 +190,8 @@ def test_wise_alpha_auto_chooses_on_selection_and_guard_sets_never_a_test_set(ti
     best = max(grid[f"{a:.1f}"]["score"] for a in allowed)
     assert wise["alpha"] in allowed and grid[f"{wise['alpha']:.1f}"]["score"] == best
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["wise"]["alpha"] == wise["alpha"]
+    card = (result.model_dir / "README.md").read_text()
+    assert "they chose the WiSE-FT alpha, so their scores after are not held out" in card
 
 
 # ---------------------------------------------------------------- optim.l2_start

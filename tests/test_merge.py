@@ -109,3 +109,31 @@ def test_the_merge_command_writes_the_folder(two_models, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().err
     card = (tmp_path / "m" / "README.md").read_text()
     assert "library_name: sentence-transformers" in card and "(1 - 0.3) x" in card
+
+
+def test_merge_never_replaces_what_is_not_a_model(two_models, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    assert main(["merge", str(two_models[0]), str(two_models[1]), "--alpha", "0.5", "--out", str(notes)]) == 2
+    assert capsys.readouterr().err.strip().startswith(f"textcl: error: --out {notes}: is a file, not a folder")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("keep me")
+    assert main(["merge", str(two_models[0]), str(two_models[1]), "--alpha", "0.5", "--out", str(mine)]) == 2
+    assert capsys.readouterr().err.strip() == (f"textcl: error: --out: {mine} is a folder that holds no model; the "
+                                               "merge replaces the folder it writes, so give a new or a model folder")
+    assert main(["merge", str(two_models[0]), str(two_models[1]), "--alpha", "0.5", "--out",
+                 str(two_models[1].parent)]) == 2
+    assert capsys.readouterr().err.strip() == (f"textcl: error: --out: {two_models[1].parent} would replace BASE "
+                                               f"{two_models[0]}; write the merge elsewhere")
+    assert notes.read_text() == "keep me" and (mine / "keep.txt").read_text() == "keep me"
+
+
+def test_a_plain_transformers_base_takes_the_tuned_models_pooling(tiny_bert_dir, two_models, tmp_path):
+    tuned = Encoder.load(two_models[1], pooling="cls_before_pooler")
+    tuned.save(tmp_path / "simcse")
+    out = merge_folders(tiny_bert_dir, tmp_path / "simcse", 0.0, tmp_path / "merged")
+    merged = Encoder.load(out, device="cpu")
+    assert merged.pooling == "cls_before_pooler"
+    want = Encoder.load(tiny_bert_dir, device="cpu").state_dict()
+    assert all(torch.equal(merged.state_dict()[k], want[k]) for k in want)

@@ -21,11 +21,23 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from textcl._io import check_writable
     from textcl.errors import ConfigError
     from textcl.models.merge import merge_folders
 
     if not 0.0 <= args.alpha <= 1.0:
         raise ConfigError("--alpha", f"expected a number in [0, 1], got {args.alpha!r}")
+    check_writable(args.out, "--out", folder=True)
+    out = Path(args.out).expanduser().resolve()
+    for flag, given in (("BASE", args.base), ("TUNED", args.tuned)):
+        model = Path(given).expanduser()
+        if model.exists() and (out == model.resolve() or out in model.resolve().parents):
+            raise ConfigError("--out", f"{args.out} would replace {flag} {given}; write the merge elsewhere")
+    if out.is_dir() and any(out.iterdir()) and not (out / "modules.json").exists() and not (out / "config.json").exists():
+        raise ConfigError("--out", f"{args.out} is a folder that holds no model; the merge replaces the folder it "
+                                   "writes, so give a new or a model folder")
     out = merge_folders(args.base, args.tuned, args.alpha, args.out)
     print(f"wrote {out}: (1 - {args.alpha}) x {args.base} + {args.alpha} x {args.tuned}", file=sys.stderr)
     return 0

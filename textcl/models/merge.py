@@ -85,13 +85,20 @@ def merge_encoders(base, tuned, alpha: float, names: tuple[str, str] = ("base", 
 def merge_folders(base: str | os.PathLike, tuned: str | os.PathLike, alpha: float,
                   out: str | os.PathLike) -> Path:
     """Load two sentence-transformers folders (or hub names), interpolate, and write ``out`` atomically in the
-    sentence-transformers layout with ``tuned``'s settings. Returns ``out``."""
+    sentence-transformers layout with ``tuned``'s settings. A ``base`` without sentence-transformers settings
+    (a plain transformers folder, as SimCSE recipes start from) takes ``tuned``'s pooling and normalisation.
+    Returns ``out``."""
     from textcl.models import Encoder
+
+    from textcl.models.resolve import resolve_model
 
     alpha = _check_alpha(alpha)
     names = (os.fspath(base), os.fspath(tuned))
-    enc_base = Encoder.load(base, device="cpu")
     enc_tuned = Encoder.load(tuned, device="cpu")
+    if (resolve_model(base) / "modules.json").exists():
+        enc_base = Encoder.load(base, device="cpu")
+    else:  # a plain transformers folder (bert-base-uncased) says no pooling: it is the tuned model's start
+        enc_base = Encoder.load(base, device="cpu", pooling=enc_tuned.pooling, normalize=enc_tuned.normalize)
     merged = merge_encoders(enc_base, enc_tuned, alpha, names)
     from textcl.models.st_format import default_model_card
 
