@@ -63,8 +63,12 @@ def worker(rank, world, init_file, out_dir, size_splits):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    from datetime import timedelta
+
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=120))
+    ok = False
     try:
         data = make_data()
         results = {}
@@ -82,6 +86,12 @@ def worker(rank, world, init_file, out_dir, size_splits):
                     dist.all_reduce(t)
                     t /= world
                 results[tuple(sizes), name] = (loss.detach(), [q.grad.clone() for q in model.parameters()] + extra)
+                del model, loss_fn, loss  # DDP's reducer holds the group: gone before the group is destroyed
         torch.save(results, f"{out_dir}/rank{rank}.pt")
+        ok = True
     finally:
+        # Both ranks reach here before either tears gloo down: a rank that destroys its group while the other
+        # still talks to it aborts that one ("terminate called without an active exception").
+        if ok:
+            dist.barrier()
         dist.destroy_process_group()

@@ -222,6 +222,40 @@ def test_a_pull_of_one_learning_rate_keeps_the_starting_weights(tiny_bert_dir, t
         _config(tiny_bert_dir, tmp_path, optim={"l2_start": -1})
 
 
+
+@pytest.mark.parametrize("skipped", [False, True])
+def test_a_step_that_fp16_skipped_does_not_pull(skipped):
+    from types import SimpleNamespace
+    from textcl.train.anchor import StartAnchor
+    from textcl.train.step import _update
+
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    anchor = StartAnchor([w], lam=2.0)
+    with torch.no_grad():
+        w.copy_(torch.tensor([3.0, 0.0]))
+    optimizer = torch.optim.SGD([w], lr=0.1)  # no gradient: its own step leaves w alone
+    acc = SimpleNamespace(optimizer_step_was_skipped=skipped, unwrap_model=lambda m: m)
+    run = SimpleNamespace(config=config_from_dict({"optim": {"max_grad_norm": None}}), acc=acc,
+                          optimizer=optimizer, anchor=anchor, loss_fn=torch.nn.Identity(),
+                          scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0))
+    _update(run)
+    expected = [3.0, 0.0] if skipped else [2.6, -0.4]
+    torch.testing.assert_close(w.detach(), torch.tensor(expected))
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("optim", "l2_start", float("nan"), r"optim.l2_start: expected a non-negative number, got nan"),
+    ("optim", "l2_start", float("inf"), r"optim.l2_start: expected a non-negative number, got inf"),
+    ("optim", "l2_start", 2000.0, r"optim.l2_start: expected optim.lr \* l2_start <= 1 \(the pull would overshoot "
+                                  r"the starting weights\), got 0.001 \* 2000.0 = 2"),
+    ("optim", "lr", float("nan"), r"optim.lr: expected a positive number, got nan"),
+    ("loss", "temperature", float("inf"), r"loss.temperature: expected a positive number, got inf"),
+])
+def test_a_number_that_is_not_finite_or_overshoots_is_refused(tiny_bert_dir, tmp_path, section, key, value, message):
+    with pytest.raises(ConfigError, match="^" + message):
+        _config(tiny_bert_dir, tmp_path, **{section: {key: value}})
+
+
 # ---------------------------------------------------------------- data.mix
 def test_the_mixed_texts_of_a_step_are_fixed_by_seed_step_and_process():
     from textcl.config import MixConfig
@@ -247,6 +281,10 @@ def test_the_mix_term_trains_and_is_validated(tiny_bert_dir, tmp_path):
         _config(tiny_bert_dir, tmp_path, data={"mix": {"path": str(tmp_path / "nope.txt")}})
     with pytest.raises(ConfigError, match=r"data.mix.batch_size: in-batch negatives need at least 2 texts, got 1"):
         _config(tiny_bert_dir, tmp_path, data={"mix": {"batch_size": 1}})
+    for key in ("weight", "temperature"):
+        for value in (float("nan"), float("inf")):
+            with pytest.raises(ConfigError, match=rf"data.mix.{key}: expected a positive number, got {value}"):
+                _config(tiny_bert_dir, tmp_path, data={"mix": {"path": str(wiki), key: value}})
 
 
 def test_a_set_is_a_guard_or_a_task_set_not_both(tiny_bert_dir, tmp_path):

@@ -112,3 +112,16 @@ def test_a_failed_measurement_on_process_0_stops_every_process_with_its_message(
     proc = launch("_dist_precision.py", config, tmp_path / "run", 2, "fail", timeout=120)
     assert proc.returncode != 0
     assert proc.stderr.count("train.mixed_precision auto: process 0 could not measure") >= 2, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("precision", ["auto", "no"])
+def test_processes_wait_for_process_0_as_long_as_sharded_encoding_does(tiny_bert_dir, tmp_path, precision):
+    """Process 0 evaluates, saves and scores train.wise_alpha's grid while the others wait at a barrier: the
+    group's timeout is textcl's barrier timeout (7 days), not torch's 30 min (gloo) or 10 min (nccl), whichever
+    path (auto precision starts the group before the Accelerator) built it."""
+    config = auto_config(tiny_bert_dir, tmp_path)
+    config["train"]["mixed_precision"] = precision
+    proc = launch("_dist_timeout.py", config, tmp_path / "run", 2, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = proc.stdout + proc.stderr
+    assert "rank 0 timeout 604800 s" in out and "rank 1 timeout 604800 s" in out, out[-2000:]

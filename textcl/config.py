@@ -220,7 +220,7 @@ class TrainConfig:
                 bad(path, f"expected one of {', '.join(map(str, options))}, got {value!r}")
 
         def positive(path, value, allow_zero=False):
-            if value < 0 or (value == 0 and not allow_zero):
+            if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
                 bad(path, f"expected a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
 
         m, d, lo, o, e, t = self.model, self.data, self.loss, self.optim, self.eval, self.train
@@ -331,6 +331,10 @@ class TrainConfig:
         if len(o.betas) != 2:
             bad("optim.betas", f"expected two numbers, got {o.betas!r}")
         positive("optim.l2_start", o.l2_start, allow_zero=True)
+        if o.lr * o.l2_start > 1 + 1e-9:
+            # the pull moves w by lr * l2_start of its distance to w0: past w0 (and oscillating) above 1
+            bad("optim.l2_start", f"expected optim.lr * l2_start <= 1 (the pull would overshoot the starting "
+                                  f"weights), got {o.lr!r} * {o.l2_start!r} = {o.lr * o.l2_start:g}")
         if not 0.0 <= o.ema_decay < 1.0:
             bad("optim.ema_decay", f"expected a decay in [0, 1) (0 = no weight average), got {o.ema_decay!r}")
         for i, folder in enumerate(e.retrieval):

@@ -146,7 +146,12 @@ def _choose(c: TrainConfig, device_type: str, shape: dict, resumed: dict) -> Pre
 
 def _accelerator(c: TrainConfig, out: Path, found_trackers: list[str], resumed: dict):
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    from textcl.encode.dist import BARRIER_TIMEOUT
+
+    # the other processes wait at a barrier while process 0 evaluates, saves and (train.wise_alpha: auto)
+    # scores a grid of merges: torch's defaults (10 min for nccl, 30 for gloo) would kill a healthy run
 
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # Accelerate keeps one global state per process; a second run in the same process (a notebook,
@@ -163,7 +168,7 @@ def _accelerator(c: TrainConfig, out: Path, found_trackers: list[str], resumed: 
         from accelerate import PartialState
         from accelerate.utils import broadcast_object_list
 
-        state = PartialState(cpu=not torch.cuda.is_available())
+        state = PartialState(cpu=not torch.cuda.is_available(), timeout=BARRIER_TIMEOUT)
         box: list = [None]
         if state.is_main_process:
             try:
@@ -178,7 +183,8 @@ def _accelerator(c: TrainConfig, out: Path, found_trackers: list[str], resumed: 
     acc = Accelerator(
         mixed_precision=choice.resolved, cpu=not torch.cuda.is_available(),
         log_with=found_trackers or None, project_dir=str(out),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True),
+                         InitProcessGroupKwargs(timeout=BARRIER_TIMEOUT)],
     )
     if choice.bf16_over_fp32 is not None:
         acc.print(f"textcl: {choice.line()}")

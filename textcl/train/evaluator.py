@@ -291,7 +291,8 @@ class Evaluator:
         if requested == "auto":
             for alpha in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
                 score_at(alpha)
-            for alpha in (round(best() - 0.1, 1), round(best() + 0.1, 1)):
+            coarse = best()
+            for alpha in (round(coarse - 0.1, 1), round(coarse + 0.1, 1)):
                 if 0.0 <= alpha <= 1.0 and alpha not in grid:
                     score_at(alpha)
             chosen = best()

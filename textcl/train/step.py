@@ -135,7 +135,8 @@ def _update(run: Run) -> None:
         run.acc.clip_grad_norm_([p for grp in run.optimizer.param_groups for p in grp["params"]],
                                 c.optim.max_grad_norm)
     run.optimizer.step()
-    if run.anchor is not None:  # optim.l2_start: back towards the starting weights, at this step's rate
+    if run.anchor is not None and not run.acc.optimizer_step_was_skipped:
+        # optim.l2_start: back towards the starting weights, at this step's rate (not on a step fp16 skipped)
         run.anchor.pull(run.optimizer.param_groups[0]["lr"])
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
