@@ -291,3 +291,26 @@ def test_a_set_is_a_guard_or_a_task_set_not_both(tiny_bert_dir, tmp_path):
     config = _config(tiny_bert_dir, tmp_path, eval={"guard": [str(tmp_path / "held.tsv")]})
     with pytest.raises(ConfigError, match=r"^eval.guard: held is also a selection or test set"):
         train(config, output_dir=tmp_path / "run")
+
+
+@pytest.mark.parametrize("sections, where", [
+    ({}, r"train \(eval.data\)"),                                         # the selection set
+    ({"eval": {"data": []}}, r"held \(eval.test\)"),                       # the test set: would help choose wise
+    ({"eval": {"data": [], "test": []}}, r".*train.tsv \(data.path\)"),    # the training pairs
+])
+def test_a_guard_sharing_pairs_with_a_task_set_is_refused(tiny_bert_dir, tmp_path, sections, where):
+    a, b, s = ROWS[0]
+    guard = _write(tmp_path / "overlap.tsv", GUARD_ROWS + [(f" {b}", a, s)])  # order and edge spaces aside
+    config = _config(tiny_bert_dir, tmp_path, **sections)
+    config.eval.guard = [str(guard)]
+    with pytest.raises(ConfigError, match=rf"^eval.guard: overlap shares 1 of its 7 pairs with {where}: a guard "
+                                          r"measures what fine-tuning cost off the task"):
+        train(config, output_dir=tmp_path / "run")
+
+
+def test_the_forum_guard_is_refused_beside_stsb_dev(tiny_bert_dir, tmp_path):
+    config = _config(tiny_bert_dir, tmp_path, eval={"data": ["stsb-dev"], "test": []})
+    config.eval.guard = ["stsb-dev-forums"]
+    with pytest.raises(ConfigError, match=r"^eval.guard: stsb-dev-forums shares 375 of its 375 pairs with stsb-dev "
+                                          r"\(eval.data\)"):
+        train(config, output_dir=tmp_path / "run")

@@ -16,8 +16,8 @@ or one built from the packaged data:
 ``data.path`` is ``packaged:wiki`` cannot take a Wikipedia guard (it trains on those articles).
 - ``stsb-dev-forums``: the 375 STS-B dev pairs from the answers-forums genre, which STS-B train does not
   hold (its only forum pairs are deft-forum). Read from the packaged STS-B files, which keep the genre
-  columns; the hub's copy drops them. It is part of ``stsb-dev``: a recipe that selects on STS-B dev
-  already favours it a little.
+  columns; the hub's copy drops them. It is part of ``stsb-dev``, so a run that selects on (or trains or
+  tests on) STS-B dev cannot take it: a guard sharing pairs with a task set is refused (:func:`check_held_out`).
 
 (Title -> lead retrieval is not offered: the lead repeats the title, and MiniLM scores nDCG@10 99.8 on it
 before any training, so a guard built on it could not fall.)
@@ -144,6 +144,28 @@ def load_guard(spec: str | os.PathLike, field: str = "eval.guard") -> Guard:
         raise ConfigError(field, f"{text!r}: a guard cannot be named {guard.name!r} (reserved for SentEval's "
                                  "'all' and Matryoshka rows); rename the file")
     return guard
+
+
+def pair_keys(sentences1, sentences2) -> set[tuple[str, str]]:
+    """Each pair as an order-free key of its stripped texts, to find the pairs two sets share."""
+    return {(a, b) if a <= b else (b, a) for a, b in ((x.strip(), y.strip()) for x, y in zip(sentences1, sentences2))}
+
+
+def check_held_out(guards: list[Guard], task_sets: list[tuple[str, str, set]], field: str = "eval.guard") -> None:
+    """Refuse a guard STS set that shares pairs with a set that trains, selects or tests the model:
+    ``task_sets`` holds ``(its field, its name, its pair_keys)``. Such a guard is no measure of what
+    fine-tuning cost off the task (a selection set's pairs are what the best step was chosen for), and with
+    ``train.wise_alpha: auto`` a test set's pairs would help choose the merge the test then scores."""
+    for g in guards:
+        if g.sts is None:
+            continue
+        mine = pair_keys(g.sts.sentences1, g.sts.sentences2)
+        for where, name, keys in task_sets:
+            shared = len(mine & keys)
+            if shared:
+                raise ConfigError(field, f"{g.name} shares {shared} of its {len(mine)} pairs with {name} ({where}): "
+                                         "a guard measures what fine-tuning cost off the task, and these pairs are "
+                                         f"the task's; drop {g.name} from eval.guard, or take {name} out of {where}")
 
 
 def load_guards(specs, field: str = "eval.guard") -> list[Guard]:

@@ -11,7 +11,7 @@ import torch
 
 from textcl._io import atomic_write_json
 from textcl.errors import ConfigError, TextclError
-from textcl.eval.guards import load_guards
+from textcl.eval.guards import check_held_out, load_guards, pair_keys
 from textcl.eval.stats import N_BOOTSTRAP
 from textcl.eval.sts import as_sts_list, evaluate_sts
 from textcl.models import Encoder
@@ -69,6 +69,14 @@ class Evaluator:
         if both:  # one name, two reports: a guard's score would overwrite a task set's
             raise ConfigError("eval.guard", f"{', '.join(both)} is also a selection or test set (eval.data, "
                                             "eval.test, eval.retrieval); a set is a guard or a task set, not both")
+        if any(g.sts is not None for g in self.guards):
+            scored = [e for e in run.examples if e.anchor != e.positive]  # unlabeled rows repeat their text
+            check_held_out(self.guards, [("eval.data", s.name, pair_keys(s.sentences1, s.sentences2))
+                                         for s in self.sets]
+                           + [("eval.test", s.name, pair_keys(s.sentences1, s.sentences2)) for s in self.test_sets]
+                           + ([("data.path", str(c.data.path), pair_keys([e.anchor for e in scored],
+                                                                          [e.positive for e in scored]))]
+                              if scored else []))
         #: Matryoshka prefixes reported before and after training (selection uses the full dimension)
         self.dims = sorted((c.loss.matryoshka.dims if c.loss.matryoshka is not None else []), reverse=True)
 
