@@ -314,3 +314,22 @@ def test_the_forum_guard_is_refused_beside_stsb_dev(tiny_bert_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"^eval.guard: stsb-dev-forums shares 375 of its 375 pairs with stsb-dev "
                                           r"\(eval.data\)"):
         train(config, output_dir=tmp_path / "run")
+
+
+def test_a_resume_that_changes_what_selects_is_refused(tiny_bert_dir, tmp_path):
+    """With eval.guard_select the best score so far averages the guards in: a resume that flips it (or changes
+    the selection sets) would compare the checkpoint's best against a score on another scale."""
+    from textcl.train.checkpoint import ResumeMismatch
+
+    guard = _write(tmp_path / "guard.tsv", GUARD_ROWS)
+    config = _config(tiny_bert_dir, tmp_path, eval={"guard": [str(guard)], "guard_select": True},
+                     train={"checkpoint_every": 2})
+    train(config, output_dir=tmp_path / "run", stop_after_step=2)
+    flipped = _config(tiny_bert_dir, tmp_path, eval={"guard": [str(guard)], "guard_select": False},
+                      train={"checkpoint_every": 2})
+    with pytest.raises(ResumeMismatch, match=r"another batch layout or selection \(selection: checkpoint "
+                                             r"\['.*train.tsv', 'guard:.*guard.tsv'\], this run \['.*train.tsv'\]\)"):
+        train(flipped, output_dir=tmp_path / "run", resume=True)
+    resumed = train(config, output_dir=tmp_path / "run", resume=True)
+    straight = train(config, output_dir=tmp_path / "straight")
+    assert resumed.finished and resumed.steps == straight.steps

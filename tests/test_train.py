@@ -254,7 +254,7 @@ def test_resume_refuses_another_batch_layout_naming_what_differs(tiny_bert_dir, 
 
     train(make_config(tiny_bert_dir, corpus), output_dir=tmp_path / "run", stop_after_step=3)
     other = make_config(tiny_bert_dir, corpus, train={"batch_size": 8, "grad_accum": 2})
-    with pytest.raises(ResumeMismatch, match=r"step-00000003: it was written with another batch layout "
+    with pytest.raises(ResumeMismatch, match=r"step-00000003: it was written with another batch layout or selection "
                                              r"\(train\.batch_size: checkpoint 4, this run 8; "
                                              r"train\.grad_accum: checkpoint 1, this run 2\)"):
         train(other, output_dir=tmp_path / "run", resume=True)

@@ -118,8 +118,9 @@ class Checkpointer:
             saved = read_json(self.resumed_from / STATE_FILE)
             if "layout" in saved and (diff := layout_mismatch(saved["layout"], self.layout)):
                 raise ResumeMismatch(
-                    f"cannot resume from {self.resumed_from}: it was written with another batch layout "
-                    f"({'; '.join(diff)}), so the resumed steps would see other batches than the run it continues. "
+                    f"cannot resume from {self.resumed_from}: it was written with another batch layout or selection "
+                    f"({'; '.join(diff)}), so the resumed steps would see other batches, or weigh the best step on "
+                    "another score, than the run it continues. "
                     "Resume with the checkpoint's settings, or start afresh without --resume.")
             state = load_checkpoint(acc, self.resumed_from)
             if acc.is_main_process and "layout" in saved:  # older checkpoints hold no outputs: leave them be

@@ -78,6 +78,9 @@ class Trainer:
                   "data.group_by_length": c.data.group_by_length, "examples": len(run.examples),
                   "precision": run.precision, "chunk_overhead": run.encoder.chunk_overhead,
                   "model.fast_dropout": c.model.fast_dropout,
+                  # what the selection score averages: the best score so far is only comparable on the same sets
+                  "selection": [*map(str, c.eval.data), *map(str, c.eval.retrieval),
+                                *([f"guard:{g}" for g in c.eval.guard] if c.eval.guard_select else [])],
                   # auto's measured mini-batch, kept by a resumed run (an explicit one may change on resume)
                   **({"loss.mini_batch_size": run.mini_batch.resolved} if run.mini_batch is not None
                      and run.mini_batch.requested == "auto" else {})}
