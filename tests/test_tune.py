@@ -233,3 +233,16 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed(tmp_path, monkeypat
     monkeypatch.setattr(st, "GRACE_S", -1)
     st.fail_stale_trials(study)
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL]
+
+
+@pytest.mark.parametrize("guard_select, expected", [(False, 80.0), (True, 65.0)])
+def test_a_trial_without_evaluations_is_scored_on_its_dev_sets_not_its_guards(guard_select, expected):
+    """eval.every: 0 leaves no selected_on: the trial's value is its dev sets' mean after training, a guard
+    joining it only where eval.guard_select made it choose."""
+    from textcl.tune.trial import dev_score
+
+    metrics = {"after": {"dev": {"spearman": 80.0, "n": 10}, "wiki": {"score": 50.0, "n": 10, "guard": True},
+                         "dev@32d": {"spearman": 10.0}},
+               "selected_on": None, "config": {"eval": {"guard_select": guard_select}}}
+    assert dev_score(metrics) == pytest.approx(expected)
+    assert dev_score({**metrics, "selected_on": ["dev"]}) == pytest.approx(80.0)

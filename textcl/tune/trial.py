@@ -40,7 +40,11 @@ def dev_score(metrics: dict) -> float:
     """The trial's value: the mean score of the saved model on the sets that selected it (the recipe's
     ``eval.data``, ``eval.retrieval`` and any extra evaluators; never a test set)."""
     after = metrics["after"]
-    names = metrics.get("selected_on") or [k for k in after if k != "all" and "@" not in k]
+    guards_select = bool(((metrics.get("config") or {}).get("eval") or {}).get("guard_select"))
+    # no evaluation during training (eval.every: 0): the sets after it, less the guards (never selected on
+    # unless eval.guard_select), SentEval's "all" and the Matryoshka rows
+    names = metrics.get("selected_on") or [k for k, m in after.items() if k != "all" and "@" not in k
+                                           and (guards_select or not m.get("guard"))]
     return float(np.mean([metric_value(after[k]) for k in names]))
 
 
