@@ -66,6 +66,25 @@ class DataConfig:
     #: a general-domain term in every step (``textcl.train.mix``): InfoNCE on dropout views of texts from another
     #: source, added to the task's loss with a weight, to keep what the model knew off the task's domain
     mix: Optional["MixConfig"] = None
+    #: ``data.kind: interactions``: how a log of (user, item, timestamp) becomes training rows (textcl.recommend)
+    interactions: Optional["InteractionsConfig"] = None
+
+
+@dataclass
+class InteractionsConfig:
+    """Recommendation from an interaction log (``data.kind: interactions``, ``data.path`` the log or
+    ``packaged:ml100k``): each training row is a user's recent history (as text, most recent item first) and
+    the item they picked next; evaluation ranks every item of the catalogue (leave-one-out in time order)."""
+
+    items: Optional[str] = None  #: the item catalogue (RecBole .item, CSV/TSV, JSONL); packaged:ml100k brings its own
+    template: str = "{movie_title} ({release_year}). {class}"  #: an item's text, from its catalogue fields
+    history: int = 10  #: items in a user's history text, most recent first
+    separator: str = " | "  #: between the history's item texts
+    cold_fraction: float = 0.0  #: items held out of training (all their interactions), ranked for cold start
+    cold_seed: int = 0
+    logq_correction: bool = True  #: subtract each in-batch item's log sampling probability (Yi et al. 2019)
+    mask_hits: bool = True  #: a batch's item that is the row's own item or in its history is not a negative
+    name: Optional[str] = None  #: the evaluation rows' prefix (NAME-valid, NAME-test, NAME-cold); default from the log
 
 
 @dataclass
@@ -231,7 +250,11 @@ class TrainConfig:
             bad("model.save_max_seq_len", f"expected true, false or auto, got {m.save_max_seq_len!r}")
         if m.dropout is not None and not 0.0 <= m.dropout < 1.0:
             bad("model.dropout", f"expected a rate in [0, 1), got {m.dropout!r}")
-        choice("data.kind", d.kind, ("unlabeled", "pairs", "triples", "scored"))
+        choice("data.kind", d.kind, ("unlabeled", "pairs", "triples", "scored", "interactions"))
+        if d.kind == "interactions":
+            self._check_interactions(bad, positive)
+        elif d.interactions is not None:
+            bad("data.interactions", f"configures data.kind interactions, not {d.kind!r}")
         if d.max_examples is not None:
             positive("data.max_examples", d.max_examples)
         from textcl.data.sts import KNOWN_SETS
@@ -243,7 +266,7 @@ class TrainConfig:
                 bad("data.path", f"file {d.path!r} does not exist (expected a .txt/.jsonl/.csv/.tsv file, "
                                  "packaged:wiki, or hf:NAME[:SPLIT])")
         elif d.path.startswith("packaged:"):
-            choice("data.path", d.path, ("packaged:wiki",))
+            choice("data.path", d.path, ("packaged:ml100k",) if d.kind == "interactions" else ("packaged:wiki",))
         if d.mix is not None:
             if not d.mix.path.startswith(("packaged:", "hf:")) and not Path(d.mix.path).expanduser().is_file():
                 bad("data.mix.path", f"file {d.mix.path!r} does not exist (expected a .txt/.jsonl file of texts, "
@@ -389,6 +412,38 @@ class TrainConfig:
         return self
 
 
+    def _check_interactions(self, bad, positive) -> None:
+        """``data.kind: interactions``: the catalogue, the history and the options the next-item loss has."""
+        d, lo, m, t = self.data, self.loss, self.model, self.train
+        if d.interactions is None:
+            d.interactions = InteractionsConfig()
+        it = d.interactions
+        if d.path.startswith("hf:"):
+            bad("data.path", "an interaction log is a local file (RecBole .inter, CSV/TSV, JSONL) or packaged:ml100k")
+        if it.items is None and d.path != "packaged:ml100k":
+            bad("data.interactions.items", "expected the item catalogue file (item id and the template's fields)")
+        if it.items is not None and not Path(str(it.items)).expanduser().is_file():
+            bad("data.interactions.items", f"file {it.items!r} does not exist")
+        if not isinstance(it.template, str) or "{" not in it.template:
+            bad("data.interactions.template", f"expected a text with catalogue fields in braces, got {it.template!r}")
+        if not isinstance(it.history, int) or isinstance(it.history, bool) or it.history < 1:
+            bad("data.interactions.history", f"expected a positive number of items, got {it.history!r}")
+        if not isinstance(it.cold_fraction, (int, float)) or not 0.0 <= it.cold_fraction < 1.0:
+            bad("data.interactions.cold_fraction", f"expected a fraction in [0, 1), got {it.cold_fraction!r}")
+        if lo.name != "infonce":
+            bad("loss.name", "data.kind interactions trains with the next-item softmax (loss.name infonce)")
+        for name in ("cached", "symmetric", "nt_xent", "learnable_temperature", "gather_across_devices"):
+            if getattr(lo, name):
+                bad(f"loss.{name}", "is not an option of the next-item loss (data.kind interactions)")
+        for name, value in (("loss.moco", lo.moco), ("loss.guide", lo.guide), ("loss.matryoshka", lo.matryoshka),
+                            ("data.mix", d.mix), ("data.augment", d.augment), ("data.token_augment", d.token_augment)):
+            if value is not None:
+                bad(name, "does not combine with data.kind interactions")
+        if m.two_tower:
+            bad("model.two_tower", "data.kind interactions trains one tower for users and items")
+        if t.wise_alpha is not None:
+            bad("train.wise_alpha", "is not offered with data.kind interactions")
+
     def _refuse_unused(self, bad) -> None:
         """A field set away from its default that this mode never reads is an error, not a silent no-op."""
         d, lo = self.data, self.loss
@@ -528,7 +583,21 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...] = (), sou
 
 def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = (), source: str | None = None) -> TrainConfig:
     """Build and validate a :class:`TrainConfig` from a plain dict (as loaded from YAML)."""
-    return _from_dict(TrainConfig, apply_overrides(data, overrides, source), "", source).validate(source)
+    return _from_dict(TrainConfig, _kind_defaults(apply_overrides(data, overrides, source)), "",
+                      source).validate(source)
+
+
+def _kind_defaults(data: dict) -> dict:
+    """Defaults that depend on ``data.kind``: a recommendation run (``interactions``) selects on its own ranking
+    stage and reports its own test stages, so ``eval.data`` and ``eval.test`` default to no STS sets."""
+    if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
+        return data
+    if data["data"].get("kind") == "interactions" and isinstance(data.get("eval", {}), dict):
+        section = dict(data.get("eval") or {})
+        section.setdefault("data", [])
+        section.setdefault("test", [])
+        data = {**data, "eval": section}
+    return data
 
 
 def read_yaml(path: str | os.PathLike, what: str = "recipe") -> Any:

@@ -29,6 +29,8 @@ class Example:
     negative: Optional[str] = None
     group: Optional[str] = None  #: pairs of one group are never each other's negatives
     score: Optional[float] = None  #: a graded similarity (data.kind scored)
+    item: Optional[str] = None  #: data.kind interactions: the id of the positive (the next item)
+    history: Optional[tuple] = None  #: data.kind interactions: the ids of the anchor's history items
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,8 @@ class Batcher:
         else:
             positive_feats = self.features(p_views, run.doc_encoder, s1)
         batch = {"anchor": anchor_feats, "positive": positive_feats, "negative": None}
+        if run.task is not None:  # data.kind interactions: item ids, history ids and logQ for the next-item loss
+            return batch, self.item_keys(exs)
         keys = {}
         if c.loss.mask_false_negatives and c.loss.name == "infonce":  # CoSENT and AnglE take no keys
             anchor_keys = text_keys(anchors).to(device)
@@ -72,6 +74,18 @@ class Batcher:
         if run.guide is not None:
             keys.update(self.guide_keys(a_views, p_views, negatives))
         return batch, keys
+
+    def item_keys(self, exs) -> dict:
+        """``positive_keys`` (B,) of the items, ``history_keys`` (B, H) of each row's history (padded with the
+        row's own item key) and ``positive_logq`` (B,), on the run's device."""
+        from textcl.losses import text_keys
+
+        device, task = self.run.acc.device, self.run.task
+        width = max(1, max(len(e.history) for e in exs))
+        padded = [list(e.history) + [e.item] * (width - len(e.history)) for e in exs]
+        history = text_keys([i for row in padded for i in row]).view(len(exs), width)
+        return {"positive_keys": text_keys([e.item for e in exs]).to(device), "history_keys": history.to(device),
+                "positive_logq": torch.tensor([task.logq[e.item] for e in exs], dtype=torch.float32, device=device)}
 
     def guide_keys(self, anchors: list[str], positives: list[str], negatives: list[str] | None) -> dict:
         """The frozen guide's embeddings of the views, (B, g) each and (B, 1, g) for hard negatives: computed

@@ -61,6 +61,8 @@ class Run:
     mix: object | None = None  #: the :class:`~textcl.train.mix.MixTerm` of ``data.mix``
     #: ``train.wise_alpha``: the encoder's starting state dict on the CPU, taken before a resume loads weights
     start_state: dict | None = None
+    #: ``data.kind: interactions``: the :class:`~textcl.recommend.task.InteractionTask` (items, split, logQ)
+    task: object | None = None
 
     @property
     def encoder(self) -> Encoder:
@@ -224,7 +226,13 @@ def make_loss(c: TrainConfig, dim: int, device) -> torch.nn.Module:
     from textcl.losses import AnglE, CoSENT, InfoNCE, Matryoshka
 
     lc = c.loss
-    if lc.name == "cosent":
+    if c.data.kind == "interactions":
+        from textcl.losses.next_item import NextItemLoss
+
+        it = c.data.interactions
+        loss_fn = NextItemLoss(lc.temperature, lc.similarity, logq_correction=it.logq_correction,
+                               mask_hits=it.mask_hits)
+    elif lc.name == "cosent":
         loss_fn = CoSENT(lc.scale)
     elif lc.name == "angle":
         a = lc.angle
@@ -403,7 +411,18 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
     acc, choice = _accelerator(c, out, found_trackers, resumed)
     precision = choice.resolved
     set_seed(c.train.seed)
-    examples = load_examples(c.data)
+    task = None
+    if c.data.kind == "interactions":  # a log of (user, item, time): history -> next item rows (textcl.recommend)
+        from textcl.recommend.task import load_task
+
+        task = load_task(c.data)
+        examples = task.examples()
+        if c.data.max_examples is not None and c.data.max_examples < len(examples):
+            keep = np.sort(np.random.default_rng(c.train.seed).choice(len(examples), c.data.max_examples,
+                                                                        replace=False))
+            examples = [examples[i] for i in keep]
+    else:
+        examples = load_examples(c.data)
     # length grouping sorts by the whole row's cost: anchor + positive (+ negative), in characters
     lengths = np.fromiter((len(e.anchor) + len(e.positive) + len(e.negative or "") for e in examples),
                           dtype=np.int64, count=len(examples))
@@ -502,4 +521,5 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
                loss_fn=prepared[-2] if learnt else loss_fn, optimizer=prepared[-1], scheduler=scheduler,
                text_aug=text_aug, token_aug=token_aug, key_encoder=key_encoder, queue=queue, guide=guide, world=world,
                steps_per_epoch=steps_per_epoch, total_steps=total_steps, max_seq_len=max_seq_len, ema=ema,
-               precision_choice=choice, mini_batch=mini_batch, threads=governor, anchor=anchor, mix=mix, start_state=start_state)
+               precision_choice=choice, mini_batch=mini_batch, threads=governor, anchor=anchor, mix=mix, start_state=start_state,
+               task=task)

@@ -17,6 +17,8 @@ def metric_label(name: str, m: dict) -> str:
         return f"{m.get('metric', 'score')}, guard"
     if "spearman" in m:
         return "Spearman x100 (cosine)"
+    if "metric" in m:  # an evaluator that names its metric (a recommendation stage: NDCG@10 x100)
+        return m["metric"]
     if name.lower().endswith("ndcg@10"):
         return "nDCG@10 x100"
     return "score"

@@ -61,6 +61,14 @@ class Evaluator:
         self.sets = as_sts_list(c.eval.data) if c.eval.data else []
         self.evaluators = list(extra_evaluators) + [retrieval_evaluator(d) for d in c.eval.retrieval]
         self.test_sets = as_sts_list(c.eval.test) if c.eval.test else []
+        #: evaluators reported before and after training only (the ranking test stages of data.kind interactions)
+        self.test_evaluators: list = []
+        if run.task is not None:  # NAME-valid selects; NAME-test and NAME-cold are reported
+            from textcl.recommend.evaluator import RankingEvaluator
+
+            self.evaluators.append(RankingEvaluator(run.task, "valid", c.eval.batch_size))
+            self.test_evaluators = [RankingEvaluator(run.task, stage, c.eval.batch_size)
+                                    for stage in ("test", "cold") if stage in run.task.sets]
         #: off-domain sets scored beside the others, never selected on unless ``eval.guard_select``
         self.guards = load_guards(c.eval.guard)
         taken = {s.name for s in self.sets} | {s.name for s in self.test_sets} | {
@@ -107,8 +115,11 @@ class Evaluator:
             if with_all and "all" in report:
                 out["all"] = report["all"]
         for evaluator in evaluators:
-            for name, value in evaluator(encoder).items():
-                out[name] = {"score": float(value)}
+            # a ranking evaluator answers whole metric dicts and takes the bootstrap; others answer numbers
+            found = (evaluator(encoder, n_bootstrap=n_bootstrap) if getattr(evaluator, "takes_bootstrap", False)
+                     else evaluator(encoder))
+            for name, value in found.items():
+                out[name] = dict(value) if isinstance(value, dict) else {"score": float(value)}
         self.clock.eval_s += time.perf_counter() - t0
         return out
 
@@ -127,7 +138,7 @@ class Evaluator:
         encoder = self.run.encoder
         state["before"] = {} if guards_only else self.at_dims(encoder, lambda enc: {
             **self.evaluate(enc, self.sets, evaluators=self.evaluators),
-            **self.evaluate(enc, self.test_sets, with_all=True)})
+            **self.evaluate(enc, self.test_sets, evaluators=self.test_evaluators, with_all=True)})
         state["before"].update(self.evaluate_guards(encoder))
         for name, m in state["before"].items():
             log.write(step=0, eval_name=name, eval_score=f"{metric_value(m):.4f}")
@@ -351,7 +362,8 @@ class Evaluator:
         length_choice = self.choose_length(final, final_doc)
         after = self.at_dims(final, lambda enc: {
             **self.evaluate(enc, self.sets, evaluators=self.evaluators, n_bootstrap=N_BOOTSTRAP),
-            **self.evaluate(enc, self.test_sets, n_bootstrap=N_BOOTSTRAP, with_all=True)})
+            **self.evaluate(enc, self.test_sets, evaluators=self.test_evaluators, n_bootstrap=N_BOOTSTRAP,
+                            with_all=True)})
         after.update(self.evaluate_guards(final, n_bootstrap=N_BOOTSTRAP))
         guard = self.guard_report(state.get("before", {}), after) if self.guards else None
         metrics = {"before": state.get("before", {}), "after": after, "best_step": state.get("best_step"),

@@ -1,0 +1,173 @@
+"""Next-item recommendation on MovieLens-100k: textcl's text towers (recipes/recommend-ml100k.yaml) against
+popularity and ID-based recommenders, on the identical split, ranked by the identical code.
+
+Protocol (textcl.recommend): leave-one-out in time order per user (last interaction test, the one before it
+validation, the rest training); 10% of the films (seed 0) are held out of training with all their
+interactions, and the users whose test film is one of them form the cold stage (``ml100k-cold``); the warm test
+stage holds the others. Every film of the catalogue (1,682) is ranked for every user; the user's own films
+(the history) are left out of the ranking, the target never; ties count against the target. NDCG@10,
+Recall@10 (= Hit@10: one target a user) and MRR@10, with 95% bootstrap CIs over users (1,000 resamples).
+The validation stage selects (textcl's best step; RecBole's early stopping), the test stages are reported.
+
+Arms:
+
+- ``popularity``: every user gets the films ordered by their number of training interactions.
+- ``textcl``: the recipe (MiniLM as both towers, in-batch softmax with logQ correction and accidental hits
+  masked); ``textcl-no-logq`` and ``textcl-no-mask`` switch one correction off.
+- ``bpr``, ``sasrec``, ``gru4rec``: RecBole 1.2.1 with its default configuration for the model, trained on
+  the same training interactions and ranked by the same code (benchmarks/bench_recommend_peers.py; RecBole
+  runs in its own virtual environment, ``benchmarks/.cache/venvs/recbole``, never a textcl dependency).
+  GRU4Rec is there to check the protocol against RecBole's published ml-100k figures.
+
+Targets (issue 22): warm test NDCG@10 at least the best ID-based peer's; cold Recall@10 >= 0.03; training
+<= 15 minutes.
+
+    python benchmarks/bench_recommend.py --arms popularity textcl bpr sasrec   # each arm: .cache/recommend/ARM.json
+    python benchmarks/bench_recommend.py --report
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "recipes" / "recommend-ml100k.yaml"
+CACHE = ROOT / "benchmarks" / ".cache" / "recommend"
+TEXTCL_ARMS = {
+    "textcl": {},
+    "textcl-no-logq": {"logq_correction": False},
+    "textcl-no-mask": {"mask_hits": False},
+}
+PEERS = {"bpr": "BPR", "sasrec": "SASRec", "gru4rec": "GRU4Rec"}
+ARMS = ["popularity", *TEXTCL_ARMS, *PEERS]
+STAGES = ("valid", "test", "cold")
+METRICS = ("ndcg@10", "recall@10", "mrr@10")
+COLD_TARGET, TRAIN_LIMIT_S = 0.03, 900.0
+
+
+def _config(overrides: dict, out: Path | None = None):
+    from textcl.config import config_from_dict, load_config
+
+    d = load_config(RECIPE).to_dict()
+    d["data"]["interactions"].update(overrides)
+    d["train"].update({"report_to": "none", "plot": False})
+    if out is not None:
+        d["output_dir"] = str(out)
+    return config_from_dict(d)
+
+
+def _stage(m: dict) -> dict:
+    """The figures of one stage, from textcl's metrics.json entry or from ``ranking_metrics``."""
+    ci = m.get("ci95_by_metric") or m.get("ci95") or {}
+    return {"n": m.get("n", m.get("n_users")), **{k: m[k] for k in METRICS},
+            "ci95": {k: ci[k] for k in METRICS if isinstance(ci, dict) and k in ci}}
+
+
+def run_popularity() -> dict:
+    import torch
+
+    from textcl.recommend.metrics import rank_of_target, ranking_metrics
+    from textcl.recommend.popularity import popularity_scores
+    from textcl.recommend.task import load_task
+
+    task = load_task(_config({}).data)
+    scores = popularity_scores(task.counts, task.item_ids)
+    stages = {}
+    for stage, s in task.sets.items():
+        ranks = rank_of_target(scores[None, :].expand(len(s.histories), -1), torch.from_numpy(s.targets),
+                               [torch.as_tensor(x, dtype=torch.long) for x in s.seen])
+        stages[stage] = _stage(ranking_metrics(ranks, k=10, n_bootstrap=1000))
+    return {"arm": "popularity", "train_s": 0.0, "stages": stages}
+
+
+def run_textcl(arm: str) -> dict:
+    from textcl.train import train
+
+    out = CACHE / f"run-{arm}"
+    config = _config(TEXTCL_ARMS[arm], out)
+    t0 = time.perf_counter()
+    m = train(config, output_dir=out).metrics
+    name = config.data.interactions.name or "ml100k"
+    return {"arm": arm, "overrides": TEXTCL_ARMS[arm], "wall_s": round(time.perf_counter() - t0, 1),
+            "train_s": m["time"]["train_s"], "eval_s": m["time"]["eval_s"], "steps": m["steps"],
+            "best_step": m["best_step"], "precision": m.get("eval_precision"),
+            "stages": {s: _stage(m["after"][f"{name}-{s}"]) for s in STAGES if f"{name}-{s}" in m["after"]},
+            "before": {s: _stage(m["before"][f"{name}-{s}"]) for s in STAGES if f"{name}-{s}" in m["before"]}}
+
+
+def run_peer_arm(arm: str) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_recommend_peers import run_peer
+
+    from textcl.recommend.task import load_task
+
+    r = run_peer(PEERS[arm], load_task(_config({}).data), seed=42)
+    return {"arm": arm, "train_s": r["train_s"], "epochs_run": r.get("epochs_run"),
+            "stages": {s: _stage(m) for s, m in r["stages"].items()}}
+
+
+def run_arm(arm: str) -> dict:
+    record = (run_popularity() if arm == "popularity" else run_textcl(arm) if arm in TEXTCL_ARMS
+              else run_peer_arm(arm))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = CACHE / f".{arm}.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, CACHE / f"{arm}.json")
+    return record
+
+
+def _cell(stage: dict, metric: str) -> str:
+    ci = stage.get("ci95", {}).get(metric)
+    return f"{stage[metric]:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{stage[metric]:.4f}"
+
+
+def report() -> str:
+    records = {a: json.loads((CACHE / f"{a}.json").read_text()) for a in ARMS if (CACHE / f"{a}.json").exists()}
+    if not records:
+        return "no arm has run yet"
+    lines = ["| arm | test NDCG@10 | test Recall@10 | test MRR@10 | cold NDCG@10 | cold Recall@10 | valid NDCG@10 "
+             "| training |", "|---|---|---|---|---|---|---|---|"]
+    for arm, r in records.items():
+        s = r["stages"]
+        cold = s.get("cold")
+        lines.append(f"| {arm} | {_cell(s['test'], 'ndcg@10')} | {_cell(s['test'], 'recall@10')} | "
+                     f"{_cell(s['test'], 'mrr@10')} | {_cell(cold, 'ndcg@10') if cold else '–'} | "
+                     f"{_cell(cold, 'recall@10') if cold else '–'} | {s['valid']['ndcg@10']:.4f} | "
+                     f"{r['train_s']:.0f} s |")
+    n = {st: records[next(iter(records))]["stages"][st]["n"] for st in STAGES
+         if st in records[next(iter(records))]["stages"]}
+    lines.append(f"\nusers: " + ", ".join(f"{st} {k}" for st, k in n.items()))
+    peers = {a: r for a, r in records.items() if a in PEERS}
+    if "textcl" in records and peers:
+        best = max(peers, key=lambda a: peers[a]["stages"]["test"]["ndcg@10"])
+        ours, theirs = records["textcl"]["stages"]["test"]["ndcg@10"], peers[best]["stages"]["test"]["ndcg@10"]
+        cold = records["textcl"]["stages"].get("cold", {}).get("recall@10", 0.0)
+        lines.append(f"textcl / best ID-based peer ({best}) on warm test NDCG@10: {ours / theirs:.2f}x; "
+                     f"targets: NDCG {'met' if ours >= theirs else 'not met'}, cold Recall@10 {cold:.4f} "
+                     f"({'met' if cold >= COLD_TARGET else 'not met'}), training {records['textcl']['train_s']:.0f} s "
+                     f"({'met' if records['textcl']['train_s'] <= TRAIN_LIMIT_S else 'not met'})")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=[])
+    parser.add_argument("--report", action="store_true", help="print the table of the arms run so far")
+    args = parser.parse_args()
+    for arm in args.arms:  # each arm in a fresh process
+        if len(args.arms) > 1:
+            subprocess.run([sys.executable, __file__, "--arms", arm], check=True)
+        else:
+            print(json.dumps(run_arm(arm), indent=1))
+    if args.report or not args.arms:
+        print(report())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Training on an interaction log (data.kind interactions): the run's ranking figures are those of the saved
+model re-ranked by hand, the split and names follow the protocol, and bad settings and files are refused."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from textcl.config import config_from_dict
+from textcl.errors import ConfigError, TextclError
+from textcl.models import Encoder
+from textcl.train import train
+
+ITEMS = {str(i): (title, year, genre) for i, (title, year, genre) in enumerate([
+    ("the cat", 1990, "comedy"), ("a dog runs", 1991, "drama"), ("the mat", 1992, "comedy"),
+    ("a man sat", 1993, "drama"), ("the woman ran", 1994, "comedy"), ("it was the dog", 1995, "drama"),
+    ("slowly the cat ran", 1996, "comedy"), ("a quick man", 1997, "drama"), ("on the mat", 1998, "comedy"),
+    ("the dog and the cat", 1999, "drama")], start=1)}
+
+
+def _write_log(tmp_path, n_users: int = 12):
+    catalogue = tmp_path / "films.item"
+    catalogue.write_text("item_id:token\ttitle:token_seq\tyear:token\tgenre:token_seq\n"
+                         + "".join(f"{i}\t{t}\t{y}\t{g}\n" for i, (t, y, g) in ITEMS.items()))
+    log = tmp_path / "views.inter"
+    rows = []
+    for u in range(1, n_users + 1):  # each user walks the catalogue from their own start, one item a day
+        for k in range(5):
+            rows.append(f"{u}\t{(u + 2 * k) % 10 + 1}\t{4.0}\t{1000 * u + k}\n")
+    log.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + "".join(rows))
+    return log, catalogue
+
+
+def _config(model_dir, log, catalogue, **interactions):
+    return config_from_dict({
+        "model": {"name": str(model_dir), "max_seq_len": 32},
+        "data": {"kind": "interactions", "path": str(log),
+                 "interactions": {"items": str(catalogue), "template": "{title} ({year}). {genre}", "history": 3,
+                                  **interactions}},
+        "loss": {"name": "infonce", "temperature": 0.1},
+        "eval": {"every": 2, "before": True, "batch_size": 8},
+        "train": {"batch_size": 8, "max_steps": 4, "checkpoint_every": 0, "log_every": 1, "report_to": "none",
+                  "plot": False, "threads": 1, "seed": 3},
+        "optim": {"lr": 1e-3}})
+
+
+def _by_hand(model_dir, histories: list[str], targets: list[int], seen: list[set[int]], texts: list[str]) -> dict:
+    """NDCG@10, Recall@10 and MRR@10 of a full ranking with numpy: every other item scoring at least the target's
+    cosine ranks above it (ties count against the target), the user's seen items left out."""
+    enc = Encoder.load(model_dir)
+    items = np.asarray(enc.encode(texts, normalize=True), dtype=np.float64)
+    users = np.asarray(enc.encode(histories, normalize=True), dtype=np.float64)
+    ndcg = recall = mrr = 0.0
+    for u, target in enumerate(targets):
+        scores = items @ users[u]
+        others = [j for j in range(len(texts)) if j != target and j not in seen[u]]
+        rank = 1 + sum(scores[j] >= scores[target] - 1e-6 for j in others)
+        if rank <= 10:
+            ndcg += 1.0 / math.log2(rank + 1)
+            recall += 1.0
+            mrr += 1.0 / rank
+    n = len(targets)
+    return {"ndcg@10": ndcg / n, "recall@10": recall / n, "mrr@10": mrr / n}
+
+
+def test_a_run_reports_the_saved_models_full_ranking(tiny_bert_dir, tmp_path):
+    log, catalogue = _write_log(tmp_path)
+    result = train(_config(tiny_bert_dir, log, catalogue), output_dir=tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"views-valid", "views-test"} <= set(metrics["before"]) and "views-cold" not in metrics["after"]
+    assert metrics["selected_on"] == ["views-valid"]
+    texts = [f"{t} ({y}). {g}" for t, y, g in ITEMS.values()]
+    sep = " | "
+    for stage, cut in (("valid", 3), ("test", 4)):  # valid: history of 3 training items; test adds valid's item
+        m = metrics["after"][f"views-{stage}"]
+        assert m["n"] == 12 and m["metric"] == "NDCG@10 x100"
+        assert all(0.0 <= m[k] <= 1.0 for k in ("ndcg@10", "recall@10", "mrr@10"))
+        assert m["score"] == pytest.approx(100 * m["ndcg@10"])
+        histories, targets, seen = [], [], []
+        for u in range(1, 13):
+            seq = [(u + 2 * k) % 10 for k in range(5)]  # item indices in time order
+            before = seq[:cut]
+            histories.append(sep.join(texts[i] for i in before[-3:][::-1]))
+            targets.append(seq[cut])
+            seen.append(set(before) - {seq[cut]})
+        expected = _by_hand(result.model_dir, histories, targets, seen, texts)
+        for key, value in expected.items():
+            assert m[key] == pytest.approx(value, abs=1e-6), (stage, key)
+        lo, hi = m["ci95_by_metric"]["ndcg@10"]
+        assert lo <= m["ndcg@10"] <= hi
+
+
+def test_cold_items_are_reported_and_never_trained_on(tiny_bert_dir, tmp_path):
+    from textcl.recommend.task import load_task
+
+    log, catalogue = _write_log(tmp_path, n_users=20)
+    config = _config(tiny_bert_dir, log, catalogue, cold_fraction=0.2, cold_seed=1)
+    task = load_task(config.data)
+    assert task.cold_items and all(e.item not in task.cold_items and not set(e.history) & task.cold_items
+                                   for e in task.examples())
+    result = train(config, output_dir=tmp_path / "run")
+    cold = result.metrics["after"]["views-cold"]
+    assert cold["n"] == len(task.sets["cold"].histories) > 0
+    assert all(task.item_ids[t] in task.cold_items for t in task.sets["cold"].targets)
+
+
+def test_an_item_missing_from_the_catalogue_names_the_log_and_the_item(tiny_bert_dir, tmp_path):
+    log, catalogue = _write_log(tmp_path)
+    catalogue.write_text("\n".join(catalogue.read_text().splitlines()[:-1]) + "\n")  # drop item 10
+    with pytest.raises(TextclError, match=r"views\.inter: item '10' .* is not in the catalogue .*films\.item"):
+        train(_config(tiny_bert_dir, log, catalogue), output_dir=tmp_path / "run")
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"data": {"interactions": {"items": None}}}, "data.interactions.items"),
+    ({"data": {"interactions": {"history": 0}}}, "data.interactions.history"),
+    ({"data": {"interactions": {"cold_fraction": 1.0}}}, "data.interactions.cold_fraction"),
+    ({"loss": {"name": "cosent"}}, "loss.name"),
+    ({"loss": {"symmetric": True}}, "loss.symmetric"),
+    ({"model": {"two_tower": True}}, "model.two_tower"),
+])
+def test_settings_the_next_item_loss_cannot_honour_are_refused(tiny_bert_dir, tmp_path, change, field):
+    log, catalogue = _write_log(tmp_path)
+    base = _config(tiny_bert_dir, log, catalogue)
+    raw = {"model": {"name": str(tiny_bert_dir)},
+           "data": {"kind": "interactions", "path": str(log),
+                    "interactions": {"items": str(catalogue), "template": "{title}"}}}
+    for section, values in change.items():
+        for key, value in values.items():
+            if isinstance(value, dict):
+                raw[section].setdefault(key, {}).update(value)
+            else:
+                raw.setdefault(section, {})[key] = value
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        config_from_dict(raw)
+    assert base.data.kind == "interactions"

@@ -1,0 +1,156 @@
+"""In-batch softmax for recommendation: a user (their history) against the next item they picked, the other
+rows' items as negatives, with the two corrections in-batch negatives need on interaction logs.
+
+1. **logQ correction** (Yi et al. 2019, *Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
+   Recommendations*). A popular item is every other row's negative far more often than a rare one, so plain
+   in-batch softmax learns to push popular items down. Each candidate's logit is lowered by ``log q_j``, the
+   log of its probability of being sampled into a batch (its share of the training interactions): the softmax
+   then estimates the full-catalogue one.
+2. **Accidental hits**: a candidate that is the row's own item (another row picked it too) or an item already
+   in the row's history is not a negative; it is excluded from that row's softmax. The row's own positive
+   column is never excluded.
+
+The functional core is :func:`next_item_softmax`; :class:`NextItemLoss` builds its mask from integer item keys
+(:func:`~textcl.losses.text_keys` of the item ids) and is what the trainer calls.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .infonce import SIMILARITIES, _check_embeddings, _check_temperature, pairwise_similarity
+
+
+def next_item_softmax(users: torch.Tensor, items: torch.Tensor, *, temperature: float = 0.05,
+                      similarity: str = "cosine", item_logq: torch.Tensor | None = None,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy of ``sim(u_i, v_j) / temperature - log q_j`` over the batch's items ``j``, target
+    ``j = i``, with the ``mask``-ed candidates left out.
+
+    Args:
+        users: ``(B, d)`` user-tower embeddings.
+        items: ``(B, d)`` item-tower embeddings; ``items[i]`` is user ``i``'s next item.
+        temperature: divides the similarities (> 0).
+        similarity: ``"cosine"``, ``"dot"`` or ``"euclidean"``.
+        item_logq: ``(B,)`` log sampling probability of each row's item (logQ correction), or None.
+        mask: ``(B, B)`` bool, ``True`` = not a negative for that row; the diagonal is never excluded.
+
+    Returns:
+        Scalar loss.
+
+    Example:
+        >>> u, v = torch.eye(2), torch.eye(2)
+        >>> round(float(next_item_softmax(u, v, temperature=1.0)), 4)  # log(1 + e^-1)
+        0.3133
+    """
+    _check_embeddings(users, items)
+    _check_temperature(temperature)
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity: expected one of {SIMILARITIES}, got {similarity!r}")
+    b = users.shape[0]
+    logits = pairwise_similarity(users, items, similarity) / temperature
+    if item_logq is not None:
+        if not isinstance(item_logq, torch.Tensor) or item_logq.shape != (b,):
+            raise ValueError(f"item_logq: expected a ({b},) tensor, got "
+                             f"{tuple(item_logq.shape) if isinstance(item_logq, torch.Tensor) else item_logq!r}")
+        if not bool(torch.isfinite(item_logq).all()) or bool((item_logq > 0).any()):
+            raise ValueError("item_logq: expected finite log probabilities (<= 0)")
+        logits = logits - item_logq.to(logits.dtype)[None, :]
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.shape != (b, b) or mask.dtype != torch.bool:
+            raise ValueError(f"mask: expected a ({b}, {b}) bool tensor")
+        mask = mask & ~torch.eye(b, dtype=torch.bool, device=mask.device)
+        logits = logits.masked_fill(mask, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(b, device=logits.device))
+
+
+def accidental_hits(item_keys: torch.Tensor, history_keys: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, B)`` bool: candidate ``j`` (row ``j``'s item) is row ``i``'s own item again, or in row ``i``'s
+    history; the diagonal is False.
+
+    Args:
+        item_keys: ``(B,)`` int64 keys of each row's item.
+        history_keys: ``(B, H)`` int64 keys of each row's history items; pad a short history with the row's own
+            item key (it matches nothing the first rule does not).
+    """
+    if not isinstance(item_keys, torch.Tensor) or item_keys.dim() != 1:
+        raise ValueError("item_keys: expected a (B,) tensor")
+    b = item_keys.shape[0]
+    hits = item_keys[:, None] == item_keys[None, :]
+    if history_keys is not None:
+        if not isinstance(history_keys, torch.Tensor) or history_keys.dim() != 2 or history_keys.shape[0] != b:
+            raise ValueError(f"history_keys: expected a ({b}, H) tensor")
+        hits |= (history_keys[:, :, None] == item_keys[None, None, :]).any(dim=1)
+    return hits & ~torch.eye(b, dtype=torch.bool, device=hits.device)
+
+
+class NextItemLoss(nn.Module):
+    """In-batch softmax of users against their next items, with logQ correction and accidental-hit masking.
+
+    Args:
+        temperature: softmax temperature.
+        similarity: ``"cosine"``, ``"dot"`` or ``"euclidean"``.
+        logq_correction: subtract each candidate's ``log q`` (needs ``positive_logq`` in the call).
+        mask_hits: leave out candidates that are the row's own item or in its history (needs ``positive_keys``,
+            and ``history_keys`` for the second).
+
+    Inputs:
+        ===============  =============  ====================================================
+        anchors          ``(B, d)``     the user tower's embedding of each row's history
+        positives        ``(B, d)``     the item tower's embedding of each row's next item
+        positive_keys    ``(B,)`` int   item keys (:func:`~textcl.losses.text_keys` of the ids)
+        history_keys     ``(B, H)`` int history item keys, padded with the row's own key
+        positive_logq    ``(B,)``       log sampling probability of each row's item
+        ===============  =============  ====================================================
+    """
+
+    citation = """
+@inproceedings{yi2019sampling,
+    title = "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item Recommendations",
+    author = "Yi, Xinyang and Yang, Ji and Hong, Lichan and Cheng, Derek Zhiyuan and Heldt, Lukasz and
+              Kumthekar, Aditee and Zhao, Zhe and Wei, Li and Chi, Ed",
+    booktitle = "ACM Conference on Recommender Systems (RecSys)",
+    year = "2019",
+}
+"""
+
+    def __init__(self, temperature: float = 0.05, similarity: str = "cosine", *, logq_correction: bool = True,
+                 mask_hits: bool = True):
+        super().__init__()
+        _check_temperature(temperature)
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity: expected one of {SIMILARITIES}, got {similarity!r}")
+        self.temperature, self.similarity = float(temperature), similarity
+        self.logq_correction, self.mask_hits = bool(logq_correction), bool(mask_hits)
+
+    def forward(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None, *,
+                positive_keys: torch.Tensor | None = None, history_keys: torch.Tensor | None = None,
+                positive_logq: torch.Tensor | None = None) -> torch.Tensor:
+        if negatives is not None:
+            raise ValueError("negatives: the next-item loss takes the batch's other items as its negatives only")
+        if self.logq_correction and positive_logq is None:
+            raise ValueError("positive_logq: logq_correction needs each row's log sampling probability")
+        if self.mask_hits and positive_keys is None:
+            raise ValueError("positive_keys: mask_hits needs each row's item key")
+        mask = accidental_hits(positive_keys, history_keys) if self.mask_hits else None
+        return next_item_softmax(anchors, positives, temperature=self.temperature, similarity=self.similarity,
+                                 item_logq=positive_logq if self.logq_correction else None, mask=mask)
+
+    def extra_repr(self) -> str:
+        return (f"temperature={self.temperature}, similarity={self.similarity!r}, "
+                f"logq_correction={self.logq_correction}, mask_hits={self.mask_hits}")
+
+
+def log_sampling_probability(counts: dict, items) -> dict:
+    """``item -> log(count / total)`` over the training interactions: the logQ of each item (an item missing
+    from ``counts`` is refused: it was never sampled into a batch)."""
+    total = sum(counts.values())
+    if total <= 0:
+        raise ValueError("counts: expected at least one training interaction")
+    missing = [i for i in items if counts.get(i, 0) <= 0]
+    if missing:
+        raise ValueError(f"counts: item {missing[0]!r} has no training interaction, so no sampling probability")
+    return {i: math.log(counts[i] / total) for i in items}

@@ -1,0 +1,153 @@
+"""A recommendation task from an interaction log: the training rows of the next-item loss and the ranking sets
+that evaluate it (``data.kind: interactions``).
+
+- **Items** are texts: the catalogue's fields through ``data.interactions.template``.
+- **Users** are texts too: their last ``history`` items, most recent first, joined by ``separator``. One encoder
+  embeds both (the user tower is the item tower reading a history).
+- **Training rows**: for every user and every position ``t >= 1`` of their training sequence, the history
+  before ``t`` and the item at ``t``, with the item's id, its history's ids (accidental hits) and its log
+  sampling probability (logQ) over the training interactions.
+- **Ranking sets** (leave-one-out in time order, :mod:`textcl.recommend.split`): ``NAME-valid`` (history: the
+  training items; target: the validation item) selects the best step; ``NAME-test`` (history: training items
+  and the validation item) and, with ``cold_fraction``, ``NAME-cold`` (the users whose test item was held out of
+  training) are reported. Every item of the catalogue is ranked; the user's own history is left out of the
+  ranking, the target never.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textcl.data.records import Example
+from textcl.errors import TextclError
+
+
+@dataclass
+class RankingSet:
+    """One evaluation stage: ``histories[u]`` (a text) should rank item ``targets[u]`` high among all items,
+    ``seen[u]`` (item indices) left out."""
+
+    name: str
+    histories: list[str]
+    targets: np.ndarray  #: (U,) int64 item indices
+    seen: list[list[int]]
+
+
+class InteractionTask:
+    """The loaded log, catalogue and split of a run with ``data.kind: interactions``."""
+
+    def __init__(self, name: str, item_ids: list[str], item_texts: list[str], train: dict, valid: dict, test: dict,
+                 history: int, separator: str, cold_items: set | None = None, cold_test: dict | None = None,
+                 cold_histories: dict | None = None):
+        self.name = name
+        self.item_ids, self.item_texts = item_ids, item_texts
+        self.index = {item: i for i, item in enumerate(item_ids)}
+        self.train, self.valid, self.test = train, valid, test
+        self.history, self.separator = history, separator
+        self.cold_items = cold_items or set()
+        counts: dict[str, int] = {}
+        for seq in train.values():
+            for item in seq:
+                counts[item] = counts.get(item, 0) + 1
+        self.counts = counts
+        total = sum(counts.values())
+        if total == 0:
+            raise TextclError(f"{name}: no training interactions (every user has fewer than 3)")
+        self.logq = {item: float(np.log(n / total)) for item, n in counts.items()}
+        self.sets = {"valid": self._set("valid", {u: train[u] for u in valid}, valid),
+                     "test": self._set("test", {u: train[u] + [valid[u]] for u in test}, test)}
+        if cold_test:
+            self.sets["cold"] = self._set("cold", cold_histories, cold_test)
+
+    # ------------------------------------------------------------------ texts
+    def history_text(self, items: list[str]) -> str:
+        """The user's text: the last ``history`` of ``items`` (time order, most recent last), most recent first."""
+        recent = items[-self.history:][::-1]
+        return self.separator.join(self.item_texts[self.index[i]] for i in recent)
+
+    def _set(self, stage: str, histories: dict, targets: dict) -> RankingSet:
+        users = sorted(targets, key=_natural)
+        return RankingSet(f"{self.name}-{stage}", [self.history_text(histories[u]) for u in users],
+                          np.asarray([self.index[targets[u]] for u in users], dtype=np.int64),
+                          [sorted({self.index[i] for i in histories[u]} - {self.index[targets[u]]}) for u in users])
+
+    # ------------------------------------------------------------------ training rows
+    def examples(self) -> list[Example]:
+        """One row per (user, position t >= 1) of the training sequences: history before t -> item at t."""
+        rows = []
+        for user in sorted(self.train, key=_natural):
+            seq = self.train[user]
+            for t in range(1, len(seq)):
+                before = seq[max(0, t - self.history):t]
+                rows.append(Example(anchor=self.history_text(before), positive=self.item_texts[self.index[seq[t]]],
+                                    item=seq[t], history=tuple(before)))
+        if not rows:
+            raise TextclError(f"{self.name}: no training rows (every user's training sequence has one item)")
+        return rows
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, encoder, stage: str, *, n_bootstrap: int = 0, batch_size: int = 64) -> dict:
+        """``{score (NDCG@10 x100), ndcg@10, recall@10, mrr@10 (fractions), n, metric[, ci95]}`` of ``stage``,
+        every catalogue item ranked by cosine to the user's history text."""
+        from textcl.recommend.metrics import rank_of_target, ranking_metrics
+
+        s = self.sets[stage]
+        items = torch.from_numpy(np.asarray(encoder.encode(self.item_texts, batch_size=batch_size, normalize=True)))
+        users = torch.from_numpy(np.asarray(encoder.encode(s.histories, batch_size=batch_size, normalize=True)))
+        scores = users.float() @ items.float().T
+        exclude = [torch.as_tensor(x, dtype=torch.long) for x in s.seen]
+        ranks = rank_of_target(scores, torch.from_numpy(s.targets), exclude)
+        m = ranking_metrics(ranks, k=10, n_bootstrap=n_bootstrap)
+        out = {"score": 100.0 * m["ndcg@10"], "metric": "NDCG@10 x100", "n": m["n_users"],
+               **{k: m[k] for k in ("ndcg@10", "recall@10", "mrr@10")}}
+        if n_bootstrap and "ci95" in m:
+            out["ci95"] = [100.0 * x for x in m["ci95"]["ndcg@10"]]
+            out["ci95_by_metric"] = m["ci95"]
+        return out
+
+
+def _natural(user: str):
+    """Numeric ids in numeric order, others after them in text order."""
+    return (0, int(user), "") if user.isdigit() else (1, 0, user)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str, items: str | None, template: str, history: int, separator: str, cold_fraction: float,
+                 cold_seed: int, name: str | None) -> InteractionTask:
+    from textcl.data.interactions import ml100k_files, read_catalogue, read_interactions
+    from textcl.recommend.split import cold_split, leave_one_out
+
+    if path == "packaged:ml100k":
+        inter_path, item_path = ml100k_files()
+        default_name = "ml100k"
+    else:
+        inter_path, default_name = Path(path).expanduser(), Path(path).stem
+    item_path = Path(items).expanduser() if items is not None else item_path
+    log = read_interactions(inter_path)
+    catalogue = read_catalogue(item_path, template)
+    unknown = sorted({x.item for x in log} - set(catalogue), key=_natural)
+    if unknown:
+        raise TextclError(f"{inter_path}: item {unknown[0]!r} (and {len(unknown) - 1} more) is not in the catalogue "
+                          f"{item_path}")
+    item_ids = sorted(catalogue, key=_natural)
+    texts = [catalogue[i] for i in item_ids]
+    task_name = name or default_name
+    if cold_fraction > 0:
+        split, cold, cold_test, cold_hist = cold_split(log, fraction=cold_fraction, seed=cold_seed)
+        return InteractionTask(task_name, item_ids, texts, split.train, split.valid, split.test, history, separator,
+                               cold_items=cold, cold_test=cold_test, cold_histories=cold_hist)
+    split = leave_one_out(log)
+    return InteractionTask(task_name, item_ids, texts, split.train, split.valid, split.test, history, separator)
+
+
+def load_task(data_config) -> InteractionTask:
+    """The task of ``data_config`` (a :class:`~textcl.config.DataConfig` with ``kind: interactions``), loaded
+    once per process for the same settings."""
+    it = data_config.interactions
+    return _load_cached(str(data_config.path), None if it.items is None else str(it.items), it.template, it.history,
+                        it.separator, float(it.cold_fraction), int(it.cold_seed), it.name)
