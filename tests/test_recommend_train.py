@@ -90,6 +90,10 @@ def test_a_run_reports_the_saved_models_full_ranking(tiny_bert_dir, tmp_path):
             assert m[key] == pytest.approx(value, abs=1e-6), (stage, key)
         lo, hi = m["ci95_by_metric"]["ndcg@10"]
         assert lo <= m["ndcg@10"] <= hi
+    settings = json.loads((result.model_dir / "textcl_recommend.json").read_text())
+    assert settings == {"history": 3, "separator": " | "}
+    catalogue = [json.loads(line) for line in (tmp_path / "run" / "items.jsonl").read_text().splitlines()]
+    assert catalogue == [{"id": i, "text": t} for i, t in zip(ITEMS, texts)]
 
 
 def test_cold_items_are_reported_and_never_trained_on(tiny_bert_dir, tmp_path):

@@ -25,6 +25,9 @@ import torch
 from textcl.data.records import Example
 from textcl.errors import TextclError
 
+#: in a trained model's folder: how ``/recommend`` turns a history into the user's text
+SERVING_FILE = "textcl_recommend.json"
+
 
 @dataclass
 class RankingSet:
@@ -88,6 +91,20 @@ class InteractionTask:
         if not rows:
             raise TextclError(f"{self.name}: no training rows (every user's training sequence has one item)")
         return rows
+
+    # ------------------------------------------------------------------ serving
+    def write_serving_files(self, model_dir: Path, out: Path) -> None:
+        """What ``textcl serve``'s ``/recommend`` needs beside the trained model: ``MODEL/textcl_recommend.json``
+        (how a history becomes the user's text) and ``OUT/items.jsonl`` (the catalogue as documents to index:
+        ``textcl index build OUT/items.jsonl --model MODEL``)."""
+        import json
+
+        from textcl._io import atomic_write_json, atomic_write_text
+
+        atomic_write_json(Path(model_dir) / SERVING_FILE, {"history": self.history, "separator": self.separator})
+        atomic_write_text(Path(out) / "items.jsonl", "".join(
+            json.dumps({"id": item, "text": text}, ensure_ascii=False) + "\n"
+            for item, text in zip(self.item_ids, self.item_texts)))
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()

@@ -387,6 +387,8 @@ class Evaluator:
         final.save(model_dir, model_card=model_card(c, metrics, citation))
         if final_doc is not None:
             final_doc.save(out / "model-document")
+        if run.task is not None:  # data.kind interactions: the user-text settings and the catalogue to index
+            run.task.write_serving_files(model_dir, out)
         atomic_write_json(out / "metrics.json", metrics)
         if c.train.plot:
             labels = {name: metric_label(name, m) for name, m in after.items()}
