@@ -14,6 +14,8 @@ Arms:
 - ``popularity``: every user gets the films ordered by their number of training interactions.
 - ``textcl``: the recipe (MiniLM as both towers, in-batch softmax with logQ correction and accidental hits
   masked); ``textcl-no-logq`` and ``textcl-no-mask`` switch one correction off.
+- ``textcl-mean-user``: the ``textcl`` run's model with the other user tower: the mean of the embeddings of the
+  same recent films instead of the encoded history text (scored after training, no run of its own).
 - ``bpr``, ``sasrec``, ``gru4rec``: RecBole 1.2.1 with its default configuration for the model, trained on
   the same training interactions and ranked by the same code (benchmarks/bench_recommend_peers.py; RecBole
   runs in its own virtual environment, ``benchmarks/.cache/venvs/recbole``, never a textcl dependency).
@@ -44,7 +46,9 @@ TEXTCL_ARMS = {
     "textcl-no-mask": {"mask_hits": False},
 }
 PEERS = {"bpr": "BPR", "sasrec": "SASRec", "gru4rec": "GRU4Rec"}
-ARMS = ["popularity", *TEXTCL_ARMS, *PEERS]
+#: the ``textcl`` run's saved model with another user tower: the mean of the history items' embeddings
+POSTHOC = {"textcl-mean-user": "mean"}
+ARMS = ["popularity", *TEXTCL_ARMS, *POSTHOC, *PEERS]
 STAGES = ("valid", "test", "cold")
 METRICS = ("ndcg@10", "recall@10", "mrr@10")
 COLD_TARGET, TRAIN_LIMIT_S = 0.03, 900.0
@@ -100,6 +104,20 @@ def run_textcl(arm: str) -> dict:
             "before": {s: _stage(m["before"][f"{name}-{s}"]) for s in STAGES if f"{name}-{s}" in m["before"]}}
 
 
+def run_posthoc(arm: str) -> dict:
+    """The ``textcl`` arm's saved model, its users embedded another way, in the precision the run evaluated in."""
+    from textcl.models import Encoder
+    from textcl.recommend.task import load_task
+
+    ran = json.loads((CACHE / "textcl.json").read_text())
+    enc = Encoder.load(CACHE / "run-textcl" / "model")
+    enc.encode_bf16 = ran.get("precision") == "bf16"
+    task = load_task(_config({}).data)
+    return {"arm": arm, "train_s": ran["train_s"], "of": "textcl",
+            "stages": {s: _stage(task.evaluate(enc, s, n_bootstrap=1000, batch_size=128, user=POSTHOC[arm]))
+                       for s in task.sets}}
+
+
 def run_peer_arm(arm: str) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_recommend_peers import run_peer
@@ -113,7 +131,7 @@ def run_peer_arm(arm: str) -> dict:
 
 def run_arm(arm: str) -> dict:
     record = (run_popularity() if arm == "popularity" else run_textcl(arm) if arm in TEXTCL_ARMS
-              else run_peer_arm(arm))
+              else run_posthoc(arm) if arm in POSTHOC else run_peer_arm(arm))
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = CACHE / f".{arm}.json.tmp"
     tmp.write_text(json.dumps(record, indent=1))

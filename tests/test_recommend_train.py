@@ -140,3 +140,39 @@ def test_settings_the_next_item_loss_cannot_honour_are_refused(tiny_bert_dir, tm
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         config_from_dict(raw)
     assert base.data.kind == "interactions"
+
+
+class _TableEncoder:
+    """Fixed vectors by text: an item's text maps to its row; any other text (a history) to ``user``."""
+
+    def __init__(self, table: dict, user):
+        self.table, self.user = table, np.asarray(user, dtype=np.float32)
+
+    def encode(self, texts, batch_size=64, normalize=True):
+        rows = [np.asarray(self.table.get(t, self.user), dtype=np.float32) for t in texts]
+        return np.stack([r / np.linalg.norm(r) for r in rows])
+
+
+def test_the_user_is_the_history_text_or_the_mean_of_its_items_by_hand():
+    from textcl.recommend.task import InteractionTask
+
+    texts = ["north", "east", "south", "west"]
+    # one user: trained on north then east; valid: south; test: west
+    task = InteractionTask("t", ["1", "2", "3", "4"], texts, {"u": ["1", "2"]}, {"u": "3"}, {"u": "4"}, history=2,
+                           separator=" | ")
+    enc = _TableEncoder({"north": [0, 1], "east": [1, 0], "south": [0, -1], "west": [-1, 0.1]}, user=[-1, 0])
+    # test history: north, east, south; the last 2 are east and south, text "south | east"
+    assert task.sets["test"].histories == ["south | east"]
+    # text user (-1, 0): west (cos ~0.995) ranks first -> NDCG 1
+    assert task.evaluate(enc, "test")["ndcg@10"] == pytest.approx(1.0)
+    # mean user: (east + south) / 2 = (0.5, -0.5); with north, east, south seen, west is the only item left: rank 1
+    assert task.evaluate(enc, "test", user="mean")["ndcg@10"] == pytest.approx(1.0)
+    # valid (target south, history north, east): text user (-1, 0) ranks west (unseen) above south: rank 2
+    assert task.evaluate(enc, "valid")["ndcg@10"] == pytest.approx(1 / math.log2(3))
+    # mean user (0.5, 0.5): south cos -0.707 against west cos (-1 + 0.1) / (1.414 * 1.005) = -0.633: rank 2
+    assert task.evaluate(enc, "valid", user="mean")["mrr@10"] == pytest.approx(0.5)
+    enc_west_low = _TableEncoder({"north": [0, 1], "east": [1, 0], "south": [0, -1], "west": [-1, -1.5]}, [-1, 0])
+    # west (-0.55, -0.83): cos to (0.707, 0.707) = -0.98 < south's -0.707: south ranks first for the mean user
+    assert task.evaluate(enc_west_low, "valid", user="mean")["mrr@10"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="user: expected 'text' or 'mean'"):
+        task.evaluate(enc, "valid", user="last")

@@ -38,6 +38,8 @@ class RankingSet:
     histories: list[str]
     targets: np.ndarray  #: (U,) int64 item indices
     seen: list[list[int]]
+    #: each user's last ``history`` item indices in time order (the items of their history text)
+    recent: list[list[int]] | None = None
 
 
 class InteractionTask:
@@ -76,7 +78,8 @@ class InteractionTask:
         users = sorted(targets, key=_natural)
         return RankingSet(f"{self.name}-{stage}", [self.history_text(histories[u]) for u in users],
                           np.asarray([self.index[targets[u]] for u in users], dtype=np.int64),
-                          [sorted({self.index[i] for i in histories[u]} - {self.index[targets[u]]}) for u in users])
+                          [sorted({self.index[i] for i in histories[u]} - {self.index[targets[u]]}) for u in users],
+                          [[self.index[i] for i in histories[u][-self.history:]] for u in users])
 
     # ------------------------------------------------------------------ training rows
     def examples(self) -> list[Example]:
@@ -108,14 +111,22 @@ class InteractionTask:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self, encoder, stage: str, *, n_bootstrap: int = 0, batch_size: int = 64) -> dict:
+    def evaluate(self, encoder, stage: str, *, n_bootstrap: int = 0, batch_size: int = 64,
+                 user: str = "text") -> dict:
         """``{score (NDCG@10 x100), ndcg@10, recall@10, mrr@10 (fractions), n, metric[, ci95]}`` of ``stage``,
-        every catalogue item ranked by cosine to the user's history text."""
+        every catalogue item ranked by cosine to the user's embedding: ``user="text"`` encodes the history text
+        (what training optimises); ``"mean"`` averages the item embeddings of the same recent items, (U, d)."""
         from textcl.recommend.metrics import rank_of_target, ranking_metrics
 
         s = self.sets[stage]
         items = torch.from_numpy(np.asarray(encoder.encode(self.item_texts, batch_size=batch_size, normalize=True)))
-        users = torch.from_numpy(np.asarray(encoder.encode(s.histories, batch_size=batch_size, normalize=True)))
+        if user == "text":
+            users = torch.from_numpy(np.asarray(encoder.encode(s.histories, batch_size=batch_size, normalize=True)))
+        elif user == "mean":
+            users = torch.stack([items[torch.as_tensor(r, dtype=torch.long)].float().mean(0) for r in s.recent])
+            users = torch.nn.functional.normalize(users, dim=-1)
+        else:
+            raise ValueError(f"user: expected 'text' or 'mean', got {user!r}")
         scores = users.float() @ items.float().T
         exclude = [torch.as_tensor(x, dtype=torch.long) for x in s.seen]
         ranks = rank_of_target(scores, torch.from_numpy(s.targets), exclude)
