@@ -25,9 +25,6 @@ import torch
 from textcl.data.records import Example
 from textcl.errors import TextclError
 
-#: in a trained model's folder: how ``/recommend`` turns a history into the user's text
-SERVING_FILE = "textcl_recommend.json"
-
 
 @dataclass
 class RankingSet:
@@ -71,8 +68,10 @@ class InteractionTask:
     # ------------------------------------------------------------------ texts
     def history_text(self, items: list[str]) -> str:
         """The user's text: the last ``history`` of ``items`` (time order, most recent last), most recent first."""
-        recent = items[-self.history:][::-1]
-        return self.separator.join(self.item_texts[self.index[i]] for i in recent)
+        from textcl.models.recommend_settings import user_text
+
+        return user_text([self.item_texts[self.index[i]] for i in items[-self.history:]], self.history,
+                         self.separator)
 
     def _set(self, stage: str, histories: dict, targets: dict) -> RankingSet:
         users = sorted(targets, key=_natural)
@@ -99,12 +98,14 @@ class InteractionTask:
     def write_serving_files(self, model_dir: Path, out: Path) -> None:
         """What ``textcl serve``'s ``/recommend`` needs beside the trained model: ``MODEL/textcl_recommend.json``
         (how a history becomes the user's text) and ``OUT/items.jsonl`` (the catalogue as documents to index:
-        ``textcl index build OUT/items.jsonl --model MODEL``)."""
+        ``textcl index build --input OUT/items.jsonl --model MODEL --out INDEX``; serve it with ``textcl
+        serve INDEX``). The settings file is :data:`textcl.models.recommend_settings.SETTINGS_FILE`."""
         import json
 
-        from textcl._io import atomic_write_json, atomic_write_text
+        from textcl._io import atomic_write_text
+        from textcl.models.recommend_settings import write_recommend_settings
 
-        atomic_write_json(Path(model_dir) / SERVING_FILE, {"history": self.history, "separator": self.separator})
+        write_recommend_settings(model_dir, self.history, self.separator)
         atomic_write_text(Path(out) / "items.jsonl", "".join(
             json.dumps({"id": item, "text": text}, ensure_ascii=False) + "\n"
             for item, text in zip(self.item_ids, self.item_texts)))

@@ -1,4 +1,4 @@
-"""The HTTP endpoints: search (POST and GET), documents (add/upsert, get, delete), info, health.
+"""The HTTP endpoints: search (POST and GET), recommend, documents (add/upsert, get, delete), info, health.
 
 No ``from __future__ import annotations`` here: FastAPI reads the annotations of the route functions,
 which name request models built inside :func:`build_router`.
@@ -16,9 +16,10 @@ from textcl.index import Document
 from textcl.serve.config import ServeConfig
 from textcl.serve.errors import error_response
 from textcl.serve.hits import HIT_FIELDS, HitView, search_response, split_title
+from textcl.serve.recommend import recommend as recommend_answer
 from textcl.serve.schemas import (MAX_ID_CHARS, MAX_TEXT_CHARS, DeleteResponse, DocumentOut, ErrorResponse,
-                                  HealthResponse, InfoResponse, RequestModels, SearchResponse, WriteResponse,
-                                  _not_blank, hits_over_limit)
+                                  HealthResponse, InfoResponse, RecommendResponse, RequestModels, SearchResponse,
+                                  WriteResponse, _not_blank, hits_over_limit)
 from textcl.serve.security import writer_guard
 from textcl.serve.service import IndexService
 
@@ -39,7 +40,8 @@ def build_router(config: ServeConfig) -> APIRouter:
     """The routes, with request models bounded by ``config``'s limits."""
     models = RequestModels(config.max_k, config.max_queries, config.max_documents, config.max_query_chars,
                            config.max_hits)
-    SearchRequest, DocumentsRequest = models.SearchRequest, models.DocumentsRequest
+    SearchRequest, DocumentsRequest, RecommendRequest = (models.SearchRequest, models.DocumentsRequest,
+                                                         models.RecommendRequest)
     router = APIRouter()
     guard = Depends(writer_guard(config))
     Service = Annotated[IndexService, Depends(service_of)]
@@ -77,6 +79,14 @@ def build_router(config: ServeConfig) -> APIRouter:
                                                 description="return at most this many characters of each text")] = None,
     ) -> Response:
         return await _search(service, [q], k, None, HitView(text_chars=text_chars))
+
+    @router.post("/recommend", response_model=RecommendResponse, responses=ERRORS, tags=["recommend"],
+                 summary="the top-k documents for a user given by their history (ids or texts, oldest first), "
+                         "each with the history entry it is most like")
+    async def recommend(body: RecommendRequest, service: Service) -> Response:  # type: ignore[valid-type]
+        view = HitView(frozenset(body.fields or HIT_FIELDS), body.text_chars)
+        return await recommend_answer(service, body.history, body.k, body.exclude_history, view,
+                                      config.max_response_chars)
 
     @router.post("/documents", response_model=WriteResponse, responses=WRITE_ERRORS, dependencies=[guard],
                  tags=["documents"], summary="add or upsert documents; durable when answered")

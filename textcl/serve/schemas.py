@@ -1,9 +1,9 @@
 """Request and response models of the HTTP API (pydantic). They are the OpenAPI schema at ``/docs``.
 
 The limits a request is checked against (``k``, queries per request, hits per request, documents per
-request, query length) come from the server's :class:`~textcl.serve.config.ServeConfig`:
-:class:`RequestModels` builds the request models with them, so that the OpenAPI schema states the limits the
-server enforces.
+request, query length) come from the server's :class:`~textcl.serve.config.ServeConfig` (a recommendation's
+history holds at most :data:`MAX_HISTORY` items): :class:`RequestModels` builds the request models with them,
+so that the OpenAPI schema states the limits the server enforces.
 """
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ import math
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr,
-                      ValidationInfo, field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictFloat, StrictInt,
+                      StrictStr, Tag, ValidationInfo, field_validator, model_validator)
 
 MAX_ID_CHARS = 256
 MAX_TITLE_CHARS = 1000
 MAX_TEXT_CHARS = 100_000
 MAX_FILTER_FIELDS = 16
+#: items in one POST /recommend history: a long one is mostly left out of the user's text (only the model's last
+#: ``history`` items are), but every id in it is looked up and left out of the answer
+MAX_HISTORY = 1000
 FIELD_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$"
 _MAX_DEPTH = 16
 
@@ -119,6 +122,36 @@ class SearchResponse(BaseModel):
     took_ms: float = Field(description="time in the server, queueing + encoding + search")
 
 
+class Because(BaseModel):
+    """The history entry a recommendation is most like."""
+
+    id: str | None = Field(description="its document id; null for an entry given by its text")
+    index: int = Field(description="its position in the request's history (0: the oldest)")
+    score: float = Field(description="cosine similarity of its text and the recommendation's text")
+
+
+class RecommendedHit(Hit):
+    because: Because | None = Field(description="the history entry it is most like; null past the first 50 "
+                                    "recommendations (each costs the encoding of its text)")
+
+
+class RecommendSettingsOut(BaseModel):
+    history: int = Field(description="the user's text holds this many of the history's most recent items")
+    separator: str = Field(description="between their texts, most recent first")
+    source: Literal["model", "default"] = Field(
+        description="model: read from the served model's folder (textcl_recommend.json, written by a recommendation "
+        "run); default: that folder has none (the model was not trained for recommendation), so 10 and \" | \"")
+
+
+class RecommendResponse(BaseModel):
+    recommendations: list[RecommendedHit] = Field(description="best first; at most k")
+    user_text: str = Field(description="the text that was embedded as the user")
+    settings: RecommendSettingsOut
+    excluded: int = Field(description="distinct history ids left out of the recommendations (0 when "
+                          "exclude_history is false)")
+    took_ms: float = Field(description="time in the server, lookups + queueing + encoding + search")
+
+
 class DocumentOut(BaseModel):
     id: str
     text: str
@@ -149,6 +182,7 @@ class InfoResponse(BaseModel):
     pending_writes: int = Field(description="acknowledged writes not yet in the saved vector index")
     last_save: float | None = Field(description="Unix time of the last save by this server, if any")
     pid: int = Field(description="the process that answered (one of the --workers)")
+    recommend: RecommendSettingsOut = Field(description="how POST /recommend turns a history into the user's text")
 
 
 class HealthResponse(BaseModel):
@@ -168,11 +202,18 @@ class ErrorResponse(BaseModel):
 
 
 # ---------------------------------------------------------------- requests
+def _history_kind(value: Any) -> str:
+    """A history entry's branch: an object is an item given by its text, anything else an id. The tags are names
+    that :func:`~textcl.serve.errors.field_name` leaves out of a field's name (``history[2].text``)."""
+    return "dict" if isinstance(value, dict) else "str"
+
+
 class RequestModels:
-    """The request models for one set of limits: ``SearchRequest``, ``DocumentIn``, ``DocumentsRequest``."""
+    """The request models for one set of limits: ``SearchRequest``, ``DocumentIn``, ``DocumentsRequest``,
+    ``RecommendRequest``."""
 
     def __init__(self, max_k: int, max_queries: int, max_documents: int, max_query_chars: int,
-                 max_hits: int = 1000):
+                 max_hits: int = 1000, max_history: int = MAX_HISTORY):
         Query = Annotated[StrictStr, Field(min_length=1, max_length=max_query_chars),
                           AfterValidator(_valid_unicode), AfterValidator(_not_blank)]
 
@@ -223,6 +264,37 @@ class RequestModels:
                     first[doc.id] = i
                 return self
 
+        class HistoryText(_Model):
+            """An item that is not in the index, given by its text (as the catalogue would give it)."""
+
+            text: Query
+
+        HistoryItem = Annotated[Union[Annotated[DocId, Tag("str")], Annotated[HistoryText, Tag("dict")]],
+                                Discriminator(_history_kind)]
+
+        class RecommendRequest(_Model):
+            history: list[HistoryItem] = Field(
+                min_length=1, max_length=max_history,
+                description=f"the user's items in time order: the oldest first, the most recent last; 1 to "
+                f"{max_history}. Each is a document id of the index, or {{\"text\": ...}} for an item that is not "
+                "in it. The user's text joins the texts of the model's last `history` items, most recent first")
+            k: int = Field(min(10, max_k, max_hits), ge=1, le=max_k, validate_default=True,
+                           description=f"recommendations, 1 to {min(max_k, max_hits)}")
+            exclude_history: StrictBool = Field(True, description="leave the history's ids out of the "
+                                                "recommendations (k are still returned when the index has enough)")
+            fields: list[HitField] | None = Field(
+                None, min_length=1, description="what each recommendation holds besides its id and `because`, any of "
+                "id, score, text, title, metadata (default: all)")
+            text_chars: int | None = Field(None, ge=1, le=MAX_TEXT_CHARS,
+                                           description="return at most this many characters of each text")
+
+            @field_validator("k")
+            @classmethod
+            def _bounded_hits(cls, k: int) -> int:
+                return hits_over_limit(1, k, max_hits)
+
         self.SearchRequest = SearchRequest
         self.DocumentIn = DocumentIn
         self.DocumentsRequest = DocumentsRequest
+        self.HistoryText = HistoryText
+        self.RecommendRequest = RecommendRequest

@@ -39,6 +39,7 @@ from textcl.index import Document, DuplicateIdError, SearchIndex, UnknownIdError
 from textcl.serve.batcher import MicroBatcher
 from textcl.serve.config import ServeConfig
 from textcl.serve.hits import Found, HitView
+from textcl.serve.recommend import RecommendSettings, load_settings, model_folder
 from textcl.serve.wal import (SNAPSHOT_LOG_ID, SNAPSHOT_LOG_SEQ, LogOp, WriteLog, WriterLock, ops_to_replay,
                               snapshot_identity)
 from textcl.thread_governor import install
@@ -104,6 +105,8 @@ class IndexService:
             self._search_batch, max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000,
             enabled=config.batching, max_pending=config.max_pending)
         self.index: SearchIndex | None = None
+        #: how POST /recommend turns a history into the user's text (read from the model's folder at start)
+        self.recommend_settings = RecommendSettings()
         self.wal: WriteLog | None = None
         self.lock: WriterLock | None = None
         self.dirty = False
@@ -124,8 +127,13 @@ class IndexService:
 
         self._threads_before = torch.get_num_threads()  # given back at close (an app built inside a program)
         torch.set_num_threads(self.config.threads or default_threads(self.config.workers))
-        if self.encoder is None:
-            self.encoder = self._load_encoder()
+        try:
+            if self.encoder is None:
+                self.encoder = self._load_encoder()
+            self.recommend_settings = load_settings(model_folder(self.encoder))  # a bad file refuses the start
+        except BaseException:
+            torch.set_num_threads(self._threads_before)
+            raise
         self.batcher.start()
         try:
             self.batcher.call(self._open).result()
@@ -317,6 +325,7 @@ class IndexService:
             "pending_writes": len(self.wal) if self.wal is not None else 0,
             "last_save": self.last_save,
             "pid": os.getpid(),
+            "recommend": self.recommend_settings.as_dict(),
         }
 
     # ---------------------------------------------------------------- saving
@@ -440,6 +449,17 @@ class IndexService:
 
     async def get(self, doc_id: str) -> Document | None:
         return await self._on_index_thread(lambda: self.index.get(doc_id))
+
+    async def get_many(self, doc_ids: Sequence[str]) -> dict[str, Document]:
+        """The documents of ``doc_ids`` that are in the index, by id (one trip to the index thread)."""
+        return await self._on_index_thread(lambda: {i: d for i in doc_ids if (d := self.index.get(i)) is not None})
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """``texts`` as the index embeds them, (n, dim) unit rows: on a thread-pool thread, under the encoder's
+        lock a chunk at a time (as a write's documents are), so query batches go on meanwhile."""
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(self._encode, list(texts))
 
     async def info(self) -> dict[str, Any]:
         return await self._on_index_thread(self._info)

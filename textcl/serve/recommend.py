@@ -1,0 +1,161 @@
+"""``POST /recommend``: recommendations for a user given by their history, from an index of catalogue items.
+
+A model trained with ``data.kind: interactions`` embeds items (their catalogue text) and users (the texts of
+their last ``history`` items, most recent first, joined by ``separator``) with one encoder. Training saves those
+two settings in the model's folder (:mod:`textcl.models.recommend_settings`); the server reads them once, at
+start (:func:`load_settings`), from the folder of the model it embeds with, and a model without them is served
+with the defaults, said so in each answer (``settings.source: "default"``).
+
+A request's history is in time order (oldest first). Each entry is a document id of the index (its text is
+the document's) or ``{"text": ...}``. The answer: the user's text searched like a query (the same
+micro-batcher as ``/search``), the history's ids left out, and for each recommendation the history entry it is
+most like (``because``: cosine of the two texts' embeddings, among the entries the user's text holds).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+
+from textcl.index import Document
+from textcl.serve.errors import _message, error_response
+from textcl.serve.hits import HitView
+
+DEFAULT_HISTORY = 10  # what training uses by default (data.interactions.history, separator)
+DEFAULT_SEPARATOR = " | "
+#: ``because`` is worked out for the first this many recommendations (each costs the encoding of its text);
+#: later ones answer ``because: null``, so a read request with a large ``k`` cannot make the server encode
+#: a thousand documents
+BECAUSE_MAX = 50
+
+
+@dataclass(frozen=True)
+class RecommendSettings:
+    """How a history becomes the user's text; ``source``: ``"model"`` (read from the model's folder) or
+    ``"default"`` (the folder has no settings)."""
+
+    history: int = DEFAULT_HISTORY
+    separator: str = DEFAULT_SEPARATOR
+    source: Literal["model", "default"] = "default"
+
+    def recent(self, n: int) -> list[int]:
+        """Positions (into a history of ``n`` items in time order) of the items the user's text holds, most
+        recent first."""
+        return list(range(n - 1, max(n - self.history, 0) - 1, -1))
+
+    def user_text(self, texts: Sequence[str]) -> str:
+        """The user's text from their items' ``texts`` in time order (oldest first): the last ``history`` of
+        them, most recent first, joined by ``separator`` (as ``InteractionTask.history_text`` in training)."""
+        from textcl.models.recommend_settings import user_text
+
+        return user_text(texts, self.history, self.separator)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "separator": self.separator, "source": self.source}
+
+
+def model_folder(encoder) -> Path | None:
+    """The folder the served encoder was loaded from (``Encoder.load`` records it: the index's model, or
+    ``--index-model``); None for an encoder that records none (one built in a program and passed in)."""
+    folder = getattr(encoder, "_folder", None)
+    return Path(folder) if folder is not None else None
+
+
+def load_settings(folder: Path | None) -> RecommendSettings:
+    """The settings in ``folder`` (``textcl_recommend.json``), else the defaults. Raises
+    :class:`~textcl.errors.ConfigError` naming the file and field for a bad file: the server refuses to start."""
+    from textcl.models.recommend_settings import read_recommend_settings
+
+    found = read_recommend_settings(folder) if folder is not None else None
+    if found is None:
+        return RecommendSettings()
+    return RecommendSettings(found["history"], found["separator"], "model")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One history entry: its position in the request, its document id (None: given by its text) and text."""
+
+    index: int
+    id: str | None
+    text: str
+
+
+def history_entries(history: Sequence[Any], docs: dict[str, Document]) -> tuple[list[Entry], list[dict[str, str]]]:
+    """The request's ``history`` (ids, or objects with a ``text``) as entries, with ``docs`` the index's
+    documents by id; and one field error per id not among them."""
+    entries, unknown = [], []
+    for i, item in enumerate(history):
+        if isinstance(item, str):
+            doc = docs.get(item)
+            if doc is None:
+                unknown.append({"field": f"history[{i}]", "message": f"no document with id {item!r} in the index"})
+                continue
+            entries.append(Entry(i, item, doc.text))
+        else:
+            entries.append(Entry(i, None, item.text))
+    return entries, unknown
+
+
+def most_similar(candidates: np.ndarray, hits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each hit, the candidate it is most like: ``candidates`` (m, d) and ``hits`` (n, d) unit vectors ->
+    (the best candidate's row (n,) int, its cosine (n,) float). A tie goes to the earlier row."""
+    cos = hits @ candidates.T  # (n, m)
+    best = np.argmax(cos, axis=1)
+    return best, cos[np.arange(len(hits)), best]
+
+
+async def recommend(service, history: Sequence[Any], k: int, exclude_history: bool, view: HitView,
+                    max_response_chars: int) -> Response:
+    """The ``/recommend`` answer of ``service`` (an :class:`~textcl.serve.service.IndexService`) for ``history``
+    (a request's entries, oldest first): ``{recommendations: [{id, score, text, title, metadata, because: {id,
+    index, score}}], user_text, settings, excluded, took_ms}``, or a 422 naming an unknown id or too large an
+    answer."""
+    started = time.perf_counter()
+    settings: RecommendSettings = service.recommend_settings
+    ids = list(dict.fromkeys(item for item in history if isinstance(item, str)))
+    docs = await service.get_many(ids) if ids else {}
+    entries, unknown = history_entries(history, docs)
+    if unknown:
+        return error_response(422, _message(unknown), unknown)
+    user_text = settings.user_text([e.text for e in entries])
+    excluded = set(ids) if exclude_history else set()
+    # k more than the excluded ids: k remain after leaving them out whenever the index holds that many others
+    [found] = await service.search_found([user_text], k + len(excluded))
+    hits = [(doc, score) for doc, score in found if doc.id not in excluded][:k]
+    chars = view.chars([hits]) + len(user_text)
+    if chars > max_response_chars:
+        return error_response(422, f"the answer would hold {chars:,} characters of document text, titles, metadata "
+                              f"and the user's text, over the limit of {max_response_chars:,} per answer "
+                              "(--max-response-chars): ask for fewer recommendations, a text_chars cut, or fields "
+                              "without text (e.g. [\"id\", \"score\"])",
+                              [{"field": "k", "message": "too large an answer"}])
+    candidates = [entries[i] for i in settings.recent(len(entries))]  # the entries the user's text holds
+    because = await _because(service, candidates, [doc.text for doc, _ in hits[:BECAUSE_MAX]])
+    because += [None] * (len(hits) - len(because))
+    return await run_in_threadpool(_response, hits, because, user_text, settings, len(excluded), view, started)
+
+
+async def _because(service, candidates: list[Entry], texts: list[str]) -> list[dict[str, Any] | None]:
+    """For each of the recommendations' ``texts``, the candidate entry (most recent first) it is most like:
+    ``{id, index, score}``. Every distinct text is encoded once, in one call off the event loop."""
+    if not texts:
+        return []
+    distinct = list(dict.fromkeys([e.text for e in candidates] + texts))
+    row = {text: i for i, text in enumerate(distinct)}
+    vecs = await service.encode(distinct)  # (len(distinct), d) unit rows
+    best, cos = most_similar(vecs[[row[e.text] for e in candidates]], vecs[[row[t] for t in texts]])
+    return [{"id": candidates[b].id, "index": candidates[b].index, "score": float(c)} for b, c in zip(best, cos)]
+
+
+def _response(hits: list[tuple[Document, float]], because: list[dict[str, Any]], user_text: str,
+              settings: RecommendSettings, excluded: int, view: HitView, started: float) -> JSONResponse:
+    """The answer, rendered to bytes here (off the event loop, as a search answer is)."""
+    out = [{**view.hit(doc, score), "because": why} for (doc, score), why in zip(hits, because)]
+    return JSONResponse({"recommendations": out, "user_text": user_text, "settings": settings.as_dict(),
+                         "excluded": excluded, "took_ms": round((time.perf_counter() - started) * 1000, 3)})
