@@ -118,20 +118,22 @@ def run_posthoc(arm: str) -> dict:
                        for s in task.sets}}
 
 
-def run_peer_arm(arm: str) -> dict:
+def run_peer_arm(arm: str, epochs: int | None = None) -> dict:
+    """A RecBole model with its defaults; ``epochs`` caps RecBole's 300 (early stopping stays on)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_recommend_peers import run_peer
 
     from textcl.recommend.task import load_task
 
-    r = run_peer(PEERS[arm], load_task(_config({}).data), seed=42)
-    return {"arm": arm, "train_s": r["train_s"], "epochs_run": r.get("epochs_run"),
+    r = run_peer(PEERS[arm], load_task(_config({}).data), epochs=epochs, seed=42)
+    return {"arm": arm, "train_s": r["train_s"], "epochs_run": r.get("epochs_run"), "epochs_cap": epochs,
+            "best_epoch": r.get("best_epoch"), "recbole": r.get("recbole"),
             "stages": {s: _stage(m) for s, m in r["stages"].items()}}
 
 
-def run_arm(arm: str) -> dict:
+def run_arm(arm: str, peer_epochs: int | None = None) -> dict:
     record = (run_popularity() if arm == "popularity" else run_textcl(arm) if arm in TEXTCL_ARMS
-              else run_posthoc(arm) if arm in POSTHOC else run_peer_arm(arm))
+              else run_posthoc(arm) if arm in POSTHOC else run_peer_arm(arm, peer_epochs))
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = CACHE / f".{arm}.json.tmp"
     tmp.write_text(json.dumps(record, indent=1))
@@ -153,7 +155,11 @@ def report() -> str:
     for arm, r in records.items():
         s = r["stages"]
         cold = s.get("cold")
-        lines.append(f"| {arm} | {_cell(s['test'], 'ndcg@10')} | {_cell(s['test'], 'recall@10')} | "
+        label = arm
+        if r.get("epochs_run") is not None:
+            label += f" ({r['epochs_run']} epochs, best {r.get('best_epoch')}"
+            label += f"; capped at {r['epochs_cap']})" if r.get("epochs_cap") else ")"
+        lines.append(f"| {label} | {_cell(s['test'], 'ndcg@10')} | {_cell(s['test'], 'recall@10')} | "
                      f"{_cell(s['test'], 'mrr@10')} | {_cell(cold, 'ndcg@10') if cold else '–'} | "
                      f"{_cell(cold, 'recall@10') if cold else '–'} | {s['valid']['ndcg@10']:.4f} | "
                      f"{r['train_s']:.0f} s |")
@@ -176,12 +182,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=[])
     parser.add_argument("--report", action="store_true", help="print the table of the arms run so far")
+    parser.add_argument("--peer-epochs", type=int, default=None,
+                        help="cap the RecBole models' epochs (default: RecBole's 300, with its early stopping)")
     args = parser.parse_args()
     for arm in args.arms:  # each arm in a fresh process
         if len(args.arms) > 1:
-            subprocess.run([sys.executable, __file__, "--arms", arm], check=True)
+            cap = [] if args.peer_epochs is None else ["--peer-epochs", str(args.peer_epochs)]
+            subprocess.run([sys.executable, __file__, "--arms", arm, *cap], check=True)
         else:
-            print(json.dumps(run_arm(arm), indent=1))
+            print(json.dumps(run_arm(arm, args.peer_epochs), indent=1))
     if args.report or not args.arms:
         print(report())
     return 0

@@ -37,6 +37,8 @@ class RankingSet:
     seen: list[list[int]]
     #: each user's last ``history`` item indices in time order (the items of their history text)
     recent: list[list[int]] | None = None
+    users: list[str] | None = None  #: the user ids, in the order of the rows
+    history_items: list[list[str]] | None = None  #: each user's whole history (item ids, time order)
 
 
 class InteractionTask:
@@ -78,7 +80,8 @@ class InteractionTask:
         return RankingSet(f"{self.name}-{stage}", [self.history_text(histories[u]) for u in users],
                           np.asarray([self.index[targets[u]] for u in users], dtype=np.int64),
                           [sorted({self.index[i] for i in histories[u]} - {self.index[targets[u]]}) for u in users],
-                          [[self.index[i] for i in histories[u][-self.history:]] for u in users])
+                          [[self.index[i] for i in histories[u][-self.history:]] for u in users],
+                          users, [list(histories[u]) for u in users])
 
     # ------------------------------------------------------------------ training rows
     def examples(self) -> list[Example]:
