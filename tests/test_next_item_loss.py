@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from textcl.losses import InfoNCE
-from textcl.losses.next_item import NextItemLoss, accidental_hits, log_sampling_probability, next_item_softmax
+from textcl.losses.next_item import NextItemLoss, accidental_hits, next_item_softmax
+from textcl.recommend.split import log_sampling_probability
 
 U = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
 V = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 2.0]])  # dot: [[1, 0, 0], [0, 1, 2], [1, 1, 2]]

@@ -15,8 +15,6 @@ The functional core is :func:`next_item_softmax`; :class:`NextItemLoss` builds i
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -143,14 +141,3 @@ class NextItemLoss(nn.Module):
         return (f"temperature={self.temperature}, similarity={self.similarity!r}, "
                 f"logq_correction={self.logq_correction}, mask_hits={self.mask_hits}")
 
-
-def log_sampling_probability(counts: dict, items) -> dict:
-    """``item -> log(count / total)`` over the training interactions: the logQ of each item (an item missing
-    from ``counts`` is refused: it was never sampled into a batch)."""
-    total = sum(counts.values())
-    if total <= 0:
-        raise ValueError("counts: expected at least one training interaction")
-    missing = [i for i in items if counts.get(i, 0) <= 0]
-    if missing:
-        raise ValueError(f"counts: item {missing[0]!r} has no training interaction, so no sampling probability")
-    return {i: math.log(counts[i] / total) for i in items}

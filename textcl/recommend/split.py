@@ -13,6 +13,7 @@ Conventions (both splits):
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple
@@ -137,3 +138,15 @@ def item_counts(split: Split) -> dict[str, int]:
     """item -> its number of training interactions (re-interactions counted each time): the popularity
     baseline's scores and the logQ correction's sampling frequencies."""
     return dict(Counter(item for items in split.train.values() for item in items))
+
+
+def log_sampling_probability(counts: dict, items) -> dict:
+    """``item -> log(count / total)`` over the training interactions: the logQ of each item (an item missing
+    from ``counts`` is refused: it was never sampled into a batch)."""
+    total = sum(counts.values())
+    if total <= 0:
+        raise ValueError("counts: expected at least one training interaction")
+    missing = [i for i in items if counts.get(i, 0) <= 0]
+    if missing:
+        raise ValueError(f"counts: item {missing[0]!r} has no training interaction, so no sampling probability")
+    return {i: math.log(counts[i] / total) for i in items}

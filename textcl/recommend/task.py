@@ -53,15 +53,12 @@ class InteractionTask:
         self.train, self.valid, self.test = train, valid, test
         self.history, self.separator = history, separator
         self.cold_items = cold_items or set()
-        counts: dict[str, int] = {}
-        for seq in train.values():
-            for item in seq:
-                counts[item] = counts.get(item, 0) + 1
-        self.counts = counts
-        total = sum(counts.values())
-        if total == 0:
+        from textcl.recommend.split import Split, item_counts, log_sampling_probability
+
+        self.counts = item_counts(Split(train, valid, test))
+        if not self.counts:
             raise TextclError(f"{name}: no training interactions (every user has fewer than 3)")
-        self.logq = {item: float(np.log(n / total)) for item, n in counts.items()}
+        self.logq = log_sampling_probability(self.counts, self.counts)
         self.sets = {"valid": self._set("valid", {u: train[u] for u in valid}, valid),
                      "test": self._set("test", {u: train[u] + [valid[u]] for u in test}, test)}
         if cold_test:
