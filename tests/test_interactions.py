@@ -146,7 +146,7 @@ def test_csv_and_jsonl_catalogues(tmp_path):
 
 def test_template_fields():
     assert template_fields(TEMPLATE) == ["movie_title", "release_year", "class"]
-    with pytest.raises(TextclError, match="every {field} needs a name"):
+    with pytest.raises(TextclError, match="expected plain {field} names"):
         template_fields("{} ({0})")
     with pytest.raises(TextclError, match="not a valid format string"):
         template_fields("{movie_title")
@@ -214,9 +214,11 @@ def random_log(seed: int, users: int = 30, items: int = 15, rows: int = 400) -> 
 
 
 def check_no_leak(log: list[Interaction], split: Split) -> None:
-    rows = {}
-    for x in log:
-        rows.setdefault(x.user, []).append(x)
+    rows, once = {}, set()
+    for x in log:  # a repeated (user, item, timestamp) is one interaction: the first row
+        if (x.user, x.item, x.timestamp) not in once:
+            once.add((x.user, x.item, x.timestamp))
+            rows.setdefault(x.user, []).append(x)
     for user, xs in rows.items():
         ordered = sorted(xs, key=lambda x: (x.timestamp, x.order))
         if len(ordered) < 3:
@@ -314,3 +316,64 @@ def test_real_ml100k():
     assert len(split.train) == len(split.valid) == len(split.test) == 943
     assert sum(map(len, split.train.values())) == 100_000 - 2 * 943
     check_no_leak(log, split)
+
+
+# ------------------------------------------------------------------------------------------------ hostile inputs
+def test_nanosecond_timestamps_keep_their_order(tmp_path):
+    # 2**60 + 1 and 2**60 are one float: read as floats, the file order (1 before 0) would decide
+    late, early = 2 ** 60 + 1, 2 ** 60
+    body = "".join(f"u\t{i}\t1\t{t}\n" for i, t in (("x", 1), ("late", late), ("early", early), ("last", late + 5)))
+    log = read_interactions(write(tmp_path, "ns.inter", HEADER + body))
+    assert [x.timestamp for x in log] == [1, late, early, late + 5]
+    assert leave_one_out(log).train == {"u": ["x", "early"]} and leave_one_out(log).valid == {"u": "late"}
+    jsonl = write(tmp_path, "ns.jsonl", "".join(json.dumps({"user": "u", "item": i, "timestamp": t}) + "\n"
+                                                for i, t in (("a", late), ("b", early))))
+    assert [x.timestamp for x in read_interactions(jsonl)] == [late, early]
+    with pytest.raises(DataFormatError, match=err(tmp_path / "long.inter", 2, "expected at most 40")):
+        read_interactions(write(tmp_path, "long.inter", HEADER + "u\ta\t1\t" + "9" * 5000 + "\n"))
+
+
+def test_a_repeated_row_is_one_interaction(tmp_path):
+    # the last line repeated: read as two, the test item would be the validation item and sit in its own history
+    body = "u\ta\t1\t1\nu\tb\t1\t2\nu\tc\t1\t3\nu\td\t1\t4\nu\td\t1\t4\n"
+    split = leave_one_out(read_interactions(write(tmp_path, "dup.inter", HEADER + body)))
+    assert split.train == {"u": ["a", "b"]} and split.valid == {"u": "c"} and split.test == {"u": "d"}
+    again = "u\ta\t1\t1\nu\tb\t1\t2\nu\ta\t1\t3\n"  # a again at another time: a re-interaction, kept
+    assert leave_one_out(read_interactions(write(tmp_path, "re.inter", HEADER + again))).test == {"u": "a"}
+
+
+@pytest.mark.parametrize("template, shown", [
+    ("{movie_title:>5}", "{movie_title:>5}"), ("{movie_title!r}", "{movie_title!r}"),
+    ("{class[0]}", "{class[0]}"), ("{movie_title.__class__}", "{movie_title.__class__}"), ("{}", "{}"),
+    ("{0}", "{0}")])
+def test_templates_take_plain_field_names_only(template, shown):
+    with pytest.raises(TextclError, match=re.escape(f"expected plain {{field}} names") + ".*" + re.escape(shown)):
+        template_fields(template)
+    assert template_fields("{{literal}} {movie_title}") == ["movie_title"]
+
+
+def test_a_csv_cell_longer_than_csvs_default_limit_is_read(tmp_path):
+    long_item = "i" * 200_000
+    log = read_interactions(write(tmp_path, "long.csv", f"user,item,timestamp\nu,{long_item},1\n"))
+    assert log[0].item == long_item
+
+
+def test_a_malformed_csv_row_names_its_line(tmp_path, monkeypatch):
+    import csv
+
+    limit = csv.field_size_limit()
+    monkeypatch.setattr(csv, "field_size_limit", csv.field_size_limit)
+    try:
+        csv.field_size_limit(50)
+        path = write(tmp_path, "bad.csv", "user,item,timestamp\nu,a,1\nu," + "b" * 60 + ",2\n")
+        with pytest.raises(DataFormatError, match=err(path, 3, "not a valid CSV row (field larger than field limit")):
+            read_interactions(path)
+    finally:
+        csv.field_size_limit(limit)
+
+
+def test_user_ids_sort_naturally_whatever_they_are():
+    from textcl.recommend.task import _natural
+
+    ids = ["10", "9", "²", "b", "0" * 3 + "7", "1" * 5000, "a"]
+    assert sorted(ids, key=_natural) == ["0007", "9", "10", "1" * 5000, "a", "b", "²"]

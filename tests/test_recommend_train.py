@@ -176,3 +176,86 @@ def test_the_user_is_the_history_text_or_the_mean_of_its_items_by_hand():
     assert task.evaluate(enc_west_low, "valid", user="mean")["mrr@10"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="user: expected 'text' or 'mean'"):
         task.evaluate(enc, "valid", user="last")
+
+
+# ------------------------------------------------------------------------------------------------ hostile inputs
+def _task(train, valid, test, history=1, **kw):
+    from textcl.recommend.task import InteractionTask
+
+    ids = sorted({i for s in train.values() for i in s} | set(valid.values()) | set(test.values())
+                 | set(kw.get("cold_test", {}).values()) | set(kw.get("cold_items", ())))
+    return InteractionTask("t", ids, [f"item {i}" for i in ids], train, valid, test, history=history,
+                           separator=" | ", **kw)
+
+
+def test_the_hit_mask_covers_the_whole_history_not_only_its_text():
+    from types import SimpleNamespace
+
+    import torch
+
+    from textcl.losses.next_item import accidental_hits
+    from textcl.train.batcher import Batcher
+
+    # history text of 1 item; u picked a, b, c, d: the row for d has the text "c" but a and b are picked too
+    task = _task({"u": ["a", "b", "c", "d"], "v": ["x", "a"], "w": ["y", "b"]}, {"u": "e"}, {"u": "f"})
+    rows = {(e.user, e.item): e for e in task.examples()}
+    batch = [rows[("u", "d")], rows[("v", "a")], rows[("w", "b")]]
+    run = SimpleNamespace(acc=SimpleNamespace(device=torch.device("cpu")), task=task)
+    keys = Batcher(run).item_keys(batch)
+    hits = accidental_hits(keys["positive_keys"], keys["history_keys"])
+    # u's row must not take a or b (both picked before d) as negatives; v's and w's rows have no such hit
+    assert hits.tolist() == [[False, True, True], [False, False, False], [False, False, False]]
+
+
+def test_logq_is_the_share_of_the_training_rows_positives():
+    # positives (each user's items after the first): b, c (u) and b (v): b 2/3, c 1/3; a is never a row's item
+    task = _task({"u": ["a", "b", "c"], "v": ["a", "b"]}, {"u": "c", "v": "c"}, {"u": "a", "v": "a"})
+    assert task.logq == pytest.approx({"b": math.log(2 / 3), "c": math.log(1 / 3)})
+
+
+def test_rankings_leave_out_cold_items_the_user_picked(tmp_path, monkeypatch):
+    import textcl.recommend.split as split_mod
+    from textcl.data.interactions import Interaction
+    from textcl.recommend.split import cold_split, leave_one_out
+
+    # u picked k (cold) early; the ranking must leave k out although the history text cannot show it
+    log = [Interaction("u", i, t, None, t) for t, i in enumerate(["k", "a", "b", "c", "d"])]
+    log += [Interaction("v", i, t, None, 10 + t) for t, i in enumerate(["a", "k", "b", "c", "z"])]
+    monkeypatch.setattr(split_mod, "choose_cold_items", lambda items, fraction, seed: {"k", "z"})
+    split, cold, cold_test, cold_hist = cold_split(log)
+    task = _task(split.train, split.valid, split.test, cold_items=cold, cold_test=cold_test,
+                 cold_histories=cold_hist, full=leave_one_out(log))
+    k = task.index["k"]
+    for stage in ("valid", "test"):
+        s = task.sets[stage]
+        assert k in s.seen[s.users.index("u")], stage
+    assert task.sets["cold"].users == ["v"] and k in task.sets["cold"].seen[0]
+
+
+def test_a_log_with_nothing_to_rank_is_refused_before_training():
+    from textcl.errors import TextclError
+
+    with pytest.raises(TextclError, match="t: no user has a validation item to rank"):
+        _task({"u": ["a", "b"], "v": ["c", "d"]}, {}, {})
+
+
+def test_eval_null_keeps_the_recommendation_defaults(tiny_bert_dir, tmp_path):
+    log, catalogue = _write_log(tmp_path)
+    raw = {"model": {"name": str(tiny_bert_dir)}, "eval": None,
+           "data": {"kind": "interactions", "path": str(log),
+                    "interactions": {"items": str(catalogue), "template": "{title}"}}}
+    config = config_from_dict(raw)
+    assert config.eval.data == [] and config.eval.test == []
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("data", "group_field", "genre"), ("data", "anchor_field", "a"), ("data", "positive_field", "p"),
+    ("loss", "mask_false_negatives", False)])
+def test_fields_an_interaction_log_never_reads_are_refused(tiny_bert_dir, tmp_path, section, key, value):
+    log, catalogue = _write_log(tmp_path)
+    raw = {"model": {"name": str(tiny_bert_dir)},
+           "data": {"kind": "interactions", "path": str(log),
+                    "interactions": {"items": str(catalogue), "template": "{title}"}}}
+    raw.setdefault(section, {})[key] = value
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}: is set .* remove it"):
+        config_from_dict(raw)

@@ -469,7 +469,12 @@ class TrainConfig:
             unused("loss.scale", "is CoSENT's and AnglE's; InfoNCE's is 1 / loss.temperature")
         if lo.name != "angle":
             unused("loss.angle", "configures loss.name angle")
-        if d.kind == "scored":
+        if d.kind == "interactions":
+            for name in ("group_field", "text_field", "anchor_field", "positive_field", "negative_field"):
+                unused(f"data.{name}", "an interaction log's rows are users, items and times (data.interactions)")
+            unused("loss.mask_false_negatives", "the next-item loss masks by item id: "
+                                                "data.interactions.mask_hits")
+        elif d.kind == "scored":
             why = f"loss.name {lo.name} reads only the pairs and their scores"
             for name in ("temperature", "similarity", "mask_false_negatives"):
                 unused(f"loss.{name}", why)
@@ -592,7 +597,7 @@ def _kind_defaults(data: dict) -> dict:
     stage and reports its own test stages, so ``eval.data`` and ``eval.test`` default to no STS sets."""
     if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
         return data
-    if data["data"].get("kind") == "interactions" and isinstance(data.get("eval", {}), dict):
+    if data["data"].get("kind") == "interactions" and isinstance(data.get("eval") or {}, dict):
         section = dict(data.get("eval") or {})
         section.setdefault("data", [])
         section.setdefault("test", [])

@@ -53,12 +53,13 @@ class Interaction:
     """One row of a log: ``user`` picked ``item`` at ``timestamp`` (with ``rating``, if the log has one).
 
     ``order`` is the row's 0-based position among the file's interactions: it breaks ties in ``timestamp``
-    (many MovieLens interactions share one).
+    (many MovieLens interactions share one). An integer timestamp is kept as an ``int`` (exact at any size, so
+    nanosecond times keep their order); one with a fraction or an exponent is a ``float``.
     """
 
     user: str
     item: str
-    timestamp: float
+    timestamp: int | float
     rating: float | None
     order: int
 
@@ -146,7 +147,7 @@ def _read_table(path: str | os.PathLike, what: str) -> _Table:
     if atomic or suffix == ".tsv" or (suffix != ".csv" and "\t" in lines[first]):
         fields = _header(lines[first].split("\t"), atomic, path, first + 1)
         return _Table(fields, first + 1, _tab_rows(lines, fields, first + 1, path))
-    reader = csv_reader(path, lines[first:])
+    reader = csv_reader(path, lines[first:], offset=first)
     fields = _header(next(reader), False, path, first + 1)
     return _Table(fields, first + 1, _csv_rows(reader, fields, first, path))
 
@@ -195,6 +196,26 @@ def _number(value: Any, what: str, path: Path, lineno: int) -> float:
     return number
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_MAX_DIGITS = 40  #: an integer timestamp longer than this is not a time
+
+
+def _timestamp(value: Any, path: Path, lineno: int) -> int | float:
+    """A timestamp: an integer exactly as written (nanoseconds since the epoch do not fit a float's 53 bits:
+    two different integers could compare equal), anything else a finite float."""
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        value = value.strip()
+        if len(value.lstrip("+-")) > _MAX_DIGITS:
+            raise DataFormatError(path, lineno, f"timestamp {value[:20]}... has {len(value.lstrip('+-'))} digits; "
+                                                f"expected at most {_MAX_DIGITS}")
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= 10 ** _MAX_DIGITS:
+            raise DataFormatError(path, lineno, f"timestamp has over {_MAX_DIGITS} digits; expected a time")
+        return value
+    return _number(value, "timestamp", path, lineno)
+
+
 def _columns(keys, path: Path, lineno: int) -> tuple[str, str, str, str | None]:
     """The (user, item, timestamp, rating or None) keys of a header (a list) or a JSON object."""
     return (_require(keys, USER_FIELDS, path, lineno, "user"), _require(keys, ITEM_FIELDS, path, lineno, "item"),
@@ -219,7 +240,7 @@ def read_interactions(path: str | os.PathLike) -> list[Interaction]:
         rating = None if raw_rating is None or raw_rating == "" else _number(raw_rating, "rating", path, lineno)
         out.append(Interaction(_identifier(row[user_k], "user", path, lineno),
                                _identifier(row[item_k], "item", path, lineno),
-                               _number(row[time_k], "timestamp", path, lineno), rating, len(out)))
+                               _timestamp(row[time_k], path, lineno), rating, len(out)))
     if not out:
         raise DataFormatError(path, None, "no interactions found; expected rows of user, item and timestamp")
     return out
@@ -227,20 +248,22 @@ def read_interactions(path: str | os.PathLike) -> list[Interaction]:
 
 # ------------------------------------------------------------------------------------------------ catalogues
 def template_fields(template: str) -> list[str]:
-    """The field names a ``str.format`` template uses, in order (``"{title} ({year})"`` -> title, year)."""
+    """The field names a template uses, in order (``"{title} ({year})"`` -> title, year). Only plain names:
+    ``{year:>5}``, ``{title!r}``, ``{genres[0]}`` or ``{title.upper}`` are refused (every field is text, and an
+    attribute or index would reach into Python objects rather than the catalogue)."""
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise TextclError(f"item template {template!r} is not a valid format string: {exc}") from None
     names = []
-    for _, name, _, _ in parsed:
+    for _, name, spec, conversion in parsed:
         if name is None:
             continue
-        base = re.split(r"[.\[]", name, maxsplit=1)[0]
-        if not base or base.isdigit():
-            raise TextclError(f"item template {template!r}: every {{field}} needs a name (a catalogue field), "
-                              f"got {{{name}}}")
-        names.append(base)
+        if not name or name.isdigit() or re.search(r"[.\[\]]", name) or spec or conversion:
+            shown = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise TextclError(f"item template {template!r}: expected plain {{field}} names of catalogue fields "
+                              f"(no positions, attributes, indexes, conversions or format specs), got {{{shown}}}")
+        names.append(name)
     return names
 
 

@@ -71,16 +71,42 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
         yield lineno, obj
 
 
-def csv_reader(path: str | os.PathLike, lines: Iterable[str], *, dicts: bool = False):
+def csv_reader(path: str | os.PathLike, lines: Iterable[str], *, dicts: bool = False, offset: int = 0):
     """A ``csv.reader`` (``csv.DictReader`` with ``dicts``) over ``lines`` (from :func:`read_lines`) of
     ``path``: a ``.tsv`` is tab-separated with quotes kept as text (``csv.QUOTE_NONE``), anything else is
-    a standard comma-separated file whose quoted fields may span lines. ``line_num`` is the file's line."""
+    a standard comma-separated file whose quoted fields may span lines. ``line_num`` is the line within ``lines``;
+    ``offset`` is the file's lines before them. A malformed row raises :class:`DataFormatError` with its file line."""
     if Path(path).suffix.lower() == ".tsv":
         fmt: dict[str, Any] = {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
     else:
         fmt = {"delimiter": ","}
     rows = (line + "\n" for line in lines)  # the "\n" keeps line breaks inside quoted fields
-    return csv.DictReader(rows, **fmt) if dicts else csv.reader(rows, **fmt)
+    return _CheckedReader(csv.DictReader(rows, **fmt) if dicts else csv.reader(rows, **fmt), path, offset)
+
+
+#: a cell may be as long as the line that holds it (the file is in memory already); csv's default is 131,072
+csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+
+
+class _CheckedReader:
+    """A ``csv.reader`` or ``csv.DictReader`` whose ``csv.Error`` becomes a :class:`DataFormatError` naming the
+    file and line; every other attribute (``line_num``, ``fieldnames``) is the wrapped reader's."""
+
+    def __init__(self, reader, path, offset: int = 0):
+        self._reader, self._path, self._offset = reader, path, offset
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._reader)
+        except csv.Error as exc:
+            raise DataFormatError(self._path, self._offset + self._reader.line_num,
+                                  f"not a valid CSV row ({exc}); expected comma-separated fields") from None
+
+    def __getattr__(self, name):
+        return getattr(self._reader, name)
 
 
 def read_json_file(path: str | os.PathLike) -> Any:

@@ -6,7 +6,9 @@ Conventions (both splits):
 * **Leave-one-out**: a user's last interaction is the test item, the one before it the validation item, the
   rest (in time order) the training sequence. A user with fewer than :data:`MIN_INTERACTIONS` (3) interactions
   keeps them all in training and has no validation or test item.
-* **Re-interactions** (the same user and item more than once) are kept as they are, in time order: an item
+* **Repeated rows** (the same user, item and timestamp) are one interaction: the first in the file is kept.
+  A log that repeats a line would otherwise put a user's validation or test item into their own history.
+* **Re-interactions** (the same user and item at different times) are kept as they are, in time order: an item
   may appear in a training sequence more than once, and the validation or test item may also appear earlier
   in the user's history when the user picked it before. Nothing is deduplicated.
 * Users keep the order of their first interaction in the log; histories are in time order, most recent LAST.
@@ -61,9 +63,14 @@ class ColdSplit(NamedTuple):
 
 
 def user_sequences(interactions: Iterable[Interaction]) -> dict[str, list[str]]:
-    """user -> their items ordered by ``(timestamp, order)``; users in order of first appearance."""
+    """user -> their items ordered by ``(timestamp, order)``; users in order of first appearance. A row that
+    repeats an earlier row's user, item and timestamp is dropped."""
     by_user: dict[str, list[Interaction]] = {}
+    seen: set[tuple] = set()
     for x in interactions:
+        if (x.user, x.item, x.timestamp) in seen:
+            continue
+        seen.add((x.user, x.item, x.timestamp))
         by_user.setdefault(x.user, []).append(x)
     return {user: [x.item for x in sorted(rows, key=lambda x: (x.timestamp, x.order))]
             for user, rows in by_user.items()}

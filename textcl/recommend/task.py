@@ -10,8 +10,10 @@ that evaluate it (``data.kind: interactions``).
 - **Ranking sets** (leave-one-out in time order, :mod:`textcl.recommend.split`): ``NAME-valid`` (history: the
   training items; target: the validation item) selects the best step; ``NAME-test`` (history: training items
   and the validation item) and, with ``cold_fraction``, ``NAME-cold`` (the users whose test item was held out of
-  training) are reported. Every item of the catalogue is ranked; the user's own history is left out of the
-  ranking, the target never.
+  training) are reported. Every item of the catalogue is ranked; every item the user picked before the target
+  is left out of the ranking (cold items too, though the history text leaves them out), the target never.
+- **logQ** is each item's share of the training rows' positives (the items that stand in a batch as a row's
+  item: every training item but each user's first), Yi et al. 2019's in-batch sampling probability.
 """
 from __future__ import annotations
 
@@ -46,23 +48,37 @@ class InteractionTask:
 
     def __init__(self, name: str, item_ids: list[str], item_texts: list[str], train: dict, valid: dict, test: dict,
                  history: int, separator: str, cold_items: set | None = None, cold_test: dict | None = None,
-                 cold_histories: dict | None = None):
+                 cold_histories: dict | None = None, full=None):
+        """``full``: the leave-one-out :class:`~textcl.recommend.split.Split` of the whole log (cold items kept),
+        whose histories are the items each ranking leaves out; None when nothing is held out (the split itself).
+        """
         self.name = name
         self.item_ids, self.item_texts = item_ids, item_texts
         self.index = {item: i for i, item in enumerate(item_ids)}
         self.train, self.valid, self.test = train, valid, test
         self.history, self.separator = history, separator
         self.cold_items = cold_items or set()
+        from collections import Counter
+
         from textcl.recommend.split import Split, item_counts, log_sampling_probability
 
-        self.counts = item_counts(Split(train, valid, test))
+        split = Split(train, valid, test)
+        full = full or split
+        self.counts = item_counts(split)
         if not self.counts:
             raise TextclError(f"{name}: no training interactions (every user has fewer than 3)")
-        self.logq = log_sampling_probability(self.counts, self.counts)
-        self.sets = {"valid": self._set("valid", {u: train[u] for u in valid}, valid),
-                     "test": self._set("test", {u: train[u] + [valid[u]] for u in test}, test)}
+        if not valid or not test:
+            raise TextclError(f"{name}: no user has a {'validation' if not valid else 'test'} item to rank (a user "
+                              f"needs 3 interactions, and items not held out); expected a log with longer histories")
+        positives = Counter(item for items in train.values() for item in items[1:])
+        self.logq = log_sampling_probability(positives, positives) if positives else {}
+        self.sets = {"valid": self._set("valid", {u: train[u] for u in valid}, valid,
+                                        {u: full.history(u, "valid") for u in valid}),
+                     "test": self._set("test", {u: train[u] + [valid[u]] for u in test}, test,
+                                       {u: full.history(u, "test") for u in test})}
         if cold_test:
-            self.sets["cold"] = self._set("cold", cold_histories, cold_test)
+            self.sets["cold"] = self._set("cold", cold_histories, cold_test,
+                                          {u: full.history(u, "test") for u in cold_test})
 
     # ------------------------------------------------------------------ texts
     def history_text(self, items: list[str]) -> str:
@@ -72,11 +88,13 @@ class InteractionTask:
         return user_text([self.item_texts[self.index[i]] for i in items[-self.history:]], self.history,
                          self.separator)
 
-    def _set(self, stage: str, histories: dict, targets: dict) -> RankingSet:
+    def _set(self, stage: str, histories: dict, targets: dict, seen: dict) -> RankingSet:
+        """``histories[u]``: what the user's text is made of; ``seen[u]``: every item they picked before the
+        target (left out of the ranking)."""
         users = sorted(targets, key=_natural)
         return RankingSet(f"{self.name}-{stage}", [self.history_text(histories[u]) for u in users],
                           np.asarray([self.index[targets[u]] for u in users], dtype=np.int64),
-                          [sorted({self.index[i] for i in histories[u]} - {self.index[targets[u]]}) for u in users],
+                          [sorted({self.index[i] for i in seen[u]} - {self.index[targets[u]]}) for u in users],
                           [[self.index[i] for i in histories[u][-self.history:]] for u in users],
                           users, [list(histories[u]) for u in users])
 
@@ -89,7 +107,7 @@ class InteractionTask:
             for t in range(1, len(seq)):
                 before = seq[max(0, t - self.history):t]
                 rows.append(Example(anchor=self.history_text(before), positive=self.item_texts[self.index[seq[t]]],
-                                    item=seq[t], history=tuple(before)))
+                                    item=seq[t], history=tuple(before), user=user, position=t))
         if not rows:
             raise TextclError(f"{self.name}: no training rows (every user's training sequence has one item)")
         return rows
@@ -141,8 +159,12 @@ class InteractionTask:
 
 
 def _natural(user: str):
-    """Numeric ids in numeric order, others after them in text order."""
-    return (0, int(user), "") if user.isdigit() else (1, 0, user)
+    """Ids of ASCII digits in numeric order (compared as digit strings, so any length sorts without converting
+    it), others after them in text order."""
+    if user.isascii() and user.isdigit():
+        digits = user.lstrip("0")
+        return (0, len(digits), digits, user)
+    return (1, 0, user, user)
 
 
 @functools.lru_cache(maxsize=4)
@@ -169,7 +191,7 @@ def _load_cached(path: str, items: str | None, template: str, history: int, sepa
     if cold_fraction > 0:
         split, cold, cold_test, cold_hist = cold_split(log, fraction=cold_fraction, seed=cold_seed)
         return InteractionTask(task_name, item_ids, texts, split.train, split.valid, split.test, history, separator,
-                               cold_items=cold, cold_test=cold_test, cold_histories=cold_hist)
+                               cold_items=cold, cold_test=cold_test, cold_histories=cold_hist, full=leave_one_out(log))
     split = leave_one_out(log)
     return InteractionTask(task_name, item_ids, texts, split.train, split.valid, split.test, history, separator)
 

@@ -76,13 +76,17 @@ class Batcher:
         return batch, keys
 
     def item_keys(self, exs) -> dict:
-        """``positive_keys`` (B,) of the items, ``history_keys`` (B, H) of each row's history (padded with the
-        row's own item key) and ``positive_logq`` (B,), on the run's device."""
+        """``positive_keys`` (B,) of the items, ``history_keys`` (B, H) and ``positive_logq`` (B,), on the run's
+        device. A row's history keys are the batch's items that the user picked at any time before the row's
+        item (the whole training sequence before it, not only the items of its history text), padded with the
+        row's own item key: all that the accidental-hit mask needs, at most B wide."""
         from textcl.losses import text_keys
 
         device, task = self.run.acc.device, self.run.task
-        width = max(1, max(len(e.history) for e in exs))
-        padded = [list(e.history) + [e.item] * (width - len(e.history)) for e in exs]
+        in_batch = {e.item for e in exs}
+        rows = [sorted(in_batch.intersection(task.train[e.user][:e.position])) for e in exs]
+        width = max(1, max(len(r) for r in rows))
+        padded = [r + [e.item] * (width - len(r)) for r, e in zip(rows, exs)]
         history = text_keys([i for row in padded for i in row]).view(len(exs), width)
         return {"positive_keys": text_keys([e.item for e in exs]).to(device), "history_keys": history.to(device),
                 "positive_logq": torch.tensor([task.logq[e.item] for e in exs], dtype=torch.float32, device=device)}
