@@ -259,3 +259,17 @@ def test_fields_an_interaction_log_never_reads_are_refused(tiny_bert_dir, tmp_pa
     raw.setdefault(section, {})[key] = value
     with pytest.raises(ConfigError, match=rf"{section}\.{key}: is set .* remove it"):
         config_from_dict(raw)
+
+
+def test_a_resume_with_other_history_texts_is_refused(tiny_bert_dir, tmp_path):
+    from textcl.train.checkpoint import ResumeMismatch
+
+    log, catalogue = _write_log(tmp_path)
+    config = _config(tiny_bert_dir, log, catalogue)
+    config.train.checkpoint_every = 1
+    config.eval.before = False
+    train(config, output_dir=tmp_path / "run", stop_after_step=2)
+    other = _config(tiny_bert_dir, log, catalogue, history=2)  # same rows, other texts
+    other.train.checkpoint_every, other.eval.before = 1, False
+    with pytest.raises(ResumeMismatch, match=r"data\.interactions: checkpoint .*'history': 3.*'history': 2"):
+        train(other, output_dir=tmp_path / "run", resume=True)

@@ -12,8 +12,9 @@ optimizer, schedule), :class:`~textcl.train.batcher.Batcher` (views, tokens, key
 """
 from __future__ import annotations
 
+
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -83,7 +84,11 @@ class Trainer:
                                 *([f"guard:{g}" for g in c.eval.guard] if c.eval.guard_select else [])],
                   # auto's measured mini-batch, kept by a resumed run (an explicit one may change on resume)
                   **({"loss.mini_batch_size": run.mini_batch.resolved} if run.mini_batch is not None
-                     and run.mini_batch.requested == "auto" else {})}
+                     and run.mini_batch.requested == "auto" else {}),
+                  # a log's rows and ranking sets: the texts (template, history, separator) and split change
+                  # without changing the number of examples
+                  **({"data.path": str(c.data.path), "data.interactions": asdict(c.data.interactions)}
+                     if c.data.kind == "interactions" else {})}
         self.checkpoints = Checkpointer(acc, out / "checkpoints", c.train.checkpoint_every, c.train.keep_checkpoints,
                                         outputs=best, layout=layout)
         fresh = {"step": 0, "epoch": 0, "pos": 0, "best": None, "best_step": None, "before": {}}
