@@ -70,6 +70,9 @@ def test_a_run_reports_the_saved_models_full_ranking(tiny_bert_dir, tmp_path):
     result = train(_config(tiny_bert_dir, log, catalogue), output_dir=tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {"views-valid", "views-test"} <= set(metrics["before"]) and "views-cold" not in metrics["after"]
+    for folder in ("model", "best-model"):  # both serve as they are: both say how a history becomes a text
+        assert json.loads((tmp_path / "run" / folder / "textcl_recommend.json").read_text()) == {
+            "history": 3, "separator": " | "}
     assert metrics["selected_on"] == ["views-valid"]
     texts = [f"{t} ({y}). {g}" for t, y, g in ITEMS.values()]
     sep = " | "

@@ -316,11 +316,66 @@ def test_because_stops_after_the_first_fifty_recommendations(client, monkeypatch
     encoded: list[int] = []
     real = service.encode
 
-    async def counting(texts):
+    async def counting(texts, **kw):
         encoded.append(len(texts))
-        return await real(texts)
+        return await real(texts, **kw)
 
     monkeypatch.setattr(service, "encode", counting)
     body = ok(client.post("/recommend", json={"history": ["heat"], "k": 6}))
     assert [h["because"] is None for h in body["recommendations"]] == [False, False, True, True, True, True]
     assert encoded and max(encoded) <= 1 + 2  # the one history text and the first two recommendations
+
+
+# ---------------------------------------------------------------- limits a client cannot get past
+def test_because_false_encodes_nothing_and_answers_null(client, monkeypatch):
+    service = client.app.state.service
+    encoded: list[int] = []
+    real = service.encode
+
+    async def counting(texts, **kw):
+        encoded.append(len(texts))
+        return await real(texts, **kw)
+
+    monkeypatch.setattr(service, "encode", counting)
+    body = ok(client.post("/recommend", json={"history": ["heat", "toy"], "k": 4, "because": False}))
+    assert len(body["recommendations"]) == 4 and all(h["because"] is None for h in body["recommendations"])
+    assert encoded == []
+    with_because = ok(client.post("/recommend", json={"history": ["heat", "toy"], "k": 4}))
+    assert ids(with_because) == ids(body) and encoded  # the same ranking; because costs encodings
+
+
+def test_because_counts_against_max_pending(rec_index, rec_encoder):
+    # history 2 in the model's settings: casino and sabrina (no copies in the index) + 3 recommendations, at least
+    # 2 of them distinct texts: 4 or more texts to encode, over a limit of 3
+    with local_client(create_app(rec_index, encoder=rec_encoder, max_pending=3)) as small:
+        r = small.post("/recommend", json={"history": ["casino", "sabrina"], "k": 3})
+        assert r.status_code == 503 and "the limit is 3" in r.json()["message"]
+        assert ok(small.post("/recommend", json={"history": ["casino", "sabrina"], "k": 3, "because": False}))
+        assert ok(small.post("/recommend", json={"history": ["heat"], "k": 1}))  # 1 + 1 texts: admitted
+
+
+def test_the_user_text_is_cut_at_max_query_chars(rec_index, rec_encoder):
+    with local_client(create_app(rec_index, encoder=rec_encoder, max_query_chars=40)) as small:
+        body = ok(small.post("/recommend", json={"history": ["toy", "heat"], "k": 2}))
+        assert body["user_text"] == (TEXT["heat"] + SEP + TEXT["toy"])[:40] and body["user_text_cut"] is True
+        short = ok(small.post("/recommend", json={"history": [{"text": "Heat"}], "k": 2}))
+        assert short["user_text"] == "Heat" and short["user_text_cut"] is False
+        RecommendResponse.model_validate(body)
+
+
+def test_several_workers_refuse_a_bad_settings_file_before_any_starts(tmp_path, serve_model_dir, serve_encoder,
+                                                                      monkeypatch):
+    import uvicorn
+
+    from textcl.serve.config import ServeConfig
+    from textcl.serve.server import run
+
+    folder = tmp_path / "model"
+    shutil.copytree(serve_model_dir, folder)
+    (folder / "textcl_recommend.json").write_text('{"history": 0, "separator": " | "}', encoding="utf-8")
+    path = build_index(tmp_path / "ix", folder, docs=ITEMS[:3], encoder=serve_encoder)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("uvicorn started with a bad settings file"))
+    with pytest.raises(ConfigError, match=r"textcl_recommend\.json: history: "):
+        run(ServeConfig(path, workers=2))
+    with pytest.raises(ConfigError, match=r"textcl_recommend\.json: history: "):
+        run(ServeConfig(path, workers=2, model=str(folder)))

@@ -121,12 +121,18 @@ class InteractionTask:
         import json
 
         from textcl._io import atomic_write_text
-        from textcl.models.recommend_settings import write_recommend_settings
 
-        write_recommend_settings(model_dir, self.history, self.separator)
+        self.write_settings(model_dir)
         atomic_write_text(Path(out) / "items.jsonl", "".join(
             json.dumps({"id": item, "text": text}, ensure_ascii=False) + "\n"
             for item, text in zip(self.item_ids, self.item_texts)))
+
+    def write_settings(self, model_dir: Path) -> None:
+        """``MODEL/textcl_recommend.json``: how ``/recommend`` turns a history into this task's user text (every
+        model folder a run writes has it: ``model/``, ``best-model/`` and the checkpoints' copies)."""
+        from textcl.models.recommend_settings import write_recommend_settings
+
+        write_recommend_settings(model_dir, self.history, self.separator)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()

@@ -23,6 +23,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
@@ -117,6 +118,18 @@ class MicroBatcher(Generic[T, R]):
         future: Future = Future()
         self._queue.put(_Call(fn, future, size, write))
         return future
+
+    @contextmanager
+    def admitted(self, size: int):
+        """Count ``size`` queries against ``max_pending`` while the ``with`` block runs work of a client's request
+        outside the batcher's thread (encoding that is not a search). Raises :class:`BusyError` past the limit,
+        :class:`ShuttingDownError` once closed."""
+        self._reserve(size)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pending -= size
 
     def pause_writes(self) -> None:
         """Hold back write calls until :meth:`resume_writes`. Call on the batcher's thread (from a call)."""

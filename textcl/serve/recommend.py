@@ -10,6 +10,12 @@ A request's history is in time order (oldest first). Each entry is a document id
 the document's) or ``{"text": ...}``. The answer: the user's text searched like a query (the same
 micro-batcher as ``/search``), the history's ids left out, and for each recommendation the history entry it is
 most like (``because``: cosine of the two texts' embeddings, among the entries the user's text holds).
+
+Limits: the user's text is cut at ``--max-query-chars`` characters, as a query would be refused past them (ids
+may name long documents; the encoder reads at most ``max_seq_len`` tokens of it anyway), and the answer says
+``user_text_cut``. ``because`` encodes the texts it compares (at most the settings' ``history`` entries and
+:data:`BECAUSE_MAX` recommendations), counted against ``--max-pending`` like queries (503 past it), and a
+request may turn it off (``"because": false``).
 """
 from __future__ import annotations
 
@@ -111,11 +117,12 @@ def most_similar(candidates: np.ndarray, hits: np.ndarray) -> tuple[np.ndarray, 
 
 
 async def recommend(service, history: Sequence[Any], k: int, exclude_history: bool, view: HitView,
-                    max_response_chars: int) -> Response:
+                    max_response_chars: int, max_user_chars: int, explain: bool = True) -> Response:
     """The ``/recommend`` answer of ``service`` (an :class:`~textcl.serve.service.IndexService`) for ``history``
     (a request's entries, oldest first): ``{recommendations: [{id, score, text, title, metadata, because: {id,
-    index, score}}], user_text, settings, excluded, took_ms}``, or a 422 naming an unknown id or too large an
-    answer."""
+    index, score}}], user_text, user_text_cut, settings, excluded, took_ms}``, or a 422 naming an unknown id or
+    too large an answer. The user's text is cut at ``max_user_chars``; ``explain`` False answers ``because:
+    null`` without encoding anything for it."""
     started = time.perf_counter()
     settings: RecommendSettings = service.recommend_settings
     ids = list(dict.fromkeys(item for item in history if isinstance(item, str)))
@@ -124,6 +131,8 @@ async def recommend(service, history: Sequence[Any], k: int, exclude_history: bo
     if unknown:
         return error_response(422, _message(unknown), unknown)
     user_text = settings.user_text([e.text for e in entries])
+    cut = len(user_text) > max_user_chars
+    user_text = user_text[:max_user_chars]
     excluded = set(ids) if exclude_history else set()
     # k more than the excluded ids: k remain after leaving them out whenever the index holds that many others
     [found] = await service.search_found([user_text], k + len(excluded))
@@ -136,9 +145,9 @@ async def recommend(service, history: Sequence[Any], k: int, exclude_history: bo
                               "without text (e.g. [\"id\", \"score\"])",
                               [{"field": "k", "message": "too large an answer"}])
     candidates = [entries[i] for i in settings.recent(len(entries))]  # the entries the user's text holds
-    because = await _because(service, candidates, [doc.text for doc, _ in hits[:BECAUSE_MAX]])
+    because = await _because(service, candidates, [doc.text for doc, _ in hits[:BECAUSE_MAX]]) if explain else []
     because += [None] * (len(hits) - len(because))
-    return await run_in_threadpool(_response, hits, because, user_text, settings, len(excluded), view, started)
+    return await run_in_threadpool(_response, hits, because, user_text, cut, settings, len(excluded), view, started)
 
 
 async def _because(service, candidates: list[Entry], texts: list[str]) -> list[dict[str, Any] | None]:
@@ -148,14 +157,15 @@ async def _because(service, candidates: list[Entry], texts: list[str]) -> list[d
         return []
     distinct = list(dict.fromkeys([e.text for e in candidates] + texts))
     row = {text: i for i, text in enumerate(distinct)}
-    vecs = await service.encode(distinct)  # (len(distinct), d) unit rows
+    vecs = await service.encode(distinct, bounded=True)  # (len(distinct), d) unit rows; 503 past --max-pending
     best, cos = most_similar(vecs[[row[e.text] for e in candidates]], vecs[[row[t] for t in texts]])
     return [{"id": candidates[b].id, "index": candidates[b].index, "score": float(c)} for b, c in zip(best, cos)]
 
 
-def _response(hits: list[tuple[Document, float]], because: list[dict[str, Any]], user_text: str,
+def _response(hits: list[tuple[Document, float]], because: list[dict[str, Any]], user_text: str, cut: bool,
               settings: RecommendSettings, excluded: int, view: HitView, started: float) -> JSONResponse:
     """The answer, rendered to bytes here (off the event loop, as a search answer is)."""
     out = [{**view.hit(doc, score), "because": why} for (doc, score), why in zip(hits, because)]
-    return JSONResponse({"recommendations": out, "user_text": user_text, "settings": settings.as_dict(),
+    return JSONResponse({"recommendations": out, "user_text": user_text, "user_text_cut": cut,
+                         "settings": settings.as_dict(),
                          "excluded": excluded, "took_ms": round((time.perf_counter() - started) * 1000, 3)})

@@ -86,7 +86,7 @@ def build_router(config: ServeConfig) -> APIRouter:
     async def recommend(body: RecommendRequest, service: Service) -> Response:  # type: ignore[valid-type]
         view = HitView(frozenset(body.fields or HIT_FIELDS), body.text_chars)
         return await recommend_answer(service, body.history, body.k, body.exclude_history, view,
-                                      config.max_response_chars)
+                                      config.max_response_chars, config.max_query_chars, body.because)
 
     @router.post("/documents", response_model=WriteResponse, responses=WRITE_ERRORS, dependencies=[guard],
                  tags=["documents"], summary="add or upsert documents; durable when answered")

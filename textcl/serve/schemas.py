@@ -132,7 +132,8 @@ class Because(BaseModel):
 
 class RecommendedHit(Hit):
     because: Because | None = Field(description="the history entry it is most like; null past the first 50 "
-                                    "recommendations (each costs the encoding of its text)")
+                                    "recommendations (each costs the encoding of its text) or when the request "
+                                    "says \"because\": false")
 
 
 class RecommendSettingsOut(BaseModel):
@@ -145,7 +146,10 @@ class RecommendSettingsOut(BaseModel):
 
 class RecommendResponse(BaseModel):
     recommendations: list[RecommendedHit] = Field(description="best first; at most k")
-    user_text: str = Field(description="the text that was embedded as the user")
+    user_text: str = Field(description="the text that was embedded as the user (at most --max-query-chars "
+                           "characters)")
+    user_text_cut: bool = Field(description="the history's texts were longer than --max-query-chars and were cut "
+                                "there (the encoder reads only its first max_seq_len tokens in any case)")
     settings: RecommendSettingsOut
     excluded: int = Field(description="distinct history ids left out of the recommendations (0 when "
                           "exclude_history is false)")
@@ -282,6 +286,9 @@ class RequestModels:
                            description=f"recommendations, 1 to {min(max_k, max_hits)}")
             exclude_history: StrictBool = Field(True, description="leave the history's ids out of the "
                                                 "recommendations (k are still returned when the index has enough)")
+            because: StrictBool = Field(True, description="name, for each of the first 50 recommendations, the "
+                                        "history entry it is most like (encodes those texts, counted against the "
+                                        "server's --max-pending); false: because is null and nothing more is encoded")
             fields: list[HitField] | None = Field(
                 None, min_length=1, description="what each recommendation holds besides its id and `because`, any of "
                 "id, score, text, title, metadata (default: all)")

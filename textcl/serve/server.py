@@ -33,12 +33,25 @@ def run(config: ServeConfig) -> None:
     if config.workers == 1:
         uvicorn.run(create_app(config), **common)
         return
-    if config.index_dir is not None:
-        SearchIndex.read_manifest(config.index_dir)  # fail here, not in each worker
+    if config.index_dir is not None:  # fail here, not in each worker (uvicorn would restart them forever)
+        _check_model_settings(config, SearchIndex.read_manifest(config.index_dir))
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     fields["index_dir"] = str(config.index_dir) if config.index_dir is not None else None
     os.environ[CONFIG_ENV] = json.dumps(fields)
     uvicorn.run("textcl.serve.server:app_from_env", factory=True, workers=config.workers, **common)
+
+
+def _check_model_settings(config: ServeConfig, manifest: dict) -> None:
+    """Read the served model's ``textcl_recommend.json`` (``--index-model``, else the index's own model): a bad
+    file raises the error each worker's start would, once, before any worker starts."""
+    from pathlib import Path
+
+    from textcl.index.faiss_index import index_model
+    from textcl.models.recommend_settings import read_recommend_settings
+
+    name = config.model if config.model is not None else index_model(config.index_dir, manifest, "--index-model")
+    if Path(name).expanduser().is_dir():
+        read_recommend_settings(Path(name).expanduser())
 
 
 def app_from_env():

@@ -454,12 +454,17 @@ class IndexService:
         """The documents of ``doc_ids`` that are in the index, by id (one trip to the index thread)."""
         return await self._on_index_thread(lambda: {i: d for i in doc_ids if (d := self.index.get(i)) is not None})
 
-    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+    async def encode(self, texts: Sequence[str], *, bounded: bool = False) -> np.ndarray:
         """``texts`` as the index embeds them, (n, dim) unit rows: on a thread-pool thread, under the encoder's
-        lock a chunk at a time (as a write's documents are), so query batches go on meanwhile."""
+        lock a chunk at a time (as a write's documents are), so query batches go on meanwhile. ``bounded`` (a
+        client's read, such as ``/recommend``'s ``because``): the texts count against ``max_pending`` while
+        they wait and encode, and past it :class:`~textcl.serve.batcher.BusyError` is raised (HTTP 503)."""
         from starlette.concurrency import run_in_threadpool
 
-        return await run_in_threadpool(self._encode, list(texts))
+        if not bounded:
+            return await run_in_threadpool(self._encode, list(texts))
+        with self.batcher.admitted(len(texts)):
+            return await run_in_threadpool(self._encode, list(texts))
 
     async def info(self) -> dict[str, Any]:
         return await self._on_index_thread(self._info)

@@ -205,6 +205,8 @@ class Evaluator:
             state["best"], state["best_step"] = score, step
             if run.config.eval.select_best:
                 run.encoder.save(run.out / "best-model")
+                if run.task is not None:  # served as it is, best-model/ needs the user-text settings too
+                    run.task.write_settings(run.out / "best-model")
                 if run.config.model.two_tower:
                     run.doc_encoder.save(run.out / "best-model-document")
         return score
