@@ -45,6 +45,15 @@ def write(tmp_path, text):
     ("loss:\n  moco: {momentum: 1.5}\n", r"loss.moco.momentum: expected a value in \[0, 1\)"),
     ("loss: 3\n", "loss: expected a mapping of LossConfig fields, got int"),
     ("optim:\n  ema_decay: 1.0\n", r"optim.ema_decay: expected a decay in \[0, 1\) \(0 = no weight average\), got 1.0"),
+    ("optim:\n  eps: .nan\n", "optim.eps: expected a positive number, got nan"),
+    ("optim:\n  eps: 0\n", "optim.eps: expected a positive number, got 0"),
+    ("optim:\n  betas: [.nan, 0.999]\n", r"optim.betas: expected two numbers in \[0, 1\), got \[nan, 0.999\]"),
+    ("optim:\n  betas: [nan, 0.999]\n", r"optim.betas: expected two numbers in \[0, 1\), got \['nan', 0.999\]"),
+    ("optim:\n  betas: [0.9, 1.5]\n", r"optim.betas: expected two numbers in \[0, 1\)"),
+    ("loss:\n  guide: {margin: .inf}\n", "loss.guide.margin: expected a finite number, got inf"),
+    ("loss:\n  matryoshka: {dims: [32, 16], weights: [1, .nan]}\n",
+     r"loss.matryoshka.weights: expected 2 non-negative weights \(one per dimension\), got \[1, nan\]"),
+    ("loss:\n  matryoshka: {dims: [32, 16], weights: [1, heavy]}\n", "loss.matryoshka.weights: expected 2 non-negative"),
 ])
 def test_bad_recipe_names_the_field_and_the_file(tmp_path, text, message):
     path = write(tmp_path, text)

@@ -238,9 +238,16 @@ class TrainConfig:
             if value not in options:
                 bad(path, f"expected one of {', '.join(map(str, options))}, got {value!r}")
 
+        def is_number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
         def positive(path, value, allow_zero=False):
-            if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            if not is_number(value) or value < 0 or (value == 0 and not allow_zero):
                 bad(path, f"expected a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+
+        def finite(path, value):
+            if not is_number(value):
+                bad(path, f"expected a finite number, got {value!r}")
 
         m, d, lo, o, e, t = self.model, self.data, self.loss, self.optim, self.eval, self.train
         if m.pooling is not None:
@@ -301,13 +308,15 @@ class TrainConfig:
         for name in ("cosine_weight", "angle_weight", "ibn_weight"):
             positive(f"loss.angle.{name}", getattr(lo.angle, name), allow_zero=True)
         positive("loss.angle.ibn_scale", lo.angle.ibn_scale)
+        finite("loss.angle.ibn_min_score", lo.angle.ibn_min_score)
         if lo.name == "angle" and not (lo.angle.cosine_weight or lo.angle.angle_weight or lo.angle.ibn_weight):
             bad("loss.angle", "every weight is 0; give at least one term a positive weight")
         if lo.matryoshka is not None:
             dims, weights = lo.matryoshka.dims, lo.matryoshka.weights
             if not dims or not all(isinstance(x, int) and x > 0 for x in dims) or len(set(dims)) != len(dims):
                 bad("loss.matryoshka.dims", f"expected distinct positive integers, e.g. [384, 256, 128, 64], got {dims!r}")
-            if weights is not None and (len(weights) != len(dims) or any(w < 0 for w in weights)):
+            if weights is not None and (not isinstance(weights, list) or len(weights) != len(dims)
+                                        or not all(is_number(w) and w >= 0 for w in weights)):
                 bad("loss.matryoshka.weights", f"expected {len(dims)} non-negative weights (one per dimension), got {weights!r}")
         if lo.guide is not None:
             if lo.name != "infonce":
@@ -316,6 +325,7 @@ class TrainConfig:
                 bad("loss.guide", "guided filtering does not combine with MoCo or NT-Xent")
             if not isinstance(lo.guide.model, str) or not lo.guide.model:
                 bad("loss.guide.model", "expected a model name or path, or 'self' for the starting model")
+            finite("loss.guide.margin", lo.guide.margin)
         if d.kind == "scored":
             for name in ("cached", "symmetric", "nt_xent", "learnable_temperature", "gather_across_devices"):
                 if getattr(lo, name):
@@ -351,8 +361,9 @@ class TrainConfig:
         choice("optim.scheduler", o.scheduler, ("linear", "constant"))
         if o.max_grad_norm is not None:
             positive("optim.max_grad_norm", o.max_grad_norm)
-        if len(o.betas) != 2:
-            bad("optim.betas", f"expected two numbers, got {o.betas!r}")
+        if not isinstance(o.betas, list) or len(o.betas) != 2 or not all(is_number(b) and 0 <= b < 1 for b in o.betas):
+            bad("optim.betas", f"expected two numbers in [0, 1), got {o.betas!r}")
+        positive("optim.eps", o.eps)
         positive("optim.l2_start", o.l2_start, allow_zero=True)
         if o.lr * o.l2_start > 1 + 1e-9:
             # the pull moves w by lr * l2_start of its distance to w0: past w0 (and oscillating) above 1
