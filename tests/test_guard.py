@@ -300,7 +300,8 @@ def test_a_set_is_a_guard_or_a_task_set_not_both(tiny_bert_dir, tmp_path):
 ])
 def test_a_guard_sharing_pairs_with_a_task_set_is_refused(tiny_bert_dir, tmp_path, sections, where):
     a, b, s = ROWS[0]
-    guard = _write(tmp_path / "overlap.tsv", GUARD_ROWS + [(f" {b}", a, s)])  # order and edge spaces aside
+    # order, case, inner and edge spaces and Unicode compatibility forms aside
+    guard = _write(tmp_path / "overlap.tsv", GUARD_ROWS + [(f" {b.upper()}", a.replace(" ", "\u00a0 "), s)])
     config = _config(tiny_bert_dir, tmp_path, **sections)
     config.eval.guard = [str(guard)]
     with pytest.raises(ConfigError, match=rf"^eval.guard: overlap shares 1 of its 7 pairs with {where}: a guard "

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,9 +147,16 @@ def load_guard(spec: str | os.PathLike, field: str = "eval.guard") -> Guard:
     return guard
 
 
+def _text_key(text: str) -> str:
+    """A text as the overlap check compares it: Unicode NFKC, case folded, runs of whitespace as one space, ends
+    stripped (so "The  cat" and "the cat\u00a0" are one text: a copy that differs only so is still a copy)."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
 def pair_keys(sentences1, sentences2) -> set[tuple[str, str]]:
-    """Each pair as an order-free key of its stripped texts, to find the pairs two sets share."""
-    return {(a, b) if a <= b else (b, a) for a, b in ((x.strip(), y.strip()) for x, y in zip(sentences1, sentences2))}
+    """Each pair as an order-free key of its texts (:func:`_text_key`), to find the pairs two sets share."""
+    return {(a, b) if a <= b else (b, a)
+            for a, b in ((_text_key(x), _text_key(y)) for x, y in zip(sentences1, sentences2))}
 
 
 def check_held_out(guards: list[Guard], task_sets: list[tuple[str, str, set]], field: str = "eval.guard") -> None:
