@@ -118,3 +118,45 @@ def test_search_page_fits_a_phone(browser, site, tmp_path):
     page.screenshot(path=str(tmp_path / "phone.png"))
     shutil.copy(tmp_path / "phone.png", "/tmp/textcl_serve_phone.png")
     context.close()
+
+
+def test_liking_results_shows_recommendations_because_of_them(browser, site, tmp_path):
+    """Like a result: the page asks POST /recommend with the liked ids (oldest first) and shows what it answers,
+    each with the liked document it is most like; the likes live in the address, so a reload keeps them, and
+    a liked id the index no longer holds is dropped."""
+    context = browser.new_context(viewport={"width": 1100, "height": 900}, bypass_csp=True)
+    page = context.new_page()
+    page.goto(site + "/?q=" + QUERY.replace(" ", "+"))
+    page.wait_for_selector("#results .result")
+    assert page.locator("#for-you").is_hidden()  # nothing liked: no recommendations
+    page.locator("#results .result").first.locator(".like").click()
+    page.wait_for_selector("#recs .result")
+    assert page.locator("#results .like").first.get_attribute("aria-pressed") == "true"
+    assert page.locator("#liked").text_content() == "Moonlight Sonata"
+    recs = page.locator("#recs .result")
+    assert recs.count() == 5
+    titles = [recs.nth(i).locator(".title").text_content() for i in range(5)]
+    assert "Moonlight Sonata" not in titles  # the liked document is history: left out
+    # with one liked document, every recommendation is because of it
+    assert all(recs.nth(i).locator(".because").text_content().startswith("because you liked Moonlight Sonata")
+               for i in range(5))
+    assert "liked=moonlight" in page.url
+    # a second like: the XSS document, whose title is markup, shown as text
+    page.fill("#q", XSS[2])
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#results .title').textContent.includes('<script>')")
+    page.locator("#results .result").first.locator(".like").click()
+    page.wait_for_function("document.getElementById('liked').textContent.includes('<script>')")
+    assert page.locator("#liked").text_content() == f"Moonlight Sonata · {XSS[1]}"
+    assert page.evaluate("window.__xss") is None and page.locator("#for-you script").count() == 0
+    page.screenshot(path=str(tmp_path / "recommend.png"), full_page=True)
+    shutil.copy(tmp_path / "recommend.png", "/tmp/textcl_serve_recommend.png")
+
+    # a reload keeps the likes (titles fetched by id); an id no longer indexed is dropped
+    page.goto(site + "/?liked=gone&liked=moonlight")
+    page.wait_for_selector("#recs .result")
+    assert page.locator("#liked").text_content() == "Moonlight Sonata"
+    assert "gone" not in page.url
+    page.locator("#clear-liked").click()
+    assert page.locator("#for-you").is_hidden() and "liked" not in page.url
+    context.close()

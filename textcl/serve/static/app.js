@@ -6,7 +6,12 @@
   const $ = (id) => document.getElementById(id);
   const form = $("search-form"), box = $("q"), kSelect = $("k");
   const statusLine = $("status"), errorLine = $("error"), list = $("results");
+  const forYou = $("for-you"), likedLine = $("liked"), recStatus = $("rec-status"), recList = $("recs");
+  const RECS = 5, MAX_LIKED = 20; // recommendations shown; liked documents kept (the oldest are dropped)
   let latest = 0; // the newest request; older answers that arrive late are dropped
+  let latestRec = 0;
+  let liked = []; // liked document ids, oldest first: the history POST /recommend is given
+  const titles = new Map(); // document id -> its title (or id), for the liked list and "because you liked"
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -42,13 +47,24 @@
     return typeof value === "string" ? value : JSON.stringify(value);
   }
 
+  function likeButton(hit) {
+    const button = el("button", "like", "♡ Like");
+    button.type = "button";
+    button.dataset.id = hit.id;
+    button.setAttribute("aria-pressed", String(liked.includes(hit.id)));
+    button.setAttribute("aria-label", `Like ${hit.title || hit.id}`);
+    button.addEventListener("click", () => toggleLike(hit.id, hit.title || hit.id));
+    return button;
+  }
+
   function renderHit(hit, rank, query) {
     const item = el("li", "result");
     item.tabIndex = 0;
     const head = el("div", "result-head");
-    head.append(el("span", "rank", `${rank}.`), el("h2", "title", hit.title || hit.id),
-                el("span", "score", hit.score.toFixed(3)));
-    head.lastChild.title = "cosine similarity";
+    const score = el("span", "score", hit.score.toFixed(3));
+    score.title = "cosine similarity";
+    head.append(el("span", "rank", `${rank}.`), el("h2", "title", hit.title || hit.id), score, likeButton(hit));
+    titles.set(hit.id, hit.title || hit.id);
     const text = el("p", "snippet");
     appendHighlighted(text, snippet(hit.text), query);
     const meta = el("ul", "meta");
@@ -92,13 +108,82 @@
       `${body.took_ms.toFixed(1)} ms in the server, ${roundTrip.toFixed(0)} ms round trip`;
   }
 
+  // The address holds the query, k and the liked ids, so a page with its likes is a link.
+  function updateAddress() {
+    const params = new URLSearchParams();
+    if (box.value.trim()) { params.set("q", box.value.trim()); params.set("k", kSelect.value); }
+    liked.forEach((id) => params.append("liked", id));
+    history.replaceState(null, "", params.toString() ? `?${params}` : location.pathname);
+  }
+
   function submit() {
     const query = box.value.trim();
     if (!query) { box.focus(); return; }
-    const params = new URLSearchParams({ q: query, k: kSelect.value });
-    history.replaceState(null, "", `?${params}`);
+    updateAddress();
     search(query, kSelect.value);
   }
+
+  // ---------------------------------------------------------------- recommendations from what was liked
+  function toggleLike(id, title) {
+    titles.set(id, title);
+    liked = liked.includes(id) ? liked.filter((x) => x !== id) : [...liked, id].slice(-MAX_LIKED);
+    document.querySelectorAll(".like").forEach((b) => b.setAttribute("aria-pressed", String(liked.includes(b.dataset.id))));
+    updateAddress();
+    recommend();
+  }
+
+  function renderLiked() {
+    likedLine.replaceChildren();
+    liked.forEach((id, i) => {
+      if (i) likedLine.append(" · ");
+      likedLine.append(el("strong", "", titles.get(id) || id));
+    });
+  }
+
+  async function recommend() {
+    const id = ++latestRec;
+    forYou.hidden = liked.length === 0;
+    renderLiked();
+    if (!liked.length) { recList.replaceChildren(); recStatus.textContent = ""; return; }
+    recStatus.textContent = "Finding recommendations…";
+    let response, body = null;
+    try {
+      response = await fetch("/recommend", {
+        method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ history: liked, k: RECS, text_chars: SNIPPET_CHARS + 1 }),
+      });
+      body = await response.json().catch(() => null);
+    } catch (err) {
+      if (id === latestRec) recStatus.textContent = `The server did not answer (${err.message}).`;
+      return;
+    }
+    if (id !== latestRec) return;
+    if (!response.ok || !body) {
+      recList.replaceChildren();
+      recStatus.textContent = (body && body.message) || `The server answered ${response.status}.`;
+      return;
+    }
+    const items = body.recommendations.map((hit, i) => {
+      const item = renderHit(hit, i + 1, "");
+      if (hit.because) {
+        const why = el("p", "because", "because you liked ");
+        why.append(el("strong", "", titles.get(hit.because.id) || hit.because.id),
+                   ` (cosine ${hit.because.score.toFixed(2)})`);
+        item.append(why);
+      }
+      return item;
+    });
+    recList.replaceChildren(...items);
+    recStatus.textContent = `${items.length} recommendation${items.length === 1 ? "" : "s"} · ` +
+      `${body.took_ms.toFixed(1)} ms in the server`;
+  }
+
+  $("clear-liked").addEventListener("click", () => {
+    liked = [];
+    document.querySelectorAll(".like").forEach((b) => b.setAttribute("aria-pressed", "false"));
+    updateAddress();
+    recommend();
+  });
 
   form.addEventListener("submit", (event) => { event.preventDefault(); submit(); });
   kSelect.addEventListener("change", () => { if (box.value.trim()) submit(); });
@@ -127,5 +212,18 @@
 
   const params = new URLSearchParams(location.search);
   if (params.get("k") && [...kSelect.options].some((o) => o.value === params.get("k"))) kSelect.value = params.get("k");
+  liked = [...new Set(params.getAll("liked").filter((x) => x.trim()))].slice(-MAX_LIKED);
+  if (liked.length) {
+    // the liked documents' titles, for the list and "because you liked" (an id no longer indexed shows as itself)
+    // a liked id the index no longer holds (deleted since) is dropped, rather than failing every recommendation
+    const gone = new Set();
+    Promise.all(liked.map((id) => fetch(`/documents/${encodeURIComponent(id)}`)
+      .then((r) => { if (r.status === 404) gone.add(id); return r.ok ? r.json() : null; })
+      .then((doc) => { if (doc) titles.set(id, doc.title || id); })
+      .catch(() => {}))).then(() => {
+      if (gone.size) { liked = liked.filter((id) => !gone.has(id)); updateAddress(); }
+      recommend();
+    });
+  }
   if (params.get("q")) { box.value = params.get("q"); submit(); }
 })();
