@@ -305,38 +305,34 @@ def test_the_endpoint_is_in_the_openapi_schema_with_its_limits(client):
     assert history["maxItems"] == 1000 and history["minItems"] == 1 and "oldest first" in history["description"]
 
 
+@pytest.fixture()
+def encoded(client, monkeypatch) -> list[int]:
+    """The sizes of the service's encode calls (``because`` is the only /recommend work that encodes)."""
+    service = client.app.state.service
+    sizes: list[int] = []
+    real = service.encode
 
-def test_because_stops_after_the_first_fifty_recommendations(client, monkeypatch):
+    async def counting(texts, **kw):
+        sizes.append(len(texts))
+        return await real(texts, **kw)
+
+    monkeypatch.setattr(service, "encode", counting)
+    return sizes
+
+
+def test_because_stops_after_the_first_fifty_recommendations(client, monkeypatch, encoded):
     """A read request with a large k encodes at most BECAUSE_MAX recommendation texts for ``because``; the
     later recommendations answer ``because: null``."""
     from textcl.serve import recommend as rec
 
     monkeypatch.setattr(rec, "BECAUSE_MAX", 2)
-    service = client.app.state.service
-    encoded: list[int] = []
-    real = service.encode
-
-    async def counting(texts, **kw):
-        encoded.append(len(texts))
-        return await real(texts, **kw)
-
-    monkeypatch.setattr(service, "encode", counting)
     body = ok(client.post("/recommend", json={"history": ["heat"], "k": 6}))
     assert [h["because"] is None for h in body["recommendations"]] == [False, False, True, True, True, True]
     assert encoded and max(encoded) <= 1 + 2  # the one history text and the first two recommendations
 
 
 # ---------------------------------------------------------------- limits a client cannot get past
-def test_because_false_encodes_nothing_and_answers_null(client, monkeypatch):
-    service = client.app.state.service
-    encoded: list[int] = []
-    real = service.encode
-
-    async def counting(texts, **kw):
-        encoded.append(len(texts))
-        return await real(texts, **kw)
-
-    monkeypatch.setattr(service, "encode", counting)
+def test_because_false_encodes_nothing_and_answers_null(client, encoded):
     body = ok(client.post("/recommend", json={"history": ["heat", "toy"], "k": 4, "because": False}))
     assert len(body["recommendations"]) == 4 and all(h["because"] is None for h in body["recommendations"])
     assert encoded == []
