@@ -48,12 +48,13 @@ def write(tmp_path, text):
     ("optim:\n  eps: .nan\n", "optim.eps: expected a positive number, got nan"),
     ("optim:\n  eps: 0\n", "optim.eps: expected a positive number, got 0"),
     ("optim:\n  betas: [.nan, 0.999]\n", r"optim.betas: expected two numbers in \[0, 1\), got \[nan, 0.999\]"),
-    ("optim:\n  betas: [nan, 0.999]\n", r"optim.betas: expected two numbers in \[0, 1\), got \['nan', 0.999\]"),
+    ("optim:\n  betas: [nan, 0.999]\n", r"optim.betas: expected two numbers in \[0, 1\), got \[nan, 0.999\]"),
+    ("optim:\n  betas: [0.9, fast]\n", r"optim.betas\[1\]: expected float, got str 'fast'"),
     ("optim:\n  betas: [0.9, 1.5]\n", r"optim.betas: expected two numbers in \[0, 1\)"),
     ("loss:\n  guide: {margin: .inf}\n", "loss.guide.margin: expected a finite number, got inf"),
     ("loss:\n  matryoshka: {dims: [32, 16], weights: [1, .nan]}\n",
-     r"loss.matryoshka.weights: expected 2 non-negative weights \(one per dimension\), got \[1, nan\]"),
-    ("loss:\n  matryoshka: {dims: [32, 16], weights: [1, heavy]}\n", "loss.matryoshka.weights: expected 2 non-negative"),
+     r"loss.matryoshka.weights: expected 2 non-negative weights \(one per dimension\), got \[1.0, nan\]"),
+    ("loss:\n  matryoshka: {dims: [32, 16], weights: [1, heavy]}\n", r"loss.matryoshka.weights\[1\]: expected float, got str"),
 ])
 def test_bad_recipe_names_the_field_and_the_file(tmp_path, text, message):
     path = write(tmp_path, text)
@@ -75,6 +76,12 @@ def test_overrides_parse_values_as_yaml(tmp_path):
     assert config.train.batch_size == 128 and config.optim.lr == 1e-5  # YAML reads 1e-5 as a string
     assert config.train.mixed_precision == "no"  # and `no` as False
     assert config.eval.data == ["stsb-dev", "stsb-test"] and config.loss.moco.queue_size == 64
+
+
+def test_list_elements_read_as_their_fields_type(tmp_path):
+    # YAML 1.1 reads 1e-1 (no dot) as a string: an element of a list of floats is read as a float field is
+    config = load_config(write(tmp_path, "optim:\n  betas: [0.9, 1e-1]\n"), ["eval.data=[]", "eval.test=[]"])
+    assert config.optim.betas == [0.9, 0.1]
 
 
 def test_override_without_equals(tmp_path):

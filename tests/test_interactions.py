@@ -377,3 +377,15 @@ def test_user_ids_sort_naturally_whatever_they_are():
 
     ids = ["10", "9", "²", "b", "0" * 3 + "7", "1" * 5000, "a"]
     assert sorted(ids, key=_natural) == ["0007", "9", "10", "1" * 5000, "a", "b", "²"]
+
+
+def test_unreadable_json_and_csv_headers_name_their_file_and_line(tmp_path):
+    from textcl.data.documents import read_documents
+
+    big = write(tmp_path, "big.jsonl", '{"user": "u", "item": "a", "timestamp": 1}\n'
+                '{"user": "u", "item": "b", "timestamp": ' + "9" * 5000 + "}\n")
+    with pytest.raises(DataFormatError, match=err(big, 2, "not readable JSON (Exceeds the limit")):
+        read_interactions(big)
+    header = write(tmp_path, "docs.csv", "id,te\rxt\n1,a\n")
+    with pytest.raises(DataFormatError, match=err(header, 1, "not a valid CSV header")):
+        list(read_documents(header))

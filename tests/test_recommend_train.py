@@ -197,13 +197,14 @@ def test_the_hit_mask_covers_the_whole_history_not_only_its_text():
     import torch
 
     from textcl.losses.next_item import accidental_hits
+    from textcl.recommend.task import rows_logq
     from textcl.train.batcher import Batcher
 
     # history text of 1 item; u picked a, b, c, d: the row for d has the text "c" but a and b are picked too
     task = _task({"u": ["a", "b", "c", "d"], "v": ["x", "a"], "w": ["y", "b"]}, {"u": "e"}, {"u": "f"})
     rows = {(e.user, e.item): e for e in task.examples()}
     batch = [rows[("u", "d")], rows[("v", "a")], rows[("w", "b")]]
-    run = SimpleNamespace(acc=SimpleNamespace(device=torch.device("cpu")), task=task)
+    run = SimpleNamespace(acc=SimpleNamespace(device=torch.device("cpu")), task=task, item_logq=rows_logq(batch))
     keys = Batcher(run).item_keys(batch)
     hits = accidental_hits(keys["positive_keys"], keys["history_keys"])
     # u's row must not take a or b (both picked before d) as negatives; v's and w's rows have no such hit
@@ -211,9 +212,14 @@ def test_the_hit_mask_covers_the_whole_history_not_only_its_text():
 
 
 def test_logq_is_the_share_of_the_training_rows_positives():
+    from textcl.recommend.task import rows_logq
+
     # positives (each user's items after the first): b, c (u) and b (v): b 2/3, c 1/3; a is never a row's item
     task = _task({"u": ["a", "b", "c"], "v": ["a", "b"]}, {"u": "c", "v": "c"}, {"u": "a", "v": "a"})
-    assert task.logq == pytest.approx({"b": math.log(2 / 3), "c": math.log(1 / 3)})
+    rows = task.examples()
+    assert rows_logq(rows) == pytest.approx({"b": math.log(2 / 3), "c": math.log(1 / 3)})
+    # a sample of the rows (data.max_examples) is what the batches draw from: its own shares
+    assert rows_logq([r for r in rows if r.user == "u"]) == pytest.approx({"b": math.log(0.5), "c": math.log(0.5)})
 
 
 def test_rankings_leave_out_cold_items_the_user_picked(tmp_path, monkeypatch):
@@ -249,6 +255,8 @@ def test_eval_null_keeps_the_recommendation_defaults(tiny_bert_dir, tmp_path):
                     "interactions": {"items": str(catalogue), "template": "{title}"}}}
     config = config_from_dict(raw)
     assert config.eval.data == [] and config.eval.test == []
+    with pytest.raises(ConfigError, match="eval: expected a mapping of EvalConfig fields, got bool"):
+        config_from_dict({**raw, "eval": False})
 
 
 @pytest.mark.parametrize("section, key, value", [
@@ -276,3 +284,31 @@ def test_a_resume_with_other_history_texts_is_refused(tiny_bert_dir, tmp_path):
     other.train.checkpoint_every, other.eval.before = 1, False
     with pytest.raises(ResumeMismatch, match=r"data\.interactions: checkpoint .*'history': 3.*'history': 2"):
         train(other, output_dir=tmp_path / "run", resume=True)
+
+
+def test_a_saved_model_folder_is_never_without_its_settings(tiny_bert_dir, tmp_path, monkeypatch):
+    """model/ and best-model/ get textcl_recommend.json inside the save's atomic rename: the moment a save
+    returns (or a server loads the folder), the settings are there."""
+    from textcl.models import Encoder
+
+    real, saved = Encoder.save, []
+
+    def checked_save(self, path, **kw):
+        out = real(self, path, **kw)
+        saved.append(path.name)
+        assert (path / "textcl_recommend.json").is_file(), f"{path} was in place without its settings"
+        return out
+
+    monkeypatch.setattr(Encoder, "save", checked_save)
+    log, catalogue = _write_log(tmp_path)
+    train(_config(tiny_bert_dir, log, catalogue), output_dir=tmp_path / "run")
+    assert {"model", "best-model"} <= set(saved)
+
+
+def test_repeated_rows_are_counted_once_and_reported(tiny_bert_dir, tmp_path, capsys):
+    log, catalogue = _write_log(tmp_path)
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines + lines[1:4]))  # three rows again
+    train(_config(tiny_bert_dir, log, catalogue), output_dir=tmp_path / "run")
+    assert "3 rows repeat an earlier row's user, item and timestamp; each such interaction is counted once" in (
+        capsys.readouterr().out)

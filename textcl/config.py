@@ -118,7 +118,7 @@ class MatryoshkaConfig:
     """Train every prefix of the embedding: the loss is ``sum_d weights[d] * loss(embeddings[:, :d])``."""
 
     dims: list = field(default_factory=lambda: [384, 256, 128, 64, 32])
-    weights: Optional[list] = None  #: one per dimension; None = all 1
+    weights: Optional[list[float]] = None  #: one per dimension; None = all 1
 
 
 @dataclass
@@ -159,7 +159,7 @@ class OptimConfig:
     warmup_ratio: float = 0.0
     scheduler: str = "linear"  #: linear (warmup then linear decay) or constant (after warmup)
     max_grad_norm: Optional[float] = 1.0
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     #: AdamW's fused kernel (one pass over all parameters; CUDA, and the CPU from torch 2.4; the Hugging Face
     #: trainer's default optimizer, adamw_torch_fused) instead of a loop over parameter tensors; the same update
@@ -315,7 +315,7 @@ class TrainConfig:
             dims, weights = lo.matryoshka.dims, lo.matryoshka.weights
             if not dims or not all(isinstance(x, int) and x > 0 for x in dims) or len(set(dims)) != len(dims):
                 bad("loss.matryoshka.dims", f"expected distinct positive integers, e.g. [384, 256, 128, 64], got {dims!r}")
-            if weights is not None and (not isinstance(weights, list) or len(weights) != len(dims)
+            if weights is not None and (not isinstance(weights, (list, tuple)) or len(weights) != len(dims)
                                         or not all(is_number(w) and w >= 0 for w in weights)):
                 bad("loss.matryoshka.weights", f"expected {len(dims)} non-negative weights (one per dimension), got {weights!r}")
         if lo.guide is not None:
@@ -361,7 +361,8 @@ class TrainConfig:
         choice("optim.scheduler", o.scheduler, ("linear", "constant"))
         if o.max_grad_norm is not None:
             positive("optim.max_grad_norm", o.max_grad_norm)
-        if not isinstance(o.betas, list) or len(o.betas) != 2 or not all(is_number(b) and 0 <= b < 1 for b in o.betas):
+        if not isinstance(o.betas, (list, tuple)) or len(o.betas) != 2 or not all(is_number(b) and 0 <= b < 1
+                                                                                   for b in o.betas):
             bad("optim.betas", f"expected two numbers in [0, 1), got {o.betas!r}")
         positive("optim.eps", o.eps)
         positive("optim.l2_start", o.l2_start, allow_zero=True)
@@ -548,7 +549,8 @@ def _coerce(value: Any, tp: Any, path: str, source: str | None) -> Any:
             return "yes" if value else "no"
     elif tp is list or origin is list:
         if isinstance(value, (list, tuple)):
-            return list(value)
+            args = typing.get_args(tp)  # list[float]: each element coerced as a float field is
+            return [_coerce(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value)] if args else list(value)
         if isinstance(value, str):  # a single set name where a list is expected
             return [value]
     else:
@@ -608,7 +610,7 @@ def _kind_defaults(data: dict) -> dict:
     stage and reports its own test stages, so ``eval.data`` and ``eval.test`` default to no STS sets."""
     if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
         return data
-    if data["data"].get("kind") == "interactions" and isinstance(data.get("eval") or {}, dict):
+    if data["data"].get("kind") == "interactions" and (data.get("eval") is None or isinstance(data["eval"], dict)):
         section = dict(data.get("eval") or {})
         section.setdefault("data", [])
         section.setdefault("test", [])

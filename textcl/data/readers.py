@@ -60,6 +60,8 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataFormatError(path, lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except ValueError as exc:  # valid JSON Python refuses to read: an integer of over 4,300 digits
+            raise DataFormatError(path, lineno, f"not readable JSON ({exc})") from None
         yield lineno, value
 
 
@@ -104,6 +106,15 @@ class _CheckedReader:
         except csv.Error as exc:
             raise DataFormatError(self._path, self._offset + self._reader.line_num,
                                   f"not a valid CSV row ({exc}); expected comma-separated fields") from None
+
+    @property
+    def fieldnames(self):
+        """A ``DictReader``'s header (read on first use: its errors are named by line too)."""
+        try:
+            return self._reader.fieldnames
+        except csv.Error as exc:
+            raise DataFormatError(self._path, self._offset + max(1, self._reader.line_num),
+                                  f"not a valid CSV header ({exc}); expected comma-separated column names") from None
 
     def __getattr__(self, name):
         return getattr(self._reader, name)

@@ -359,9 +359,11 @@ class Encoder(nn.Module):
             encoder.use_backend(backend)
         return encoder
 
-    def save(self, path: str | os.PathLike, *, model_card: str | None = None) -> Path:
+    def save(self, path: str | os.PathLike, *, model_card: str | None = None,
+             extra_json: dict[str, object] | None = None) -> Path:
         """Write the sentence-transformers layout atomically, with the model's prompts and default prompt;
-        ``SentenceTransformer(path)`` loads it."""
+        ``SentenceTransformer(path)`` loads it. ``extra_json``: more files (name -> JSON value) written inside
+        the same atomic rename (a recommendation model's ``textcl_recommend.json``)."""
         dense = [(layer.linear, layer.activation_name) for layer in self.dense]
         if self.mlp is not None and self.mlp_at_inference:
             dense.append((self.mlp[0], TANH))
@@ -370,4 +372,4 @@ class Encoder(nn.Module):
         return write_folder(Path(path), model=self.model, tokenizer=self.tokenizer, pooling=self.pooling,
                             normalize=self.normalize, max_seq_length=self.max_seq_length,
                             do_lower_case=self.do_lower_case, dense=dense, model_card=card, prompts=prompts,
-                            default_prompt_name=default_prompt)
+                            default_prompt_name=default_prompt, extra_json=extra_json)

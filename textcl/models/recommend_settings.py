@@ -27,6 +27,15 @@ def user_text(texts, history: int, separator: str) -> str:
     return separator.join(list(texts)[-history:][::-1])
 
 
+def settings_files(history: int, separator: str) -> dict[str, dict]:
+    """``{SETTINGS_FILE: {"history", "separator"}}``, checked: what a model folder's save writes into the folder
+    before it is renamed into place (``Encoder.save(..., extra_json=...)``), so that no reader ever sees the
+    model without its settings."""
+    settings = {"history": history, "separator": separator}
+    _check(settings, Path(SETTINGS_FILE))
+    return {SETTINGS_FILE: settings}
+
+
 def write_recommend_settings(folder: str | os.PathLike, history: int, separator: str) -> Path:
     """Write ``FOLDER/textcl_recommend.json`` atomically; its path."""
     from textcl._io import atomic_write_json

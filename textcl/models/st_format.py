@@ -192,9 +192,11 @@ def default_model_card(name: str, dim: int, pooling: str, normalize: bool) -> st
 
 def write_folder(path: Path, *, model, tokenizer, pooling: str, normalize: bool, max_seq_length: int,
                  do_lower_case: bool, dense: list[tuple[torch.nn.Linear, str]], model_card: str,
-                 prompts: dict[str, str] | None = None, default_prompt_name: str | None = None) -> Path:
+                 prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
+                 extra_json: dict[str, object] | None = None) -> Path:
     """Write the parts to ``path`` in the sentence-transformers layout, atomically (temp folder, then rename).
-    ``prompts`` (name -> text) and ``default_prompt_name`` go to ``config_sentence_transformers.json``.
+    ``prompts`` (name -> text) and ``default_prompt_name`` go to ``config_sentence_transformers.json``;
+    ``extra_json`` (file name -> JSON value) are written beside them, inside the same rename.
 
     ``dense``: (linear layer, activation class path) for each layer after pooling, in order; with ``cls``
     pooling the model's pooler (dense + tanh) is written first, as a Dense module."""
@@ -238,6 +240,8 @@ def write_folder(path: Path, *, model, tokenizer, pooling: str, normalize: bool,
             sub.mkdir()
             modules.append({"path": sub.name, "type": _ST + "Normalize"})
         _write_json(tmp / "modules.json", [{"idx": i, "name": str(i), **m} for i, m in enumerate(modules)])
+        for name, value in (extra_json or {}).items():
+            _write_json(tmp / name, value)
         _write_json(tmp / "config_sentence_transformers.json", {
             "__version__": _versions(), "prompts": dict(prompts or {}),
             "default_prompt_name": default_prompt_name if default_prompt_name in (prompts or {}) else None,

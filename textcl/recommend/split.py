@@ -143,7 +143,7 @@ def cold_split(interactions: Iterable[Interaction], fraction: float = 0.1, seed:
 
 def item_counts(split: Split) -> dict[str, int]:
     """item -> its number of training interactions (re-interactions counted each time): the popularity
-    baseline's scores and the logQ correction's sampling frequencies."""
+    baseline's scores."""
     return dict(Counter(item for items in split.train.values() for item in items))
 
 

@@ -12,8 +12,8 @@ that evaluate it (``data.kind: interactions``).
   and the validation item) and, with ``cold_fraction``, ``NAME-cold`` (the users whose test item was held out of
   training) are reported. Every item of the catalogue is ranked; every item the user picked before the target
   is left out of the ranking (cold items too, though the history text leaves them out), the target never.
-- **logQ** is each item's share of the training rows' positives (the items that stand in a batch as a row's
-  item: every training item but each user's first), Yi et al. 2019's in-batch sampling probability.
+- **logQ** (:func:`rows_logq`) is each item's share of the positives of the rows a run trains on (the items that
+  stand in a batch as a row's item), Yi et al. 2019's in-batch sampling probability.
 """
 from __future__ import annotations
 
@@ -58,9 +58,8 @@ class InteractionTask:
         self.train, self.valid, self.test = train, valid, test
         self.history, self.separator = history, separator
         self.cold_items = cold_items or set()
-        from collections import Counter
-
-        from textcl.recommend.split import Split, item_counts, log_sampling_probability
+        self.repeated_rows = 0  #: log rows that repeated an earlier row's user, item and time (counted once)
+        from textcl.recommend.split import Split, item_counts
 
         split = Split(train, valid, test)
         full = full or split
@@ -70,8 +69,11 @@ class InteractionTask:
         if not valid or not test:
             raise TextclError(f"{name}: no user has a {'validation' if not valid else 'test'} item to rank (a user "
                               f"needs 3 interactions, and items not held out); expected a log with longer histories")
-        positives = Counter(item for items in train.values() for item in items[1:])
-        self.logq = log_sampling_probability(positives, positives) if positives else {}
+        #: user -> item -> the item's first position in the user's training sequence (the accidental-hit mask)
+        self.first_at = {user: {} for user in train}
+        for user, items in train.items():
+            for t, item in enumerate(items):
+                self.first_at[user].setdefault(item, t)
         self.sets = {"valid": self._set("valid", {u: train[u] for u in valid}, valid,
                                         {u: full.history(u, "valid") for u in valid}),
                      "test": self._set("test", {u: train[u] + [valid[u]] for u in test}, test,
@@ -113,26 +115,25 @@ class InteractionTask:
         return rows
 
     # ------------------------------------------------------------------ serving
-    def write_serving_files(self, model_dir: Path, out: Path) -> None:
-        """What ``textcl serve``'s ``/recommend`` needs beside the trained model: ``MODEL/textcl_recommend.json``
-        (how a history becomes the user's text) and ``OUT/items.jsonl`` (the catalogue as documents to index:
-        ``textcl index build --input OUT/items.jsonl --model MODEL --out INDEX``; serve it with ``textcl
-        serve INDEX``). The settings file is :data:`textcl.models.recommend_settings.SETTINGS_FILE`."""
+    def write_items(self, out: Path) -> None:
+        """What ``textcl serve``'s ``/recommend`` needs beside the trained model (whose folder holds
+        :meth:`settings_files`): ``OUT/items.jsonl``, the catalogue as documents to index (``textcl index build
+        --input OUT/items.jsonl --model MODEL --out INDEX``; serve it with ``textcl serve INDEX``)."""
         import json
 
         from textcl._io import atomic_write_text
 
-        self.write_settings(model_dir)
         atomic_write_text(Path(out) / "items.jsonl", "".join(
             json.dumps({"id": item, "text": text}, ensure_ascii=False) + "\n"
             for item, text in zip(self.item_ids, self.item_texts)))
 
-    def write_settings(self, model_dir: Path) -> None:
-        """``MODEL/textcl_recommend.json``: how ``/recommend`` turns a history into this task's user text (every
-        model folder a run writes has it: ``model/``, ``best-model/`` and the checkpoints' copies)."""
-        from textcl.models.recommend_settings import write_recommend_settings
+    def settings_files(self) -> dict[str, dict]:
+        """``{"textcl_recommend.json": ...}``: how ``/recommend`` turns a history into this task's user text,
+        for ``Encoder.save(..., extra_json=...)`` (every model folder a run writes has it, written inside the
+        folder's atomic rename: ``model/``, ``best-model/`` and the checkpoints' copies)."""
+        from textcl.models.recommend_settings import settings_files
 
-        write_recommend_settings(model_dir, self.history, self.separator)
+        return settings_files(self.history, self.separator)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -162,6 +163,17 @@ class InteractionTask:
             out["ci95"] = [100.0 * x for x in m["ci95"]["ndcg@10"]]
             out["ci95_by_metric"] = m["ci95"]
         return out
+
+
+def rows_logq(examples) -> dict[str, float]:
+    """item -> log of its share of ``examples``' items (the training rows' positives, after any
+    ``data.max_examples`` sample): the in-batch sampling probability the logQ correction subtracts."""
+    from collections import Counter
+
+    from textcl.recommend.split import log_sampling_probability
+
+    counts = Counter(e.item for e in examples)
+    return log_sampling_probability(counts, counts) if counts else {}
 
 
 def _natural(user: str):
@@ -196,10 +208,13 @@ def _load_cached(path: str, items: str | None, template: str, history: int, sepa
     task_name = name or default_name
     if cold_fraction > 0:
         split, cold, cold_test, cold_hist = cold_split(log, fraction=cold_fraction, seed=cold_seed)
-        return InteractionTask(task_name, item_ids, texts, split.train, split.valid, split.test, history, separator,
+        task = InteractionTask(task_name, item_ids, texts, split.train, split.valid, split.test, history, separator,
                                cold_items=cold, cold_test=cold_test, cold_histories=cold_hist, full=leave_one_out(log))
-    split = leave_one_out(log)
-    return InteractionTask(task_name, item_ids, texts, split.train, split.valid, split.test, history, separator)
+    else:
+        split = leave_one_out(log)
+        task = InteractionTask(task_name, item_ids, texts, split.train, split.valid, split.test, history, separator)
+    task.repeated_rows = len(log) - len({(x.user, x.item, x.timestamp) for x in log})
+    return task
 
 
 def load_task(data_config) -> InteractionTask:

@@ -83,13 +83,14 @@ class Batcher:
         from textcl.losses import text_keys
 
         device, task = self.run.acc.device, self.run.task
-        in_batch = {e.item for e in exs}
-        rows = [sorted(in_batch.intersection(task.train[e.user][:e.position])) for e in exs]
+        in_batch = sorted({e.item for e in exs})
+        firsts = [task.first_at[e.user] for e in exs]
+        rows = [[i for i in in_batch if first.get(i, e.position) < e.position] for first, e in zip(firsts, exs)]
         width = max(1, max(len(r) for r in rows))
         padded = [r + [e.item] * (width - len(r)) for r, e in zip(rows, exs)]
         history = text_keys([i for row in padded for i in row]).view(len(exs), width)
         return {"positive_keys": text_keys([e.item for e in exs]).to(device), "history_keys": history.to(device),
-                "positive_logq": torch.tensor([task.logq[e.item] for e in exs], dtype=torch.float32, device=device)}
+                "positive_logq": torch.tensor([self.run.item_logq[e.item] for e in exs], dtype=torch.float32, device=device)}
 
     def guide_keys(self, anchors: list[str], positives: list[str], negatives: list[str] | None) -> dict:
         """The frozen guide's embeddings of the views, (B, g) each and (B, 1, g) for hard negatives: computed

@@ -61,8 +61,10 @@ class Run:
     mix: object | None = None  #: the :class:`~textcl.train.mix.MixTerm` of ``data.mix``
     #: ``train.wise_alpha``: the encoder's starting state dict on the CPU, taken before a resume loads weights
     start_state: dict | None = None
-    #: ``data.kind: interactions``: the :class:`~textcl.recommend.task.InteractionTask` (items, split, logQ)
+    #: ``data.kind: interactions``: the :class:`~textcl.recommend.task.InteractionTask` (items, split)
     task: object | None = None
+    #: ``data.kind: interactions``: item -> log sampling probability among the rows trained on (the logQ correction)
+    item_logq: dict | None = None
 
     @property
     def encoder(self) -> Encoder:
@@ -411,16 +413,20 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
     acc, choice = _accelerator(c, out, found_trackers, resumed)
     precision = choice.resolved
     set_seed(c.train.seed)
-    task = None
+    task = item_logq = None
     if c.data.kind == "interactions":  # a log of (user, item, time): history -> next item rows (textcl.recommend)
-        from textcl.recommend.task import load_task
+        from textcl.recommend.task import load_task, rows_logq
 
         task = load_task(c.data)
+        if task.repeated_rows:
+            acc.print(f"textcl: {c.data.path}: {task.repeated_rows:,} rows repeat an earlier row's user, item and "
+                      "timestamp; each such interaction is counted once")
         examples = task.examples()
         if c.data.max_examples is not None and c.data.max_examples < len(examples):
             keep = np.sort(np.random.default_rng(c.train.seed).choice(len(examples), c.data.max_examples,
                                                                         replace=False))
             examples = [examples[i] for i in keep]
+        item_logq = rows_logq(examples)
     else:
         examples = load_examples(c.data)
     # length grouping sorts by the whole row's cost: anchor + positive (+ negative), in characters
@@ -522,4 +528,4 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
                text_aug=text_aug, token_aug=token_aug, key_encoder=key_encoder, queue=queue, guide=guide, world=world,
                steps_per_epoch=steps_per_epoch, total_steps=total_steps, max_seq_len=max_seq_len, ema=ema,
                precision_choice=choice, mini_batch=mini_batch, threads=governor, anchor=anchor, mix=mix, start_state=start_state,
-               task=task)
+               task=task, item_logq=item_logq)

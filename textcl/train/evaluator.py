@@ -204,9 +204,9 @@ class Evaluator:
         if improved:
             state["best"], state["best_step"] = score, step
             if run.config.eval.select_best:
-                run.encoder.save(run.out / "best-model")
-                if run.task is not None:  # served as it is, best-model/ needs the user-text settings too
-                    run.task.write_settings(run.out / "best-model")
+                # served as it is, best-model/ holds the user-text settings of a recommendation run too
+                run.encoder.save(run.out / "best-model",
+                                 extra_json=run.task.settings_files() if run.task is not None else None)
                 if run.config.model.two_tower:
                     run.doc_encoder.save(run.out / "best-model-document")
         return score
@@ -386,11 +386,12 @@ class Evaluator:
                   f"({100 * metrics['time']['eval_share']:.0f}% of the total)")
         citation = acc.unwrap_model(run.loss_fn).citation
         final.name = c.name
-        final.save(model_dir, model_card=model_card(c, metrics, citation))
+        final.save(model_dir, model_card=model_card(c, metrics, citation),
+                   extra_json=run.task.settings_files() if run.task is not None else None)
         if final_doc is not None:
             final_doc.save(out / "model-document")
-        if run.task is not None:  # data.kind interactions: the user-text settings and the catalogue to index
-            run.task.write_serving_files(model_dir, out)
+        if run.task is not None:  # data.kind interactions: the catalogue to index
+            run.task.write_items(out)
         atomic_write_json(out / "metrics.json", metrics)
         if c.train.plot:
             labels = {name: metric_label(name, m) for name, m in after.items()}
