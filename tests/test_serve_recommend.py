@@ -340,14 +340,23 @@ def test_because_false_encodes_nothing_and_answers_null(client, encoded):
     assert ids(with_because) == ids(body) and encoded  # the same ranking; because costs encodings
 
 
-def test_because_counts_against_max_pending(rec_index, rec_encoder):
+def test_because_counts_against_max_pending_and_is_null_past_it(rec_index, rec_encoder):
     # history 2 in the model's settings: casino and sabrina (no copies in the index) + 3 recommendations, at least
-    # 2 of them distinct texts: 4 or more texts to encode, over a limit of 3
+    # 2 of them distinct texts: 4 or more texts to encode, over a limit of 3. The search was done: it is answered,
+    # without its reasons (a retry would not fit either)
     with local_client(create_app(rec_index, encoder=rec_encoder, max_pending=3)) as small:
-        r = small.post("/recommend", json={"history": ["casino", "sabrina"], "k": 3})
-        assert r.status_code == 503 and "the limit is 3" in r.json()["message"]
-        assert ok(small.post("/recommend", json={"history": ["casino", "sabrina"], "k": 3, "because": False}))
-        assert ok(small.post("/recommend", json={"history": ["heat"], "k": 1}))  # 1 + 1 texts: admitted
+        body = ok(small.post("/recommend", json={"history": ["casino", "sabrina"], "k": 3}))
+        assert len(body["recommendations"]) == 3 and all(h["because"] is None for h in body["recommendations"])
+        explained = ok(small.post("/recommend", json={"history": ["heat"], "k": 1}))  # 1 + 1 texts: admitted
+        assert explained["recommendations"][0]["because"]["id"] == "heat"
+
+
+def test_because_names_only_entries_the_cut_user_text_holds(rec_index, rec_encoder):
+    # heat's text (34 characters) and " || " fill 38 of 30 allowed: toy, next in the user's text, was cut out
+    with local_client(create_app(rec_index, encoder=rec_encoder, max_query_chars=30)) as small:
+        body = ok(small.post("/recommend", json={"history": ["toy", "heat"], "k": 5}))
+        assert body["user_text"] == TEXT["heat"][:30] and body["user_text_cut"] is True
+        assert {h["because"]["id"] for h in body["recommendations"]} == {"heat"}
 
 
 def test_the_user_text_is_cut_at_max_query_chars(rec_index, rec_encoder):

@@ -13,9 +13,10 @@ most like (``because``: cosine of the two texts' embeddings, among the entries t
 
 Limits: the user's text is cut at ``--max-query-chars`` characters, as a query would be refused past them (ids
 may name long documents; the encoder reads at most ``max_seq_len`` tokens of it anyway), and the answer says
-``user_text_cut``. ``because`` encodes the texts it compares (at most the settings' ``history`` entries and
-:data:`BECAUSE_MAX` recommendations), counted against ``--max-pending`` like queries (503 past it), and a
-request may turn it off (``"because": false``).
+``user_text_cut``. ``because`` compares the entries whose text the embedded user text holds (after the cut)
+with the first :data:`BECAUSE_MAX` recommendations, each text cut at the same length; it encodes them counted
+against ``--max-pending`` like queries, and when the server is too busy for that (or the request says
+``"because": false``) answers ``because: null`` rather than failing a search that was already done.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from textcl.index import Document
+from textcl.serve.batcher import BusyError, ShuttingDownError
 from textcl.serve.errors import _message, error_response
 from textcl.serve.hits import HitView
 
@@ -144,21 +146,43 @@ async def recommend(service, history: Sequence[Any], k: int, exclude_history: bo
                               "(--max-response-chars): ask for fewer recommendations, a text_chars cut, or fields "
                               "without text (e.g. [\"id\", \"score\"])",
                               [{"field": "k", "message": "too large an answer"}])
-    candidates = [entries[i] for i in settings.recent(len(entries))]  # the entries the user's text holds
-    because = await _because(service, candidates, [doc.text for doc, _ in hits[:BECAUSE_MAX]]) if explain else []
+    candidates = _held(entries, settings, max_user_chars)  # the entries the embedded user text holds
+    because = []
+    if explain:
+        try:
+            because = await _because(service, candidates, [doc.text for doc, _ in hits[:BECAUSE_MAX]],
+                                     max_user_chars)
+        except ShuttingDownError:
+            raise
+        except BusyError:  # too many queries waiting: the recommendations, without their reasons
+            because = []
     because += [None] * (len(hits) - len(because))
     return await run_in_threadpool(_response, hits, because, user_text, cut, settings, len(excluded), view, started)
 
 
-async def _because(service, candidates: list[Entry], texts: list[str]) -> list[dict[str, Any] | None]:
+def _held(entries: list[Entry], settings: RecommendSettings, max_chars: int) -> list[Entry]:
+    """The entries whose text the user's text, cut at ``max_chars``, holds (at least its first), most recent
+    first."""
+    held, start = [], 0
+    for i in settings.recent(len(entries)):
+        if held and start >= max_chars:
+            break
+        held.append(entries[i])
+        start += len(entries[i].text) + len(settings.separator)
+    return held
+
+
+async def _because(service, candidates: list[Entry], texts: list[str], max_chars: int) -> list[dict[str, Any] | None]:
     """For each of the recommendations' ``texts``, the candidate entry (most recent first) it is most like:
-    ``{id, index, score}``. Every distinct text is encoded once, in one call off the event loop."""
+    ``{id, index, score}``. Every distinct text, cut at ``max_chars``, is encoded once, in one call off the event
+    loop, counted against ``--max-pending`` (:class:`BusyError` past it)."""
     if not texts:
         return []
-    distinct = list(dict.fromkeys([e.text for e in candidates] + texts))
+    cands, texts = [e.text[:max_chars] for e in candidates], [t[:max_chars] for t in texts]
+    distinct = list(dict.fromkeys(cands + texts))
     row = {text: i for i, text in enumerate(distinct)}
-    vecs = await service.encode(distinct, bounded=True)  # (len(distinct), d) unit rows; 503 past --max-pending
-    best, cos = most_similar(vecs[[row[e.text] for e in candidates]], vecs[[row[t] for t in texts]])
+    vecs = await service.encode(distinct, bounded=True)  # (len(distinct), d) unit rows
+    best, cos = most_similar(vecs[[row[t] for t in cands]], vecs[[row[t] for t in texts]])
     return [{"id": candidates[b].id, "index": candidates[b].index, "score": float(c)} for b, c in zip(best, cos)]
 
 

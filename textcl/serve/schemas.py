@@ -132,8 +132,9 @@ class Because(BaseModel):
 
 class RecommendedHit(Hit):
     because: Because | None = Field(description="the history entry it is most like; null past the first 50 "
-                                    "recommendations (each costs the encoding of its text) or when the request "
-                                    "says \"because\": false")
+                                    "recommendations (each costs the encoding of its text), when the request "
+                                    "says \"because\": false, or when the server had too many queries waiting "
+                                    "(--max-pending) to encode them")
 
 
 class RecommendSettingsOut(BaseModel):
@@ -288,7 +289,8 @@ class RequestModels:
                                                 "recommendations (k are still returned when the index has enough)")
             because: StrictBool = Field(True, description="name, for each of the first 50 recommendations, the "
                                         "history entry it is most like (encodes those texts, counted against the "
-                                        "server's --max-pending); false: because is null and nothing more is encoded")
+                                        "server's --max-pending: null when it is too busy); false: because is null "
+                                        "and nothing more is encoded")
             fields: list[HitField] | None = Field(
                 None, min_length=1, description="what each recommendation holds besides its id and `because`, any of "
                 "id, score, text, title, metadata (default: all)")

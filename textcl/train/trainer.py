@@ -12,7 +12,6 @@ optimizer, schedule), :class:`~textcl.train.batcher.Batcher` (views, tokens, key
 """
 from __future__ import annotations
 
-
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

@@ -11,6 +11,7 @@
   let latest = 0; // the newest request; older answers that arrive late are dropped
   let latestRec = 0;
   let liked = []; // liked document ids, oldest first: the history POST /recommend is given
+  let shownQuery = ""; // the query of the results on show (what the address keeps, not unsent typing)
   const titles = new Map(); // document id -> its title (or id), for the liked list and "because you liked"
 
   function el(tag, className, text) {
@@ -111,7 +112,7 @@
   // The address holds the query, k and the liked ids, so a page with its likes is a link.
   function updateAddress() {
     const params = new URLSearchParams();
-    if (box.value.trim()) { params.set("q", box.value.trim()); params.set("k", kSelect.value); }
+    if (shownQuery) { params.set("q", shownQuery); params.set("k", kSelect.value); }
     liked.forEach((id) => params.append("liked", id));
     history.replaceState(null, "", params.toString() ? `?${params}` : location.pathname);
   }
@@ -119,6 +120,7 @@
   function submit() {
     const query = box.value.trim();
     if (!query) { box.focus(); return; }
+    shownQuery = query;
     updateAddress();
     search(query, kSelect.value);
   }
@@ -215,11 +217,15 @@
   liked = [...new Set(params.getAll("liked").filter((x) => x.trim()))].slice(-MAX_LIKED);
   if (liked.length) {
     // the liked documents' titles, for the list and "because you liked" (an id no longer indexed shows as itself)
-    // a liked id the index no longer holds (deleted since) is dropped, rather than failing every recommendation
+    // a liked id that is not a document of the index (deleted since, or never one: a hand-made link) is dropped,
+    // rather than failing every recommendation; a server error keeps it
     const gone = new Set();
-    Promise.all(liked.map((id) => fetch(`/documents/${encodeURIComponent(id)}`)
-      .then((r) => { if (r.status === 404) gone.add(id); return r.ok ? r.json() : null; })
-      .then((doc) => { if (doc) titles.set(id, doc.title || id); })
+    Promise.all(liked.map((id) => fetch(`/documents/${encodeURIComponent(id)}`, { headers: { Accept: "application/json" } })
+      .then(async (r) => {
+        const doc = r.ok ? await r.json().catch(() => null) : null;
+        if (doc && doc.id === id) titles.set(id, doc.title || id);
+        else if (r.status < 500) gone.add(id);
+      })
       .catch(() => {}))).then(() => {
       if (gone.size) { liked = liked.filter((id) => !gone.has(id)); updateAddress(); }
       recommend();
