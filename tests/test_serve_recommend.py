@@ -303,6 +303,7 @@ def test_the_endpoint_is_in_the_openapi_schema_with_its_limits(client):
     name = request["$ref"].rsplit("/", 1)[-1]
     history = schema["components"]["schemas"][name]["properties"]["history"]
     assert history["maxItems"] == 1000 and history["minItems"] == 1 and "oldest first" in history["description"]
+    assert client.get("/info").json()["limits"]["max_history"] == 1000  # a client can read it without the schema
 
 
 @pytest.fixture()

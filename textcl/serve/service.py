@@ -40,6 +40,7 @@ from textcl.serve.batcher import MicroBatcher
 from textcl.serve.config import ServeConfig
 from textcl.serve.hits import Found, HitView
 from textcl.serve.recommend import RecommendSettings, load_settings, model_folder
+from textcl.serve.schemas import MAX_HISTORY
 from textcl.serve.wal import (SNAPSHOT_LOG_ID, SNAPSHOT_LOG_SEQ, LogOp, WriteLog, WriterLock, ops_to_replay,
                               snapshot_identity)
 from textcl.thread_governor import install
@@ -321,7 +322,7 @@ class IndexService:
                          "batches": self.batcher.batches, "queries": self.batcher.queries},
             "limits": {"max_k": cfg.max_k, "max_queries": cfg.max_queries, "max_hits": cfg.max_hits,
                        "max_documents": cfg.max_documents, "max_query_chars": cfg.max_query_chars,
-                       "max_body_bytes": cfg.max_body_bytes},
+                       "max_body_bytes": cfg.max_body_bytes, "max_history": MAX_HISTORY},
             "pending_writes": len(self.wal) if self.wal is not None else 0,
             "last_save": self.last_save,
             "pid": os.getpid(),
