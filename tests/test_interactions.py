@@ -386,6 +386,14 @@ def test_unreadable_json_and_csv_headers_name_their_file_and_line(tmp_path):
                 '{"user": "u", "item": "b", "timestamp": ' + "9" * 5000 + "}\n")
     with pytest.raises(DataFormatError, match=err(big, 2, "not readable JSON (Exceeds the limit")):
         read_interactions(big)
+    deep = write(tmp_path, "deep.jsonl", "[" * 200_000 + "\n")
+    with pytest.raises(DataFormatError, match=err(deep, 1, "not readable JSON")):
+        read_interactions(deep)
+    from textcl.data.readers import read_json_file
+
+    big_json = write(tmp_path, "big.json", "[" + "9" * 5000 + "]")
+    with pytest.raises(DataFormatError, match=re.escape(f"{big_json}: not readable JSON")):
+        read_json_file(big_json)
     header = write(tmp_path, "docs.csv", "id,te\rxt\n1,a\n")
     with pytest.raises(DataFormatError, match=err(header, 1, "not a valid CSV header")):
         list(read_documents(header))

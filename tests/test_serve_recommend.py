@@ -341,15 +341,27 @@ def test_because_false_encodes_nothing_and_answers_null(client, encoded):
     assert ids(with_because) == ids(body) and encoded  # the same ranking; because costs encodings
 
 
-def test_because_counts_against_max_pending_and_is_null_past_it(rec_index, rec_encoder):
-    # history 2 in the model's settings: casino and sabrina (no copies in the index) + 3 recommendations, at least
-    # 2 of them distinct texts: 4 or more texts to encode, over a limit of 3. The search was done: it is answered,
-    # without its reasons (a retry would not fit either)
+def test_because_counts_against_max_pending_and_is_null_past_it(rec_index, rec_encoder, monkeypatch):
+    from textcl.serve.batcher import BusyError
+
+    # a limit of 3 texts: history 2 in the model's settings holds casino and sabrina (no copies in the index),
+    # which leaves room for 1 recommendation's text; the others answer null
     with local_client(create_app(rec_index, encoder=rec_encoder, max_pending=3)) as small:
         body = ok(small.post("/recommend", json={"history": ["casino", "sabrina"], "k": 3}))
-        assert len(body["recommendations"]) == 3 and all(h["because"] is None for h in body["recommendations"])
-        explained = ok(small.post("/recommend", json={"history": ["heat"], "k": 1}))  # 1 + 1 texts: admitted
-        assert explained["recommendations"][0]["because"]["id"] == "heat"
+        assert [h["because"] is None for h in body["recommendations"]] == [False, True, True]
+        some = ok(small.post("/recommend", json={"history": ["casino"], "k": 5}))  # room for 2 of 5
+        assert [h["because"] is None for h in some["recommendations"]] == [False, False, True, True, True]
+        # queries waiting past the limit when because's texts would queue: the search (done) is answered, without
+        # its reasons, rather than refused
+        batcher = small.app.state.service.batcher
+
+        def busy(size):
+            raise BusyError("3 queries are waiting (the limit is 3); retry shortly")
+
+        monkeypatch.setattr(batcher, "admitted", busy)
+        crowded = ok(small.post("/recommend", json={"history": ["heat"], "k": 3}))
+        assert len(crowded["recommendations"]) == 3
+        assert all(h["because"] is None for h in crowded["recommendations"])
 
 
 def test_because_names_only_entries_the_cut_user_text_holds(rec_index, rec_encoder):

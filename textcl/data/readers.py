@@ -60,7 +60,7 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataFormatError(path, lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-        except ValueError as exc:  # valid JSON Python refuses to read: an integer of over 4,300 digits
+        except (ValueError, RecursionError) as exc:  # valid JSON Python refuses: 4,300+ digits, deep nesting
             raise DataFormatError(path, lineno, f"not readable JSON ({exc})") from None
         yield lineno, value
 
@@ -127,3 +127,5 @@ def read_json_file(path: str | os.PathLike) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataFormatError(path, exc.lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # valid JSON Python refuses: 4,300+ digits, deep nesting
+        raise DataFormatError(path, None, f"not readable JSON ({exc})") from None

@@ -4,7 +4,7 @@ rows' items as negatives, with the two corrections in-batch negatives need on in
 1. **logQ correction** (Yi et al. 2019, *Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
    Recommendations*). A popular item is every other row's negative far more often than a rare one, so plain
    in-batch softmax learns to push popular items down. Each candidate's logit is lowered by ``log q_j``, the
-   log of its probability of being sampled into a batch (its share of the training interactions): the softmax
+   log of its probability of being sampled into a batch (its share of the training rows' items): the softmax
    then estimates the full-catalogue one.
 2. **Accidental hits**: a candidate that is the row's own item (another row picked it too) or an item already
    in the row's history is not a negative; it is excluded from that row's softmax. The row's own positive

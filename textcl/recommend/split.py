@@ -148,8 +148,9 @@ def item_counts(split: Split) -> dict[str, int]:
 
 
 def log_sampling_probability(counts: dict, items) -> dict:
-    """``item -> log(count / total)`` over the training interactions: the logQ of each item (an item missing
-    from ``counts`` is refused: it was never sampled into a batch)."""
+    """``item -> log(count / total)`` for each of ``items``: the logQ of an item whose ``counts`` are its
+    appearances among what batches are drawn from (the training rows' items, ``task.rows_logq``); an item
+    missing from ``counts`` is refused: it was never sampled into a batch."""
     total = sum(counts.values())
     if total <= 0:
         raise ValueError("counts: expected at least one training interaction")

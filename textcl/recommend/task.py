@@ -5,8 +5,8 @@ that evaluate it (``data.kind: interactions``).
 - **Users** are texts too: their last ``history`` items, most recent first, joined by ``separator``. One encoder
   embeds both (the user tower is the item tower reading a history).
 - **Training rows**: for every user and every position ``t >= 1`` of their training sequence, the history
-  before ``t`` and the item at ``t``, with the item's id, its history's ids (accidental hits) and its log
-  sampling probability (logQ) over the training interactions.
+  before ``t`` and the item at ``t``, with the item's id, the user and ``t`` (the accidental-hit mask reads the
+  whole sequence before ``t``).
 - **Ranking sets** (leave-one-out in time order, :mod:`textcl.recommend.split`): ``NAME-valid`` (history: the
   training items; target: the validation item) selects the best step; ``NAME-test`` (history: training items
   and the validation item) and, with ``cold_fraction``, ``NAME-cold`` (the users whose test item was held out of

@@ -14,9 +14,10 @@ most like (``because``: cosine of the two texts' embeddings, among the entries t
 Limits: the user's text is cut at ``--max-query-chars`` characters, as a query would be refused past them (ids
 may name long documents; the encoder reads at most ``max_seq_len`` tokens of it anyway), and the answer says
 ``user_text_cut``. ``because`` compares the entries whose text the embedded user text holds (after the cut)
-with the first :data:`BECAUSE_MAX` recommendations, each text cut at the same length; it encodes them counted
-against ``--max-pending`` like queries, and when the server is too busy for that (or the request says
-``"because": false``) answers ``because: null`` rather than failing a search that was already done.
+with the first :data:`BECAUSE_MAX` recommendations (fewer when ``--max-pending`` is smaller than the texts to
+compare), each text cut at the same length; it encodes them counted against ``--max-pending`` like queries, and
+when the server is too busy for that (or the request says ``"because": false``) answers ``because: null`` rather
+than failing a search that was already done.
 """
 from __future__ import annotations
 
@@ -150,7 +151,9 @@ async def recommend(service, history: Sequence[Any], k: int, exclude_history: bo
     because = []
     if explain:
         try:
-            because = await _because(service, candidates, [doc.text for doc, _ in hits[:BECAUSE_MAX]],
+            # the texts to encode count against --max-pending: at most that many, whatever the request
+            room = service.batcher.max_pending - len({e.text[:max_user_chars] for e in candidates})
+            because = await _because(service, candidates, [doc.text for doc, _ in hits[:max(0, min(BECAUSE_MAX, room))]],
                                      max_user_chars)
         except ShuttingDownError:
             raise

@@ -132,9 +132,9 @@ class Because(BaseModel):
 
 class RecommendedHit(Hit):
     because: Because | None = Field(description="the history entry it is most like; null past the first 50 "
-                                    "recommendations (each costs the encoding of its text), when the request "
-                                    "says \"because\": false, or when the server had too many queries waiting "
-                                    "(--max-pending) to encode them")
+                                    "recommendations (each costs the encoding of its text) or past what the server's --max-pending "
+                                    "lets one request encode, when the request says \"because\": false, or when "
+                                    "the server had too many queries waiting to encode them")
 
 
 class RecommendSettingsOut(BaseModel):

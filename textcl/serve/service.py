@@ -459,7 +459,8 @@ class IndexService:
         """``texts`` as the index embeds them, (n, dim) unit rows: on a thread-pool thread, under the encoder's
         lock a chunk at a time (as a write's documents are), so query batches go on meanwhile. ``bounded`` (a
         client's read, such as ``/recommend``'s ``because``): the texts count against ``max_pending`` while
-        they wait and encode, and past it :class:`~textcl.serve.batcher.BusyError` is raised (HTTP 503)."""
+        they wait and encode, and past it :class:`~textcl.serve.batcher.BusyError` is raised (a route answers
+        503 unless it catches it: ``/recommend`` then leaves ``because`` out)."""
         from starlette.concurrency import run_in_threadpool
 
         if not bounded:

@@ -93,6 +93,8 @@ class Trainer:
         fresh = {"step": 0, "epoch": 0, "pos": 0, "best": None, "best_step": None, "before": {}}
         state = self.checkpoints.start(resume, fresh, stale=best)
         resumed = self.checkpoints.resumed_from is not None
+        if not resumed and acc.is_main_process:  # an earlier run's catalogue must not sit beside this run's model
+            (out / "items.jsonl").unlink(missing_ok=True)
         log = CSVLog(out / "log.csv", resume_from_step=state["step"] if resumed else None) if acc.is_main_process else None
         if run.trackers:
             acc.init_trackers(c.name, config=_flatten(c.to_dict()))

@@ -11,7 +11,8 @@
   let latest = 0; // the newest request; older answers that arrive late are dropped
   let latestRec = 0;
   let liked = []; // liked document ids, oldest first: the history POST /recommend is given
-  let shownQuery = ""; // the query of the results on show (what the address keeps, not unsent typing)
+  let shownQuery = ""; // the query of the results on show (what the address keeps: not unsent typing, not a
+                       // query the server refused)
   const titles = new Map(); // document id -> its title (or id), for the liked list and "because you liked"
 
   function el(tag, className, text) {
@@ -103,6 +104,8 @@
       showError((body && body.message) || `The server answered ${response.status}.`);
       return;
     }
+    shownQuery = query;
+    updateAddress();
     const hits = body.results[0].hits;
     list.replaceChildren(...hits.map((hit, i) => renderHit(hit, i + 1, query)));
     statusLine.textContent = `${hits.length} result${hits.length === 1 ? "" : "s"} · ` +
@@ -120,8 +123,6 @@
   function submit() {
     const query = box.value.trim();
     if (!query) { box.focus(); return; }
-    shownQuery = query;
-    updateAddress();
     search(query, kSelect.value);
   }
 
@@ -224,7 +225,8 @@
       .then(async (r) => {
         const doc = r.ok ? await r.json().catch(() => null) : null;
         if (doc && doc.id === id) titles.set(id, doc.title || id);
-        else if (r.status < 500) gone.add(id);
+        // "." and ".." cannot be looked up by address (the browser resolves them away): kept, titled by id
+        else if (r.status < 500 && id !== "." && id !== "..") gone.add(id);
       })
       .catch(() => {}))).then(() => {
       if (gone.size) { liked = liked.filter((id) => !gone.has(id)); updateAddress(); }
