@@ -151,14 +151,12 @@ async def recommend(service, history: Sequence[Any], k: int, exclude_history: bo
     because = []
     if explain:
         try:
-            # the texts to encode count against --max-pending: at most that many, whatever the request
-            room = service.batcher.max_pending - len({e.text[:max_user_chars] for e in candidates})
-            because = await _because(service, candidates, [doc.text for doc, _ in hits[:max(0, min(BECAUSE_MAX, room))]],
-                                     max_user_chars)
+            because = await _because(service, candidates, [doc.text for doc, _ in hits[:BECAUSE_MAX]],
+                                     max_user_chars, service.batcher.max_pending)
         except ShuttingDownError:
             raise
         except BusyError:  # too many queries waiting: the recommendations, without their reasons
-            because = []
+            pass
     because += [None] * (len(hits) - len(because))
     return await run_in_threadpool(_response, hits, because, user_text, cut, settings, len(excluded), view, started)
 
@@ -175,13 +173,16 @@ def _held(entries: list[Entry], settings: RecommendSettings, max_chars: int) -> 
     return held
 
 
-async def _because(service, candidates: list[Entry], texts: list[str], max_chars: int) -> list[dict[str, Any] | None]:
-    """For each of the recommendations' ``texts``, the candidate entry (most recent first) it is most like:
-    ``{id, index, score}``. Every distinct text, cut at ``max_chars``, is encoded once, in one call off the event
-    loop, counted against ``--max-pending`` (:class:`BusyError` past it)."""
+async def _because(service, candidates: list[Entry], texts: list[str], max_chars: int,
+                   max_texts: int) -> list[dict[str, Any] | None]:
+    """For each of the recommendations' ``texts`` (the first ones, as many as fit ``max_texts`` encodings with
+    the candidates'), the candidate entry (most recent first) it is most like: ``{id, index, score}``. Every
+    distinct text, cut at ``max_chars``, is encoded once, in one call off the event loop, counted against
+    ``--max-pending`` (:class:`BusyError` past it)."""
+    cands = [e.text[:max_chars] for e in candidates]
+    texts = [t[:max_chars] for t in texts[:max(0, max_texts - len(set(cands)))]]
     if not texts:
         return []
-    cands, texts = [e.text[:max_chars] for e in candidates], [t[:max_chars] for t in texts]
     distinct = list(dict.fromkeys(cands + texts))
     row = {text: i for i, text in enumerate(distinct)}
     vecs = await service.encode(distinct, bounded=True)  # (len(distinct), d) unit rows
