@@ -105,7 +105,9 @@ def test_cold_items_are_reported_and_never_trained_on(tiny_bert_dir, tmp_path):
     log, catalogue = _write_log(tmp_path, n_users=20)
     config = _config(tiny_bert_dir, log, catalogue, cold_fraction=0.2, cold_seed=1)
     task = load_task(config.data)
-    assert task.cold_items and all(e.item not in task.cold_items and not set(e.history) & task.cold_items
+    # neither a row's item nor anything before it in the user's training sequence (its history) is cold
+    assert task.cold_items and all(e.item not in task.cold_items
+                                   and not set(task.train[e.user][:e.position]) & task.cold_items
                                    for e in task.examples())
     result = train(config, output_dir=tmp_path / "run")
     cold = result.metrics["after"]["views-cold"]

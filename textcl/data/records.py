@@ -30,7 +30,6 @@ class Example:
     group: Optional[str] = None  #: pairs of one group are never each other's negatives
     score: Optional[float] = None  #: a graded similarity (data.kind scored)
     item: Optional[str] = None  #: data.kind interactions: the id of the positive (the next item)
-    history: Optional[tuple] = None  #: data.kind interactions: the ids of the anchor's history items
     user: Optional[str] = None  #: data.kind interactions: whose row it is
     position: Optional[int] = None  #: data.kind interactions: the item's index in the user's training sequence
 

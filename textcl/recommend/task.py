@@ -109,7 +109,7 @@ class InteractionTask:
             for t in range(1, len(seq)):
                 before = seq[max(0, t - self.history):t]
                 rows.append(Example(anchor=self.history_text(before), positive=self.item_texts[self.index[seq[t]]],
-                                    item=seq[t], history=tuple(before), user=user, position=t))
+                                    item=seq[t], user=user, position=t))
         if not rows:
             raise TextclError(f"{self.name}: no training rows (every user's training sequence has one item)")
         return rows
