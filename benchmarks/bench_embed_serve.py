@@ -4,9 +4,12 @@ Servers (subprocesses on 127.0.0.1, all three started first, then measured cell 
 that each cell compares them under the same background load), each serving the packaged all-MiniLM-L6-v2
 through ``POST /v1/embeddings`` (OpenAI's schema, ``encoding_format: float``):
 
-  * ``textcl``:   ``textcl serve --model minilm=MODEL`` (micro-batching, its default threads);
+  * ``textcl``:   ``textcl serve --model minilm=MODEL`` (micro-batching, its default threads, and its default
+    ``--precision auto``: bf16 autocast where it measured faster on this machine); ``textcl-fp32`` adds
+    ``--precision fp32``;
   * ``infinity``: ``infinity_emb v2 --engine torch --device cpu`` (infinity-emb, the open-source
-    high-throughput embedding server; its defaults), in its own virtual environment
+    high-throughput embedding server; its defaults, fp32 on a CPU), and ``infinity-bf16`` with
+    ``--dtype bfloat16`` (its weights cast to bf16), in its own virtual environment
     (``benchmarks/.cache/venvs/infinity``: it pins numpy < 2 and sentence-transformers < 4; ``--setup``
     installs it from the package registry, torch stays the pinned 2.13.0 CPU wheel);
   * ``peer``:     what a user writes by hand: a FastAPI endpoint (sync, uvicorn's thread pool) calling
@@ -118,10 +121,12 @@ def command(arm: str, port: int, args) -> list[str]:
         cmd = [sys.executable, "-m", "textcl.cli", "serve", "--model", f"{NAME}={minilm()}", "--port", str(port),
                "--log-level", "warning"]
         return cmd + (["--threads", str(args.threads)] if args.threads else [])
-    if arm == "infinity":
+    if arm == "textcl-fp32":
+        return command("textcl", port, args) + ["--precision", "fp32"]
+    if arm in ("infinity", "infinity-bf16"):
         return [str(VENV / "bin" / "infinity_emb"), "v2", "--model-id", minilm(), "--served-model-name", NAME,
                 "--host", "127.0.0.1", "--port", str(port), "--url-prefix", "/v1", "--engine", "torch",
-                "--device", "cpu", "--log-level", "warning"]
+                "--device", "cpu", "--log-level", "warning"] + (["--dtype", "bfloat16"] if arm == "infinity-bf16" else [])
     return [sys.executable, __file__, "--peer-server", minilm(), str(port)]
 
 
@@ -218,7 +223,7 @@ async def _load(port: int, bodies: list[bytes], n_texts: int, clients: int, dura
 # ---------------------------------------------------------------- report
 def ratios(rows: list[dict], arms: list[str]) -> list[str]:
     by = {(r["arm"], r["length"], r["texts"], r["clients"]): r for r in rows}
-    lines, met = [], []
+    lines, met = [], {"infinity": [], "infinity-bf16": []}
     for length, n, clients in CELLS:
         mine = by.get(("textcl", length, n, clients))
         if not mine or not mine["texts_s"]:
@@ -229,14 +234,15 @@ def ratios(rows: list[dict], arms: list[str]) -> list[str]:
             if other and other["texts_s"]:
                 parts.append(f"/{peer} {mine['texts_s'] / other['texts_s']:.2f}x texts/s, p50 {mine['p50_ms']} vs "
                              f"{other['p50_ms']} ms, p99 {mine['p99_ms']} vs {other['p99_ms']} ms")
-                if peer == "infinity" and clients in (8, 32):
-                    met.append(mine["texts_s"] >= 1.2 * other["texts_s"] and mine["p99_ms"] <= other["p99_ms"])
-                if peer == "infinity" and clients == 1:
-                    met.append(mine["p50_ms"] <= other["p50_ms"])
+                if peer.startswith("infinity") and clients in (8, 32):
+                    met[peer].append(mine["texts_s"] >= 1.2 * other["texts_s"] and mine["p99_ms"] <= other["p99_ms"])
+                if peer.startswith("infinity") and clients == 1:
+                    met[peer].append(mine["p50_ms"] <= other["p50_ms"])
         if parts:
             lines.append(f"  {length:<5} {n:>2} texts {clients:>2} clients: textcl" + "; textcl".join(parts))
-    if met:
-        lines.append(f"  targets vs infinity: {sum(met)} of {len(met)} cells met")
+    for peer, cells in met.items():
+        if cells:
+            lines.append(f"  targets vs {peer}: {sum(cells)} of {len(cells)} cells met")
     return lines
 
 
@@ -257,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         setup()
         return 0
     arms = args.arms.split(",")
-    if "infinity" in arms and not (VENV / ".ready").exists():
+    if any(a.startswith("infinity") for a in arms) and not (VENV / ".ready").exists():
         sys.exit(f"infinity is not installed: python {Path(__file__).name} --setup")
     t0 = time.monotonic()
     (HERE / ".cache").mkdir(exist_ok=True)

@@ -56,25 +56,31 @@ class PrecisionChoice:
     bf16_over_fp32: float | None = None
     cached: bool = False
     disturbed: bool = False  #: the measurement shared the CPU with other work: the bf16 instructions decided
+    #: serving: the smallest cosine between bf16 and fp32 vectors of the probe texts (None: not compared)
+    min_cosine: float | None = None
 
     def line(self) -> str:
         """One line for the log, e.g. ``precision auto -> fp32: bf16 measured 3.4x slower on this CPU``."""
         name = {"no": "fp32"}.get(self.resolved, self.resolved)
+        agree = "" if self.min_cosine is None else f"; bf16 vectors' smallest cosine to fp32's {self.min_cosine:.6f}"
         if self.bf16_over_fp32 is None:
-            return f"precision {self.requested} -> {name}"
+            return f"precision {self.requested} -> {name}{agree}"
         r = self.bf16_over_fp32
         how = f"{1 / r:.2f}x faster" if r < 1 else f"{r:.2f}x slower"
         where = "this CPU" if self.device_type == "cpu" else "this GPU"
         if self.disturbed:
             return (f"precision {self.requested} -> {name}: the measurement (bf16 {how}) was disturbed by other work "
-                    f"on {where}, so its bf16 instructions decided; measured again next run")
+                    f"on {where}, so its bf16 instructions decided; measured again next run{agree}")
         return (f"precision {self.requested} -> {name}: bf16 measured {how} than fp32 on {where}"
-                + (" (cached)" if self.cached else ""))
+                + (" (cached)" if self.cached else "") + agree)
 
     def to_dict(self) -> dict:
         ratio = None if self.bf16_over_fp32 is None else round(self.bf16_over_fp32, 4)
-        return {"requested": self.requested, "resolved": self.resolved, "bf16_over_fp32": ratio,
-                "disturbed": self.disturbed}
+        out = {"requested": self.requested, "resolved": self.resolved, "bf16_over_fp32": ratio,
+               "disturbed": self.disturbed}
+        if self.min_cosine is not None:
+            out["min_cosine"] = round(self.min_cosine, 7)
+        return out
 
 
 def precision_probe(device_type: str, hidden: int, intermediate: int, *, tokens: int = 1024,

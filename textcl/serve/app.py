@@ -57,7 +57,8 @@ def create_app(index: str | os.PathLike | ServeConfig | None = None, *, encoder=
     try:
         service = IndexService(config, encoder).start() if config.index_dir is not None else None
         try:
-            shared = (config.model, service.encoder, service.encode_lock) if service else None  # None: the manifest's
+            # model None: the manifest's
+            shared = (config.model, service.encoder, service.encode_lock, service.precision) if service else None
             embedders = Embedders.load(config, encoders, shared)
             embedders.start(threads=None if service else config.threads or default_threads(config.workers))
         except BaseException:

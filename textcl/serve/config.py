@@ -95,6 +95,8 @@ class ServeConfig:
     max_pending: int = 4096  #: queued queries beyond this are answered 503 (back-pressure)
     threads: int | None = None  #: torch intra-op threads for encoding (default: :func:`default_threads`)
     backend: str | None = None  #: torch, onnx or auto (default: $TEXTCL_BACKEND, else torch)
+    #: fp32, bf16, or auto: bf16 autocast where it measures faster on this machine and its vectors agree with fp32's
+    precision: str = "auto"
     # request limits
     max_k: int = 1000
     max_queries: int = 64  #: queries in one POST /search
@@ -143,6 +145,10 @@ class ServeConfig:
         from textcl.models.onnx_backend import resolve_backend
 
         self.backend = resolve_backend(self.backend)
+        from textcl.models.encode_precision import SERVE_PRECISIONS
+
+        if self.precision not in SERVE_PRECISIONS:
+            raise ConfigError("--precision", f"expected one of {', '.join(SERVE_PRECISIONS)}, got {self.precision!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError("--threads", f"must be a positive integer, got {self.threads!r}")
         if self.port > 65535:

@@ -26,6 +26,7 @@ import numpy as np
 
 from textcl.errors import ConfigError
 from textcl.serve.batcher import MicroBatcher
+from textcl.models.encode_precision import ServedPrecision
 from textcl.serve.config import ServeConfig, parse_model_spec
 from textcl.serve.tokens import TokenCounter
 
@@ -55,10 +56,14 @@ def public_name(name: str | None) -> str | None:
 class Embedder:
     """The model ``encoder`` served as ``name``; ``lock`` guards the encoder (default: its own)."""
 
-    def __init__(self, name: str, encoder, config: ServeConfig, lock: threading.Lock | None = None):
+    def __init__(self, name: str, encoder, config: ServeConfig, lock: threading.Lock | None = None,
+                 precision: ServedPrecision | None = None):
         self.name = name
         self.encoder = encoder
         self.lock = lock or threading.Lock()
+        #: what the encoder runs in: the index service's choice for its own encoder, else chosen at start
+        self.precision = precision
+        self._owns_precision = precision is None
         self.counter = TokenCounter(encoder)
         from textcl.models.prompts import prompts_of
 
@@ -73,6 +78,11 @@ class Embedder:
     def dim(self) -> int:
         """The model's full width (a Matryoshka cut asks for fewer with ``dimensions``)."""
         return int(self.encoder.dim)
+
+    @property
+    def precision_name(self) -> str:
+        """``fp32`` or ``bf16``: what this model encodes in (``--precision``, resolved at start)."""
+        return self.precision.name if self.precision is not None else ("bf16" if self.encoder.encode_bf16 else "fp32")
 
     @property
     def public_name(self) -> str:
@@ -183,14 +193,16 @@ def check_limits(config: ServeConfig) -> None:
 class Embedders:
     """The served models by name, started and closed together."""
 
-    def __init__(self, embedders: Sequence[Embedder]):
+    def __init__(self, embedders: Sequence[Embedder], precision: str = "auto"):
         self.by_name = {e.name: e for e in embedders}
+        self.precision = precision  #: ``--precision``, resolved for each model at :meth:`start`
 
     @classmethod
     def load(cls, config: ServeConfig, encoders: dict | None = None, shared=None) -> "Embedders":
         """One embedder per ``config.models`` spec. ``encoders``: already loaded encoders by served name;
-        ``shared``: ``(model, encoder, lock)`` of the index (model None: the one its manifest names), reused for
-        a spec naming the same model (the same folder). Raises ConfigError for limits that cannot work."""
+        ``shared``: ``(model, encoder, lock, precision)`` of the index (model None: the one its manifest names),
+        reused for a spec naming the same model (the same folder). Raises ConfigError for limits that cannot
+        work."""
         from textcl.models import Encoder
 
         check_limits(config)
@@ -203,10 +215,10 @@ class Embedders:
             if name in encoders:
                 out.append(Embedder(name, encoders[name], config))
             elif shared is not None and _same_model(path, shared[0]):
-                out.append(Embedder(name, shared[1], config, lock=shared[2]))
+                out.append(Embedder(name, shared[1], config, lock=shared[2], precision=shared[3]))
             else:
                 out.append(Embedder(name, Encoder.load(path, backend=config.backend or "torch"), config))
-        return cls(out)
+        return cls(out, config.precision)
 
     def __iter__(self):
         return iter(self.by_name.values())
@@ -227,26 +239,45 @@ class Embedders:
         raise UnknownModelError(f"model: {name!r} is not served here; this server serves {served} (GET /v1/models)")
 
     def start(self, threads: int | None = None) -> "Embedders":
-        """Start the batchers; ``threads``: set torch's threads to it until :meth:`close` (a server without an
-        index; the index service sets them otherwise)."""
+        """Resolve each model's precision (measured with the serving threads) and start the batchers;
+        ``threads``: set torch's threads to it until :meth:`close` (a server without an index; the index service
+        sets them otherwise)."""
+        from textcl.serve.precision import served_precision
+
         if threads is not None:
             import torch
 
             self._threads_before = torch.get_num_threads()
             torch.set_num_threads(threads)
+        try:
+            for embedder in self:
+                if embedder._owns_precision and embedder.precision is None:
+                    embedder.precision = served_precision(embedder.encoder, self.precision,
+                                                          f"model {embedder.public_name!r}")
+        except BaseException:
+            self._restore()
+            raise
         for embedder in self:
             embedder.batcher.start()
         return self
 
-    def close(self, timeout: float = 60.0) -> None:
-        """Answer what is queued, stop the batchers, give torch its threads back."""
-        for embedder in self:
-            embedder.batcher.close(timeout)
+    def _restore(self) -> None:
+        """Give the encoders their precision and torch its threads back (last chosen, first given back)."""
+        for embedder in reversed(list(self)):
+            if embedder._owns_precision and embedder.precision is not None:
+                embedder.precision.restore()
+                embedder.precision = None
         if getattr(self, "_threads_before", None):
             import torch
 
             torch.set_num_threads(self._threads_before)
             self._threads_before = None
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Answer what is queued, stop the batchers, give torch its threads back."""
+        for embedder in self:
+            embedder.batcher.close(timeout)
+        self._restore()
 
     @property
     def healthy(self) -> bool:

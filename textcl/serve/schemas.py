@@ -182,6 +182,7 @@ class InfoResponse(BaseModel):
     n_vectors: int
     n_tombstones: int
     writes_allowed: bool
+    precision: Literal["fp32", "bf16"] | None = Field(None, description="what queries and writes encode in (--precision)")
     batching: dict[str, Any]
     limits: dict[str, int]
     pending_writes: int = Field(description="acknowledged writes not yet in the saved vector index")
