@@ -234,7 +234,7 @@ def test_index_build_refuses_a_local_model_the_server_does_not_serve(other_weigh
     assert not (tmp_path / "ix").exists()
     assert message.startswith(f"textcl: error: --model: the server {other_weights_url}/v1 serves "
                               f"{str(wide_model_dir)!r} with other weights than the local folder {wide_model_dir} (cosine ")
-    assert message.endswith(" between their vectors of a probe text; expected 0.9999 or more): searches would embed "
+    assert message.endswith(" between their vectors of a probe text; expected 0.999 or more): searches would embed "
                             "queries with the local one; serve that folder there, or give --model as a name the server "
                             "serves that is no local folder")
 

@@ -1,15 +1,17 @@
 """Which precision an encoder serves in: bf16 autocast where it measures faster on this machine for the
 encoder's own forward, and only when its vectors agree with fp32's.
 
-Serving only runs forwards, so ``auto`` times :meth:`Encoder.encode <textcl.models.Encoder.encode>` itself on
-a fixed set of probe texts (4 words to past the model's limit) in fp32 and under bf16 autocast, alternating
-rounds, the fastest of a few runs each; the figure is cached per machine and model shape
-(:mod:`textcl.models.calibration`). On a CPU with AMX, bf16 encoded MiniLM 1.3x (one short text) to 1.8x
-(32 long ones) faster; where bf16 is emulated it runs several times slower, so a capability flag never
-decides. Then the probe texts are encoded both ways and bf16 is kept only if every pair of vectors has a
-cosine of at least :data:`MIN_COSINE` (a model whose activations overflow bf16's 8-bit mantissa would give
-different neighbours): a served vector is then interchangeable with an fp32 one, e.g. against an index
-built in fp32.
+Serving only runs forwards, so ``auto`` times :meth:`Encoder.encode <textcl.models.Encoder.encode>` itself in
+fp32 and under bf16 autocast, on one short text (a search query) and on a batch of probe texts (4 words to past
+the model's limit), alternating rounds, the fastest of a few runs each; bf16 must win on both. The figure is
+cached per machine and model shape (:mod:`textcl.models.calibration`). On a CPU with AMX, bf16 encoded MiniLM
+1.3x (one short text) to 1.8x (32 long ones) faster; where bf16 is emulated it runs several times slower, so a
+capability flag never decides, and a measurement disturbed by other work gives fp32. Then the probe texts are
+encoded both ways and bf16 is kept only if every pair of vectors has a cosine of at least :data:`MIN_COSINE`:
+a served vector is then interchangeable with an fp32 one, e.g. against an index built in fp32.
+
+The server wraps the encoder (:class:`Precise`) rather than changing it, so an encoder shared with the caller
+or with another app keeps its own precision.
 """
 from __future__ import annotations
 
@@ -31,14 +33,17 @@ _PROSE = ("the river runs past the old mill and under a stone bridge before it r
           "children walk to school along the bank and watch the boats carry timber down to the harbour at the coast "
           "where ships wait for the tide to turn so that they can sail north with their cargo before the storms of "
           "autumn close the passage for the winter months and the town falls quiet again until spring returns")
-#: the probe's texts, in words: a query-length text to one past a 256-token model's limit
+#: the probe's texts, in words: a query-length text to one past the model's limit (at least 320 words)
 PROBE_WORDS = (4, 8, 12, 16, 32, 64, 128, 320)
 
 
-def probe_texts() -> list[str]:
-    """The texts both precisions encode: ``PROBE_WORDS`` words each, cut from a fixed paragraph (repeated)."""
+def probe_texts(encoder=None) -> list[str]:
+    """The texts both precisions encode: ``PROBE_WORDS`` words each, cut from a fixed paragraph (repeated), the
+    last one longer than ``encoder``'s token limit (more words than it has tokens)."""
     words = _PROSE.split()
-    return [" ".join(words[i % len(words)] for i in range(n)) for n in PROBE_WORDS]
+    limit = int(getattr(encoder, "max_seq_length", 0) or 0)
+    counts = PROBE_WORDS[:-1] + (max(PROBE_WORDS[-1], limit + 8),)
+    return [" ".join(words[i % len(words)] for i in range(n)) for n in counts]
 
 
 def encoder_shape(encoder) -> dict:
@@ -51,30 +56,46 @@ def encoder_shape(encoder) -> dict:
 
 
 def encode_probe(encoder, texts: list[str] | None = None, *, repeats: int = 3, rounds: int = 2) -> dict[str, float]:
-    """Seconds to encode ``texts`` (default :func:`probe_texts`) in fp32 and under bf16 autocast, the fastest of
-    ``repeats`` each in ``rounds`` alternating rounds; ``spread``: how far the rounds' ratios differ (relative)."""
+    """Seconds to encode, in fp32 and under bf16 autocast, one short text (a search query) and ``texts``
+    (default :func:`probe_texts`, one batch), the fastest of ``repeats`` each in ``rounds`` alternating rounds.
+    ``bf16_over_fp32`` is the worse of the two shapes' ratios (bf16 must win on both), and ``spread`` how far the
+    rounds' ratios differ (relative)."""
     from textcl.models.calibration import best_time
 
-    texts = probe_texts() if texts is None else texts
+    texts = probe_texts(encoder) if texts is None else texts
     device_type = encoder.device.type
+    shapes = {"short": texts[:1], "batch": texts}
 
-    def run(bf16: bool) -> Callable[[], None]:
-        return lambda: encoder.encode(texts, batch_size=len(texts), bf16=bf16)
+    def run(rows: list[str], bf16: bool) -> Callable[[], None]:
+        return lambda: encoder.encode(rows, batch_size=len(rows), bf16=bf16)
 
-    pairs = [(best_time(run(False), repeats, device_type), best_time(run(True), repeats, device_type))
-             for _ in range(rounds)]
-    ratios = [b / f for f, b in pairs]
-    fp32, bf16 = min(f for f, _ in pairs), min(b for _, b in pairs)
-    return {"fp32_s": fp32, "bf16_s": bf16, "bf16_over_fp32": bf16 / fp32,
-            "spread": max(1e-9, (max(ratios) - min(ratios)) / min(ratios))}
+    out: dict[str, float] = {}
+    ratios: dict[str, list[float]] = {}
+    for name, rows in shapes.items():
+        pairs = [(best_time(run(rows, False), repeats, device_type), best_time(run(rows, True), repeats, device_type))
+                 for _ in range(rounds)]
+        ratios[name] = [b / f for f, b in pairs]
+        out[f"{name}_fp32_s"] = min(f for f, _ in pairs)
+        out[f"{name}_bf16_s"] = min(b for _, b in pairs)
+    worse = max(shapes, key=lambda n: out[f"{n}_bf16_s"] / out[f"{n}_fp32_s"])
+    out.update(fp32_s=out[f"{worse}_fp32_s"], bf16_s=out[f"{worse}_bf16_s"],
+               bf16_over_fp32=out[f"{worse}_bf16_s"] / out[f"{worse}_fp32_s"],
+               spread=max(1e-9, max((max(r) - min(r)) / min(r) for r in ratios.values())))
+    return out
 
 
 def bf16_agreement(encoder, texts: list[str] | None = None) -> float:
     """The smallest cosine between a probe text's vector under bf16 autocast and its fp32 vector."""
-    texts = probe_texts() if texts is None else texts
+    texts = probe_texts(encoder) if texts is None else texts
     full = encoder.encode(texts, batch_size=len(texts), bf16=False, normalize=True)
     half = encoder.encode(texts, batch_size=len(texts), bf16=True, normalize=True)
     return float(np.min(np.sum(full * half, axis=1)))
+
+
+def settable(encoder) -> bool:
+    """Whether textcl can choose ``encoder``'s precision: a textcl :class:`~textcl.models.Encoder` on the torch
+    backend (not a remote server's, nor another library's object)."""
+    return hasattr(encoder, "encode_bf16") and hasattr(encoder, "device") and getattr(encoder, "backend", "torch") == "torch"
 
 
 def choose_encode_precision(encoder, requested: str = "auto", *, field: str = "--precision",
@@ -83,21 +104,26 @@ def choose_encode_precision(encoder, requested: str = "auto", *, field: str = "-
     """Resolve a serving precision for ``encoder`` (``resolved``: ``no`` for fp32, or ``bf16``).
 
     ``fp32`` and ``bf16`` are kept (bf16 on a device without bf16 instructions, or whose vectors disagree,
-    warns); ``auto`` takes bf16 where :func:`encode_probe` measured it at least 5% faster (cached per machine
-    and shape) and :func:`bf16_agreement` is at least :data:`MIN_COSINE`. An encoder on the ONNX backend runs
-    fp32 (``bf16`` is a ConfigError there). ``probe`` and ``agreement`` replace the measurements (tests)."""
+    warns); ``auto`` takes bf16 where :func:`encode_probe` measured it at least 5% faster on both its shapes
+    (cached per machine and shape) and then :func:`bf16_agreement` is at least :data:`MIN_COSINE`. A measurement
+    disturbed by other work gives fp32 (and is measured again next start): a server's vectors must not change
+    with the load at its start. An encoder textcl cannot set (:func:`settable`: the ONNX backend, a remote
+    server's) runs as it is, reported as fp32 (``bf16`` is a ConfigError for it). ``probe`` and ``agreement``
+    replace the measurements (tests)."""
     if requested not in SERVE_PRECISIONS:
         raise ConfigError(field, f"expected one of {', '.join(SERVE_PRECISIONS)}, got {requested!r}")
-    device_type = encoder.device.type
-    if getattr(encoder, "backend", "torch") != "torch":
+    if not settable(encoder):
         if requested == "bf16":
-            raise ConfigError(field, f"bf16 runs on the torch backend; this model runs on {encoder.backend} (use "
-                              "--backend torch, or --precision fp32)")
-        return PrecisionChoice(requested, "no", device_type)
+            raise ConfigError(field, f"bf16 runs on a textcl model on the torch backend; this model runs on "
+                              f"{getattr(encoder, 'backend', type(encoder).__name__)} (use --backend torch, or "
+                              "--precision fp32)")
+        return PrecisionChoice(requested, "no", "cpu")
+    device_type = encoder.device.type
     if requested == "fp32":
         return PrecisionChoice(requested, "no", device_type)
-    cosine = (agreement or (lambda: bf16_agreement(encoder)))()
+    agree = agreement or (lambda: bf16_agreement(encoder))
     if requested == "bf16":
+        cosine = agree()
         if not native_bf16(device_type):
             warnings.warn(f"{field} is bf16, but this {device_type.upper()} has no bf16 instructions (no avx512_bf16 "
                           "or AMX): PyTorch emulates it, which measured several times slower than fp32. Use auto to "
@@ -111,27 +137,51 @@ def choose_encode_precision(encoder, requested: str = "auto", *, field: str = "-
     entry = measured("precision", device_type, encoder_shape(encoder), probe or (lambda: encode_probe(encoder)),
                      steady=lambda v: v.get("spread", 0.0) <= MAX_SPREAD, required=("bf16_s", "fp32_s"))
     ratio = entry["values"]["bf16_s"] / entry["values"]["fp32_s"]
-    faster = native_bf16(device_type) if not entry["steady"] else ratio <= BF16_MAX_RATIO
-    resolved = "bf16" if faster and cosine >= MIN_COSINE else "no"
-    return PrecisionChoice("auto", resolved, device_type, ratio, entry["cached"], disturbed=not entry["steady"],
+    if not entry["steady"] or ratio > BF16_MAX_RATIO:  # slower, or not known to be faster: no vectors to compare
+        return PrecisionChoice("auto", "no", device_type, ratio, entry["cached"], disturbed=not entry["steady"])
+    cosine = agree()
+    return PrecisionChoice("auto", "bf16" if cosine >= MIN_COSINE else "no", device_type, ratio, entry["cached"],
                            min_cosine=cosine)
 
 
-class ServedPrecision:
-    """Runs ``encoder`` in the precision :func:`choose_encode_precision` resolves while it is served (its
-    ``encode_bf16``, so that ``encoder.encode`` gives what the server does), and gives it back at
-    :meth:`restore`. ``choice`` says what was chosen and why."""
+class Precise:
+    """``encoder`` as a server runs it: ``encode`` in the resolved precision unless a call says otherwise
+    (``bf16=``); every other attribute is the encoder's. The encoder itself is never changed, so the caller's
+    object, another app serving it, and ``encoder.encode`` elsewhere keep their own precision."""
 
-    def __init__(self, encoder, requested: str = "auto", *, field: str = "--precision", **measure):
-        self.encoder = encoder
-        self.choice = choose_encode_precision(encoder, requested, field=field, **measure)
-        self._before = encoder.encode_bf16
-        encoder.encode_bf16 = self.choice.resolved == "bf16"
+    __slots__ = ("_encoder", "bf16", "choice")
+
+    def __init__(self, encoder, choice: PrecisionChoice):
+        object.__setattr__(self, "_encoder", encoder)
+        object.__setattr__(self, "bf16", choice.resolved == "bf16")
+        object.__setattr__(self, "choice", choice)
+
+    def __getattr__(self, name: str):
+        return getattr(object.__getattribute__(self, "_encoder"), name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self._encoder, name, value)
 
     @property
-    def name(self) -> str:
-        """``fp32`` or ``bf16``."""
-        return "bf16" if self.choice.resolved == "bf16" else "fp32"
+    def encode_bf16(self) -> bool:
+        return self.bf16
 
-    def restore(self) -> None:
-        self.encoder.encode_bf16 = self._before
+    @property
+    def precision(self) -> str:
+        """``fp32`` or ``bf16``."""
+        return "bf16" if self.bf16 else "fp32"
+
+    @property
+    def wrapped(self):
+        """The encoder served."""
+        return self._encoder
+
+    def encode(self, texts, *args, bf16: bool | None = None, **kwargs):
+        return self._encoder.encode(texts, *args, bf16=self.bf16 if bf16 is None else bf16, **kwargs)
+
+
+def in_precision(encoder, requested: str = "auto", *, field: str = "--precision", **measure):
+    """``encoder`` wrapped to encode in the precision ``requested`` resolves to (:class:`Precise`), or, for an
+    encoder textcl cannot set (:func:`settable`), the encoder itself. The choice is the result's ``choice``."""
+    choice = choose_encode_precision(encoder, requested, field=field, **measure)
+    return Precise(encoder, choice) if settable(encoder) else encoder

@@ -58,7 +58,7 @@ def create_app(index: str | os.PathLike | ServeConfig | None = None, *, encoder=
         service = IndexService(config, encoder).start() if config.index_dir is not None else None
         try:
             # model None: the manifest's
-            shared = (config.model, service.encoder, service.encode_lock, service.precision) if service else None
+            shared = (config.model, service.encoder, service.encode_lock) if service else None
             embedders = Embedders.load(config, encoders, shared)
             embedders.start(threads=None if service else config.threads or default_threads(config.workers))
         except BaseException:

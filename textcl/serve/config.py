@@ -97,6 +97,9 @@ class ServeConfig:
     backend: str | None = None  #: torch, onnx or auto (default: $TEXTCL_BACKEND, else torch)
     #: fp32, bf16, or auto: bf16 autocast where it measures faster on this machine and its vectors agree with fp32's
     precision: str = "auto"
+    #: with several workers, each model's ``auto`` resolved once by the parent process (by --model spec, and
+    #: "index"): every worker then encodes alike
+    decided_precision: dict = field(default_factory=dict)
     # request limits
     max_k: int = 1000
     max_queries: int = 64  #: queries in one POST /search
@@ -149,6 +152,9 @@ class ServeConfig:
 
         if self.precision not in SERVE_PRECISIONS:
             raise ConfigError("--precision", f"expected one of {', '.join(SERVE_PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "bf16" and self.backend != "torch":
+            raise ConfigError("--precision", f"bf16 runs on the torch backend, not {self.backend}: use --backend "
+                              "torch, or --precision fp32")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError("--threads", f"must be a positive integer, got {self.threads!r}")
         if self.port > 65535:

@@ -26,7 +26,6 @@ import numpy as np
 
 from textcl.errors import ConfigError
 from textcl.serve.batcher import MicroBatcher
-from textcl.models.encode_precision import ServedPrecision
 from textcl.serve.config import ServeConfig, parse_model_spec
 from textcl.serve.tokens import TokenCounter
 
@@ -56,14 +55,10 @@ def public_name(name: str | None) -> str | None:
 class Embedder:
     """The model ``encoder`` served as ``name``; ``lock`` guards the encoder (default: its own)."""
 
-    def __init__(self, name: str, encoder, config: ServeConfig, lock: threading.Lock | None = None,
-                 precision: ServedPrecision | None = None):
+    def __init__(self, name: str, encoder, config: ServeConfig, lock: threading.Lock | None = None):
         self.name = name
         self.encoder = encoder
         self.lock = lock or threading.Lock()
-        #: what the encoder runs in: the index service's choice for its own encoder, else chosen at start
-        self.precision = precision
-        self._owns_precision = precision is None
         self.counter = TokenCounter(encoder)
         from textcl.models.prompts import prompts_of
 
@@ -80,9 +75,11 @@ class Embedder:
         return int(self.encoder.dim)
 
     @property
-    def precision_name(self) -> str:
+    def precision(self) -> str | None:
         """``fp32`` or ``bf16``: what this model encodes in (``--precision``, resolved at start)."""
-        return self.precision.name if self.precision is not None else ("bf16" if self.encoder.encode_bf16 else "fp32")
+        from textcl.serve.precision import precision_of
+
+        return precision_of(self.encoder)
 
     @property
     def public_name(self) -> str:
@@ -193,14 +190,14 @@ def check_limits(config: ServeConfig) -> None:
 class Embedders:
     """The served models by name, started and closed together."""
 
-    def __init__(self, embedders: Sequence[Embedder], precision: str = "auto"):
+    def __init__(self, embedders: Sequence[Embedder], config: ServeConfig | None = None):
         self.by_name = {e.name: e for e in embedders}
-        self.precision = precision  #: ``--precision``, resolved for each model at :meth:`start`
+        self.config = config or ServeConfig(models=list(self.by_name))  #: its ``precision`` is resolved at start
 
     @classmethod
     def load(cls, config: ServeConfig, encoders: dict | None = None, shared=None) -> "Embedders":
         """One embedder per ``config.models`` spec. ``encoders``: already loaded encoders by served name;
-        ``shared``: ``(model, encoder, lock, precision)`` of the index (model None: the one its manifest names),
+        ``shared``: ``(model, encoder, lock)`` of the index (model None: the one its manifest names),
         reused for a spec naming the same model (the same folder). Raises ConfigError for limits that cannot
         work."""
         from textcl.models import Encoder
@@ -215,10 +212,10 @@ class Embedders:
             if name in encoders:
                 out.append(Embedder(name, encoders[name], config))
             elif shared is not None and _same_model(path, shared[0]):
-                out.append(Embedder(name, shared[1], config, lock=shared[2], precision=shared[3]))
+                out.append(Embedder(name, shared[1], config, lock=shared[2]))
             else:
                 out.append(Embedder(name, Encoder.load(path, backend=config.backend or "torch"), config))
-        return cls(out, config.precision)
+        return cls(out, config)
 
     def __iter__(self):
         return iter(self.by_name.values())
@@ -242,7 +239,7 @@ class Embedders:
         """Resolve each model's precision (measured with the serving threads) and start the batchers;
         ``threads``: set torch's threads to it until :meth:`close` (a server without an index; the index service
         sets them otherwise)."""
-        from textcl.serve.precision import served_precision
+        from textcl.serve.precision import served
 
         if threads is not None:
             import torch
@@ -250,10 +247,10 @@ class Embedders:
             self._threads_before = torch.get_num_threads()
             torch.set_num_threads(threads)
         try:
-            for embedder in self:
-                if embedder._owns_precision and embedder.precision is None:
-                    embedder.precision = served_precision(embedder.encoder, self.precision,
-                                                          f"model {embedder.public_name!r}")
+            specs = {parse_model_spec(spec)[0]: spec for spec in self.config.models}
+            for embedder in self:  # the index's own model (shared) is already wrapped: kept as it is
+                embedder.encoder = served(embedder.encoder, self.config, specs.get(embedder.name, embedder.name),
+                                          f"model {embedder.public_name!r}")
         except BaseException:
             self._restore()
             raise
@@ -262,11 +259,7 @@ class Embedders:
         return self
 
     def _restore(self) -> None:
-        """Give the encoders their precision and torch its threads back (last chosen, first given back)."""
-        for embedder in reversed(list(self)):
-            if embedder._owns_precision and embedder.precision is not None:
-                embedder.precision.restore()
-                embedder.precision = None
+        """Give torch its threads back."""
         if getattr(self, "_threads_before", None):
             import torch
 

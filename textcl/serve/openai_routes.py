@@ -41,7 +41,7 @@ def _card(embedder: Embedder, config: ServeConfig) -> dict[str, Any]:
     max_inputs = max(1, min(config.max_inputs, fit))
     return {"id": embedder.name, "object": "model", "created": embedder.created, "owned_by": "textcl",
             "dimensions": embedder.dim, "max_input_tokens": embedder.max_tokens, "max_inputs": max_inputs,
-            "prompts": sorted(embedder.prompts), "precision": embedder.precision_name}
+            "prompts": sorted(embedder.prompts), "precision": embedder.precision}
 
 
 def _over_limit(over: np.ndarray, counts: np.ndarray, limit: int) -> str:

@@ -121,7 +121,7 @@ class ModelCard(BaseModel):
     max_input_tokens: int = Field(description="textcl extension: longer inputs are truncated (or refused)")
     max_inputs: int = Field(description="textcl extension: the most texts one request may hold (--max-inputs)")
     prompts: list[str] = Field(description="textcl extension: the names input_type takes")
-    precision: Literal["fp32", "bf16"] = Field(description="textcl extension: what the model encodes in (--precision)")
+    precision: Literal["fp32", "bf16"] | None = Field(None, description="textcl extension: what the model encodes in (--precision)")
 
 
 class ModelList(BaseModel):

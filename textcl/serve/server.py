@@ -35,6 +35,8 @@ def run(config: ServeConfig) -> None:
         return
     if config.index_dir is not None:  # fail here, not in each worker (uvicorn would restart them forever)
         _check_model_settings(config, SearchIndex.read_manifest(config.index_dir))
+    if config.precision == "auto":  # resolved here once: workers measuring side by side could each choose apart
+        config = config.replace(decided_precision=_decide_precision(config))
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     fields["index_dir"] = str(config.index_dir) if config.index_dir is not None else None
     os.environ[CONFIG_ENV] = json.dumps(fields)
@@ -52,6 +54,25 @@ def _check_model_settings(config: ServeConfig, manifest: dict) -> None:
     name = config.model if config.model is not None else index_model(config.index_dir, manifest, "--index-model")
     if Path(name).expanduser().is_dir():
         read_recommend_settings(Path(name).expanduser())
+
+
+def _decide_precision(config: ServeConfig) -> dict[str, str]:
+    """Each model's ``--precision auto`` resolved in this (parent) process, before any worker starts."""
+    import torch
+
+    from textcl.models import Encoder
+    from textcl.serve.config import default_threads
+    from textcl.serve.precision import decide_for_workers
+    from textcl.serve.service import IndexService
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(config.threads or default_threads(config.workers))  # measured as a worker will run
+    try:
+        index_encoder = IndexService(config)._load_encoder() if config.index_dir is not None else None
+        return decide_for_workers(config, lambda path: Encoder.load(path, backend=config.backend or "torch"),
+                                  index_encoder)
+    finally:
+        torch.set_num_threads(before)
 
 
 def app_from_env():

@@ -39,7 +39,7 @@ from textcl.index import Document, DuplicateIdError, SearchIndex, UnknownIdError
 from textcl.serve.batcher import MicroBatcher
 from textcl.serve.config import ServeConfig
 from textcl.serve.hits import Found, HitView
-from textcl.serve.precision import ServedPrecision, served_precision
+from textcl.serve.precision import INDEX, precision_of, served
 from textcl.serve.recommend import RecommendSettings, load_settings, model_folder
 from textcl.serve.schemas import MAX_HISTORY
 from textcl.serve.wal import (SNAPSHOT_LOG_ID, SNAPSHOT_LOG_SEQ, LogOp, WriteLog, WriterLock, ops_to_replay,
@@ -109,7 +109,6 @@ class IndexService:
         self.index: SearchIndex | None = None
         #: how POST /recommend turns a history into the user's text (read from the model's folder at start)
         self.recommend_settings = RecommendSettings()
-        self.precision: ServedPrecision | None = None  #: what the encoder runs in (chosen at start)
         self.wal: WriteLog | None = None
         self.lock: WriterLock | None = None
         self.dirty = False
@@ -134,7 +133,7 @@ class IndexService:
             if self.encoder is None:
                 self.encoder = self._load_encoder()
             self.recommend_settings = load_settings(model_folder(self.encoder))  # a bad file refuses the start
-            self.precision = served_precision(self.encoder, self.config.precision, "the index's model")
+            self.encoder = served(self.encoder, self.config, INDEX, "the index's model")  # its --precision
         except BaseException:
             torch.set_num_threads(self._threads_before)
             raise
@@ -143,7 +142,6 @@ class IndexService:
             self.batcher.call(self._open).result()
         except BaseException:
             self.batcher.close()
-            self.precision.restore()
             torch.set_num_threads(self._threads_before)
             raise
         if self.config.allow_writes:
@@ -164,8 +162,6 @@ class IndexService:
                 self.batcher.call(self._shutdown).result(timeout)
             finally:
                 self.batcher.close(timeout)
-                if self.precision is not None:
-                    self.precision.restore()
                 if getattr(self, "_threads_before", None):
                     import torch
 
@@ -325,7 +321,7 @@ class IndexService:
             "dim": info["dim"], "factory": info["factory"], "n_docs": info["n_docs"],
             "n_vectors": info["n_vectors"], "n_tombstones": info["n_tombstones"],
             "writes_allowed": cfg.allow_writes,
-            "precision": self.precision.name if self.precision is not None else None,
+            "precision": precision_of(self.encoder),
             "batching": {"enabled": cfg.batching, "max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
                          "batches": self.batcher.batches, "queries": self.batcher.queries},
             "limits": {"max_k": cfg.max_k, "max_queries": cfg.max_queries, "max_hits": cfg.max_hits,
