@@ -1,7 +1,8 @@
 """Embedding service benchmark: ``textcl serve --model`` against infinity and a hand-written FastAPI endpoint.
 
-Servers (subprocesses on 127.0.0.1, all three started first, then measured cell by cell, one after another, so
-that each cell compares them under the same background load), each serving the packaged all-MiniLM-L6-v2
+Servers (subprocesses on 127.0.0.1, all started first: textcl's alone, one after another, then the peers side
+by side; then measured cell by cell, one after another, so that each cell compares them under the same
+background load), each serving the packaged all-MiniLM-L6-v2
 through ``POST /v1/embeddings`` (OpenAI's schema, ``encoding_format: float``):
 
   * ``textcl``:   ``textcl serve --model minilm=MODEL`` (micro-batching, its default threads, and its default
@@ -153,6 +154,15 @@ def wait_healthy(arm: str, proc: subprocess.Popen, port: int, timeout: float = 2
     sys.exit(f"the {arm} server did not start within {timeout:.0f} s")
 
 
+def served_precision(arm: str, port: int) -> str:
+    """textcl's arms: the precision ``--precision`` resolved to, as ``GET /v1/models`` reports it."""
+    if not arm.startswith("textcl"):
+        return ""
+    status, body = asyncio.run(_request(port, "GET", "/v1/models"))
+    cards = json.loads(body).get("data", []) if status == 200 else []
+    return f"; serving {cards[0].get('precision')}" if cards else ""
+
+
 # ---------------------------------------------------------------- HTTP
 def _post(port: int, body: bytes) -> bytes:
     return (f"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
@@ -267,11 +277,20 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"infinity is not installed: python {Path(__file__).name} --setup")
     t0 = time.monotonic()
     (HERE / ".cache").mkdir(exist_ok=True)
-    servers = {arm: start(arm, args) for arm in arms}  # they load side by side
+    # textcl's arms start alone, one after another: --precision auto times bf16 against fp32 at start, and a
+    # measurement disturbed by another server loading beside it falls back to fp32 (by design). The peers then
+    # load side by side.
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
     rows: list[dict] = []
     try:
+        for arm in [a for a in arms if a.startswith("textcl")]:
+            servers[arm] = start(arm, args)
+            wait_healthy(arm, *servers[arm])
+        for arm in [a for a in arms if not a.startswith("textcl")]:
+            servers[arm] = start(arm, args)
         for arm, (proc, port) in servers.items():
             wait_healthy(arm, proc, port)
+        servers = {arm: servers[arm] for arm in arms}
         print(f"servers up in {time.monotonic() - t0:.0f} s; cpus {os.cpu_count()}, load average "
               f"{os.getloadavg()[0]:.2f}", flush=True)
         from textcl.models import Encoder
@@ -281,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         for arm, (_, port) in servers.items():
             got = embed(port, check)
             cos = np.sum(got * reference, axis=1) / np.linalg.norm(got, axis=1)
-            print(f"  {arm:<9} vectors against Encoder.encode: min cosine {cos.min():.6f} (short {cos[:8].min():.6f}, "
-                  f"long {cos[8:].min():.6f})", flush=True)
+            print(f"  {arm:<13} vectors against Encoder.encode: min cosine {cos.min():.6f} (short "
+                  f"{cos[:8].min():.6f}, long {cos[8:].min():.6f}){served_precision(arm, port)}", flush=True)
             asyncio.run(_load(port, [json.dumps({"input": texts("short", 4, 3), "model": NAME}).encode()], 4, 4, 1.5,
                               10))  # warm-up
         for length, n, clients in CELLS:

@@ -6,12 +6,14 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from test_serve_embeddings_support import embed_client, wide_encoder, wide_model_dir  # noqa: F401
 from test_serve_support import index_dir, local_client, serve_encoder, serve_model_dir  # noqa: F401
 from textcl.errors import ConfigError
 from textcl.models import calibration
-from textcl.models.encode_precision import MIN_COSINE, choose_encode_precision, encoder_shape, probe_texts
+from textcl.models.encode_precision import (MIN_COSINE, bf16_copy, choose_encode_precision, encoder_shape, in_precision,
+                                           probe_texts)
 from textcl.serve import ServeConfig, create_app
 
 TEXTS = ["the cat sat on the mat", "a dog ran quickly", "the man and the woman"]
@@ -91,7 +93,7 @@ def test_the_probe_reaches_past_the_model_s_limit(wide_encoder):
 
 def test_the_measurement_is_cached_by_the_model_s_shape(wide_encoder, serve_encoder):
     a, b = encoder_shape(wide_encoder), encoder_shape(serve_encoder)
-    assert a["measure"] == "encode" and a["hidden_size"] == wide_encoder.model.config.hidden_size
+    assert a["measure"] == "encode-bf16-weights" and a["hidden_size"] == wide_encoder.model.config.hidden_size
     assert a != b
 
 
@@ -122,15 +124,29 @@ def test_an_encoder_textcl_cannot_set_is_served_as_it_is():
 
 
 # ---------------------------------------------------------------- served
-def test_a_bf16_server_gives_what_encode_gives_in_bf16_and_gives_the_encoder_back(embed_client, wide_encoder):
-    assert wide_encoder.encode_bf16 is False
+def test_a_bf16_server_gives_what_the_bf16_copy_gives_and_leaves_the_encoder_fp32(embed_client, wide_encoder):
+    weights = {k: v.clone() for k, v in wide_encoder.state_dict().items()}
     client = embed_client(precision="bf16")
     assert client.get("/v1/models/wide").json()["precision"] == "bf16"
     got = np.array([d["embedding"] for d in client.post("/v1/embeddings", json={"input": TEXTS, "model": "wide"})
                     .json()["data"]], dtype=np.float32)
-    np.testing.assert_allclose(got, wide_encoder.encode(TEXTS, bf16=True), atol=1e-6)
+    np.testing.assert_allclose(got, bf16_copy(wide_encoder).encode(TEXTS), atol=1e-6)
     assert not np.allclose(got, wide_encoder.encode(TEXTS, bf16=False), atol=1e-6)  # bf16 really ran
     assert wide_encoder.encode_bf16 is False  # the caller's encoder is never changed, even while served
+    assert all(v.dtype == torch.float32 and torch.equal(v, weights[k]) for k, v in wide_encoder.state_dict().items())
+
+
+def test_the_bf16_copy_follows_the_encoder_s_settings(wide_encoder):
+    served = in_precision(wide_encoder, "bf16", agreement=lambda: 1.0)
+    assert next(served.wrapped.parameters()).dtype == torch.float32
+    wide_encoder.truncate_dim = 8  # set after the copy was made
+    try:
+        got = served.encode(TEXTS)
+        assert got.shape == (3, 8)
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(served.encode(TEXTS, bf16=False), wide_encoder.encode(TEXTS), atol=1e-6)
+    finally:
+        wide_encoder.truncate_dim = None
 
 
 def test_two_apps_serving_one_encoder_each_keep_their_precision(embed_client, wide_encoder):
@@ -164,7 +180,7 @@ def test_the_index_server_searches_in_its_precision(index_dir, serve_encoder):
     from textcl.index import SearchIndex
 
     index = SearchIndex.load(index_dir)
-    half, _ = index.search_vectors(serve_encoder.encode(["the cat sat on the mat"], bf16=True), k=2)
+    half, _ = index.search_vectors(bf16_copy(serve_encoder).encode(["the cat sat on the mat"]), k=2)
     full, _ = index.search_vectors(serve_encoder.encode(["the cat sat on the mat"], bf16=False), k=2)
     served = np.array([h["score"] for h in hits], np.float32)
     np.testing.assert_allclose(served, half[0], rtol=0, atol=1e-6)
