@@ -82,6 +82,22 @@ def test_a_measurement_disturbed_by_other_work_serves_fp32_and_is_not_cached(fre
     assert (choice.resolved, choice.disturbed) == ("no", True) and not list(fresh_cache.glob("precision-*.json"))
 
 
+def test_a_server_whose_measurement_was_disturbed_warns_that_it_serves_fp32(fresh_cache, wide_encoder, monkeypatch,
+                                                                           caplog):
+    from textcl.models import encode_precision
+    from textcl.serve.precision import served
+
+    monkeypatch.setattr(calibration, "_others_share", lambda probe: (probe(), 0.9))
+    monkeypatch.setattr(encode_precision, "encode_probe", lambda encoder, half=None: timed(1.0, 0.5, [])())
+    with caplog.at_level("WARNING", logger="textcl.serve"):
+        out = served(wide_encoder, ServeConfig(models=("wide=x",)), "wide=x", "model 'wide'")
+    assert out.precision == "fp32"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "model 'wide': precision auto -> fp32: the measurement (bf16 0.50x fp32's time) was disturbed by other work on "
+        "this machine, so fp32 is served; not cached: a start on a quiet machine measures again (or pass --precision "
+        "bf16)"]
+
+
 def test_the_probe_reaches_past_the_model_s_limit(wide_encoder):
     texts = probe_texts(wide_encoder)
     assert len(texts) == 8 and len(texts[0].split()) == 4

@@ -23,7 +23,13 @@ def served(encoder, config, key: str, what: str):
     requested = config.decided_precision.get(key, config.precision)
     out = in_precision(encoder, requested)
     if isinstance(out, Precise):
-        log.info("%s: %s", what, out.choice.line())
+        if out.choice.disturbed:  # served fp32 where bf16 may be faster: say so where a warning-level log shows it
+            r = out.choice.bf16_over_fp32
+            log.warning("%s: precision auto -> fp32: the measurement (bf16 %.2fx fp32's time) was disturbed by other "
+                        "work on this machine, so fp32 is served; not cached: a start on a quiet machine measures "
+                        "again (or pass --precision bf16)", what, r)
+        else:
+            log.info("%s: %s", what, out.choice.line())
     return out
 
 
