@@ -12,8 +12,8 @@ from test_serve_embeddings_support import embed_client, wide_encoder, wide_model
 from test_serve_support import index_dir, local_client, serve_encoder, serve_model_dir  # noqa: F401
 from textcl.errors import ConfigError
 from textcl.models import calibration
-from textcl.models.encode_precision import (MIN_COSINE, bf16_copy, choose_encode_precision, encoder_shape, in_precision,
-                                           probe_texts)
+from textcl.models.encode_precision import (MIN_COSINE, bf16_agreement, bf16_copy, choose_encode_precision,
+                                           encoder_shape, in_precision, probe_texts)
 from textcl.serve import ServeConfig, create_app
 
 TEXTS = ["the cat sat on the mat", "a dog ran quickly", "the man and the woman"]
@@ -96,6 +96,30 @@ def test_a_server_whose_measurement_was_disturbed_warns_that_it_serves_fp32(fres
         "model 'wide': precision auto -> fp32: the measurement (bf16 0.50x fp32's time) was disturbed by other work on "
         "this machine, so fp32 is served; not cached: a start on a quiet machine measures again (or pass --precision "
         "bf16)"]
+
+
+class Scaled:
+    """A stand-in bf16 copy whose vectors are ``encoder``'s times ``factor``: the same directions, longer."""
+
+    def __init__(self, encoder, factor):
+        self.encoder, self.factor = encoder, factor
+
+    def encode(self, texts, **kwargs):
+        return self.encoder.encode(texts, **kwargs) * self.factor
+
+
+def test_agreement_counts_the_vectors_lengths_where_the_encoder_does_not_normalise(wide_encoder, monkeypatch):
+    assert bf16_agreement(wide_encoder, TEXTS, half=Scaled(wide_encoder, 1.01)) == pytest.approx(1.0, abs=1e-6)
+    monkeypatch.setattr(wide_encoder, "normalize", False)  # dot scores now move with the lengths
+    assert bf16_agreement(wide_encoder, TEXTS, half=Scaled(wide_encoder, 1.01)) == pytest.approx(1 / 1.01, abs=1e-6)
+
+
+def test_the_bf16_copy_holds_the_weights_cast_once(wide_encoder):
+    half = bf16_copy(wide_encoder)
+    full, cast = dict(wide_encoder.named_parameters()), dict(half.named_parameters())
+    assert full.keys() == cast.keys() and half.tokenizer is wide_encoder.tokenizer
+    assert all(cast[k].dtype == torch.bfloat16 and torch.equal(cast[k], v.detach().to(torch.bfloat16))
+               and v.dtype == torch.float32 for k, v in full.items())
 
 
 def test_the_probe_reaches_past_the_model_s_limit(wide_encoder):

@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--threads", type=int, help="torch threads for encoding per process (default: half the usable "
                    "cores split between the workers, at least 1: one per core collapsed beside a busy process)")
     b.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="what the models encode in (default auto: bf16 autocast where it measures faster on this "
+                   help="what the models encode in (default auto: bf16 weights where it measures faster on this "
                         "machine, once per machine and model shape, and its vectors agree with fp32's to a cosine "
                         "of 0.9999 or more; else fp32)")
     lim = p.add_argument_group("limits")

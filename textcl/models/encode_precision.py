@@ -67,8 +67,11 @@ def bf16_copy(encoder):
     Its :meth:`encode` gives float32 vectors like the original's (the last step casts them)."""
     import torch
 
-    half = copy.deepcopy(encoder, memo={id(encoder.tokenizer): encoder.tokenizer})
-    half.to(torch.bfloat16)
+    memo = {id(encoder.tokenizer): encoder.tokenizer}
+    for p in encoder.parameters():  # cast while copying: the fp32 weights are never held twice
+        memo[id(p)] = torch.nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False)
+    half = copy.deepcopy(encoder, memo=memo)
+    half.to(torch.bfloat16)  # the floating-point buffers
     half.encode_bf16 = False  # the weights are bf16 already: no autocast around them
     return half
 
@@ -107,12 +110,21 @@ def encode_probe(encoder, texts: list[str] | None = None, *, repeats: int = 3, r
 
 def bf16_agreement(encoder, texts: list[str] | None = None, *, half=None) -> float:
     """The smallest cosine between a probe text's vector from ``half`` (``encoder``'s :func:`bf16_copy`, made
-    here when not given) and its fp32 vector."""
+    here when not given) and its fp32 vector, over the full width and over ``truncate_dim``'s cut. For an encoder
+    that does not normalise, also the smallest ratio of the two vectors' lengths (shorter over longer): its dot
+    scores move with the lengths, which a cosine cannot see."""
     texts = probe_texts(encoder) if texts is None else texts
     half = bf16_copy(encoder) if half is None else half
-    full = encoder.encode(texts, batch_size=len(texts), bf16=False, normalize=True)
-    halved = half.encode(texts, batch_size=len(texts), bf16=False, normalize=True)
-    return float(np.min(np.sum(full * halved, axis=1)))
+    full = encoder.encode(texts, batch_size=len(texts), bf16=False, normalize=False, dim=encoder.dim)
+    halved = half.encode(texts, batch_size=len(texts), bf16=False, normalize=False, dim=encoder.dim)
+    scores = []
+    for d in {encoder.dim, getattr(encoder, "truncate_dim", None) or encoder.dim}:
+        a, b = full[:, :d], halved[:, :d]
+        na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+        scores.append(np.min(np.sum(a * b, axis=1) / (na * nb)))
+        if not encoder.normalize:
+            scores.append(np.min(np.minimum(na, nb) / np.maximum(na, nb)))
+    return float(min(scores))
 
 
 def settable(encoder) -> bool:

@@ -95,7 +95,8 @@ class ServeConfig:
     max_pending: int = 4096  #: queued queries beyond this are answered 503 (back-pressure)
     threads: int | None = None  #: torch intra-op threads for encoding (default: :func:`default_threads`)
     backend: str | None = None  #: torch, onnx or auto (default: $TEXTCL_BACKEND, else torch)
-    #: fp32, bf16, or auto: bf16 autocast where it measures faster on this machine and its vectors agree with fp32's
+    #: fp32, bf16, or auto: a bf16 copy of the weights where it measures faster on this machine and its vectors
+    #: agree with fp32's
     precision: str = "auto"
     #: with several workers, each model's ``auto`` resolved once by the parent process (by --model spec, and
     #: "index"): every worker then encodes alike
