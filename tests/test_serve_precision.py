@@ -122,6 +122,19 @@ def test_the_bf16_copy_holds_the_weights_cast_once(wide_encoder):
                and v.dtype == torch.float32 for k, v in full.items())
 
 
+def test_the_bf16_copy_reads_the_model_folder_s_prompts_once(wide_encoder, monkeypatch):
+    from textcl.models import prompts
+
+    served = in_precision(wide_encoder, "bf16", agreement=lambda: 1.0)
+    monkeypatch.setattr(wide_encoder, "prompts", None)  # as an encoder whose folder was never read
+    reads = []
+    real = prompts.read_prompts
+    monkeypatch.setattr(prompts, "read_prompts", lambda folder: reads.append(folder) or real(folder))
+    for _ in range(3):
+        served.encode(TEXTS[:1])
+    assert len(reads) == 1 and served._half.prompts == wide_encoder.prompts
+
+
 def test_the_probe_reaches_past_the_model_s_limit(wide_encoder):
     texts = probe_texts(wide_encoder)
     assert len(texts) == 8 and len(texts[0].split()) == 4

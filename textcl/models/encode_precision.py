@@ -184,7 +184,7 @@ def choose_encode_precision(encoder, requested: str = "auto", *, field: str = "-
 
 #: the encoder's settings (not weights) that its bf16 copy follows at each encode
 _FOLLOWED = ("truncate_dim", "normalize", "max_seq_length", "do_lower_case", "pooling", "mlp_at_inference",
-             "chunk_overhead", "prompts", "default_prompt_name")
+             "chunk_overhead", "default_prompt_name", "prompts")  # prompts last, as prompts_of sets them
 
 
 class Precise:
@@ -227,6 +227,9 @@ class Precise:
         fp32 server is the encoder's own bf16 autocast."""
         use_half = self.bf16 if bf16 is None else bf16
         if use_half and self._half is not None:
+            from textcl.models.prompts import prompts_of
+
+            prompts_of(self._encoder)  # read once on the encoder, not again and again on the copy
             for name in _FOLLOWED:  # settings changed on the encoder after the copy was made
                 value = getattr(self._encoder, name, None)
                 if getattr(self._half, name, None) != value:
