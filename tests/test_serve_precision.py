@@ -93,9 +93,8 @@ def test_a_server_whose_measurement_was_disturbed_warns_that_it_serves_fp32(fres
         out = served(wide_encoder, ServeConfig(models=("wide=x",)), "wide=x", "model 'wide'")
     assert out.precision == "fp32"
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-        "model 'wide': precision auto -> fp32: the measurement (bf16 0.50x fp32's time) was disturbed by other work on "
-        "this machine, so fp32 is served; not cached: a start on a quiet machine measures again (or pass --precision "
-        "bf16)"]
+        "model 'wide': precision auto -> fp32: the measurement (bf16 2.00x faster) was disturbed by other work on this "
+        "CPU, so fp32 is served; measured again next run (or pass --precision bf16)"]
 
 
 class Scaled:

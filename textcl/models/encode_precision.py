@@ -176,7 +176,8 @@ def choose_encode_precision(encoder, requested: str = "auto", *, field: str = "-
                      steady=lambda v: v.get("spread", 0.0) <= MAX_SPREAD, required=("bf16_s", "fp32_s"))
     ratio = entry["values"]["bf16_s"] / entry["values"]["fp32_s"]
     if not entry["steady"] or ratio > BF16_MAX_RATIO:  # slower, or not known to be faster: no vectors to compare
-        return PrecisionChoice("auto", "no", device_type, ratio, entry["cached"], disturbed=not entry["steady"])
+        return PrecisionChoice("auto", "no", device_type, ratio, entry["cached"], disturbed=not entry["steady"],
+                               fallback="fp32 is served")
     cosine = agree()
     return PrecisionChoice("auto", "bf16" if cosine >= MIN_COSINE else "no", device_type, ratio, entry["cached"],
                            min_cosine=cosine)

@@ -55,7 +55,9 @@ class PrecisionChoice:
     device_type: str = "cpu"
     bf16_over_fp32: float | None = None
     cached: bool = False
-    disturbed: bool = False  #: the measurement shared the CPU with other work: the bf16 instructions decided
+    disturbed: bool = False  #: the measurement shared the CPU with other work: ``fallback`` decided
+    #: what decides a disturbed measurement, as the log line says it (serving: fp32)
+    fallback: str = "its bf16 instructions decided"
     #: serving: the smallest cosine between bf16 and fp32 vectors of the probe texts (None: not compared)
     min_cosine: float | None = None
 
@@ -70,7 +72,7 @@ class PrecisionChoice:
         where = "this CPU" if self.device_type == "cpu" else "this GPU"
         if self.disturbed:
             return (f"precision {self.requested} -> {name}: the measurement (bf16 {how}) was disturbed by other work "
-                    f"on {where}, so its bf16 instructions decided; measured again next run{agree}")
+                    f"on {where}, so {self.fallback}; measured again next run{agree}")
         return (f"precision {self.requested} -> {name}: bf16 measured {how} than fp32 on {where}"
                 + (" (cached)" if self.cached else "") + agree)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from textcl.models.encode_precision import Precise, in_precision, settable
+from textcl.models.encode_precision import Precise, choose_encode_precision, in_precision, settable
 
 log = logging.getLogger("textcl.serve")
 INDEX = "index"  #: the key of the index's model in ``ServeConfig.decided_precision``
@@ -24,10 +24,7 @@ def served(encoder, config, key: str, what: str):
     out = in_precision(encoder, requested)
     if isinstance(out, Precise):
         if out.choice.disturbed:  # served fp32 where bf16 may be faster: say so where a warning-level log shows it
-            r = out.choice.bf16_over_fp32
-            log.warning("%s: precision auto -> fp32: the measurement (bf16 %.2fx fp32's time) was disturbed by other "
-                        "work on this machine, so fp32 is served; not cached: a start on a quiet machine measures "
-                        "again (or pass --precision bf16)", what, r)
+            log.warning("%s: %s (or pass --precision bf16)", what, out.choice.line())
         else:
             log.info("%s: %s", what, out.choice.line())
     return out
@@ -54,6 +51,6 @@ def decide_for_workers(config, load, index_encoder=None) -> dict[str, str]:
         encoders[INDEX] = lambda: index_encoder
     for key, make in encoders.items():
         encoder = make()
-        if settable(encoder):
-            decided[key] = in_precision(encoder, "auto").precision
+        if settable(encoder):  # the choice only: the workers make their own bf16 copies
+            decided[key] = "bf16" if choose_encode_precision(encoder, "auto").resolved == "bf16" else "fp32"
     return decided
