@@ -3,7 +3,9 @@ guard kept out of selection unless asked, wise_alpha 0 saving the starting weigh
 set."""
 from __future__ import annotations
 
+import contextlib
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -285,6 +287,46 @@ def test_the_mix_term_trains_and_is_validated(tiny_bert_dir, tmp_path):
         for value in (float("nan"), float("inf")):
             with pytest.raises(ConfigError, match=rf"data.mix.{key}: expected a positive number, got {value}"):
                 _config(tiny_bert_dir, tmp_path, data={"mix": {"path": str(wiki), key: value}})
+
+
+def _mean_start_cosine(start_dir, model_dir, texts):
+    a = Encoder.load(start_dir).encode(texts, normalize=True)
+    b = Encoder.load(model_dir).encode(texts, normalize=True)
+    return float((a * b).sum(1).mean())
+
+
+def test_the_distill_mix_keeps_the_general_texts_where_the_start_put_them(tiny_bert_dir, tmp_path):
+    from textcl.train.mix import MixTerm
+
+    general = [f"{a} and {b}" for a, b, _ in GUARD_ROWS]
+    wiki = tmp_path / "general.txt"
+    wiki.write_text("\n".join(general) + "\n")
+    common = {"eval": {"data": [], "test": []}}
+    # the teacher is a copy of the starting weights: before any step the term is 0 (dropout off)
+    config = _config(tiny_bert_dir, tmp_path, model={"dropout": 0.0}, **common,
+                     data={"mix": {"path": str(wiki), "objective": "distill", "batch_size": 4}})
+    encoder = Encoder.load(tiny_bert_dir)
+    encoder.set_dropout(0.0)
+    term = MixTerm.load(config.data.mix, 0, encoder)
+    assert term.teacher is not encoder and not any(p.requires_grad for p in term.teacher.parameters())
+
+    acc = SimpleNamespace(device=torch.device("cpu"), process_index=0, autocast=contextlib.nullcontext)
+    run = SimpleNamespace(acc=acc, model=encoder.train(), encoder=encoder, config=config)
+    assert float(term(run, 0)) == pytest.approx(0.0, abs=1e-6)
+    plain = train(_config(tiny_bert_dir, tmp_path, **common, optim={"lr": 5e-3}, train={"max_steps": 8}),
+                  output_dir=tmp_path / "plain")
+    kept = train(_config(tiny_bert_dir, tmp_path, **common, optim={"lr": 5e-3}, train={"max_steps": 8},
+                         data={"mix": {"path": str(wiki), "objective": "distill", "weight": 50.0,
+                                       "batch_size": 8}}), output_dir=tmp_path / "kept")
+    drift_plain = 1 - _mean_start_cosine(tiny_bert_dir, plain.model_dir, general)
+    drift_kept = 1 - _mean_start_cosine(tiny_bert_dir, kept.model_dir, general)
+    assert drift_kept < 0.5 * drift_plain, (drift_kept, drift_plain)
+    with pytest.raises(ConfigError, match=r"data.mix.objective: expected one of infonce, distill, got 'kl'"):
+        _config(tiny_bert_dir, tmp_path, data={"mix": {"path": str(wiki), "objective": "kl"}})
+    # one text a step is enough to distil (no in-batch negatives), none is not
+    _config(tiny_bert_dir, tmp_path, data={"mix": {"path": str(wiki), "objective": "distill", "batch_size": 1}})
+    with pytest.raises(ConfigError, match=r"data.mix.batch_size: expected at least 1 text a step, got 0"):
+        _config(tiny_bert_dir, tmp_path, data={"mix": {"path": str(wiki), "objective": "distill", "batch_size": 0}})
 
 
 def test_a_set_is_a_guard_or_a_task_set_not_both(tiny_bert_dir, tmp_path):

@@ -208,3 +208,17 @@ def test_bf16_autocast_gives_a_close_finite_loss():
         low = info_nce(a, p, n, mask=mask, symmetric=True)
     assert low.dtype == torch.float32 and torch.isfinite(low)
     assert low.item() == pytest.approx(info_nce(a, p, n, mask=mask, symmetric=True).item(), rel=0.05)
+
+
+def test_cosine_distill_by_hand():
+    from textcl.losses import CosineDistill, cosine_distill
+
+    student = torch.tensor([[1.0, 0.0], [0.0, 3.0], [1.0, 1.0]], requires_grad=True)
+    teacher = torch.tensor([[5.0, 0.0], [1.0, 0.0], [-1.0, -1.0]])
+    # same direction (length ignored): 0; orthogonal: 1; opposite: 2 -> mean 1
+    assert cosine_distill(student, teacher).item() == pytest.approx(1.0)
+    assert CosineDistill(weight=3.0)(student, teacher).item() == pytest.approx(3.0)
+    cosine_distill(student, teacher).backward()
+    assert teacher.grad is None and student.grad is not None
+    with pytest.raises(ValueError, match=r"one shape \(b, d\), got \(3, 2\) and \(2, 2\)"):
+        cosine_distill(student, teacher[:2])

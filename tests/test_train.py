@@ -62,7 +62,7 @@ def assert_same_weights(a, b, atol=0.0):
 AUGMENT = {"compose": [{"span_crop": {"min_ratio": 0.5, "max_ratio": 0.9}}, {"word_deletion": {"rate": 0.2}}]}
 
 
-@pytest.mark.parametrize("variant", ["dropout", "augmented", "moco", "ema", "mix", "l2_start"])
+@pytest.mark.parametrize("variant", ["dropout", "augmented", "moco", "ema", "mix", "mix_distill", "l2_start"])
 def test_resumed_run_equals_uninterrupted(tiny_bert_dir, corpus, tmp_path, variant, monkeypatch):
     extra = {"dropout": {}, "augmented": {"data": {"augment": AUGMENT}},
              # MoCo with 2 micro-batches per step: one EMA update per step, both micro-batches' keys queued;
@@ -72,6 +72,9 @@ def test_resumed_run_equals_uninterrupted(tiny_bert_dir, corpus, tmp_path, varia
              "ema": {"optim": {"ema_decay": 0.9}},
              # the general-domain texts of a step come from (seed, step): a resumed run draws the same ones
              "mix": {"data": {"mix": {"path": str(corpus), "batch_size": 4, "weight": 0.5}}},
+             # distil towards the loaded model's vectors, not the checkpoint's
+             "mix_distill": {"data": {"mix": {"path": str(corpus), "batch_size": 4, "weight": 5.0,
+                                              "objective": "distill"}}},
              # the pull goes to the loaded model's weights, not to the checkpoint's
              "l2_start": {"optim": {"l2_start": 20.0}}}[variant]
     config = make_config(tiny_bert_dir, corpus, **extra)

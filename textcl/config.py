@@ -92,7 +92,10 @@ class MixConfig:
     path: str = "packaged:wiki"  #: unlabeled texts, as data.path reads them (a .txt/.jsonl file, packaged:wiki, hf:)
     weight: float = 1.0  #: the term's weight beside the task's loss
     batch_size: int = 16  #: texts per step (each process), drawn anew each step from (seed, step, process)
-    temperature: float = 0.05
+    temperature: float = 0.05  #: objective infonce only
+    #: infonce: InfoNCE on two dropout views of each text (SimCSE on general text); distill: keep each text's
+    #: vector where the starting weights put it, ``weight * mean(1 - cos(student, start))``
+    objective: str = "infonce"
 
 
 @dataclass
@@ -280,10 +283,13 @@ class TrainConfig:
                                      "packaged:wiki, or hf:NAME[:SPLIT])")
             if d.mix.path.startswith("packaged:"):
                 choice("data.mix.path", d.mix.path, ("packaged:wiki",))
+            choice("data.mix.objective", d.mix.objective, ("infonce", "distill"))
             positive("data.mix.weight", d.mix.weight)
             positive("data.mix.temperature", d.mix.temperature)
-            if d.mix.batch_size < 2:
+            if d.mix.objective == "infonce" and d.mix.batch_size < 2:
                 bad("data.mix.batch_size", f"in-batch negatives need at least 2 texts, got {d.mix.batch_size!r}")
+            if d.mix.batch_size < 1:
+                bad("data.mix.batch_size", f"expected at least 1 text a step, got {d.mix.batch_size!r}")
             if self.loss.cached or self.loss.moco is not None:
                 bad("data.mix", "runs beside plain steps; it does not combine with loss.cached or loss.moco")
         if d.augment is not None or d.token_augment is not None:

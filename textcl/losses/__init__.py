@@ -1,5 +1,6 @@
 """Contrastive losses: InfoNCE / NT-Xent, CoSENT and AnglE (graded scores), the Matryoshka wrapper,
-false-negative masks (by text, by group, by a guide model), cross-device gathering, GradCache, MoCo.
+embedding distillation towards a fixed teacher, false-negative masks (by text, by group, by a guide model),
+cross-device gathering, GradCache, MoCo.
 
 A trainer step, in its variants (``enc`` maps a tokenized batch to ``(B, d)``)::
 
@@ -23,6 +24,7 @@ Never imports ``textcl.train``: the trainer builds on these, not the other way r
 """
 from .angle import AnglE, angle, angle_similarity
 from .cosent import CoSENT, cosent, cosent_from_similarities
+from .distill import CosineDistill, cosine_distill
 from .gather import all_gather_no_grad, all_gather_with_grad, gather_sizes, world_info
 from .gradcache import RandContext, cached_backward, split_batch
 from .infonce import SIMILARITIES, InfoNCE, info_nce, nt_xent, pairwise_similarity
@@ -33,7 +35,8 @@ from .moco import MoCoQueue, MomentumEncoder, moco_loss, momentum_update
 
 __all__ = [
     "InfoNCE", "info_nce", "nt_xent", "pairwise_similarity", "SIMILARITIES",
-    "CoSENT", "cosent", "cosent_from_similarities", "AnglE", "angle", "angle_similarity", "Matryoshka", "guided_mask",
+    "CoSENT", "cosent", "cosent_from_similarities", "CosineDistill", "cosine_distill",
+    "AnglE", "angle", "angle_similarity", "Matryoshka", "guided_mask",
     "false_negative_mask", "text_keys", "group_keys", "check_group_ids", "NO_GROUP",
     "all_gather_with_grad", "all_gather_no_grad", "gather_sizes", "world_info",
     "cached_backward", "split_batch", "RandContext",

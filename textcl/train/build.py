@@ -473,7 +473,7 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
     if c.data.mix is not None:
         from textcl.train.mix import MixTerm
 
-        mix = MixTerm.load(c.data.mix, c.train.seed)
+        mix = MixTerm.load(c.data.mix, c.train.seed, encoder)  # distill's teacher: the weights training starts from
     guide = _guide(c, encoder, acc.device)
     lc = c.loss
     loss_fn = make_loss(c, encoder.dim, acc.device)

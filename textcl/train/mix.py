@@ -1,13 +1,20 @@
-"""A general-domain term mixed into every step (``data.mix``): InfoNCE on two dropout views of texts from
-another source (the packaged Wikipedia sentences by default, less the articles the Wikipedia guard sets are
-built from), added to the task's loss with a weight.
+"""A general-domain term mixed into every step (``data.mix``) on texts from another source (the packaged
+Wikipedia sentences by default, less the articles the Wikipedia guard sets are built from), added to the
+task's loss with a weight. Its ``objective``:
 
-Fine-tuning on one task moves the model away from what it knew; the SimCSE objective on general text keeps
-its sentence space spread out where the task never looks. Each step draws ``batch_size`` texts from a
-generator seeded by (seed, step, process), so a resumed run draws the same texts and nothing is checkpointed.
+- ``infonce``: InfoNCE on two dropout views of each text. The SimCSE objective on general text keeps the
+  sentence space spread out where the task never looks.
+- ``distill``: ``1 - cos`` between each text's vector and the vector the starting weights give it
+  (:func:`textcl.losses.cosine_distill`): the texts stay where the model put them before fine-tuning. The
+  starting weights are copied when the run is built, before a resumed run loads its checkpoint, so a resumed
+  run distils towards the same start.
+
+Each step draws ``batch_size`` texts from a generator seeded by (seed, step, process), so a resumed run draws
+the same texts and nothing is checkpointed.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -17,25 +24,37 @@ from textcl.models.features import pad_features
 
 
 class MixTerm:
-    """``term(run, step) -> loss`` (a scalar with gradient): ``weight * InfoNCE(z1, z2)`` where z1, z2 (b, d)
-    are two dropout forwards of the step's b texts through ``run.model``."""
+    """``term(run, step) -> loss`` (a scalar with gradient) over the step's b texts: ``weight * InfoNCE(z1, z2)``
+    where z1, z2 (b, d) are two dropout forwards through ``run.model`` (objective infonce), or
+    ``weight * mean(1 - cos(z, t))`` where z (b, d) is one forward through ``run.model`` and t (b, d) the
+    ``teacher``'s (the starting weights, in eval mode, no gradient; objective distill)."""
 
-    def __init__(self, config, texts: list[str], seed: int):
+    def __init__(self, config, texts: list[str], seed: int, teacher: torch.nn.Module | None = None):
+        if getattr(config, "objective", "infonce") == "distill" and teacher is None:
+            raise ValueError("data.mix objective distill needs the teacher (the starting weights)")
         self.config = config
         self.texts = texts
         self.seed = int(seed)
+        self.teacher = teacher
 
     @classmethod
-    def load(cls, config, seed: int) -> "MixTerm":
+    def load(cls, config, seed: int, encoder: torch.nn.Module | None = None) -> "MixTerm":
+        """The term of ``data.mix``; ``encoder`` (objective distill) is copied as the teacher, so call this
+        before the model trains or loads a checkpoint."""
         from textcl.config import DataConfig
         from textcl.data.pairs import load_examples
 
+        teacher = None
+        if config.objective == "distill":
+            if encoder is None:
+                raise ValueError("data.mix objective distill needs the starting encoder")
+            teacher = copy.deepcopy(encoder).eval().requires_grad_(False)
         if config.path == "packaged:wiki":  # never the articles the Wikipedia guard sets are built from
             from textcl.data.wiki import wiki_sentences
 
-            return cls(config, wiki_sentences(without_guards=True), seed)
+            return cls(config, wiki_sentences(without_guards=True), seed, teacher)
         examples = load_examples(dataclasses.replace(DataConfig(), kind="unlabeled", path=config.path))
-        return cls(config, [e.anchor for e in examples], seed)
+        return cls(config, [e.anchor for e in examples], seed, teacher)
 
     def texts_for(self, step: int, process: int = 0) -> list[str]:
         """The ``batch_size`` texts of optimizer step ``step`` on process ``process`` (distinct rows)."""
@@ -44,12 +63,18 @@ class MixTerm:
         return [self.texts[i] for i in rng.choice(len(self.texts), size=size, replace=False)]
 
     def __call__(self, run, step: int) -> torch.Tensor:
+        from textcl.losses.distill import cosine_distill
         from textcl.losses.infonce import info_nce
 
         encoder = run.encoder
         texts = self.texts_for(step, run.acc.process_index)
         feats = encoder.tokenize(texts, max_length=run.config.model.max_seq_len)
         feats = {k: v.to(run.acc.device) for k, v in feats.items()}
+        if self.teacher is not None:
+            self.teacher.to(run.acc.device)  # a no-op after the first step
+            with torch.no_grad(), run.acc.autocast():
+                t = self.teacher(feats)
+            return self.config.weight * cosine_distill(run.model(feats), t)
         pad_id = encoder.tokenizer.pad_token_id or 0
         z = run.model(pad_features([feats, feats], pad_id))  # one forward, two dropout masks per text
         z1, z2 = z.split(len(texts))
