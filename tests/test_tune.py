@@ -3,6 +3,7 @@ a known step, a killed study continues where it stopped, and two workers share o
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import textcl.tune.search as search
 import textcl.tune.storage as storage
 from textcl.cli import main
 from textcl.config import load_config
+from textcl.errors import TextclError
 from textcl.threads import usable_cores
 from textcl.train import train
 from textcl.tune import tune
@@ -246,3 +248,145 @@ def test_a_trial_without_evaluations_is_scored_on_its_dev_sets_not_its_guards(gu
                "selected_on": None, "config": {"eval": {"guard_select": guard_select}}}
     assert dev_score(metrics) == pytest.approx(expected)
     assert dev_score({**metrics, "selected_on": ["dev"]}) == pytest.approx(80.0)
+
+
+def test_a_trial_whose_best_step_wins_is_not_pruned_for_a_worse_last_step(files, tmp_path):
+    """A trial's value is its best step's model (eval.select_best), so the pruner sees the best score so far:
+    trial 1 scores 85, 80, 69 against trial 0's 80, 75, 70; its best step (85) beats trial 0, so it runs to its
+    end and wins (pruned at step 6 for its 69, it lost the model that scored 85)."""
+    recipe, space = files
+    scores = iter([80.0, 75.0, 70.0, 80.0] + [85.0, 80.0, 69.0, 85.0])
+
+    def fake(encoder):
+        return {"fake": next(scores)}
+
+    result = tune(recipe, space, trials=2, out=tmp_path / "tune", overrides=["eval.data=[]", "train.max_steps=6"],
+                  pruner="halving", evaluators=[fake], compare=False)
+    first, second = result.trials
+    assert (first["state"], first["value"]) == ("complete", 80.0)
+    assert (second["state"], second["value"], second["steps"]) == ("complete", 85.0, 6)
+    assert result.best["number"] == 1
+
+
+def test_a_run_that_never_evaluated_while_training_records_its_selection_sets(files, tmp_path):
+    """eval.every: 0: the run's metrics name the sets that select (eval.data), so a score read off them (a
+    trial's value, the final comparison's dev figure) never averages in a test set."""
+    from textcl.tune.trial import dev_score
+
+    recipe, _ = files
+    config = load_config(recipe, ["eval.every=0", "train.max_steps=2"])
+    result = train(config, output_dir=tmp_path / "run")
+    names = list(result.metrics["after"])
+    assert result.metrics["selected_on"] == ["dev"] and "test" in names, names
+    assert dev_score(result.metrics) == pytest.approx(result.metrics["after"]["dev"]["spearman"])
+
+
+def test_a_seeded_study_continued_samples_new_values(files, tmp_path):
+    """A rerun with the same --seed continues the sampler's stream instead of restarting it: the added trials
+    are not the first ones again (a repeat trains the same run twice, train.seed being fixed)."""
+    recipe, space = files
+    out = tmp_path / "tune"
+    common = dict(out=out, pruner="none", compare=False, seed=0, overrides=["train.max_steps=2"])
+    tune(recipe, space, trials=2, **common)
+    tune(recipe, space, trials=4, **common)
+    params = [t.params for t in sorted(_study(out).get_trials(), key=lambda t: t.number)]
+    assert len(params) == 4 and params[2] != params[0] and params[3] != params[1], params
+    again = tmp_path / "again"  # a new study with the same seed starts as the first did
+    tune(recipe, space, trials=2, **{**common, "out": again})
+    assert [t.params for t in sorted(_study(again).get_trials(), key=lambda t: t.number)] == params[:2]
+
+
+def test_a_trial_whose_values_fail_is_a_result_and_a_study_of_failures_ends(files, tmp_path, monkeypatch):
+    """A trial whose sampled combination the recipe refuses (or that diverges) fails alone, its reason kept, and
+    another takes its place; a study whose failures reach --trials stops, naming the last one (it looped)."""
+    from textcl.errors import ConfigError
+    from textcl.train import TrainingDiverged
+
+    recipe, space = files
+    calls = []
+    real = search.run_trial
+
+    def first_refused(trial, *args, **kwargs):
+        calls.append(trial.number)
+        if len(calls) == 1:
+            raise ConfigError("train.batch_size", "expected at most 4 with this temperature")
+        return real(trial, *args, **kwargs)
+
+    monkeypatch.setattr(search, "run_trial", first_refused)
+    out = tmp_path / "tune"
+    tune(recipe, space, trials=2, out=out, pruner="none", compare=False, overrides=["train.max_steps=2"])
+    trials = sorted(_study(out).get_trials(), key=lambda t: t.number)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert "train.batch_size: expected at most 4" in trials[0].user_attrs["error"]
+    assert "train.batch_size: expected at most 4" in read_csv(out / "trials.csv")[0]["error"]
+
+    def diverges(trial, *args, **kwargs):
+        calls.append(trial.number)
+        if len(calls) > 20:
+            raise RuntimeError("the study did not stop")
+        raise TrainingDiverged(f"loss is nan at step 3 of trial {trial.number}")
+
+    monkeypatch.setattr(search, "run_trial", diverges)
+    with pytest.raises(TextclError, match=r"3 trials of study 'recipe' failed \(the bound: --trials, at least 3; the last, trial 2: TrainingDiverged: loss is nan at step 3"):
+        tune(recipe, space, trials=3, out=tmp_path / "bad", pruner="none", compare=False)
+
+
+def test_a_trial_failed_by_another_process_meanwhile_does_not_crash_its_worker(files, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """While this process was suspended past the grace period, another one failed its trial (no heartbeat);
+    the result that arrives later is reported as not recorded, and the worker goes on."""
+    recipe, space = files
+    seen = []
+    real = search.run_trial
+
+    def failed_meanwhile(trial, *args, **kwargs):
+        seen.append(trial.number)
+        value = real(trial, *args, **kwargs)
+        if len(seen) == 1:
+            trial.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return value
+
+    monkeypatch.setattr(search, "run_trial", failed_meanwhile)
+    out = tmp_path / "tune"
+    result = tune(recipe, space, trials=1, out=out, pruner="none", compare=False, overrides=["train.max_steps=2"])
+    assert [r["state"] for r in result.trials] == ["fail", "complete"]
+    assert re.search(r"trial 0 scored -?[0-9.]+ on the dev sets, not recorded: the study had already marked it "
+                     r"failed", capsys.readouterr().out)
+
+
+def test_processes_sharing_an_output_folder_write_it_and_compare_one_at_a_time(files, tmp_path, monkeypatch):
+    """Each process that ends its part of a study writes the outputs and runs the final comparison; sharing one
+    --out, they take turns (the comparison trains into OUT/final/, which two at once would corrupt)."""
+    import threading
+
+    import textcl.tune.tuner as tuner
+
+    recipe, space = files
+    out = tmp_path / "tune"
+    tune(recipe, space, trials=1, out=out, pruner="none", compare=False, overrides=["train.max_steps=2"])
+    inside, overlaps = [], []
+
+    def slow_comparison(*args, **kwargs):
+        overlaps.append(len(inside))
+        inside.append(1)
+        time.sleep(0.5)
+        inside.pop()
+        return {"skipped": "fake"}
+
+    monkeypatch.setattr(tuner, "final_comparison", slow_comparison)
+    job = search.Job(tuner.BaseRecipe.load(recipe, ["train.max_steps=2"]), tuner.load_space(space), "recipe",
+                     storage.default_storage(out), str(out), 1, None)
+    threads = [threading.Thread(target=tuner.write_outputs, args=(job,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == [0, 0]
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ""])
+def test_a_study_name_is_a_name_not_a_path(files, tmp_path, name):
+    """The default output folder is runs/tune-<study>: a study named like a path would write elsewhere."""
+    recipe, space = files
+    with pytest.raises(TextclError, match=r"--study: expected a name \(letters, digits"):
+        tune(recipe, space, trials=1, study=name, compare=False)

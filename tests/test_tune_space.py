@@ -61,6 +61,12 @@ def test_every_kind_parses_and_samples_within_its_bounds():
     ({"data.augment": {"choice": [{"identity": {}}]}}, "data.augment.choice", "name options of other shapes"),
     ({"eval.test": {"choice": [["stsb-test"]]}}, "eval.test", "test sets are never used to choose"),
     ({"output_dir": {"choice": ["a", "b"]}}, "output_dir", "cannot be searched"),
+    # the whole eval section, or any field of it, would let a trial choose its own scoring sets (a test set)
+    ({"eval": {"choice": {"sneaky": {"data": ["stsb-test"], "every": 20}}}}, "eval",
+     "cannot be searched: it holds what scores every trial"),
+    ({"eval.guard_select": {"choice": [True, False]}}, "eval.guard_select", "cannot be searched"),
+    ({"eval.guard": {"choice": [["wiki-sentence-rest"]]}}, "eval.guard", "cannot be searched"),
+    ({"eval.every": {"int": [10, 40]}}, "eval.every", "cannot be searched"),
     ({"loss": {"choice": {"a": {}}}, "loss.temperature": {"uniform": [0.02, 0.1]}}, "loss.temperature",
      "overlaps loss"),
 ])
@@ -108,3 +114,13 @@ def test_shipped_spaces_are_valid_for_their_recipes(space):
         assert parsed.fields == ["loss.temperature", "optim.lr", "data.augment"]
         assert list(parsed.params[2].options) == ["dropout", "crop", "delete", "crop+delete"]
         assert parsed.params[2].options["crop+delete"] == BaseRecipe.load(recipe).data["data"]["augment"]
+
+
+def test_a_recommendation_recipe_is_tuned_on_its_validation_stage():
+    """data.kind interactions selects on its NAME-valid ranking stage: tuning takes it as the dev set."""
+    from textcl.config import load_config
+    from textcl.tune.tuner import check_dev_sets
+
+    config = load_config(RECIPES / "recommend-ml100k.yaml")
+    assert not config.eval.data and not config.eval.retrieval
+    check_dev_sets(config)  # refused before: "lists none"

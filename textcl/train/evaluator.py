@@ -362,16 +362,24 @@ class Evaluator:
         out = run.out
         wise = self.choose_wise(final)
         length_choice = self.choose_length(final, final_doc)
-        after = self.at_dims(final, lambda enc: {
-            **self.evaluate(enc, self.sets, evaluators=self.evaluators, n_bootstrap=N_BOOTSTRAP),
-            **self.evaluate(enc, self.test_sets, evaluators=self.test_evaluators, n_bootstrap=N_BOOTSTRAP,
-                            with_all=True)})
+        selection: list[str] = []  # the selection sets' names, for a run that never evaluated while training
+
+        def score_after(enc: Encoder) -> dict:
+            chosen = self.evaluate(enc, self.sets, evaluators=self.evaluators, n_bootstrap=N_BOOTSTRAP)
+            selection[:] = selection or [k for k in chosen if k != "all"]
+            return {**chosen, **self.evaluate(enc, self.test_sets, evaluators=self.test_evaluators,
+                                              n_bootstrap=N_BOOTSTRAP, with_all=True)}
+
+        after = self.at_dims(final, score_after)
         after.update(self.evaluate_guards(final, n_bootstrap=N_BOOTSTRAP))
         guard = self.guard_report(state.get("before", {}), after) if self.guards else None
         metrics = {"before": state.get("before", {}), "after": after, "best_step": state.get("best_step"),
                    "guard": guard, "guard_tolerance": float(c.eval.guard_tolerance) if self.guards else None,
                    "wise": wise,
-                   "best_score": state.get("best"), "selected_on": state.get("selected_on"),
+                   "best_score": state.get("best"),
+                   # the sets the best step was chosen on; without evaluations while training, those that would have
+                   "selected_on": state.get("selected_on") or selection + (
+                       [g.name for g in self.guards] if c.eval.guard_select else []),
                    "steps": steps, "examples": len(run.examples), "model": c.model.name,
                    "max_seq_len": {**run.max_seq_len, "saved": final.max_seq_length,
                                    **({"auto": length_choice} if length_choice else {})},

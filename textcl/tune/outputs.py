@@ -13,7 +13,7 @@ from textcl.tune.recipe import write_recipe
 from textcl.tune.space import SearchSpace
 
 FIXED_COLUMNS = ["number", "state", "value", "pruned_at", "last_score", "steps", "seconds", "started", "pid",
-                 "folder"]
+                 "error", "folder"]
 
 
 def _last_score(t: FrozenTrial) -> tuple[int | None, float | None]:
@@ -23,7 +23,8 @@ def _last_score(t: FrozenTrial) -> tuple[int | None, float | None]:
 
 def trial_rows(study: optuna.Study, space: SearchSpace) -> list[dict]:
     """One row per trial (pruned and failed ones too): its state, dev score (complete trials only), the step
-    a pruned trial stopped at, its last intermediate score, the steps trained, seconds, and its parameters
+    a pruned trial stopped at, its last intermediate score, the steps trained, seconds, why a failed trial failed,
+    and its parameters
     (a choice by its name)."""
     rows = []
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
@@ -35,7 +36,8 @@ def trial_rows(study: optuna.Study, space: SearchSpace) -> list[dict]:
                "pruned_at": step if t.state == TrialState.PRUNED else None, "last_score": score,
                "steps": t.user_attrs.get("steps"), "seconds": round(seconds, 1) if seconds is not None else None,
                "started": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
-               "pid": t.user_attrs.get("pid"), "folder": t.user_attrs.get("folder")}
+               "pid": t.user_attrs.get("pid"), "error": t.user_attrs.get("error"),
+               "folder": t.user_attrs.get("folder")}
         row.update({field: t.params.get(field) for field in space.fields})
         rows.append(row)
     return rows

@@ -17,18 +17,25 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
+import torch
 from optuna.trial import TrialState
 
-from textcl.errors import TextclError
+from textcl.errors import ConfigError, TextclError
 from textcl.threads import threads_for
 from textcl.train import TrainingDiverged
+from textcl.tune import storage as storage_module
 from textcl.tune.recipe import BaseRecipe
 from textcl.tune.space import SearchSpace
 from textcl.tune.storage import fail_stale_trials, has_heartbeat, heartbeat, open_storage, study_lock
 from textcl.tune.trial import run_trial
 
 PRUNERS = ("halving", "median", "none")
+#: what a trial's sampled values can make happen, failing that trial only (the study goes on, up to as many
+#: failures as ``--trials``): a diverged loss, a combination of values the recipe refuses, memory run out
+TRIAL_FAILURES = (TrainingDiverged, ConfigError, torch.OutOfMemoryError)
+MIN_FAILURES = 3  #: a study stops once this many trials failed, or ``--trials`` if more
 #: the states that count toward ``--trials`` (a failed trial does not: another takes its place)
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 POLL_S = 5  #: how often a process with nothing to start looks again while other trials run
@@ -55,6 +62,14 @@ def make_sampler(trials: int, seed: int | None) -> optuna.samplers.BaseSampler:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(n_startup_trials=max(4, min(10, trials // 3)), seed=seed,
                                           constant_liar=True)
+
+
+def continued_seed(seed: int, earlier: int) -> int:
+    """The sampler's seed for a process joining a study that already holds ``earlier`` trials: ``seed`` itself
+    for a new study, else one drawn from (seed, earlier), so a rerun with the same ``--seed`` samples anew."""
+    if not earlier:
+        return seed
+    return int(np.random.SeedSequence([seed, earlier]).generate_state(1)[0])
 
 
 def _plain(obj):
@@ -115,6 +130,14 @@ def _next_trial(study: optuna.Study, job: Job, storage) -> tuple[optuna.Trial | 
     with study_lock(job.out):
         if has_heartbeat(storage):
             fail_stale_trials(study)
+        failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if len(failed) >= max(job.trials, MIN_FAILURES):  # failures do not count toward the total: unbounded, a
+            # space where every trial fails would loop
+            last = max(failed, key=lambda t: t.number)
+            raise TextclError(f"{len(failed)} trials of study {job.study!r} failed (the bound: --trials, at least "
+                              f"{MIN_FAILURES}; the last, trial {last.number}: "
+                              f"{last.user_attrs.get('error', 'its process stopped')}); check the space's ranges "
+                              "and the recipe, then rerun with a larger --trials or a new --study")
         total, running = counted(study)
         if total >= job.trials:
             return None, running
@@ -136,6 +159,9 @@ def work(job: Job, evaluators=()) -> int:
         torch.set_num_threads(job.threads)
     study, storage = open_study(job.storage, job.study, job.base, job.space, pruner=job.pruner,
                                 sampler=make_sampler(job.trials, job.seed))
+    earlier = len(study.get_trials(deepcopy=False))
+    if job.seed is not None and earlier:  # a rerun continues the stream, not the first trials' values again
+        study.sampler = make_sampler(job.trials, continued_seed(job.seed, earlier))
     trials_dir = Path(job.out) / "trials"
     ran = 0
     while job.deadline is None or time.time() < job.deadline:
@@ -151,19 +177,32 @@ def work(job: Job, evaluators=()) -> int:
                 value = run_trial(trial, job.base, job.space, trials_dir, evaluators=evaluators,
                                   keep_models=job.keep_models)
         except optuna.TrialPruned as exc:
-            study.tell(trial, state=TrialState.PRUNED)
-            print(f"textcl tune: trial {trial.number} {exc}", flush=True)
-        except TrainingDiverged as exc:  # a bad learning rate is a result, not a reason to stop the study
-            study.tell(trial, state=TrialState.FAIL)
-            print(f"textcl tune: trial {trial.number} failed: {exc}", flush=True)
+            _tell(study, trial, f"{exc}", state=TrialState.PRUNED)
+        except TRIAL_FAILURES as exc:  # what the sampled values did (a bad learning rate, a combination the
+            # recipe refuses, a batch too large): a result, not a reason to stop the study
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+            _tell(study, trial, f"failed: {exc}", state=TrialState.FAIL)
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)
             raise
         else:
-            study.tell(trial, value)
-            print(f"textcl tune: trial {trial.number} scored {value:.4f} on the dev sets", flush=True)
+            _tell(study, trial, f"scored {value:.4f} on the dev sets", value)
         ran += 1
     return ran
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, outcome: str, value=None, state=None) -> None:
+    """Record a trial's outcome and print it; a trial another process already failed (its heartbeat stopped
+    while this one was suspended) keeps that state, and this outcome is printed as not recorded."""
+    try:
+        study.tell(trial, value, state=state)
+    except (RuntimeError, ValueError) as exc:  # optuna: "Cannot tell a FAIL trial." / "... already finished"
+        if study._storage.get_trial(trial._trial_id).state.is_finished():
+            print(f"textcl tune: trial {trial.number} {outcome}, not recorded: the study had already marked it "
+                  f"failed (no heartbeat for {storage_module.GRACE_S} s; was this process suspended?)", flush=True)
+            return
+        raise exc
+    print(f"textcl tune: trial {trial.number} {outcome}", flush=True)
 
 
 def _worker_main(job: Job, evaluators) -> None:

@@ -127,6 +127,10 @@ def _check_field(field: str, source: str | None) -> None:
     if field in known:
         if field in FIXED_FIELDS:
             raise ConfigError(field, f"cannot be searched: it {FIXED_FIELDS[field]}", source)
+        if field == "eval" or field.startswith("eval."):
+            raise ConfigError(field, "cannot be searched: it holds what scores every trial (the dev sets, the "
+                                     "guards, when and how they select), which must be the same for every trial; "
+                                     "set it in the recipe or with --set", source)
         return
     section, _, name = field.rpartition(".")
     siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == section]

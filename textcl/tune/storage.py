@@ -22,6 +22,7 @@ HEARTBEAT_S = 10  #: seconds between a running trial's heartbeats
 GRACE_S = 60  #: a running trial without a heartbeat for this long is failed (its process is gone)
 SQLITE_TIMEOUT_S = 120  #: how long a worker waits for another's SQLite write before failing
 LOCK_FILE = ".tune.lock"
+OUTPUTS_LOCK_FILE = ".outputs.lock"  #: held while a process writes the outputs and runs the final comparison
 
 
 def default_storage(out: str | Path) -> str:
@@ -106,10 +107,11 @@ def heartbeat(storage, trial: optuna.Trial) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def study_lock(out: str | Path) -> Iterator[None]:
+def study_lock(out: str | Path, name: str | None = None) -> Iterator[None]:
     """An exclusive lock on ``OUT/.tune.lock``: the processes that share the output folder count the study's
-    trials and start the next one under it, so together they start exactly as many as asked."""
-    path = Path(out) / LOCK_FILE
+    trials and start the next one under it, so together they start exactly as many as asked. ``name`` locks
+    another file of the folder instead (``OUTPUTS_LOCK_FILE``: writing the outputs and the final comparison)."""
+    path = Path(out) / (name or LOCK_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -21,14 +21,23 @@ MODEL_FOLDERS = ("model", "model-document", "best-model", "best-model-document")
 
 
 class Pruning:
-    """The trainer's ``on_eval`` callback for one trial: reports each evaluation's selection score at its
-    step, and stops the run when the study's pruner says the trial is hopeless."""
+    """The trainer's ``on_eval`` callback for one trial: reports each evaluation at its step, and stops the run
+    when the study's pruner says the trial is hopeless.
 
-    def __init__(self, trial: optuna.Trial):
+    With ``best_so_far`` (the recipe's ``eval.select_best``: the trial keeps its best step's model, and that is
+    what its value scores) the report is the best selection score up to the step, not the step's own: a trial
+    whose later steps fall below its best is judged by the model it will keep."""
+
+    def __init__(self, trial: optuna.Trial, best_so_far: bool = True):
         self.trial = trial
+        self.best_so_far = best_so_far
+        self.best: float | None = None
         self.pruned_at: int | None = None
 
     def __call__(self, step: int, score: float) -> str | None:
+        if self.best_so_far and np.isfinite(score):
+            self.best = score if self.best is None else max(self.best, score)
+            score = self.best
         self.trial.report(score, step)
         if self.trial.should_prune():
             self.pruned_at = step
@@ -65,7 +74,7 @@ def run_trial(trial: optuna.Trial, base: BaseRecipe, space: SearchSpace, trials_
     trial.set_user_attr("folder", str(folder))
     trial.set_user_attr("pid", os.getpid())
     config = base.config(values, trial=True)
-    pruning = Pruning(trial)
+    pruning = Pruning(trial, best_so_far=config.eval.select_best)
     try:
         result = train(config, output_dir=folder, evaluators=evaluators, on_eval=pruning)
     finally:

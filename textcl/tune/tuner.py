@@ -2,6 +2,7 @@
 and compare the best recipe with the original on the test sets."""
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,13 +11,16 @@ from optuna.trial import TrialState
 
 from textcl._io import atomic_write_json
 from textcl.config import TrainConfig
-from textcl.errors import ConfigError
+from textcl.errors import ConfigError, TextclError
 from textcl.tune.compare import final_comparison
 from textcl.tune.outputs import best_recipe, plot_history, plot_importance, trial_rows, write_best, write_trials_csv
 from textcl.tune.recipe import BaseRecipe
 from textcl.tune.search import Job, make_pruner, open_study, run_workers, work
 from textcl.tune.space import SearchSpace, load_space
-from textcl.tune.storage import default_storage
+from textcl.tune.storage import OUTPUTS_LOCK_FILE, default_storage, study_lock
+
+
+STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 @dataclass
@@ -34,9 +38,11 @@ def check_dev_sets(config: TrainConfig, evaluators=(), source: str | None = None
     """Trials are scored on the recipe's selection sets: refuse a recipe without any, or one that selects on a
     test set (a test set that chooses is a dev set, and the final comparison would be biased)."""
     e = config.eval
-    if not (e.data or e.retrieval or evaluators):
+    task = config.data.kind == "interactions"  # its NAME-valid ranking stage selects
+    if not (e.data or e.retrieval or evaluators or task):
         raise ConfigError("eval.data", "tuning scores each trial on the recipe's dev sets (eval.data, "
-                                       "eval.retrieval), and it lists none", source)
+                                       "eval.retrieval, or an interaction log's validation stage), and it lists "
+                                       "none", source)
     tests = {str(t) for t in e.test}
     for i, name in enumerate(e.data):
         if str(name) in tests or str(name).endswith("-test"):
@@ -75,7 +81,10 @@ def tune(recipe: str | Path, space: str | Path | SearchSpace, *, trials: int, ou
     space.check(base.config, fixed=base.fixed_fields())
     config = base.config({})
     check_dev_sets(config, evaluators, base.source)
-    name = study or Path(recipe).stem
+    name = Path(recipe).stem if study is None else study
+    if not STUDY_NAME.fullmatch(name):  # it names the default output folder, runs/tune-<study>
+        raise TextclError(f"--study: expected a name (letters, digits, '.', '_', '-', not starting with '.'), "
+                          f"got {name!r}")
     out = Path(out) if out is not None else Path("runs") / f"tune-{name}"
     storage = storage or default_storage(out)
     if isinstance(pruner, str):
@@ -94,7 +103,13 @@ def tune(recipe: str | Path, space: str | Path | SearchSpace, *, trials: int, ou
 
 def write_outputs(job: Job, *, compare: bool = True) -> TuneResult:
     """``trials.csv``, ``history.png``, ``importance.png``, ``best.yaml``, ``summary.json`` and (with
-    ``compare``) ``comparison.json`` in the job's output folder."""
+    ``compare``) ``comparison.json`` in the job's output folder. Processes sharing the folder take turns: the
+    comparison trains into ``OUT/final/``, and a later process reads back a comparison already made."""
+    with study_lock(job.out, OUTPUTS_LOCK_FILE):
+        return _write_outputs(job, compare=compare)
+
+
+def _write_outputs(job: Job, *, compare: bool) -> TuneResult:
     out = Path(job.out)
     study, _ = open_study(job.storage, job.study, job.base, job.space)
     rows = trial_rows(study, job.space)
