@@ -376,3 +376,13 @@ def test_a_resume_that_changes_what_selects_is_refused(tiny_bert_dir, tmp_path):
     resumed = train(config, output_dir=tmp_path / "run", resume=True)
     straight = train(config, output_dir=tmp_path / "straight")
     assert resumed.finished and resumed.steps == straight.steps
+
+
+def test_the_distill_mix_refuses_the_simcse_head(tiny_bert_dir, tmp_path):
+    """The MLP head runs in training only: the teacher (eval mode) gives the pooled vector, the student the
+    head's output, so the term would pull the head's output to the start, not the encoder."""
+    wiki = tmp_path / "general.txt"
+    wiki.write_text("one text\nanother text\n")
+    with pytest.raises(ConfigError, match=r"^data.mix.objective: distill compares pooled vectors.*model.mlp_head"):
+        _config(tiny_bert_dir, tmp_path, model={"mlp_head": True},
+                data={"mix": {"path": str(wiki), "objective": "distill"}})

@@ -248,6 +248,9 @@ def test_a_trial_without_evaluations_is_scored_on_its_dev_sets_not_its_guards(gu
                "selected_on": None, "config": {"eval": {"guard_select": guard_select}}}
     assert dev_score(metrics) == pytest.approx(expected)
     assert dev_score({**metrics, "selected_on": ["dev"]}) == pytest.approx(80.0)
+    # as the trainer selects: the task's mean and the guards' mean weigh the same, however many sets each has
+    two = {**metrics, "after": {**metrics["after"], "wiki2": {"score": 30.0, "n": 10, "guard": True}}}
+    assert dev_score({**two, "selected_on": ["dev", "wiki", "wiki2"]}) == pytest.approx((80.0 + 40.0) / 2)
 
 
 def test_a_trial_whose_best_step_wins_is_not_pruned_for_a_worse_last_step(files, tmp_path):
@@ -390,3 +393,79 @@ def test_a_study_name_is_a_name_not_a_path(files, tmp_path, name):
     recipe, space = files
     with pytest.raises(TextclError, match=r"--study: expected a name \(letters, digits"):
         tune(recipe, space, trials=1, study=name, compare=False)
+
+
+def test_a_trial_failed_by_another_process_during_training_does_not_crash_its_worker(files, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """Failed by another process while this one trained: its next report to the pruner (or any record) is
+    refused by the study; the worker says so and goes on to the next trial."""
+    recipe, space = files
+    seen = []
+    real = search.run_trial
+
+    def failed_during(trial, *args, **kwargs):
+        seen.append(trial.number)
+        if len(seen) == 1:
+            trial.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return real(trial, *args, **kwargs)  # reports at step 2: refused
+
+    monkeypatch.setattr(search, "run_trial", failed_during)
+    result = tune(recipe, space, trials=1, out=tmp_path / "tune", pruner="halving", compare=False,
+                  overrides=["train.max_steps=2"])
+    assert [r["state"] for r in result.trials] == ["fail", "complete"]
+    assert "trial 0 was failed by another process while it ran (no heartbeat for" in capsys.readouterr().out
+
+
+def test_the_failure_bound_never_stops_a_study_that_reached_its_total(files, tmp_path, monkeypatch):
+    """3 failures among 4 completions (--trials 4, bound 4); a rerun asking for 3 finds the study done and
+    writes its outputs (the bound of 3 was checked first and refused it before)."""
+    from textcl.train import TrainingDiverged
+
+    recipe, space = files
+    calls = []
+    real = search.run_trial
+
+    def every_other(trial, *args, **kwargs):
+        calls.append(trial.number)
+        if len(calls) in (1, 3, 5):
+            raise TrainingDiverged(f"loss is nan at step 1 of trial {trial.number}")
+        return real(trial, *args, **kwargs)
+
+    monkeypatch.setattr(search, "run_trial", every_other)
+    out = tmp_path / "tune"
+    common = dict(out=out, pruner="none", compare=False, overrides=["train.max_steps=2"])
+    result = tune(recipe, space, trials=4, **common)
+    assert [r["state"] for r in result.trials] == ["fail", "complete"] * 3 + ["complete"]
+    (out / "best.yaml").unlink()
+    assert len(tune(recipe, space, trials=3, **common).trials) == 7 and (out / "best.yaml").is_file()
+
+
+@pytest.mark.parametrize("exc", [
+    "TextclError('data: 32 examples make no full optimizer step of batch_size 128')",
+    "RuntimeError('[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can\\'t allocate memory: you tried "
+    "to allocate 1099511627776 bytes')"])
+def test_a_batch_the_data_or_the_memory_cannot_hold_fails_its_trial_alone(files, tmp_path, monkeypatch, exc):
+    recipe, space = files
+    calls = []
+    real = search.run_trial
+
+    def first_fails(trial, *args, **kwargs):
+        calls.append(trial.number)
+        if len(calls) == 1:
+            raise eval(exc)
+        return real(trial, *args, **kwargs)
+
+    monkeypatch.setattr(search, "run_trial", first_fails)
+    result = tune(recipe, space, trials=1, out=tmp_path / "tune", pruner="none", compare=False,
+                  overrides=["train.max_steps=2"])
+    assert [r["state"] for r in result.trials] == ["fail", "complete"]
+
+
+@pytest.mark.parametrize("stem, study", [("sts v2", "sts-v2"), ("a+b", "a-b"), (".hidden", "hidden")])
+def test_a_recipe_file_name_becomes_a_usable_default_study_name(files, tmp_path, stem, study):
+    recipe, space = files
+    named = tmp_path / f"{stem}.yaml"
+    named.write_text(recipe.read_text())
+    result = tune(named, space, trials=1, out=tmp_path / "tune", pruner="none", compare=False,
+                  overrides=["train.max_steps=2"])
+    assert result.study == study

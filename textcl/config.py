@@ -284,6 +284,10 @@ class TrainConfig:
             if d.mix.path.startswith("packaged:"):
                 choice("data.mix.path", d.mix.path, ("packaged:wiki",))
             choice("data.mix.objective", d.mix.objective, ("infonce", "distill"))
+            if d.mix.objective == "distill" and self.model.mlp_head:
+                bad("data.mix.objective", "distill compares pooled vectors with the starting model's, and "
+                                          "model.mlp_head puts a training-only head on the student's; set "
+                                          "objective: infonce or model.mlp_head: false")
             positive("data.mix.weight", d.mix.weight)
             positive("data.mix.temperature", d.mix.temperature)
             if d.mix.objective == "infonce" and d.mix.batch_size < 2:

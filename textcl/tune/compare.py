@@ -41,7 +41,8 @@ def final_comparison(best: dict, original: dict, out: str | Path, *, source: str
     best_config, original_config = config_from_dict(best, source=source), config_from_dict(original, source=source)
     test_sets = original_config.eval.test
     if not test_sets:
-        result = {"skipped": "the recipe lists no eval.test sets"}
+        result = {"skipped": "the recipe lists no eval.test STS sets (the comparison scores STS test sets; an "
+                             "interaction log's test ranking is reported in each run's metrics.json, not compared)"}
         atomic_write_json(path, result)
         return result
     runs = {}

@@ -22,7 +22,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from textcl.errors import ConfigError, TextclError
+from textcl.errors import TextclError
 from textcl.threads import threads_for
 from textcl.train import TrainingDiverged
 from textcl.tune import storage as storage_module
@@ -32,10 +32,9 @@ from textcl.tune.storage import fail_stale_trials, has_heartbeat, heartbeat, ope
 from textcl.tune.trial import run_trial
 
 PRUNERS = ("halving", "median", "none")
-#: what a trial's sampled values can make happen, failing that trial only (the study goes on, up to as many
-#: failures as ``--trials``): a diverged loss, a combination of values the recipe refuses, memory run out
-TRIAL_FAILURES = (TrainingDiverged, ConfigError, torch.OutOfMemoryError)
-MIN_FAILURES = 3  #: a study stops once this many trials failed, or ``--trials`` if more
+#: a study stops once this many of its trials failed by their own error (:func:`trial_failure`), or ``--trials``
+#: if more
+MIN_FAILURES = 3
 #: the states that count toward ``--trials`` (a failed trial does not: another takes its place)
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 POLL_S = 5  #: how often a process with nothing to start looks again while other trials run
@@ -130,17 +129,17 @@ def _next_trial(study: optuna.Study, job: Job, storage) -> tuple[optuna.Trial | 
     with study_lock(job.out):
         if has_heartbeat(storage):
             fail_stale_trials(study)
-        failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if len(failed) >= max(job.trials, MIN_FAILURES):  # failures do not count toward the total: unbounded, a
-            # space where every trial fails would loop
-            last = max(failed, key=lambda t: t.number)
-            raise TextclError(f"{len(failed)} trials of study {job.study!r} failed (the bound: --trials, at least "
-                              f"{MIN_FAILURES}; the last, trial {last.number}: "
-                              f"{last.user_attrs.get('error', 'its process stopped')}); check the space's ranges "
-                              "and the recipe, then rerun with a larger --trials or a new --study")
         total, running = counted(study)
         if total >= job.trials:
             return None, running
+        # failures do not count toward the total: unbounded, a space where every trial fails would loop (a trial
+        # failed for its process's death, with no error of its own, is not counted here either)
+        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if "error" in t.user_attrs]
+        if len(failed) >= max(job.trials, MIN_FAILURES):
+            last = max(failed, key=lambda t: t.number)
+            raise TextclError(f"{len(failed)} trials of study {job.study!r} failed (the bound: --trials, at least "
+                              f"{MIN_FAILURES}; the last, trial {last.number}: {last.user_attrs['error']}); check "
+                              "the space's ranges and the recipe, then rerun with a larger --trials or a new --study")
         with warnings.catch_warnings():  # optuna warns that heartbeats are meant for study.optimize
             warnings.simplefilter("ignore", UserWarning)
             trial = study.ask()
@@ -178,17 +177,36 @@ def work(job: Job, evaluators=()) -> int:
                                   keep_models=job.keep_models)
         except optuna.TrialPruned as exc:
             _tell(study, trial, f"{exc}", state=TrialState.PRUNED)
-        except TRIAL_FAILURES as exc:  # what the sampled values did (a bad learning rate, a combination the
-            # recipe refuses, a batch too large): a result, not a reason to stop the study
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
-            _tell(study, trial, f"failed: {exc}", state=TrialState.FAIL)
-        except BaseException:
-            study.tell(trial, state=TrialState.FAIL)
-            raise
+        except BaseException as exc:
+            if isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) and _finished(study, trial):
+                print(f"textcl tune: trial {trial.number} was failed by another process while it ran (no heartbeat "
+                      f"for {storage_module.GRACE_S} s; was this process suspended?); going on", flush=True)
+            elif trial_failure(exc):  # what the sampled values did (a bad learning rate, a combination the recipe
+                # refuses, a batch too large for the data or the memory): a result, not a reason to stop the study
+                if not _finished(study, trial):
+                    trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+                _tell(study, trial, f"failed: {exc}", state=TrialState.FAIL)
+            else:
+                if not _finished(study, trial):
+                    study.tell(trial, state=TrialState.FAIL)
+                raise
         else:
             _tell(study, trial, f"scored {value:.4f} on the dev sets", value)
         ran += 1
     return ran
+
+
+def trial_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is something a trial's sampled values made happen (it fails that trial only): a diverged
+    loss, a value the recipe or the trainer refuses, memory run out (on a GPU, or the CPU's allocator)."""
+    if isinstance(exc, (TrainingDiverged, TextclError, torch.OutOfMemoryError)):  # ConfigError is a TextclError
+        return True
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in ("can't allocate memory", "out of memory"))
+
+
+def _finished(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Whether the study already holds an outcome for ``trial`` (another process failed it meanwhile)."""
+    return study._storage.get_trial(trial._trial_id).state.is_finished()
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, outcome: str, value=None, state=None) -> None:
@@ -197,7 +215,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: str, value=None, st
     try:
         study.tell(trial, value, state=state)
     except (RuntimeError, ValueError) as exc:  # optuna: "Cannot tell a FAIL trial." / "... already finished"
-        if study._storage.get_trial(trial._trial_id).state.is_finished():
+        if _finished(study, trial):
             print(f"textcl tune: trial {trial.number} {outcome}, not recorded: the study had already marked it "
                   f"failed (no heartbeat for {storage_module.GRACE_S} s; was this process suspended?)", flush=True)
             return

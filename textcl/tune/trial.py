@@ -46,15 +46,19 @@ class Pruning:
 
 
 def dev_score(metrics: dict) -> float:
-    """The trial's value: the mean score of the saved model on the sets that selected it (the recipe's
-    ``eval.data``, ``eval.retrieval`` and any extra evaluators; never a test set)."""
+    """The trial's value: the score of the saved model on the sets that selected it (the recipe's ``eval.data``,
+    ``eval.retrieval`` and any extra evaluators, with ``eval.guard_select`` the guards; never a test set),
+    weighed as the trainer selects: the task sets' mean, or its mean with the guards' mean."""
     after = metrics["after"]
     guards_select = bool(((metrics.get("config") or {}).get("eval") or {}).get("guard_select"))
     # no evaluation during training (eval.every: 0): the sets after it, less the guards (never selected on
     # unless eval.guard_select), SentEval's "all" and the Matryoshka rows
     names = metrics.get("selected_on") or [k for k, m in after.items() if k != "all" and "@" not in k
                                            and (guards_select or not m.get("guard"))]
-    return float(np.mean([metric_value(after[k]) for k in names]))
+    # as the trainer selects (Evaluator.selection_score): the task sets' mean and the guards' mean weigh the same
+    task = [metric_value(after[k]) for k in names if not after[k].get("guard")]
+    guards = [metric_value(after[k]) for k in names if after[k].get("guard")]
+    return float(np.mean([np.mean(part) for part in (task, guards) if part]))
 
 
 def trial_folder(trials_dir: str | Path, number: int) -> Path:

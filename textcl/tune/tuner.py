@@ -81,8 +81,9 @@ def tune(recipe: str | Path, space: str | Path | SearchSpace, *, trials: int, ou
     space.check(base.config, fixed=base.fixed_fields())
     config = base.config({})
     check_dev_sets(config, evaluators, base.source)
-    name = Path(recipe).stem if study is None else study
-    if not STUDY_NAME.fullmatch(name):  # it names the default output folder, runs/tune-<study>
+    # the study names the default output folder, runs/tune-<study>: a name, never a path
+    name = (re.sub(r"[^A-Za-z0-9._-]+", "-", Path(recipe).stem).lstrip(".") or "study") if study is None else study
+    if not STUDY_NAME.fullmatch(name):
         raise TextclError(f"--study: expected a name (letters, digits, '.', '_', '-', not starting with '.'), "
                           f"got {name!r}")
     out = Path(out) if out is not None else Path("runs") / f"tune-{name}"
