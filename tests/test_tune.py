@@ -282,6 +282,8 @@ def test_a_run_that_never_evaluated_while_training_records_its_selection_sets(fi
     names = list(result.metrics["after"])
     assert result.metrics["selected_on"] == ["dev"] and "test" in names, names
     assert dev_score(result.metrics) == pytest.approx(result.metrics["after"]["dev"]["spearman"])
+    card = (result.model_dir / "README.md").read_text()
+    assert "Not evaluated during training: the last step's weights, scored on dev." in card
 
 
 def test_a_seeded_study_continued_samples_new_values(files, tmp_path):

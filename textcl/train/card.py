@@ -51,6 +51,8 @@ def model_card(config: TrainConfig, metrics: dict, citation: str) -> str:
                   f"`Encoder.encode(texts, dim=d)`, `textcl index build --dim d`). Rows named `<set>@<d>d` score "
                   f"them.\n" if dims else "")
     selected_on = ", ".join(metrics.get("selected_on") or []) or "n/a"
+    best_line = (f"Best step on {selected_on}: {metrics['best_step']}." if metrics.get("best_step") is not None else
+                 f"Not evaluated during training: the last step's weights, scored on {selected_on}.")
     notes = []
     if metrics.get("guard"):
         guard, tol = metrics["guard"], metrics.get("guard_tolerance")
@@ -106,7 +108,7 @@ Evaluated in {metrics.get('eval_precision', 'fp32')}, at this model's maximum le
 {matryoshka}
 {table}
 
-Best step on {selected_on}: {metrics.get('best_step')}.
+{best_line}
 
 {notes_text}
 ## Recipe
