@@ -286,6 +286,23 @@ def test_a_run_that_never_evaluated_while_training_records_its_selection_sets(fi
     assert "Not evaluated during training: the last step's weights, scored on dev." in card
 
 
+def _on_first_trial(monkeypatch, effect):
+    """``effect(trial)`` runs before the first trial trains (it may raise); every trial then trains as usual."""
+    real, calls = search.run_trial, []
+
+    def run(trial, *args, **kwargs):
+        calls.append(trial.number)
+        if len(calls) == 1:
+            effect(trial)
+        return real(trial, *args, **kwargs)
+
+    monkeypatch.setattr(search, "run_trial", run)
+
+
+def _raise(exc):
+    raise exc
+
+
 def test_a_seeded_study_continued_samples_new_values(files, tmp_path):
     """A rerun with the same --seed continues the sampler's stream instead of restarting it: the added trials
     are not the first ones again (a repeat trains the same run twice, train.seed being fixed)."""
@@ -308,22 +325,16 @@ def test_a_trial_whose_values_fail_is_a_result_and_a_study_of_failures_ends(file
     from textcl.train import TrainingDiverged
 
     recipe, space = files
-    calls = []
-    real = search.run_trial
-
-    def first_refused(trial, *args, **kwargs):
-        calls.append(trial.number)
-        if len(calls) == 1:
-            raise ConfigError("train.batch_size", "expected at most 4 with this temperature")
-        return real(trial, *args, **kwargs)
-
-    monkeypatch.setattr(search, "run_trial", first_refused)
+    _on_first_trial(monkeypatch, lambda t: _raise(ConfigError("train.batch_size", "expected at most 4 with this "
+                                                                                   "temperature")))
     out = tmp_path / "tune"
     tune(recipe, space, trials=2, out=out, pruner="none", compare=False, overrides=["train.max_steps=2"])
     trials = sorted(_study(out).get_trials(), key=lambda t: t.number)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert "train.batch_size: expected at most 4" in trials[0].user_attrs["error"]
     assert "train.batch_size: expected at most 4" in read_csv(out / "trials.csv")[0]["error"]
+
+    calls = []
 
     def diverges(trial, *args, **kwargs):
         calls.append(trial.number)
@@ -402,16 +413,8 @@ def test_a_trial_failed_by_another_process_during_training_does_not_crash_its_wo
     """Failed by another process while this one trained: its next report to the pruner (or any record) is
     refused by the study; the worker says so and goes on to the next trial."""
     recipe, space = files
-    seen = []
-    real = search.run_trial
-
-    def failed_during(trial, *args, **kwargs):
-        seen.append(trial.number)
-        if len(seen) == 1:
-            trial.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        return real(trial, *args, **kwargs)  # reports at step 2: refused
-
-    monkeypatch.setattr(search, "run_trial", failed_during)
+    # then it trains, and its report at step 2 is refused
+    _on_first_trial(monkeypatch, lambda t: t.study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL))
     result = tune(recipe, space, trials=1, out=tmp_path / "tune", pruner="halving", compare=False,
                   overrides=["train.max_steps=2"])
     assert [r["state"] for r in result.trials] == ["fail", "complete"]
@@ -448,16 +451,7 @@ def test_the_failure_bound_never_stops_a_study_that_reached_its_total(files, tmp
     "to allocate 1099511627776 bytes')"])
 def test_a_batch_the_data_or_the_memory_cannot_hold_fails_its_trial_alone(files, tmp_path, monkeypatch, exc):
     recipe, space = files
-    calls = []
-    real = search.run_trial
-
-    def first_fails(trial, *args, **kwargs):
-        calls.append(trial.number)
-        if len(calls) == 1:
-            raise eval(exc)
-        return real(trial, *args, **kwargs)
-
-    monkeypatch.setattr(search, "run_trial", first_fails)
+    _on_first_trial(monkeypatch, lambda t: _raise(eval(exc)))
     result = tune(recipe, space, trials=1, out=tmp_path / "tune", pruner="none", compare=False,
                   overrides=["train.max_steps=2"])
     assert [r["state"] for r in result.trials] == ["fail", "complete"]
