@@ -20,7 +20,7 @@ import textcl.tune.search as search
 import textcl.tune.storage as storage
 from textcl.cli import main
 from textcl.config import load_config
-from textcl.errors import TextclError
+from textcl.errors import ConfigError, TextclError
 from textcl.threads import usable_cores
 from textcl.train import train
 from textcl.tune import tune
@@ -283,7 +283,7 @@ def test_a_run_that_never_evaluated_while_training_records_its_selection_sets(fi
     assert result.metrics["selected_on"] == ["dev"] and "test" in names, names
     assert dev_score(result.metrics) == pytest.approx(result.metrics["after"]["dev"]["spearman"])
     card = (result.model_dir / "README.md").read_text()
-    assert "Not evaluated during training: the last step's weights, scored on dev." in card
+    assert "Not evaluated during training (no best step chosen); scored on dev." in card
 
 
 def _on_first_trial(monkeypatch, effect):
@@ -446,7 +446,7 @@ def test_the_failure_bound_never_stops_a_study_that_reached_its_total(files, tmp
 
 
 @pytest.mark.parametrize("exc", [
-    "TextclError('data: 32 examples make no full optimizer step of batch_size 128')",
+    "ConfigError('train.batch_size', '32 examples make no full optimizer step of batch_size 128')",
     "RuntimeError('[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can\\'t allocate memory: you tried "
     "to allocate 1099511627776 bytes')"])
 def test_a_batch_the_data_or_the_memory_cannot_hold_fails_its_trial_alone(files, tmp_path, monkeypatch, exc):
@@ -465,3 +465,39 @@ def test_a_recipe_file_name_becomes_a_usable_default_study_name(files, tmp_path,
     result = tune(named, space, trials=1, out=tmp_path / "tune", pruner="none", compare=False,
                   overrides=["train.max_steps=2"])
     assert result.study == study
+
+
+def test_a_setup_error_stops_the_study_at_once_and_a_rerun_is_not_locked_out(files, tmp_path, monkeypatch):
+    """An error of the environment (a model or data set that cannot load) is not a trial's result: it stops the
+    study at its first trial, uncounted by the failure bound, and the same command reruns once it is mended."""
+    from textcl.errors import ModelNotFoundError
+
+    recipe, space = files
+    out = tmp_path / "tune"
+    common = dict(out=out, pruner="none", compare=False, overrides=["train.max_steps=2"])
+    real = search.run_trial
+    monkeypatch.setattr(search, "run_trial", lambda *a, **k: _raise(ModelNotFoundError("no model at hub:x")))
+    for _ in range(3):
+        with pytest.raises(ModelNotFoundError):
+            tune(recipe, space, trials=2, **common)
+    monkeypatch.setattr(search, "run_trial", real)
+    result = tune(recipe, space, trials=2, **common)
+    assert [r["state"] for r in result.trials] == ["fail"] * 3 + ["complete"] * 2
+
+
+def test_a_trial_scored_nan_is_a_failure_and_bounded(files, tmp_path, monkeypatch):
+    """A collapsed model scores NaN on its dev set: Optuna fails such a trial on its own, so without counting it
+    a space where every trial collapses never ended."""
+    recipe, space = files
+    calls = []
+
+    def collapses(trial, *args, **kwargs):
+        calls.append(trial.number)
+        if len(calls) > 20:
+            raise RuntimeError("the study did not stop")
+        return float("nan")
+
+    monkeypatch.setattr(search, "run_trial", collapses)
+    with pytest.raises(TextclError, match=r"3 trials of study 'recipe' failed .*dev score is nan"):
+        tune(recipe, space, trials=2, out=tmp_path / "tune", pruner="none", compare=False)
+    assert len(calls) == 3

@@ -13,7 +13,7 @@ import torch
 from textcl.config import TrainConfig
 from textcl.data.pairs import load_examples
 from textcl.data.records import Example
-from textcl.errors import TextclError
+from textcl.errors import ConfigError, TextclError
 from textcl.models import Encoder
 from textcl.models.chunking import row_lengths
 from textcl.models.memory import MiniBatchChoice
@@ -486,8 +486,9 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
                                        group_by_length=False))
     steps_per_epoch = global_batches // c.train.grad_accum
     if steps_per_epoch == 0:
-        raise TextclError(f"data: {len(examples)} examples make no full optimizer step of batch_size "
-                          f"{c.train.batch_size} x grad_accum {c.train.grad_accum} x {world} process(es)")
+        raise ConfigError("train.batch_size", f"the data's {len(examples)} examples make no full optimizer step "
+                                              f"of batch_size {c.train.batch_size} x grad_accum "
+                                              f"{c.train.grad_accum} x {world} process(es)")
     total = steps_per_epoch * c.train.epochs
     total_steps = min(total, c.train.max_steps) if c.train.max_steps else total
 

@@ -52,7 +52,7 @@ def model_card(config: TrainConfig, metrics: dict, citation: str) -> str:
                   f"them.\n" if dims else "")
     selected_on = ", ".join(metrics.get("selected_on") or []) or "n/a"
     best_line = (f"Best step on {selected_on}: {metrics['best_step']}." if metrics.get("best_step") is not None else
-                 f"Not evaluated during training: the last step's weights, scored on {selected_on}.")
+                 f"Not evaluated during training (no best step chosen); scored on {selected_on}.")
     notes = []
     if metrics.get("guard"):
         guard, tol = metrics["guard"], metrics.get("guard_tolerance")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -22,7 +23,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from textcl.errors import TextclError
+from textcl.errors import ConfigError, TextclError
 from textcl.threads import threads_for
 from textcl.train import TrainingDiverged
 from textcl.tune import storage as storage_module
@@ -132,14 +133,6 @@ def _next_trial(study: optuna.Study, job: Job, storage) -> tuple[optuna.Trial | 
         total, running = counted(study)
         if total >= job.trials:
             return None, running
-        # failures do not count toward the total: unbounded, a space where every trial fails would loop (a trial
-        # failed for its process's death, with no error of its own, is not counted here either)
-        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if "error" in t.user_attrs]
-        if len(failed) >= max(job.trials, MIN_FAILURES):
-            last = max(failed, key=lambda t: t.number)
-            raise TextclError(f"{len(failed)} trials of study {job.study!r} failed (the bound: --trials, at least "
-                              f"{MIN_FAILURES}; the last, trial {last.number}: {last.user_attrs['error']}); check "
-                              "the space's ranges and the recipe, then rerun with a larger --trials or a new --study")
         with warnings.catch_warnings():  # optuna warns that heartbeats are meant for study.optimize
             warnings.simplefilter("ignore", UserWarning)
             trial = study.ask()
@@ -163,7 +156,13 @@ def work(job: Job, evaluators=()) -> int:
         study.sampler = make_sampler(job.trials, continued_seed(job.seed, earlier))
     trials_dir = Path(job.out) / "trials"
     ran = 0
+    failures: list[str] = []  # this process's trials failed by their own values: failures do not count toward the
+    # total, so unbounded, a space where every trial fails would loop
     while job.deadline is None or time.time() < job.deadline:
+        if len(failures) >= max(job.trials, MIN_FAILURES):
+            raise TextclError(f"{len(failures)} trials of study {job.study!r} failed (the bound: --trials, at least "
+                              f"{MIN_FAILURES}; the last, {failures[-1]}); check the space's ranges and the recipe, "
+                              "then rerun the same command (the study keeps what it has)")
         trial, running = _next_trial(study, job, storage)
         if trial is None:
             if running and has_heartbeat(storage):  # wait for them: one may be a dead process's, to replace
@@ -183,25 +182,37 @@ def work(job: Job, evaluators=()) -> int:
                       f"for {storage_module.GRACE_S} s; was this process suspended?); going on", flush=True)
             elif trial_failure(exc):  # what the sampled values did (a bad learning rate, a combination the recipe
                 # refuses, a batch too large for the data or the memory): a result, not a reason to stop the study
-                if not _finished(study, trial):
-                    trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
-                _tell(study, trial, f"failed: {exc}", state=TrialState.FAIL)
-            else:
-                if not _finished(study, trial):
-                    study.tell(trial, state=TrialState.FAIL)
+                failures.append(_fail(study, trial, f"{type(exc).__name__}: {exc}"))
+            else:  # the environment's or textcl's (a model that cannot load, a bug, Ctrl-C): stop, as it is
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 raise
         else:
-            _tell(study, trial, f"scored {value:.4f} on the dev sets", value)
+            if math.isfinite(value):
+                _tell(study, trial, f"scored {value:.4f} on the dev sets", value)
+            else:  # Optuna would fail it silently: a collapsed model (a constant dev score) is the trial's result
+                failures.append(_fail(study, trial, f"its dev score is {value} (the model collapsed?)"))
         ran += 1
     return ran
 
 
 def trial_failure(exc: BaseException) -> bool:
     """Whether ``exc`` is something a trial's sampled values made happen (it fails that trial only): a diverged
-    loss, a value the recipe or the trainer refuses, memory run out (on a GPU, or the CPU's allocator)."""
-    if isinstance(exc, (TrainingDiverged, TextclError, torch.OutOfMemoryError)):  # ConfigError is a TextclError
+    loss, a value or combination the recipe or the trainer refuses (ConfigError: a batch larger than the data
+    included), memory run out (on a GPU, or the CPU's allocator). Anything else (a model or data set that cannot
+    load, a bug) is the environment's, and stops the study."""
+    if isinstance(exc, (TrainingDiverged, ConfigError, torch.OutOfMemoryError)):
         return True
     return isinstance(exc, RuntimeError) and any(s in str(exc) for s in ("can't allocate memory", "out of memory"))
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, error: str) -> str:
+    """Fail ``trial`` with ``error`` kept (``trials.csv``); returns ``"trial N: error"``."""
+    try:
+        trial.set_user_attr("error", error[:1000])
+    except optuna.exceptions.UpdateFinishedTrialError:  # another process failed it meanwhile
+        pass
+    _tell(study, trial, f"failed: {error}", state=TrialState.FAIL)
+    return f"trial {trial.number}: {error}"
 
 
 def _finished(study: optuna.Study, trial: optuna.Trial) -> bool:
@@ -212,14 +223,11 @@ def _finished(study: optuna.Study, trial: optuna.Trial) -> bool:
 def _tell(study: optuna.Study, trial: optuna.Trial, outcome: str, value=None, state=None) -> None:
     """Record a trial's outcome and print it; a trial another process already failed (its heartbeat stopped
     while this one was suspended) keeps that state, and this outcome is printed as not recorded."""
-    try:
-        study.tell(trial, value, state=state)
-    except (RuntimeError, ValueError) as exc:  # optuna: "Cannot tell a FAIL trial." / "... already finished"
-        if _finished(study, trial):
-            print(f"textcl tune: trial {trial.number} {outcome}, not recorded: the study had already marked it "
-                  f"failed (no heartbeat for {storage_module.GRACE_S} s; was this process suspended?)", flush=True)
-            return
-        raise exc
+    if _finished(study, trial):
+        print(f"textcl tune: trial {trial.number} {outcome}, not recorded: the study had already marked it "
+              f"failed (no heartbeat for {storage_module.GRACE_S} s; was this process suspended?)", flush=True)
+        return
+    study.tell(trial, value, state=state, skip_if_finished=True)  # failed in between: Optuna only warns
     print(f"textcl tune: trial {trial.number} {outcome}", flush=True)
 
 
