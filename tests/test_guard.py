@@ -302,17 +302,19 @@ def test_the_distill_mix_keeps_the_general_texts_where_the_start_put_them(tiny_b
     wiki = tmp_path / "general.txt"
     wiki.write_text("\n".join(general) + "\n")
     common = {"eval": {"data": [], "test": []}}
-    # the teacher is a copy of the starting weights: before any step the term is 0 (dropout off)
-    config = _config(tiny_bert_dir, tmp_path, model={"dropout": 0.0}, **common,
+    # the teacher is a copy of the starting weights: before any step the term is 0, dropout on (the student's
+    # distilled forward runs without it: the term measures drift, not dropout noise)
+    config = _config(tiny_bert_dir, tmp_path, model={"dropout": 0.1}, **common,
                      data={"mix": {"path": str(wiki), "objective": "distill", "batch_size": 4}})
     encoder = Encoder.load(tiny_bert_dir)
-    encoder.set_dropout(0.0)
+    encoder.set_dropout(0.1)
     term = MixTerm.load(config.data.mix, 0, encoder)
     assert term.teacher is not encoder and not any(p.requires_grad for p in term.teacher.parameters())
 
     acc = SimpleNamespace(device=torch.device("cpu"), process_index=0, autocast=contextlib.nullcontext)
     run = SimpleNamespace(acc=acc, model=encoder.train(), encoder=encoder, config=config)
     assert float(term(run, 0)) == pytest.approx(0.0, abs=1e-6)
+    assert encoder.training  # and the student is back in training mode
     plain = train(_config(tiny_bert_dir, tmp_path, **common, optim={"lr": 5e-3}, train={"max_steps": 8}),
                   output_dir=tmp_path / "plain")
     kept = train(_config(tiny_bert_dir, tmp_path, **common, optim={"lr": 5e-3}, train={"max_steps": 8},

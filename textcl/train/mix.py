@@ -26,8 +26,8 @@ from textcl.models.features import pad_features
 class MixTerm:
     """``term(run, step) -> loss`` (a scalar with gradient) over the step's b texts: ``weight * InfoNCE(z1, z2)``
     where z1, z2 (b, d) are two dropout forwards through ``run.model`` (objective infonce), or
-    ``weight * mean(1 - cos(z, t))`` where z (b, d) is one forward through ``run.model`` and t (b, d) the
-    ``teacher``'s (the starting weights, in eval mode, no gradient; objective distill)."""
+    ``weight * mean(1 - cos(z, t))`` where z (b, d) is one forward through ``run.model`` without dropout and
+    t (b, d) the ``teacher``'s (the starting weights, in eval mode, no gradient; objective distill)."""
 
     def __init__(self, config, texts: list[str], seed: int, teacher: torch.nn.Module | None = None):
         if getattr(config, "objective", "infonce") == "distill" and teacher is None:
@@ -74,7 +74,14 @@ class MixTerm:
             self.teacher.to(run.acc.device)  # a no-op after the first step
             with torch.no_grad(), run.acc.autocast():
                 t = self.teacher(feats)
-            return self.config.weight * cosine_distill(run.model(feats), t)
+            # the student without dropout too: the term then measures how far the weights moved the texts (0 at
+            # the start), not dropout noise, whose pull to the clean vectors would reshape the model on its own
+            run.model.eval()
+            try:
+                z = run.model(feats)
+            finally:
+                run.model.train()
+            return self.config.weight * cosine_distill(z, t)
         pad_id = encoder.tokenizer.pad_token_id or 0
         z = run.model(pad_features([feats, feats], pad_id))  # one forward, two dropout masks per text
         z1, z2 = z.split(len(texts))
