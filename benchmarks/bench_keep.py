@@ -22,8 +22,8 @@ Arms (each a training run of the recipe, same seed, the recipe's precision; ever
   sentences (weight 1, temperature 0.05).
 - ``mix-wise``: ``mix`` and ``wise_alpha: auto`` together.
 - ``distill2-wise``, ``distill10-wise``: ``data.mix`` with ``objective: distill`` (weight 2 or 10): each step
-  adds ``weight * mean(1 - cos)`` between 16 packaged Wikipedia sentences' vectors and the starting model's,
-  then ``wise_alpha: auto``; the unmerged best step is scored too.
+  adds ``weight * mean(1 - cos)`` between 16 packaged Wikipedia sentences' vectors (without dropout) and the
+  starting model's, then ``wise_alpha: auto``; the unmerged best step is scored too.
 
 Target (issue 25): STS-B test >= 86.5 while every guard ends within 1 point of the starting model.
 
