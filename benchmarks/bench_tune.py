@@ -19,6 +19,9 @@ folder per domain (``textcl tune``'s outputs: trials.csv, history.png, importanc
     python benchmarks/bench_tune.py [--domains stsb wiki] [--trials 16] [--workers 1] [--pruner halving]
         [--seed 0] [--out DIR] [--set KEY=VALUE ...]
     python benchmarks/bench_tune.py --smoke      # 2 trials of 4 steps on small slices: checks the script only
+
+The recorded run (RESULTS.md, "Tuning") adds ``--set eval.every=10``: with the quickstart's evaluation every 20 of
+60 steps, successive halving's first rung already costs a third of a trial's training.
 """
 from __future__ import annotations
 
