@@ -23,10 +23,10 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+import textcl.tune.storage as storage_module
 from textcl.errors import ConfigError, TextclError
 from textcl.threads import threads_for
 from textcl.train import TrainingDiverged
-from textcl.tune import storage as storage_module
 from textcl.tune.recipe import BaseRecipe
 from textcl.tune.space import SearchSpace
 from textcl.tune.storage import fail_stale_trials, has_heartbeat, heartbeat, open_storage, study_lock
