@@ -30,7 +30,7 @@ class MixTerm:
     t (b, d) the ``teacher``'s (the starting weights, in eval mode, no gradient; objective distill)."""
 
     def __init__(self, config, texts: list[str], seed: int, teacher: torch.nn.Module | None = None):
-        if getattr(config, "objective", "infonce") == "distill" and teacher is None:
+        if config.objective == "distill" and teacher is None:
             raise ValueError("data.mix objective distill needs the teacher (the starting weights)")
         self.config = config
         self.texts = texts
@@ -45,9 +45,7 @@ class MixTerm:
         from textcl.data.pairs import load_examples
 
         teacher = None
-        if config.objective == "distill":
-            if encoder is None:
-                raise ValueError("data.mix objective distill needs the starting encoder")
+        if config.objective == "distill" and encoder is not None:  # without one, __init__ refuses
             teacher = copy.deepcopy(encoder).eval().requires_grad_(False)
         if config.path == "packaged:wiki":  # never the articles the Wikipedia guard sets are built from
             from textcl.data.wiki import wiki_sentences

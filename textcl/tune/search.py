@@ -145,15 +145,12 @@ def work(job: Job, evaluators=()) -> int:
     """Run trials of the study until it holds ``job.trials`` (or the deadline passes); returns how many
     this process ran."""
     if job.threads:  # through the environment too: the trainer keeps an OMP_NUM_THREADS it finds (textcl.threads)
-        import torch
-
         os.environ["OMP_NUM_THREADS"] = str(job.threads)
         torch.set_num_threads(job.threads)
-    study, storage = open_study(job.storage, job.study, job.base, job.space, pruner=job.pruner,
-                                sampler=make_sampler(job.trials, job.seed))
-    earlier = len(study.get_trials(deepcopy=False))
-    if job.seed is not None and earlier:  # a rerun continues the stream, not the first trials' values again
-        study.sampler = make_sampler(job.trials, continued_seed(job.seed, earlier))
+    study, storage = open_study(job.storage, job.study, job.base, job.space, pruner=job.pruner)
+    # a rerun continues the sampler's stream, not the first trials' values again
+    study.sampler = make_sampler(job.trials, None if job.seed is None else
+                                 continued_seed(job.seed, len(study.get_trials(deepcopy=False))))
     trials_dir = Path(job.out) / "trials"
     ran = 0
     failures: list[str] = []  # this process's trials failed by their own values: failures do not count toward the
