@@ -13,7 +13,9 @@ Arms:
 
 - ``popularity``: every user gets the films ordered by their number of training interactions.
 - ``textcl``: the recipe (MiniLM as both towers, in-batch softmax with logQ correction and accidental hits
-  masked); ``textcl-no-logq`` and ``textcl-no-mask`` switch one correction off.
+  masked); ``textcl-no-logq`` and ``textcl-no-mask`` switch one correction off; ``textcl-catalogue`` trains
+  with every training film as a negative (``negatives: catalogue``: a full softmax, the films outside the batch
+  from a cache re-embedded every 50 steps).
 - ``textcl-mean-user``: the ``textcl`` run's model with the other user tower: the mean of the embeddings of the
   same recent films instead of the encoded history text (scored after training, no run of its own).
 - ``bpr``, ``sasrec``, ``gru4rec``: RecBole 1.2.1 with its default configuration for the model, trained on
@@ -44,6 +46,8 @@ TEXTCL_ARMS = {
     "textcl": {},
     "textcl-no-logq": {"logq_correction": False},
     "textcl-no-mask": {"mask_hits": False},
+    # every training item as a negative (full softmax, the catalogue re-embedded every 50 steps); nothing sampled
+    "textcl-catalogue": {"negatives": "catalogue", "logq_correction": None},
 }
 PEERS = {"bpr": "BPR", "sasrec": "SASRec", "gru4rec": "GRU4Rec"}
 #: the ``textcl`` run's saved model with another user tower: the mean of the history items' embeddings

@@ -206,7 +206,8 @@ def test_the_hit_mask_covers_the_whole_history_not_only_its_text():
     task = _task({"u": ["a", "b", "c", "d"], "v": ["x", "a"], "w": ["y", "b"]}, {"u": "e"}, {"u": "f"})
     rows = {(e.user, e.item): e for e in task.examples()}
     batch = [rows[("u", "d")], rows[("v", "a")], rows[("w", "b")]]
-    run = SimpleNamespace(acc=SimpleNamespace(device=torch.device("cpu")), task=task, item_logq=rows_logq(batch))
+    run = SimpleNamespace(acc=SimpleNamespace(device=torch.device("cpu")), task=task, item_logq=rows_logq(batch),
+                          catalogue=None)
     keys = Batcher(run).item_keys(batch)
     hits = accidental_hits(keys["positive_keys"], keys["history_keys"])
     # u's row must not take a or b (both picked before d) as negatives; v's and w's rows have no such hit
@@ -327,3 +328,87 @@ def test_a_fresh_run_removes_an_earlier_runs_catalogue(tiny_bert_dir, tmp_path):
     config.eval.before = False
     train(config, output_dir=out, stop_after_step=1)
     assert not (out / "items.jsonl").exists()
+
+
+# ------------------------------------------------------------------ negatives: catalogue
+def test_the_catalogue_mask_holds_every_item_picked_before_the_row():
+    from types import SimpleNamespace
+
+    import torch
+
+    from textcl.recommend.catalogue import CatalogueCache
+    from textcl.train.batcher import Batcher
+
+    task = _task({"u": ["a", "b", "c", "d"], "v": ["x", "a"]}, {"u": "e"}, {"u": "f"})
+    rows = {(e.user, e.item): e for e in task.examples()}
+    cache = CatalogueCache(task.item_ids, task.item_texts, 2, every=5)
+    run = SimpleNamespace(acc=SimpleNamespace(device=torch.device("cpu")), task=task, catalogue=cache)
+    keys = Batcher(run).item_keys([rows[("u", "c")], rows[("v", "a")]])
+    col = cache.column
+    assert keys["positive_columns"].tolist() == [col["c"], col["a"]]
+    expected = torch.zeros(2, len(task.item_ids), dtype=torch.bool)
+    expected[0, [col["a"], col["b"]]] = True  # u picked a and b before c (d comes after: not masked)
+    expected[1, col["x"]] = True
+    assert torch.equal(keys["catalogue_mask"], expected)
+    assert keys["catalogue"] is cache.embeddings
+
+
+def test_the_catalogue_is_refreshed_on_its_schedule():
+    from textcl.recommend.catalogue import CatalogueCache
+
+    cache = CatalogueCache(["a", "b"], ["item a", "item b"], 2, every=3)
+    assert cache.due(0) and cache.due(7)  # never refreshed
+    cache.refreshed_at.fill_(3)
+    assert [s for s in range(3, 10) if cache.due(s)] == [6, 7, 8, 9]
+    with pytest.raises(ValueError, match=r"item 'z' is not in the training catalogue"):
+        cache.columns(["a", "z"])
+    with pytest.raises(ValueError, match=r"every: expected a positive number of steps, got 0"):
+        CatalogueCache(["a"], ["item a"], 2, every=0)
+
+
+def test_a_resumed_catalogue_run_equals_the_uninterrupted_one(tiny_bert_dir, tmp_path):
+    """The cached catalogue is in the checkpoint: refreshed at steps 0 and 3, a run stopped after step 2 resumes
+    on the step-0 vectors, as the uninterrupted run does (re-embedding at the resume would not)."""
+    import torch
+
+    log, catalogue = _write_log(tmp_path, n_users=20)
+
+    def config():
+        c = _config(tiny_bert_dir, log, catalogue, negatives="catalogue", catalogue_refresh=3, cold_fraction=0.2,
+                    cold_seed=1)
+        c.train.checkpoint_every, c.eval.before, c.eval.every = 2, False, 4
+        return c
+
+    c = config()
+    assert c.data.interactions.logq_correction is False  # unset: on for in-batch negatives only
+    train(c, output_dir=tmp_path / "run", stop_after_step=2)
+    resumed = train(config(), output_dir=tmp_path / "run", resume=True)
+    straight = train(config(), output_dir=tmp_path / "straight")
+    a, b = Encoder.load(resumed.model_dir), Encoder.load(straight.model_dir)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+    assert resumed.metrics["after"]["views-valid"]["ndcg@10"] == straight.metrics["after"]["views-valid"]["ndcg@10"]
+
+
+def test_the_training_catalogue_leaves_out_cold_items(tiny_bert_dir, tmp_path):
+    from textcl.recommend.task import load_task
+    from textcl.train.build import build
+
+    log, catalogue = _write_log(tmp_path, n_users=20)
+    c = _config(tiny_bert_dir, log, catalogue, negatives="catalogue", cold_fraction=0.2, cold_seed=1)
+    task = load_task(c.data)
+    run = build(c, tmp_path / "run")
+    assert run.catalogue.item_ids == [i for i in task.item_ids if i not in task.cold_items] != task.item_ids
+
+
+@pytest.mark.parametrize("interactions, message", [
+    ({"negatives": "catalogue", "logq_correction": True},
+     r"data\.interactions\.logq_correction: the catalogue softmax samples no negatives"),
+    ({"negatives": "queue"}, r"data\.interactions\.negatives: expected batch or catalogue, got 'queue'"),
+    ({"negatives": "catalogue", "catalogue_refresh": 0},
+     r"data\.interactions\.catalogue_refresh: expected a positive number, got 0"),
+])
+def test_catalogue_settings_are_checked(tiny_bert_dir, tmp_path, interactions, message):
+    log, catalogue = _write_log(tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        _config(tiny_bert_dir, log, catalogue, **interactions)

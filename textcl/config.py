@@ -82,8 +82,12 @@ class InteractionsConfig:
     separator: str = " | "  #: between the history's item texts
     cold_fraction: float = 0.0  #: items held out of training (all their interactions), ranked for cold start
     cold_seed: int = 0
-    logq_correction: bool = True  #: subtract each in-batch item's log sampling probability (Yi et al. 2019)
-    mask_hits: bool = True  #: a batch's item that is the row's own item or in its history is not a negative
+    #: subtract each in-batch item's log sampling probability (Yi et al. 2019); default: on for in-batch negatives
+    logq_correction: Optional[bool] = None
+    mask_hits: bool = True  #: an item that is the row's own item or in its user's history is not a negative
+    #: batch: the other rows' items; catalogue: every training item (full softmax, the rest from a cached embedding)
+    negatives: str = "batch"
+    catalogue_refresh: int = 50  #: negatives catalogue: re-embed the catalogue every this many steps
     name: Optional[str] = None  #: the evaluation rows' prefix (NAME-valid, NAME-test, NAME-cold); default from the log
 
 
@@ -452,6 +456,14 @@ class TrainConfig:
             bad("data.interactions.history", f"expected a positive number of items, got {it.history!r}")
         if not isinstance(it.cold_fraction, (int, float)) or not 0.0 <= it.cold_fraction < 1.0:
             bad("data.interactions.cold_fraction", f"expected a fraction in [0, 1), got {it.cold_fraction!r}")
+        if it.negatives not in ("batch", "catalogue"):
+            bad("data.interactions.negatives", f"expected batch or catalogue, got {it.negatives!r}")
+        if it.negatives == "catalogue" and it.logq_correction:
+            bad("data.interactions.logq_correction", "the catalogue softmax samples no negatives, so there is no "
+                                                     "sampling bias to correct; leave it unset with negatives catalogue")
+        if it.logq_correction is None:
+            it.logq_correction = it.negatives == "batch"
+        positive("data.interactions.catalogue_refresh", it.catalogue_refresh)
         if lo.name != "infonce":
             bad("loss.name", "data.kind interactions trains with the next-item softmax (loss.name infonce)")
         for name in ("cached", "symmetric", "nt_xent", "learnable_temperature", "gather_across_devices"):

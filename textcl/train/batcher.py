@@ -83,14 +83,30 @@ class Batcher:
         from textcl.losses import text_keys
 
         device, task = self.run.acc.device, self.run.task
-        in_batch = sorted({e.item for e in exs})
         firsts = [task.first_at[e.user] for e in exs]
+        if self.run.catalogue is not None:
+            return self.catalogue_keys(exs, firsts)
+        in_batch = sorted({e.item for e in exs})
         rows = [[i for i in in_batch if first.get(i, e.position) < e.position] for first, e in zip(firsts, exs)]
         width = max(1, max(len(r) for r in rows))
         padded = [r + [e.item] * (width - len(r)) for r, e in zip(rows, exs)]
         history = text_keys([i for row in padded for i in row]).view(len(exs), width)
         return {"positive_keys": text_keys([e.item for e in exs]).to(device), "history_keys": history.to(device),
                 "positive_logq": torch.tensor([self.run.item_logq[e.item] for e in exs], dtype=torch.float32, device=device)}
+
+    def catalogue_keys(self, exs, firsts: list[dict]) -> dict:
+        """``negatives: catalogue``: the cached ``catalogue`` (N, d), ``positive_columns`` (B,) and
+        ``catalogue_mask`` (B, N), True at every item the row's user picked before the row's item (anywhere in
+        their training sequence), on the run's device."""
+        cache, device = self.run.catalogue, self.run.acc.device
+        columns = cache.columns([e.item for e in exs])
+        mask = torch.zeros(len(exs), len(cache.item_ids), dtype=torch.bool)
+        for row, (first, e) in enumerate(zip(firsts, exs)):
+            seen = [cache.column[i] for i, t in first.items() if t < e.position]
+            if seen:
+                mask[row, seen] = True
+        return {"catalogue": cache.embeddings, "positive_columns": columns.to(device),
+                "catalogue_mask": mask.to(device)}
 
     def guide_keys(self, anchors: list[str], positives: list[str], negatives: list[str] | None) -> dict:
         """The frozen guide's embeddings of the views, (B, g) each and (B, 1, g) for hard negatives: computed

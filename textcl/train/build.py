@@ -65,6 +65,8 @@ class Run:
     task: object | None = None
     #: ``data.kind: interactions``: item -> log sampling probability among the rows trained on (the logQ correction)
     item_logq: dict | None = None
+    #: ``data.interactions.negatives: catalogue``: the :class:`~textcl.recommend.catalogue.CatalogueCache`
+    catalogue: object | None = None
 
     @property
     def encoder(self) -> Encoder:
@@ -232,8 +234,8 @@ def make_loss(c: TrainConfig, dim: int, device) -> torch.nn.Module:
         from textcl.losses.next_item import NextItemLoss
 
         it = c.data.interactions
-        loss_fn = NextItemLoss(lc.temperature, lc.similarity, logq_correction=it.logq_correction,
-                               mask_hits=it.mask_hits)
+        loss_fn = NextItemLoss(lc.temperature, lc.similarity, logq_correction=bool(it.logq_correction),
+                               mask_hits=it.mask_hits, negatives=it.negatives)
     elif lc.name == "cosent":
         loss_fn = CoSENT(lc.scale)
     elif lc.name == "angle":
@@ -508,6 +510,14 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
         queue = MoCoQueue(unwrapped.dim, lc.moco.queue_size).to(acc.device)
         acc.register_for_checkpointing(key_encoder)
         acc.register_for_checkpointing(queue)
+    catalogue = None
+    if task is not None and c.data.interactions.negatives == "catalogue":  # every training item, cold ones left out
+        from textcl.recommend.catalogue import CatalogueCache
+
+        kept = [(i, t) for i, t in zip(task.item_ids, task.item_texts) if i not in task.cold_items]
+        catalogue = CatalogueCache([i for i, _ in kept], [t for _, t in kept], encoder.dim,
+                                   c.data.interactions.catalogue_refresh).to(acc.device)
+        acc.register_for_checkpointing(catalogue)
     ema = None
     if c.optim.ema_decay:
         from textcl.train.ema import WeightAverage
@@ -529,4 +539,4 @@ def build(config: TrainConfig, out: Path, *, resume: bool = False) -> Run:
                text_aug=text_aug, token_aug=token_aug, key_encoder=key_encoder, queue=queue, guide=guide, world=world,
                steps_per_epoch=steps_per_epoch, total_steps=total_steps, max_seq_len=max_seq_len, ema=ema,
                precision_choice=choice, mini_batch=mini_batch, threads=governor, anchor=anchor, mix=mix, start_state=start_state,
-               task=task, item_logq=item_logq)
+               task=task, item_logq=item_logq, catalogue=catalogue)

@@ -134,6 +134,9 @@ class Trainer:
                 t0 = time.perf_counter()
                 if run.threads is not None:
                     run.threads.tune()
+                if run.catalogue is not None and run.catalogue.due(step):  # negatives catalogue: re-embed the items
+                    run.catalogue.refresh(run.doc_encoder, step, batch_size=run.config.eval.batch_size,
+                                          bf16=run.precision == "bf16")
                 loss = train_step(run, [lambda b=b: batcher(b, epoch) for b in mine[pos:pos + g]], step)
                 pos, step = pos + g, step + 1
                 report.step(step, epoch, loss, time.perf_counter() - t0)

@@ -1,0 +1,59 @@
+"""The training catalogue's item embeddings, cached for the full-catalogue softmax
+(``data.interactions.negatives: catalogue``, :func:`~textcl.losses.next_item.catalogue_softmax`).
+
+Every ``every`` optimizer steps the item tower embeds every training item (its catalogue text, in eval mode,
+without gradient, at the run's evaluation precision); between refreshes the loss reads these vectors for the
+items that are not in the batch. The items held out for cold start are not in it: a cold item stays unseen by
+training, as it would be in a catalogue that did not hold it yet.
+
+The cache is a module whose buffers (the vectors and the step of their last refresh) are saved with each
+checkpoint, so a resumed run reads the very vectors the uninterrupted one read.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class CatalogueCache(nn.Module):
+    """``embeddings``: ``(N, d)`` float32, row ``j`` the item tower's vector of ``item_ids[j]`` at the last refresh.
+
+    Args:
+        item_ids: the catalogue's items, in column order.
+        texts: each item's text (what the item tower embeds), aligned with ``item_ids``.
+        dim: the embedding dimension ``d``.
+        every: refresh after this many optimizer steps (>= 1).
+    """
+
+    def __init__(self, item_ids: list[str], texts: list[str], dim: int, every: int):
+        super().__init__()
+        if len(item_ids) != len(texts) or not item_ids:
+            raise ValueError(f"item_ids, texts: expected the same non-zero number of items and texts, got "
+                             f"{len(item_ids)} and {len(texts)}")
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"every: expected a positive number of steps, got {every!r}")
+        self.item_ids, self.texts, self.every = list(item_ids), list(texts), every
+        self.column = {item: j for j, item in enumerate(self.item_ids)}
+        if len(self.column) != len(self.item_ids):
+            raise ValueError("item_ids: expected each item once")
+        self.register_buffer("embeddings", torch.zeros(len(item_ids), dim))
+        self.register_buffer("refreshed_at", torch.tensor(-1, dtype=torch.long))  #: -1: never
+
+    def due(self, step: int) -> bool:
+        """True before the first refresh and once ``every`` steps have passed since the last."""
+        last = int(self.refreshed_at)
+        return last < 0 or step - last >= self.every
+
+    def refresh(self, encoder, step: int, *, batch_size: int = 128, bf16: bool = False) -> None:
+        """Embed every item with ``encoder`` (a :class:`~textcl.models.Encoder`; eval mode, no gradient)."""
+        vectors = encoder.encode(self.texts, batch_size=batch_size, normalize=False, bf16=bf16)
+        self.embeddings.copy_(torch.from_numpy(np.ascontiguousarray(vectors)))
+        self.refreshed_at.fill_(int(step))
+
+    def columns(self, items: list[str]) -> torch.Tensor:
+        """``(B,)`` int64: each item's row in :attr:`embeddings`."""
+        try:
+            return torch.tensor([self.column[i] for i in items], dtype=torch.long)
+        except KeyError as e:
+            raise ValueError(f"item {e.args[0]!r} is not in the training catalogue") from None
