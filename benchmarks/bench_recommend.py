@@ -47,7 +47,7 @@ TEXTCL_ARMS = {
     "textcl-no-logq": {"logq_correction": False},
     "textcl-no-mask": {"mask_hits": False},
     # every training item as a negative (full softmax, the catalogue re-embedded every 50 steps); nothing sampled
-    "textcl-catalogue": {"negatives": "catalogue", "logq_correction": None},
+    "textcl-catalogue": {"negatives": "catalogue"},
 }
 PEERS = {"bpr": "BPR", "sasrec": "SASRec", "gru4rec": "GRU4Rec"}
 #: the ``textcl`` run's saved model with another user tower: the mean of the history items' embeddings

@@ -379,8 +379,10 @@ def test_a_resumed_catalogue_run_equals_the_uninterrupted_one(tiny_bert_dir, tmp
         c.train.checkpoint_every, c.eval.before, c.eval.every = 2, False, 4
         return c
 
+    from textcl.config import resolved_logq
+
     c = config()
-    assert c.data.interactions.logq_correction is False  # unset: on for in-batch negatives only
+    assert resolved_logq(c.data.interactions) is False  # unset: on for in-batch negatives only
     train(c, output_dir=tmp_path / "run", stop_after_step=2)
     resumed = train(config(), output_dir=tmp_path / "run", resume=True)
     straight = train(config(), output_dir=tmp_path / "straight")
@@ -401,7 +403,50 @@ def test_the_training_catalogue_leaves_out_cold_items(tiny_bert_dir, tmp_path):
     assert run.catalogue.item_ids == [i for i in task.item_ids if i not in task.cold_items] != task.item_ids
 
 
+def test_the_cache_holds_the_vectors_training_gives_the_items(tiny_bert_dir, tmp_path):
+    """Cut at model.max_seq_len like a batch's items, in eval mode: the cache is what a fresh forward would give."""
+    import torch
+
+    from textcl.train.build import build
+
+    log, catalogue = _write_log(tmp_path)
+    c = _config(tiny_bert_dir, log, catalogue, negatives="catalogue")
+    c.model.max_seq_len = 4  # shorter than the item texts
+    run = build(c, tmp_path / "run")
+    cache, encoder = run.catalogue, run.encoder
+    cache.refresh(encoder, 0, max_length=4, batch_size=3)
+    assert encoder.training  # the mode training had is kept
+    encoder.eval()
+    with torch.no_grad():
+        fresh = encoder(encoder.tokenize(cache.texts, max_length=4))
+    assert torch.allclose(cache.embeddings, fresh, atol=1e-5)
+    assert int(cache.refreshed_at) == 0
+
+
+def test_a_checkpoint_from_before_the_catalogue_softmax_still_resumes(tiny_bert_dir, tmp_path):
+    """In-batch runs record data.interactions as they did before negatives and catalogue_refresh existed."""
+    from textcl.train.trainer import _interactions_layout
+
+    log, catalogue = _write_log(tmp_path)
+    layout = _interactions_layout(_config(tiny_bert_dir, log, catalogue))
+    assert "negatives" not in layout and "catalogue_refresh" not in layout and layout["logq_correction"] is True
+    on = _interactions_layout(_config(tiny_bert_dir, log, catalogue, negatives="catalogue", catalogue_refresh=7))
+    assert on["negatives"] == "catalogue" and on["catalogue_refresh"] == 7 and on["logq_correction"] is False
+
+
+def test_the_recipe_switches_to_the_catalogue_with_one_setting():
+    from pathlib import Path
+
+    from textcl.config import load_config, set_field
+
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "recommend-ml100k.yaml"
+    d = load_config(recipe).to_dict()
+    set_field(d, "data.interactions.negatives", "catalogue")
+    assert config_from_dict(d).data.interactions.negatives == "catalogue"
+
+
 @pytest.mark.parametrize("interactions, message", [
+    ({"catalogue_refresh": 7}, r"data\.interactions\.catalogue_refresh: is set \(7\) but only negatives catalogue"),
     ({"negatives": "catalogue", "logq_correction": True},
      r"data\.interactions\.logq_correction: the catalogue softmax samples no negatives"),
     ({"negatives": "queue"}, r"data\.interactions\.negatives: expected batch or catalogue, got 'queue'"),
@@ -412,3 +457,11 @@ def test_catalogue_settings_are_checked(tiny_bert_dir, tmp_path, interactions, m
     log, catalogue = _write_log(tmp_path)
     with pytest.raises(ConfigError, match=message):
         _config(tiny_bert_dir, log, catalogue, **interactions)
+
+
+def test_the_catalogue_refuses_the_simcse_head(tiny_bert_dir, tmp_path):
+    log, catalogue = _write_log(tmp_path)
+    c = _config(tiny_bert_dir, log, catalogue, negatives="catalogue").to_dict()
+    c["model"]["mlp_head"] = True
+    with pytest.raises(ConfigError, match=r"model\.mlp_head: the SimCSE head runs in training only"):
+        config_from_dict(c)

@@ -91,6 +91,12 @@ class InteractionsConfig:
     name: Optional[str] = None  #: the evaluation rows' prefix (NAME-valid, NAME-test, NAME-cold); default from the log
 
 
+def resolved_logq(it: InteractionsConfig) -> bool:
+    """``data.interactions.logq_correction`` as the loss applies it: unset is on for in-batch negatives, off for
+    the catalogue softmax (which samples nothing)."""
+    return it.negatives == "batch" if it.logq_correction is None else bool(it.logq_correction)
+
+
 @dataclass
 class MixConfig:
     path: str = "packaged:wiki"  #: unlabeled texts, as data.path reads them (a .txt/.jsonl file, packaged:wiki, hf:)
@@ -461,9 +467,15 @@ class TrainConfig:
         if it.negatives == "catalogue" and it.logq_correction:
             bad("data.interactions.logq_correction", "the catalogue softmax samples no negatives, so there is no "
                                                      "sampling bias to correct; leave it unset with negatives catalogue")
-        if it.logq_correction is None:
-            it.logq_correction = it.negatives == "batch"
-        positive("data.interactions.catalogue_refresh", it.catalogue_refresh)
+        if it.negatives == "catalogue":
+            positive("data.interactions.catalogue_refresh", it.catalogue_refresh)
+            if m.mlp_head:
+                bad("model.mlp_head", "the SimCSE head runs in training only, so the cached catalogue (embedded in "
+                                      "eval mode) and the batch's items would be vectors of two spaces; use "
+                                      "negatives batch or model.mlp_head false")
+        elif it.catalogue_refresh != InteractionsConfig().catalogue_refresh:
+            bad("data.interactions.catalogue_refresh", f"is set ({it.catalogue_refresh!r}) but only negatives "
+                                                       "catalogue reads it; remove it")
         if lo.name != "infonce":
             bad("loss.name", "data.kind interactions trains with the next-item softmax (loss.name infonce)")
         for name in ("cached", "symmetric", "nt_xent", "learnable_temperature", "gather_across_devices"):

@@ -1,8 +1,9 @@
 """The training catalogue's item embeddings, cached for the full-catalogue softmax
 (``data.interactions.negatives: catalogue``, :func:`~textcl.losses.next_item.catalogue_softmax`).
 
-Every ``every`` optimizer steps the item tower embeds every training item (its catalogue text, in eval mode,
-without gradient, at the run's evaluation precision); between refreshes the loss reads these vectors for the
+Every ``every`` optimizer steps the item tower embeds every training item as training embeds a batch's items
+(its catalogue text cut at ``model.max_seq_len``, no prompt) but in eval mode, without gradient, at the run's
+precision; between refreshes the loss reads these vectors for the
 items that are not in the batch. The items held out for cold start are not in it: a cold item stays unseen by
 training, as it would be in a catalogue that did not hold it yet.
 
@@ -11,7 +12,8 @@ checkpoint, so a resumed run reads the very vectors the uninterrupted one read.
 """
 from __future__ import annotations
 
-import numpy as np
+import contextlib
+
 import torch
 from torch import nn
 
@@ -45,10 +47,22 @@ class CatalogueCache(nn.Module):
         last = int(self.refreshed_at)
         return last < 0 or step - last >= self.every
 
-    def refresh(self, encoder, step: int, *, batch_size: int = 128, bf16: bool = False) -> None:
-        """Embed every item with ``encoder`` (a :class:`~textcl.models.Encoder`; eval mode, no gradient)."""
-        vectors = encoder.encode(self.texts, batch_size=batch_size, normalize=False, bf16=bf16)
-        self.embeddings.copy_(torch.from_numpy(np.ascontiguousarray(vectors)))
+    def refresh(self, encoder, step: int, *, max_length: int, batch_size: int = 128,
+                autocast=contextlib.nullcontext) -> None:
+        """Embed every item with ``encoder`` as training embeds a batch's items (the same tokenization at
+        ``max_length``, no prompt), in eval mode, without gradient, under ``autocast()`` (the run's precision)."""
+        order = sorted(range(len(self.texts)), key=lambda j: len(self.texts[j]))  # batches of like lengths
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            with torch.no_grad(), autocast():
+                for start in range(0, len(order), batch_size):
+                    rows = order[start:start + batch_size]
+                    feats = encoder.tokenize([self.texts[j] for j in rows], max_length=max_length)
+                    vectors = encoder({k: v.to(self.embeddings.device) for k, v in feats.items()})
+                    self.embeddings[torch.tensor(rows, device=self.embeddings.device)] = vectors.float()
+        finally:
+            nn.Module.train(encoder, was_training)  # restoring the mode is not training: keep the backend
         self.refreshed_at.fill_(int(step))
 
     def columns(self, items: list[str]) -> torch.Tensor:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from textcl._io import atomic_write_json
-from textcl.config import TrainConfig
+from textcl.config import TrainConfig, resolved_logq
 from textcl.train.batcher import Batcher
 from textcl.train.build import Run, build
 from textcl.train.checkpoint import Checkpointer
@@ -86,7 +86,7 @@ class Trainer:
                      and run.mini_batch.requested == "auto" else {}),
                   # a log's rows and ranking sets: the texts (template, history, separator) and split change
                   # without changing the number of examples
-                  **({"data.path": str(c.data.path), "data.interactions": asdict(c.data.interactions)}
+                  **({"data.path": str(c.data.path), "data.interactions": _interactions_layout(c)}
                      if c.data.kind == "interactions" else {})}
         self.checkpoints = Checkpointer(acc, out / "checkpoints", c.train.checkpoint_every, c.train.keep_checkpoints,
                                         outputs=best, layout=layout)
@@ -135,8 +135,8 @@ class Trainer:
                 if run.threads is not None:
                     run.threads.tune()
                 if run.catalogue is not None and run.catalogue.due(step):  # negatives catalogue: re-embed the items
-                    run.catalogue.refresh(run.doc_encoder, step, batch_size=run.config.eval.batch_size,
-                                          bf16=run.precision == "bf16")
+                    run.catalogue.refresh(run.doc_encoder, step, max_length=run.config.model.max_seq_len,
+                                          batch_size=run.config.eval.batch_size, autocast=run.acc.autocast)
                 loss = train_step(run, [lambda b=b: batcher(b, epoch) for b in mine[pos:pos + g]], step)
                 pos, step = pos + g, step + 1
                 report.step(step, epoch, loss, time.perf_counter() - t0)
@@ -157,6 +157,18 @@ class Trainer:
         report.close()
         model_dir, metrics = evaluator.finish(state, step)
         return TrainResult(self.out, model_dir, metrics, step, True)
+
+
+def _interactions_layout(c: TrainConfig) -> dict:
+    """``data.interactions`` as a checkpoint's layout records it: the catalogue softmax's fields only when it is
+    on (a checkpoint written before they existed has in-batch negatives and resumes), ``logq_correction``
+    resolved (unset means on for in-batch negatives)."""
+    d = asdict(c.data.interactions)
+    d["logq_correction"] = resolved_logq(c.data.interactions)
+    if d["negatives"] == "batch":
+        d.pop("negatives")
+        d.pop("catalogue_refresh")
+    return d
 
 
 def train(config: TrainConfig, *, output_dir: str | Path | None = None, resume: bool = False,
