@@ -323,12 +323,53 @@ def test_the_distill_mix_keeps_the_general_texts_where_the_start_put_them(tiny_b
     drift_plain = 1 - _mean_start_cosine(tiny_bert_dir, plain.model_dir, general)
     drift_kept = 1 - _mean_start_cosine(tiny_bert_dir, kept.model_dir, general)
     assert drift_kept < 0.5 * drift_plain, (drift_kept, drift_plain)
-    with pytest.raises(ConfigError, match=r"data.mix.objective: expected one of infonce, distill, got 'kl'"):
+    with pytest.raises(ConfigError, match=r"data.mix.objective: expected one of infonce, pairs, distill, got 'kl'"):
         _config(tiny_bert_dir, tmp_path, data={"mix": {"path": str(wiki), "objective": "kl"}})
     # one text a step is enough to distil (no in-batch negatives), none is not
     _config(tiny_bert_dir, tmp_path, data={"mix": {"path": str(wiki), "objective": "distill", "batch_size": 1}})
     with pytest.raises(ConfigError, match=r"data.mix.batch_size: expected at least 1 text a step, got 0"):
         _config(tiny_bert_dir, tmp_path, data={"mix": {"path": str(wiki), "objective": "distill", "batch_size": 0}})
+
+
+def test_the_pairs_mix_is_infonce_over_its_queries_and_passages(tiny_bert_dir, tmp_path):
+    """objective pairs: weight x InfoNCE(queries, passages), the step's other passages as negatives, read from a
+    pairs file as data.kind pairs reads it."""
+    from textcl.losses.infonce import info_nce
+    from textcl.train.mix import MixTerm
+
+    rows = [(a, b) for a, b, _ in GUARD_ROWS]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"anchor": a, "positive": b}) + "\n" for a, b in rows))
+    config = _config(tiny_bert_dir, tmp_path, eval={"data": [], "test": []},
+                     data={"mix": {"path": str(pairs), "objective": "pairs", "batch_size": 4, "weight": 2.0,
+                                   "temperature": 0.1}})
+    encoder = Encoder.load(tiny_bert_dir)
+    term = MixTerm.load(config.data.mix, 0, encoder)
+    assert term.texts == rows and term.teacher is None
+    acc = SimpleNamespace(device=torch.device("cpu"), process_index=0, autocast=contextlib.nullcontext)
+    run = SimpleNamespace(acc=acc, model=encoder.eval(), encoder=encoder, config=config)  # eval: no dropout
+    step = term.texts_for(5)
+    with torch.no_grad():
+        got = float(term(run, 5))
+        q = encoder(encoder.tokenize([a for a, _ in step], max_length=16))
+        p = encoder(encoder.tokenize([b for _, b in step], max_length=16))
+    assert got == pytest.approx(2.0 * float(info_nce(q, p, temperature=0.1)), abs=1e-5)
+    mixed = train(config, output_dir=tmp_path / "mixed")
+    assert mixed.finished
+    with pytest.raises(ConfigError, match=r"data.mix.batch_size: in-batch negatives need at least 2 texts, got 1"):
+        _config(tiny_bert_dir, tmp_path, data={"mix": {"path": str(pairs), "objective": "pairs", "batch_size": 1}})
+
+
+def test_the_packaged_wiki_pairs_leave_out_the_guard_articles():
+    from textcl.data.wiki import wiki_pairs
+
+    pairs = wiki_pairs()
+    assert 14_000 < len(pairs) < len(wiki_pairs(without_guards=False))
+    queries, passages = {q for q, _ in pairs}, {p for _, p in pairs}
+    for name in ("wiki-description-lead", "wiki-sentence-rest", "wiki-description-lead-b", "wiki-sentence-rest-b"):
+        guard = load_guard(name).beir
+        assert not passages & {d["text"] for d in guard.corpus.values()}, name
+    assert not queries & set(load_guard("wiki-sentence-rest").beir.queries.values())
 
 
 def test_a_set_is_a_guard_or_a_task_set_not_both(tiny_bert_dir, tmp_path):

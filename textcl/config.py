@@ -102,9 +102,10 @@ class MixConfig:
     path: str = "packaged:wiki"  #: unlabeled texts, as data.path reads them (a .txt/.jsonl file, packaged:wiki, hf:)
     weight: float = 1.0  #: the term's weight beside the task's loss
     batch_size: int = 16  #: texts per step (each process), drawn anew each step from (seed, step, process)
-    temperature: float = 0.05  #: objective infonce only
-    #: infonce: InfoNCE on two dropout views of each text (SimCSE on general text); distill: keep each text's
-    #: vector where the starting weights put it, ``weight * mean(1 - cos(student, start))``
+    temperature: float = 0.05  #: objectives infonce and pairs
+    #: infonce: InfoNCE on two dropout views of each text (SimCSE on general text); pairs: InfoNCE over (query,
+    #: passage) pairs (packaged:wiki: description -> lead, first sentence -> rest of lead; a file: its pairs);
+    #: distill: keep each text's vector where the starting weights put it, ``weight * mean(1 - cos(student, start))``
     objective: str = "infonce"
 
 
@@ -289,18 +290,18 @@ class TrainConfig:
             choice("data.path", d.path, ("packaged:ml100k",) if d.kind == "interactions" else ("packaged:wiki",))
         if d.mix is not None:
             if not d.mix.path.startswith(("packaged:", "hf:")) and not Path(d.mix.path).expanduser().is_file():
-                bad("data.mix.path", f"file {d.mix.path!r} does not exist (expected a .txt/.jsonl file of texts, "
+                bad("data.mix.path", f"file {d.mix.path!r} does not exist (expected a .txt/.jsonl file of texts (objective pairs: of pairs), "
                                      "packaged:wiki, or hf:NAME[:SPLIT])")
             if d.mix.path.startswith("packaged:"):
                 choice("data.mix.path", d.mix.path, ("packaged:wiki",))
-            choice("data.mix.objective", d.mix.objective, ("infonce", "distill"))
+            choice("data.mix.objective", d.mix.objective, ("infonce", "pairs", "distill"))
             if d.mix.objective == "distill" and self.model.mlp_head:
                 bad("data.mix.objective", "distill compares pooled vectors with the starting model's, and "
                                           "model.mlp_head puts a training-only head on the student's; set "
                                           "objective: infonce or model.mlp_head: false")
             positive("data.mix.weight", d.mix.weight)
             positive("data.mix.temperature", d.mix.temperature)
-            if d.mix.objective == "infonce" and d.mix.batch_size < 2:
+            if d.mix.objective in ("infonce", "pairs") and d.mix.batch_size < 2:
                 bad("data.mix.batch_size", f"in-batch negatives need at least 2 texts, got {d.mix.batch_size!r}")
             if d.mix.batch_size < 1:
                 bad("data.mix.batch_size", f"expected at least 1 text a step, got {d.mix.batch_size!r}")

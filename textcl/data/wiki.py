@@ -62,3 +62,20 @@ def wiki_sentences(min_words: int = 3, *, without_guards: bool = False) -> list[
             continue
         out.extend(s for s in split_sentences(lead) if len(s.split()) >= min_words)
     return out
+
+
+def wiki_pairs(*, without_guards: bool = True) -> list[tuple[str, str]]:
+    """(query, passage) pairs of the shapes the Wikipedia guards score, one or two an article: the short
+    description -> the lead, and the first sentence (3 words or more) -> the rest of the lead;
+    ``without_guards`` leaves out the articles the guard sets are built from (about 16k pairs remain)."""
+    out = []
+    for i, v in enumerate(wiki_articles()):
+        if without_guards and is_guard_article(i):
+            continue
+        lead = v["extract"].strip()
+        if (v.get("description") or "").strip():
+            out.append((v["description"].strip(), lead))
+        sentences = split_sentences(lead)
+        if len(sentences) >= 2 and len(sentences[0].split()) >= 3:  # not a cut such as "St."
+            out.append((sentences[0], " ".join(sentences[1:])))
+    return out

@@ -4,12 +4,16 @@ task's loss with a weight. Its ``objective``:
 
 - ``infonce``: InfoNCE on two dropout views of each text. The SimCSE objective on general text keeps the
   sentence space spread out where the task never looks.
+- ``pairs``: InfoNCE over (query, passage) pairs of general text, the batch's other passages as negatives:
+  rehearsal of retrieval while the task trains. ``packaged:wiki`` gives a Wikipedia article's short description
+  -> its lead and its first sentence -> the rest of its lead (:func:`textcl.data.wiki.wiki_pairs`); a file
+  gives its (anchor, positive) rows, read as ``data.kind: pairs`` reads them.
 - ``distill``: ``1 - cos`` between each text's vector and the vector the starting weights give it
   (:func:`textcl.losses.cosine_distill`): the texts stay where the model put them before fine-tuning. The
   starting weights are copied when the run is built, before a resumed run loads its checkpoint, so a resumed
   run distils towards the same start.
 
-Each step draws ``batch_size`` texts from a generator seeded by (seed, step, process), so a resumed run draws
+Each step draws ``batch_size`` texts (or pairs) from a generator seeded by (seed, step, process), so a resumed run draws
 the same texts and nothing is checkpointed.
 """
 from __future__ import annotations
@@ -25,11 +29,12 @@ from textcl.models.features import pad_features
 
 class MixTerm:
     """``term(run, step) -> loss`` (a scalar with gradient) over the step's b texts: ``weight * InfoNCE(z1, z2)``
-    where z1, z2 (b, d) are two dropout forwards through ``run.model`` (objective infonce), or
-    ``weight * mean(1 - cos(z, t))`` where z (b, d) is one forward through ``run.model`` without dropout and
+    where z1, z2 (b, d) are two dropout forwards through ``run.model`` (objective infonce; objective pairs: the
+    b queries' and the b passages' embeddings), or ``weight * mean(1 - cos(z, t))`` where z (b, d) is one forward through ``run.model`` without dropout and
     t (b, d) the ``teacher``'s (the starting weights, in eval mode, no gradient; objective distill)."""
 
-    def __init__(self, config, texts: list[str], seed: int, teacher: torch.nn.Module | None = None):
+    def __init__(self, config, texts: list, seed: int, teacher: torch.nn.Module | None = None):
+        """``texts``: the texts to draw from, or (objective pairs) the (query, passage) pairs."""
         if config.objective == "distill" and teacher is None:
             raise ValueError("data.mix objective distill needs the teacher (the starting weights)")
         self.config = config
@@ -47,15 +52,18 @@ class MixTerm:
         teacher = None
         if config.objective == "distill" and encoder is not None:  # without one, __init__ refuses
             teacher = copy.deepcopy(encoder).eval().requires_grad_(False)
+        pairs = config.objective == "pairs"
         if config.path == "packaged:wiki":  # never the articles the Wikipedia guard sets are built from
-            from textcl.data.wiki import wiki_sentences
+            from textcl.data.wiki import wiki_pairs, wiki_sentences
 
-            return cls(config, wiki_sentences(without_guards=True), seed, teacher)
-        examples = load_examples(dataclasses.replace(DataConfig(), kind="unlabeled", path=config.path))
-        return cls(config, [e.anchor for e in examples], seed, teacher)
+            return cls(config, wiki_pairs(without_guards=True) if pairs else wiki_sentences(without_guards=True),
+                       seed, teacher)
+        kind = "pairs" if pairs else "unlabeled"
+        examples = load_examples(dataclasses.replace(DataConfig(), kind=kind, path=config.path))
+        return cls(config, [(e.anchor, e.positive) if pairs else e.anchor for e in examples], seed, teacher)
 
-    def texts_for(self, step: int, process: int = 0) -> list[str]:
-        """The ``batch_size`` texts of optimizer step ``step`` on process ``process`` (distinct rows)."""
+    def texts_for(self, step: int, process: int = 0) -> list:
+        """The ``batch_size`` texts (or pairs) of optimizer step ``step`` on process ``process`` (distinct rows)."""
         rng = np.random.default_rng([self.seed, int(step), int(process)])
         size = min(self.config.batch_size, len(self.texts))
         return [self.texts[i] for i in rng.choice(len(self.texts), size=size, replace=False)]
@@ -66,6 +74,13 @@ class MixTerm:
 
         encoder = run.encoder
         texts = self.texts_for(step, run.acc.process_index)
+        pad_id = encoder.tokenizer.pad_token_id or 0
+        if self.config.objective == "pairs":  # one forward: the queries' and the passages' rows together
+            parts = [{k: v.to(run.acc.device) for k, v in
+                      encoder.tokenize([row[j] for row in texts], max_length=run.config.model.max_seq_len).items()}
+                     for j in (0, 1)]
+            q, p = run.model(pad_features(parts, pad_id)).split(len(texts))
+            return self.config.weight * info_nce(q.float(), p.float(), temperature=self.config.temperature)
         feats = encoder.tokenize(texts, max_length=run.config.model.max_seq_len)
         feats = {k: v.to(run.acc.device) for k, v in feats.items()}
         if self.teacher is not None:
@@ -80,7 +95,6 @@ class MixTerm:
             finally:
                 run.model.train()
             return self.config.weight * cosine_distill(z, t)
-        pad_id = encoder.tokenizer.pad_token_id or 0
         z = run.model(pad_features([feats, feats], pad_id))  # one forward, two dropout masks per text
         z1, z2 = z.split(len(texts))
         return self.config.weight * info_nce(z1.float(), z2.float(), temperature=self.config.temperature)
