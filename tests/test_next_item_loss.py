@@ -61,42 +61,35 @@ def test_log_sampling_probability_and_bad_inputs():
 
 
 # ------------------------------------------------------------------ the whole catalogue (negatives: catalogue)
-CAT = torch.tensor([[9.0, 9.0], [2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])  # a stale cache of 4 items
+CAT = torch.tensor([[9.0, 9.0], [2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])  # cached vectors of 4 items
 
 
-def test_the_catalogue_softmax_by_hand_with_fresh_batch_items_and_a_history_mask():
-    # rows 0 and 2 picked item 0, row 1 item 2: columns 0 and 2 take the fresh vectors V[0] and V[1]
-    columns = torch.tensor([0, 2, 0])
-    # candidates: [V[0], CAT[1], V[1], CAT[3]] = [(1, 0), (2, 0), (0, 1), (1, 1)]
+def test_the_catalogue_softmax_by_hand_with_a_history_mask():
+    columns = torch.tensor([1, 2, 1])  # rows 0 and 2 picked item 1, row 1 item 2
     mask = torch.zeros(3, 4, dtype=torch.bool)
-    mask[1, 3] = True   # row 1's user picked item 3 before: not a negative
-    mask[2, 0] = True   # a row's own column is never left out, whatever the mask says
-    rows = [[1, 2, 0, 1], [0, 0, 1], [1, 2, 1, 2]]  # U @ candidates, row 1 without column 3
-    expected = (ce(rows[0], 0) + ce(rows[1], 2) + ce(rows[2], 0)) / 3
-    got = catalogue_softmax(U, V, CAT, columns, temperature=1.0, similarity="dot", mask=mask)
+    mask[1, 0] = True   # row 1's user picked item 0 before: not a negative
+    mask[2, 1] = True   # a row's own column is never left out, whatever the mask says
+    rows = [[9, 2, 0, 1], [3, 1], [18, 2, 3, 2]]  # U @ CAT.T, row 1 without column 0 (its columns 1, 2, 3: 0, 3, 1)
+    rows[1] = [0, 3, 1]
+    expected = (ce(rows[0], 1) + ce(rows[1], 1) + ce(rows[2], 1)) / 3
+    got = catalogue_softmax(U, CAT, columns, temperature=1.0, similarity="dot", mask=mask)
     assert float(got) == pytest.approx(expected, abs=1e-6)
-    loss = NextItemLoss(1.0, "dot", logq_correction=False, negatives="catalogue")
-    assert float(loss(U, V, catalogue=CAT, positive_columns=columns, catalogue_mask=mask)) == pytest.approx(expected)
 
 
-def test_the_gradient_reaches_the_batch_items_and_never_the_cache():
-    users, items = U.clone().requires_grad_(), V.clone().requires_grad_()
-    cache = CAT.clone().requires_grad_()
-    catalogue_softmax(users, items, cache, torch.tensor([0, 2, 1]), temperature=1.0, similarity="dot").backward()
-    assert cache.grad is None and users.grad.abs().sum() > 0 and items.grad.abs().sum() > 0
-    # rows sharing an item: the column holds the first row's vector, so the second row's gets no gradient
-    items = V.clone().requires_grad_()
-    catalogue_softmax(U, items, CAT, torch.tensor([0, 2, 0]), temperature=1.0, similarity="dot").backward()
-    assert items.grad[2].abs().sum() == 0 and items.grad[0].abs().sum() > 0
+def test_the_catalogue_loss_adds_the_catalogue_softmax_to_the_in_batch_one():
+    keys, history = torch.tensor([7, 8, 9]), torch.tensor([[7], [8], [9]])
+    columns, mask = torch.tensor([1, 2, 3]), torch.zeros(3, 4, dtype=torch.bool)
+    plain = NextItemLoss(1.0, "dot", logq_correction=False)(U, V, positive_keys=keys, history_keys=history)
+    both = NextItemLoss(1.0, "dot", logq_correction=False, negatives="catalogue")(
+        U, V, positive_keys=keys, history_keys=history, catalogue=CAT, positive_columns=columns, catalogue_mask=mask)
+    extra = catalogue_softmax(U, CAT, columns, temperature=1.0, similarity="dot")
+    assert float(both) == pytest.approx(float(plain) + float(extra), abs=1e-6)
 
 
-def test_a_catalogue_equal_to_the_fresh_vectors_is_the_full_softmax():
-    torch.manual_seed(0)
-    users, items = torch.randn(5, 8), torch.randn(7, 8)  # 7 catalogue items, 5 rows picking items 6, 1, 3, 1, 0
-    columns = torch.tensor([6, 1, 3, 1, 0])
-    got = catalogue_softmax(users, items[columns], items, columns, temperature=0.1, similarity="cosine")
-    logits = torch.nn.functional.normalize(users, dim=-1) @ torch.nn.functional.normalize(items, dim=-1).T / 0.1
-    assert float(got) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, columns)), abs=1e-5)
+def test_the_catalogue_softmax_sends_no_gradient_to_the_cache():
+    users, cache = U.clone().requires_grad_(), CAT.clone().requires_grad_()
+    catalogue_softmax(users, cache, torch.tensor([0, 2, 1]), temperature=1.0, similarity="dot").backward()
+    assert cache.grad is None and users.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -108,16 +101,14 @@ def test_a_catalogue_equal_to_the_fresh_vectors_is_the_full_softmax():
 def test_bad_catalogue_inputs_are_named(kwargs, message):
     args = {"catalogue": CAT, "columns": torch.tensor([0, 1, 2]), **kwargs}
     with pytest.raises(ValueError, match=message):
-        catalogue_softmax(U, V, args.pop("catalogue"), args.pop("columns"), **args)
+        catalogue_softmax(U, args.pop("catalogue"), args.pop("columns"), **args)
 
 
-def test_the_catalogue_loss_refuses_logq_and_missing_inputs():
-    with pytest.raises(ValueError, match="logq_correction: the catalogue softmax samples no negatives"):
-        NextItemLoss(1.0, negatives="catalogue", logq_correction=True)
+def test_the_catalogue_loss_names_what_it_misses():
     with pytest.raises(ValueError, match="negatives: expected 'batch' or 'catalogue', got 'queue'"):
         NextItemLoss(1.0, negatives="queue")
     loss = NextItemLoss(1.0, logq_correction=False, negatives="catalogue")
     with pytest.raises(ValueError, match="catalogue, positive_columns: negatives='catalogue' needs"):
-        loss(U, V)
+        loss(U, V, positive_keys=torch.tensor([1, 2, 3]))
     with pytest.raises(ValueError, match="catalogue_mask: mask_hits needs"):
-        loss(U, V, catalogue=CAT, positive_columns=torch.tensor([0, 1, 2]))
+        loss(U, V, catalogue=CAT, positive_columns=torch.tensor([0, 1, 2]), positive_keys=torch.tensor([1, 2, 3]))

@@ -342,8 +342,10 @@ def test_the_catalogue_mask_holds_every_item_picked_before_the_row():
     task = _task({"u": ["a", "b", "c", "d"], "v": ["x", "a"]}, {"u": "e"}, {"u": "f"})
     rows = {(e.user, e.item): e for e in task.examples()}
     cache = CatalogueCache(task.item_ids, task.item_texts, 2, every=5)
-    run = SimpleNamespace(acc=SimpleNamespace(device=torch.device("cpu")), task=task, catalogue=cache)
+    run = SimpleNamespace(acc=SimpleNamespace(device=torch.device("cpu")), task=task, catalogue=cache,
+                          item_logq={"b": -1.0, "c": -1.0, "d": -1.0, "a": -1.0})
     keys = Batcher(run).item_keys([rows[("u", "c")], rows[("v", "a")]])
+    assert {"positive_keys", "history_keys", "positive_logq"} <= set(keys)  # the in-batch softmax's keys too
     col = cache.column
     assert keys["positive_columns"].tolist() == [col["c"], col["a"]]
     expected = torch.zeros(2, len(task.item_ids), dtype=torch.bool)
@@ -379,10 +381,7 @@ def test_a_resumed_catalogue_run_equals_the_uninterrupted_one(tiny_bert_dir, tmp
         c.train.checkpoint_every, c.eval.before, c.eval.every = 2, False, 4
         return c
 
-    from textcl.config import resolved_logq
-
     c = config()
-    assert resolved_logq(c.data.interactions) is False  # unset: on for in-batch negatives only
     train(c, output_dir=tmp_path / "run", stop_after_step=2)
     resumed = train(config(), output_dir=tmp_path / "run", resume=True)
     straight = train(config(), output_dir=tmp_path / "straight")
@@ -431,7 +430,7 @@ def test_a_checkpoint_from_before_the_catalogue_softmax_still_resumes(tiny_bert_
     layout = _interactions_layout(_config(tiny_bert_dir, log, catalogue))
     assert "negatives" not in layout and "catalogue_refresh" not in layout and layout["logq_correction"] is True
     on = _interactions_layout(_config(tiny_bert_dir, log, catalogue, negatives="catalogue", catalogue_refresh=7))
-    assert on["negatives"] == "catalogue" and on["catalogue_refresh"] == 7 and on["logq_correction"] is False
+    assert on["negatives"] == "catalogue" and on["catalogue_refresh"] == 7
 
 
 def test_the_recipe_switches_to_the_catalogue_with_one_setting():
@@ -447,8 +446,6 @@ def test_the_recipe_switches_to_the_catalogue_with_one_setting():
 
 @pytest.mark.parametrize("interactions, message", [
     ({"catalogue_refresh": 7}, r"data\.interactions\.catalogue_refresh: is set \(7\) but only negatives catalogue"),
-    ({"negatives": "catalogue", "logq_correction": True},
-     r"data\.interactions\.logq_correction: the catalogue softmax samples no negatives"),
     ({"negatives": "queue"}, r"data\.interactions\.negatives: expected batch or catalogue, got 'queue'"),
     ({"negatives": "catalogue", "catalogue_refresh": 0},
      r"data\.interactions\.catalogue_refresh: expected a positive number, got 0"),

@@ -82,19 +82,12 @@ class InteractionsConfig:
     separator: str = " | "  #: between the history's item texts
     cold_fraction: float = 0.0  #: items held out of training (all their interactions), ranked for cold start
     cold_seed: int = 0
-    #: subtract each in-batch item's log sampling probability (Yi et al. 2019); default: on for in-batch negatives
-    logq_correction: Optional[bool] = None
+    logq_correction: bool = True  #: subtract each in-batch item's log sampling probability (Yi et al. 2019)
     mask_hits: bool = True  #: an item that is the row's own item or in its user's history is not a negative
-    #: batch: the other rows' items; catalogue: every training item (full softmax, the rest from a cached embedding)
+    #: batch: the other rows' items; catalogue: also a softmax of each user over every training item's cached vector
     negatives: str = "batch"
     catalogue_refresh: int = 50  #: negatives catalogue: re-embed the catalogue every this many steps
     name: Optional[str] = None  #: the evaluation rows' prefix (NAME-valid, NAME-test, NAME-cold); default from the log
-
-
-def resolved_logq(it: InteractionsConfig) -> bool:
-    """``data.interactions.logq_correction`` as the loss applies it: unset is on for in-batch negatives, off for
-    the catalogue softmax (which samples nothing)."""
-    return it.negatives == "batch" if it.logq_correction is None else bool(it.logq_correction)
 
 
 @dataclass
@@ -465,9 +458,6 @@ class TrainConfig:
             bad("data.interactions.cold_fraction", f"expected a fraction in [0, 1), got {it.cold_fraction!r}")
         if it.negatives not in ("batch", "catalogue"):
             bad("data.interactions.negatives", f"expected batch or catalogue, got {it.negatives!r}")
-        if it.negatives == "catalogue" and it.logq_correction:
-            bad("data.interactions.logq_correction", "the catalogue softmax samples no negatives, so there is no "
-                                                     "sampling bias to correct; leave it unset with negatives catalogue")
         if it.negatives == "catalogue":
             positive("data.interactions.catalogue_refresh", it.catalogue_refresh)
             if m.mlp_head:

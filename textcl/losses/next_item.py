@@ -10,12 +10,12 @@ rows' items as negatives, with the two corrections in-batch negatives need on in
    in the row's history is not a negative; it is excluded from that row's softmax. The row's own positive
    column is never excluded.
 
-3. **The whole catalogue instead of the batch** (``negatives="catalogue"``, :func:`catalogue_softmax`): where the
-   catalogue is small enough to embed every few steps (thousands of items), each row's softmax runs over every
-   item, the batch's own items as their fresh embeddings and the rest from a cache of the catalogue
-   (:class:`~textcl.recommend.catalogue.CatalogueCache`). Nothing is sampled, so there is no bias to correct, and
-   each row has the whole catalogue as its negatives rather than the B - 1 popular ones a batch holds (text
-   recommenders such as Recformer found in-batch negatives too noisy on small data).
+3. **The whole catalogue beside the batch** (``negatives="catalogue"``, :func:`catalogue_softmax`): where the
+   catalogue is small enough to embed every few steps (thousands of items), a second softmax runs each user
+   over every item's cached vector (:class:`~textcl.recommend.catalogue.CatalogueCache`), so each user meets
+   the whole catalogue as negatives rather than the B - 1 mostly popular ones a batch holds (text recommenders
+   such as Recformer found in-batch negatives too noisy on small data); the in-batch softmax stays and trains
+   the item tower.
 
 The functional cores are :func:`next_item_softmax` and :func:`catalogue_softmax`; :class:`NextItemLoss` builds
 the in-batch mask from integer item keys (:func:`~textcl.losses.text_keys` of the item ids) and is what the
@@ -73,21 +73,21 @@ def next_item_softmax(users: torch.Tensor, items: torch.Tensor, *, temperature: 
     return F.cross_entropy(logits, torch.arange(b, device=logits.device))
 
 
-def catalogue_softmax(users: torch.Tensor, items: torch.Tensor, catalogue: torch.Tensor, columns: torch.Tensor, *,
+def catalogue_softmax(users: torch.Tensor, catalogue: torch.Tensor, columns: torch.Tensor, *,
                       temperature: float = 0.05, similarity: str = "cosine",
                       mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of ``sim(u_i, c_j) / temperature`` over every catalogue item ``j``, target
     ``j = columns[i]``, with the ``mask``-ed items left out.
 
-    The candidates ``c`` are the ``catalogue`` rows (a cache: no gradient) with the batch's own items replaced
-    by their fresh embeddings ``items`` (the gradient reaches the item tower through them): column
-    ``columns[i]`` holds ``items[i]``; where several rows share an item, the column holds the first such row's.
+    Every candidate, the target included, is a row of ``catalogue`` (a cache: no gradient), so the gradient
+    reaches the user tower only. A target embedded afresh beside cached negatives would differ from them in
+    ways that have nothing to do with the user (dropout, the weights' drift since the cache was made), and the
+    softmax would learn to tell fresh from cached instead of liked from not.
 
     Args:
         users: ``(B, d)`` user-tower embeddings.
-        items: ``(B, d)`` item-tower embeddings; ``items[i]`` is user ``i``'s next item.
         catalogue: ``(N, d)`` cached embeddings of the catalogue's items.
-        columns: ``(B,)`` int64, the catalogue row of each row's item, in ``[0, N)``.
+        columns: ``(B,)`` int64, the catalogue row of each row's next item, in ``[0, N)``.
         temperature: divides the similarities (> 0).
         similarity: ``"cosine"``, ``"dot"`` or ``"euclidean"``.
         mask: ``(B, N)`` bool, ``True`` = not a negative for that row (an item the user already picked); a row's
@@ -97,16 +97,17 @@ def catalogue_softmax(users: torch.Tensor, items: torch.Tensor, catalogue: torch
         Scalar loss.
 
     Example:
-        >>> u, v = torch.eye(2), torch.eye(2)
-        >>> cat = torch.tensor([[0.0, 1.0], [5.0, 5.0], [1.0, 0.0]])  # row 1 is stale; rows 0 and 2 are replaced
-        >>> round(float(catalogue_softmax(u, v, cat, torch.tensor([2, 0]), temperature=1.0, similarity="dot")), 4)
-        4.0247
+        >>> u = torch.eye(2)
+        >>> cat = torch.tensor([[0.0, 1.0], [2.0, 0.0], [1.0, 0.0]])
+        >>> round(float(catalogue_softmax(u, cat, torch.tensor([2, 0]), temperature=1.0, similarity="dot")), 4)
+        0.9795
     """
-    _check_embeddings(users, items)
+    if not isinstance(users, torch.Tensor) or users.dim() != 2:
+        raise ValueError("users: expected a (B, d) tensor")
     _check_temperature(temperature)
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity: expected one of {SIMILARITIES}, got {similarity!r}")
-    b, d = items.shape
+    b, d = users.shape
     if not isinstance(catalogue, torch.Tensor) or catalogue.dim() != 2 or catalogue.shape[1] != d:
         raise ValueError(f"catalogue: expected an (N, {d}) tensor, got "
                          f"{tuple(catalogue.shape) if isinstance(catalogue, torch.Tensor) else catalogue!r}")
@@ -115,17 +116,12 @@ def catalogue_softmax(users: torch.Tensor, items: torch.Tensor, catalogue: torch
             or bool((columns < 0).any()) or bool((columns >= n).any())):
         raise ValueError(f"columns: expected a ({b},) integer tensor of catalogue rows in [0, {n})")
     columns = columns.long()
-    unique, inverse = torch.unique(columns, return_inverse=True)
-    rows = torch.arange(b, device=columns.device)
-    first = torch.full((unique.shape[0],), b, dtype=torch.long, device=columns.device)
-    first = first.scatter_reduce(0, inverse, rows, reduce="amin")
-    candidates = catalogue.detach().to(items.dtype).index_copy(0, unique, items[first])
-    logits = pairwise_similarity(users, candidates, similarity) / temperature
+    logits = pairwise_similarity(users, catalogue.detach().to(users.dtype), similarity) / temperature
     if mask is not None:
         if not isinstance(mask, torch.Tensor) or mask.shape != (b, n) or mask.dtype != torch.bool:
             raise ValueError(f"mask: expected a ({b}, {n}) bool tensor")
         mask = mask.clone()
-        mask[rows, columns] = False
+        mask[torch.arange(b, device=columns.device), columns] = False
         logits = logits.masked_fill(mask, float("-inf"))
     return F.cross_entropy(logits, columns)
 
@@ -157,11 +153,11 @@ class NextItemLoss(nn.Module):
     Args:
         temperature: softmax temperature.
         similarity: ``"cosine"``, ``"dot"`` or ``"euclidean"``.
-        logq_correction: subtract each candidate's ``log q`` (needs ``positive_logq`` in the call); in-batch only.
+        logq_correction: subtract each in-batch candidate's ``log q`` (needs ``positive_logq`` in the call).
         mask_hits: leave out candidates that are the row's own item or in its history (needs ``positive_keys``,
-            and ``history_keys`` for the second; with the catalogue, ``catalogue_mask``).
-        negatives: ``"batch"`` (the other rows' items) or ``"catalogue"`` (every item: :func:`catalogue_softmax`,
-            needs ``catalogue`` and ``positive_columns`` in the call).
+            and ``history_keys`` for the second; with the catalogue, ``catalogue_mask`` too).
+        negatives: ``"batch"`` (the other rows' items) or ``"catalogue"`` (the in-batch loss plus
+            :func:`catalogue_softmax` over the cached catalogue; needs ``catalogue`` and ``positive_columns``).
 
     Inputs:
         ===============  =============  ====================================================
@@ -194,8 +190,6 @@ class NextItemLoss(nn.Module):
             raise ValueError(f"similarity: expected one of {SIMILARITIES}, got {similarity!r}")
         if negatives not in ("batch", "catalogue"):
             raise ValueError(f"negatives: expected 'batch' or 'catalogue', got {negatives!r}")
-        if negatives == "catalogue" and logq_correction:
-            raise ValueError("logq_correction: the catalogue softmax samples no negatives; there is no bias to correct")
         self.temperature, self.similarity = float(temperature), similarity
         self.logq_correction, self.mask_hits = bool(logq_correction), bool(mask_hits)
         self.negatives = negatives
@@ -207,21 +201,23 @@ class NextItemLoss(nn.Module):
                 catalogue_mask: torch.Tensor | None = None) -> torch.Tensor:
         if negatives is not None:
             raise ValueError("negatives: the next-item loss takes its negatives from the batch or the catalogue only")
+        extra = None
         if self.negatives == "catalogue":
             if catalogue is None or positive_columns is None:
                 raise ValueError("catalogue, positive_columns: negatives='catalogue' needs the cached catalogue and "
                                  "each row's item's row in it")
             if self.mask_hits and catalogue_mask is None:
                 raise ValueError("catalogue_mask: mask_hits needs the items each row's user already picked")
-            return catalogue_softmax(anchors, positives, catalogue, positive_columns, temperature=self.temperature,
-                                     similarity=self.similarity, mask=catalogue_mask if self.mask_hits else None)
+            extra = catalogue_softmax(anchors, catalogue, positive_columns, temperature=self.temperature,
+                                      similarity=self.similarity, mask=catalogue_mask if self.mask_hits else None)
         if self.logq_correction and positive_logq is None:
             raise ValueError("positive_logq: logq_correction needs each row's log sampling probability")
         if self.mask_hits and positive_keys is None:
             raise ValueError("positive_keys: mask_hits needs each row's item key")
         mask = accidental_hits(positive_keys, history_keys) if self.mask_hits else None
-        return next_item_softmax(anchors, positives, temperature=self.temperature, similarity=self.similarity,
+        loss = next_item_softmax(anchors, positives, temperature=self.temperature, similarity=self.similarity,
                                  item_logq=positive_logq if self.logq_correction else None, mask=mask)
+        return loss if extra is None else loss + extra
 
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, similarity={self.similarity!r}, "

@@ -1,4 +1,4 @@
-"""The training catalogue's item embeddings, cached for the full-catalogue softmax
+"""The training catalogue's item embeddings, cached for the softmax of each user over every item
 (``data.interactions.negatives: catalogue``, :func:`~textcl.losses.next_item.catalogue_softmax`).
 
 Every ``every`` optimizer steps the item tower embeds every training item as training embeds a batch's items

@@ -79,20 +79,23 @@ class Batcher:
         """``positive_keys`` (B,) of the items, ``history_keys`` (B, H) and ``positive_logq`` (B,), on the run's
         device. A row's history keys are the batch's items that the user picked at any time before the row's
         item (the whole training sequence before it, not only the items of its history text), padded with the
-        row's own item key: all that the accidental-hit mask needs, at most B wide."""
+        row's own item key: all that the accidental-hit mask needs, at most B wide. With ``negatives: catalogue``,
+        :meth:`catalogue_keys` too."""
         from textcl.losses import text_keys
 
         device, task = self.run.acc.device, self.run.task
         firsts = [task.first_at[e.user] for e in exs]
-        if self.run.catalogue is not None:
-            return self.catalogue_keys(exs, firsts)
         in_batch = sorted({e.item for e in exs})
         rows = [[i for i in in_batch if first.get(i, e.position) < e.position] for first, e in zip(firsts, exs)]
         width = max(1, max(len(r) for r in rows))
         padded = [r + [e.item] * (width - len(r)) for r, e in zip(rows, exs)]
         history = text_keys([i for row in padded for i in row]).view(len(exs), width)
-        return {"positive_keys": text_keys([e.item for e in exs]).to(device), "history_keys": history.to(device),
-                "positive_logq": torch.tensor([self.run.item_logq[e.item] for e in exs], dtype=torch.float32, device=device)}
+        keys = {"positive_keys": text_keys([e.item for e in exs]).to(device), "history_keys": history.to(device),
+                "positive_logq": torch.tensor([self.run.item_logq[e.item] for e in exs], dtype=torch.float32,
+                                              device=device)}
+        if self.run.catalogue is not None:
+            keys.update(self.catalogue_keys(exs, firsts))
+        return keys
 
     def catalogue_keys(self, exs, firsts: list[dict]) -> dict:
         """``negatives: catalogue``: the cached ``catalogue`` (N, d), ``positive_columns`` (B,) and

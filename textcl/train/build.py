@@ -231,11 +231,10 @@ def make_loss(c: TrainConfig, dim: int, device) -> torch.nn.Module:
 
     lc = c.loss
     if c.data.kind == "interactions":
-        from textcl.config import resolved_logq
         from textcl.losses.next_item import NextItemLoss
 
         it = c.data.interactions
-        loss_fn = NextItemLoss(lc.temperature, lc.similarity, logq_correction=resolved_logq(it),
+        loss_fn = NextItemLoss(lc.temperature, lc.similarity, logq_correction=it.logq_correction,
                                mask_hits=it.mask_hits, negatives=it.negatives)
     elif lc.name == "cosent":
         loss_fn = CoSENT(lc.scale)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from textcl._io import atomic_write_json
-from textcl.config import TrainConfig, resolved_logq
+from textcl.config import TrainConfig
 from textcl.train.batcher import Batcher
 from textcl.train.build import Run, build
 from textcl.train.checkpoint import Checkpointer
@@ -161,10 +161,8 @@ class Trainer:
 
 def _interactions_layout(c: TrainConfig) -> dict:
     """``data.interactions`` as a checkpoint's layout records it: the catalogue softmax's fields only when it is
-    on (a checkpoint written before they existed has in-batch negatives and resumes), ``logq_correction``
-    resolved (unset means on for in-batch negatives)."""
+    on (a checkpoint written before they existed has in-batch negatives and resumes)."""
     d = asdict(c.data.interactions)
-    d["logq_correction"] = resolved_logq(c.data.interactions)
     if d["negatives"] == "batch":
         d.pop("negatives")
         d.pop("catalogue_refresh")
