@@ -345,19 +345,64 @@ def test_the_pairs_mix_is_infonce_over_its_queries_and_passages(tiny_bert_dir, t
                                    "temperature": 0.1}})
     encoder = Encoder.load(tiny_bert_dir)
     term = MixTerm.load(config.data.mix, 0, encoder)
-    assert term.texts == rows and term.teacher is None
+    assert [r[:2] for r in term.texts] == rows and term.teacher is None
     acc = SimpleNamespace(device=torch.device("cpu"), process_index=0, autocast=contextlib.nullcontext)
     run = SimpleNamespace(acc=acc, model=encoder.eval(), encoder=encoder, config=config)  # eval: no dropout
     step = term.texts_for(5)
     with torch.no_grad():
         got = float(term(run, 5))
-        q = encoder(encoder.tokenize([a for a, _ in step], max_length=16))
-        p = encoder(encoder.tokenize([b for _, b in step], max_length=16))
+        q = encoder(encoder.tokenize([r[0] for r in step], max_length=16))
+        p = encoder(encoder.tokenize([r[1] for r in step], max_length=16))
     assert got == pytest.approx(2.0 * float(info_nce(q, p, temperature=0.1)), abs=1e-5)
     mixed = train(config, output_dir=tmp_path / "mixed")
     assert mixed.finished
     with pytest.raises(ConfigError, match=r"data.mix.batch_size: in-batch negatives need at least 2 texts, got 1"):
         _config(tiny_bert_dir, tmp_path, data={"mix": {"path": str(pairs), "objective": "pairs", "batch_size": 1}})
+    text = tmp_path / "general.txt"
+    text.write_text("one text\nanother text\n")
+    with pytest.raises(ConfigError, match=r"data.mix.path: objective pairs reads \(anchor, positive\) rows; "
+                                          r"'.*general.txt' is a text file"):
+        _config(tiny_bert_dir, tmp_path, data={"mix": {"path": str(text), "objective": "pairs"}})
+
+
+def test_pairs_of_one_article_or_one_text_are_not_each_others_negatives(tiny_bert_dir, tmp_path):
+    """Rows 0 and 1 come from one article (group 7), rows 2 and 3 share a passage: each pair is masked out of
+    the other's negatives; with model.two_tower the passages run through the document tower."""
+    from textcl.config import MixConfig
+    from textcl.losses.infonce import info_nce
+    from textcl.train.mix import MixTerm
+
+    rows = [("a cat sat", "the cat sat on the mat", 7), ("the cat", "the cat sat on the mat today", 7),
+            ("a dog ran", "the dog ran far", 8), ("dogs run", "the dog ran far", 9), ("fish swim", "fish swim", 10)]
+    term = MixTerm(MixConfig(objective="pairs", batch_size=5, temperature=0.1), rows, seed=0)
+    query, document = Encoder.load(tiny_bert_dir).eval(), Encoder.load(tiny_bert_dir).eval()
+    with torch.no_grad():
+        for p in document.parameters():
+            p.mul_(0.5)  # another tower
+    config = SimpleNamespace(model=SimpleNamespace(max_seq_len=16, two_tower=True))
+    acc = SimpleNamespace(device=torch.device("cpu"), process_index=0, autocast=contextlib.nullcontext)
+    run = SimpleNamespace(acc=acc, model=query, doc_model=document, encoder=query, config=config)
+    step = term.texts_for(0)
+    with torch.no_grad():
+        got = float(term(run, 0))
+        q = query(query.tokenize([r[0] for r in step], max_length=16))
+        d = document(document.tokenize([r[1] for r in step], max_length=16))
+    group = {r[0]: (r[2] if r[2] in (7,) else r[1]) for r in rows}  # one article, or one passage
+    mask = torch.tensor([[i != j and group[a[0]] == group[b[0]] for j, b in enumerate(step)] for i, a in enumerate(step)])
+    assert int(mask.sum()) == 4
+    assert got == pytest.approx(float(info_nce(q, d, temperature=0.1, mask=mask)), abs=1e-5)
+    assert got != pytest.approx(float(info_nce(q, d, temperature=0.1)), abs=1e-4)
+
+
+def test_a_pairs_mix_holding_a_guards_pairs_is_refused(tiny_bert_dir, tmp_path):
+    guard = _write(tmp_path / "guard.tsv", GUARD_ROWS)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"anchor": a, "positive": b}) + "\n" for a, b, _ in GUARD_ROWS[:3]))
+    config = _config(tiny_bert_dir, tmp_path, eval={"guard": [str(guard)]},
+                     data={"mix": {"path": str(pairs), "objective": "pairs", "batch_size": 2}})
+    with pytest.raises(ConfigError, match=r"eval.guard: guard shares 3 of its 6 pairs with .*pairs.jsonl "
+                                          r"\(data.mix.path\)"):
+        train(config, output_dir=tmp_path / "run")
 
 
 def test_the_packaged_wiki_pairs_leave_out_the_guard_articles():
@@ -365,7 +410,7 @@ def test_the_packaged_wiki_pairs_leave_out_the_guard_articles():
 
     pairs = wiki_pairs()
     assert 14_000 < len(pairs) < len(wiki_pairs(without_guards=False))
-    queries, passages = {q for q, _ in pairs}, {p for _, p in pairs}
+    queries, passages = {r[0] for r in pairs}, {r[1] for r in pairs}
     for name in ("wiki-description-lead", "wiki-sentence-rest", "wiki-description-lead-b", "wiki-sentence-rest-b"):
         guard = load_guard(name).beir
         assert not passages & {d["text"] for d in guard.corpus.values()}, name

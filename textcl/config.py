@@ -287,6 +287,9 @@ class TrainConfig:
                                      "packaged:wiki, or hf:NAME[:SPLIT])")
             if d.mix.path.startswith("packaged:"):
                 choice("data.mix.path", d.mix.path, ("packaged:wiki",))
+            if d.mix.objective == "pairs" and Path(d.mix.path).suffix.lower() == ".txt":
+                bad("data.mix.path", f"objective pairs reads (anchor, positive) rows; {d.mix.path!r} is a text file of "
+                                     "single texts (expected .jsonl, .csv, .tsv, packaged:wiki or hf:NAME[:SPLIT])")
             choice("data.mix.objective", d.mix.objective, ("infonce", "pairs", "distill"))
             if d.mix.objective == "distill" and self.model.mlp_head:
                 bad("data.mix.objective", "distill compares pooled vectors with the starting model's, and "

@@ -64,18 +64,19 @@ def wiki_sentences(min_words: int = 3, *, without_guards: bool = False) -> list[
     return out
 
 
-def wiki_pairs(*, without_guards: bool = True) -> list[tuple[str, str]]:
-    """(query, passage) pairs of the shapes the Wikipedia guards score, one or two an article: the short
-    description -> the lead, and the first sentence (3 words or more) -> the rest of the lead;
-    ``without_guards`` leaves out the articles the guard sets are built from (about 16k pairs remain)."""
+def wiki_pairs(*, without_guards: bool = True) -> list[tuple[str, str, int]]:
+    """(query, passage, article) triples of the shapes the Wikipedia guards score, one or two an article: the
+    short description -> the lead, and the first sentence (3 words or more) -> the rest of the lead; ``article``
+    is the lead's index in :func:`wiki_leads` (an article's two passages overlap: not each other's negatives).
+    ``without_guards`` leaves out the articles the guard sets are built from (about 15k pairs remain)."""
     out = []
     for i, v in enumerate(wiki_articles()):
         if without_guards and is_guard_article(i):
             continue
         lead = v["extract"].strip()
         if (v.get("description") or "").strip():
-            out.append((v["description"].strip(), lead))
+            out.append((v["description"].strip(), lead, i))
         sentences = split_sentences(lead)
         if len(sentences) >= 2 and len(sentences[0].split()) >= 3:  # not a cut such as "St."
-            out.append((sentences[0], " ".join(sentences[1:])))
+            out.append((sentences[0], " ".join(sentences[1:]), i))
     return out

@@ -159,15 +159,25 @@ def pair_keys(sentences1, sentences2) -> set[tuple[str, str]]:
             for a, b in ((_text_key(x), _text_key(y)) for x, y in zip(sentences1, sentences2))}
 
 
+def guard_pair_keys(g: Guard) -> set[tuple[str, str]]:
+    """A guard's pairs as :func:`pair_keys`: an STS set's sentence pairs, or a retrieval set's (query, relevant
+    document) pairs."""
+    if g.sts is not None:
+        return pair_keys(g.sts.sentences1, g.sts.sentences2)
+    b = g.beir
+    rows = [(b.queries[q], b.corpus[d]["text"]) for q, rel in b.qrels.items() if q in b.queries
+            for d, grade in rel.items() if grade > 0 and d in b.corpus]
+    return pair_keys([q for q, _ in rows], [d for _, d in rows])
+
+
 def check_held_out(guards: list[Guard], task_sets: list[tuple[str, str, set]], field: str = "eval.guard") -> None:
-    """Refuse a guard STS set that shares pairs with a set that trains, selects or tests the model:
-    ``task_sets`` holds ``(its field, its name, its pair_keys)``. Such a guard is no measure of what
-    fine-tuning cost off the task (a selection set's pairs are what the best step was chosen for), and with
-    ``train.wise_alpha: auto`` a test set's pairs would help choose the merge the test then scores."""
+    """Refuse a guard that shares pairs with a set that trains, selects or tests the model (an STS guard's
+    sentence pairs, a retrieval guard's query -> relevant document pairs): ``task_sets`` holds ``(its field,
+    its name, its pair_keys)``. Such a guard is no measure of what fine-tuning cost off the task (a selection
+    set's pairs are what the best step was chosen for), and with ``train.wise_alpha: auto`` a test set's pairs
+    would help choose the merge the test then scores."""
     for g in guards:
-        if g.sts is None:
-            continue
-        mine = pair_keys(g.sts.sentences1, g.sts.sentences2)
+        mine = guard_pair_keys(g)
         for where, name, keys in task_sets:
             shared = len(mine & keys)
             if shared:

@@ -116,7 +116,7 @@ def catalogue_softmax(users: torch.Tensor, catalogue: torch.Tensor, columns: tor
             or bool((columns < 0).any()) or bool((columns >= n).any())):
         raise ValueError(f"columns: expected a ({b},) integer tensor of catalogue rows in [0, {n})")
     columns = columns.long()
-    logits = pairwise_similarity(users, catalogue.detach().to(users.dtype), similarity) / temperature
+    logits = pairwise_similarity(users.float(), catalogue.detach().float(), similarity) / temperature
     if mask is not None:
         if not isinstance(mask, torch.Tensor) or mask.shape != (b, n) or mask.dtype != torch.bool:
             raise ValueError(f"mask: expected a ({b}, {n}) bool tensor")

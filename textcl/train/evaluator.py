@@ -77,14 +77,18 @@ class Evaluator:
         if both:  # one name, two reports: a guard's score would overwrite a task set's
             raise ConfigError("eval.guard", f"{', '.join(both)} is also a selection or test set (eval.data, "
                                             "eval.test, eval.retrieval); a set is a guard or a task set, not both")
-        if any(g.sts is not None for g in self.guards):
+        if self.guards:
             scored = [e for e in run.examples if e.anchor != e.positive]  # unlabeled rows repeat their text
+            mix_pairs = (run.mix.texts if run.mix is not None and c.data.mix.objective == "pairs" else [])
             check_held_out(self.guards, [("eval.data", s.name, pair_keys(s.sentences1, s.sentences2))
                                          for s in self.sets]
                            + [("eval.test", s.name, pair_keys(s.sentences1, s.sentences2)) for s in self.test_sets]
                            + ([("data.path", str(c.data.path), pair_keys([e.anchor for e in scored],
                                                                           [e.positive for e in scored]))]
-                              if scored else []))
+                              if scored else [])
+                           + ([("data.mix.path", str(c.data.mix.path), pair_keys([r[0] for r in mix_pairs],
+                                                                                  [r[1] for r in mix_pairs]))]
+                              if mix_pairs else []))
         #: Matryoshka prefixes reported before and after training (selection uses the full dimension)
         self.dims = sorted((c.loss.matryoshka.dims if c.loss.matryoshka is not None else []), reverse=True)
 

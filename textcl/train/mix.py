@@ -34,7 +34,8 @@ class MixTerm:
     t (b, d) the ``teacher``'s (the starting weights, in eval mode, no gradient; objective distill)."""
 
     def __init__(self, config, texts: list, seed: int, teacher: torch.nn.Module | None = None):
-        """``texts``: the texts to draw from, or (objective pairs) the (query, passage) pairs."""
+        """``texts``: the texts to draw from, or (objective pairs) (query, passage, group) triples: two rows of
+        one group (one Wikipedia article), or with the same query or passage, are not each other's negatives."""
         if config.objective == "distill" and teacher is None:
             raise ValueError("data.mix objective distill needs the teacher (the starting weights)")
         self.config = config
@@ -60,7 +61,8 @@ class MixTerm:
                        seed, teacher)
         kind = "pairs" if pairs else "unlabeled"
         examples = load_examples(dataclasses.replace(DataConfig(), kind=kind, path=config.path))
-        return cls(config, [(e.anchor, e.positive) if pairs else e.anchor for e in examples], seed, teacher)
+        return cls(config, [(e.anchor, e.positive, i) if pairs else e.anchor for i, e in enumerate(examples)], seed,
+                   teacher)
 
     def texts_for(self, step: int, process: int = 0) -> list:
         """The ``batch_size`` texts (or pairs) of optimizer step ``step`` on process ``process`` (distinct rows)."""
@@ -75,12 +77,8 @@ class MixTerm:
         encoder = run.encoder
         texts = self.texts_for(step, run.acc.process_index)
         pad_id = encoder.tokenizer.pad_token_id or 0
-        if self.config.objective == "pairs":  # one forward: the queries' and the passages' rows together
-            parts = [{k: v.to(run.acc.device) for k, v in
-                      encoder.tokenize([row[j] for row in texts], max_length=run.config.model.max_seq_len).items()}
-                     for j in (0, 1)]
-            q, p = run.model(pad_features(parts, pad_id)).split(len(texts))
-            return self.config.weight * info_nce(q.float(), p.float(), temperature=self.config.temperature)
+        if self.config.objective == "pairs":
+            return self.config.weight * self._pairs(run, texts, pad_id)
         feats = encoder.tokenize(texts, max_length=run.config.model.max_seq_len)
         feats = {k: v.to(run.acc.device) for k, v in feats.items()}
         if self.teacher is not None:
@@ -98,3 +96,24 @@ class MixTerm:
         z = run.model(pad_features([feats, feats], pad_id))  # one forward, two dropout masks per text
         z1, z2 = z.split(len(texts))
         return self.config.weight * info_nce(z1.float(), z2.float(), temperature=self.config.temperature)
+
+    def _pairs(self, run, rows: list[tuple], pad_id: int) -> torch.Tensor:
+        """InfoNCE of the b queries against the b passages (the query tower and, with ``model.two_tower``, the
+        document tower, as the task's own pairs run), same-group and duplicate rows masked."""
+        from textcl.losses import text_keys
+        from textcl.losses.infonce import info_nce
+
+        encoder = run.encoder
+        parts = [{k: v.to(run.acc.device) for k, v in
+                  encoder.tokenize([row[j] for row in rows], max_length=run.config.model.max_seq_len).items()}
+                 for j in (0, 1)]
+        if run.config.model.two_tower:
+            q, p = run.model(parts[0]), run.doc_model(parts[1])
+        else:  # one forward: the queries' and the passages' rows together
+            q, p = run.model(pad_features(parts, pad_id)).split(len(rows))
+        same = torch.zeros(len(rows), len(rows), dtype=torch.bool)
+        for keys in (text_keys([r[0] for r in rows]), text_keys([r[1] for r in rows]),
+                     torch.tensor([hash(r[2]) for r in rows])):
+            same |= keys[:, None] == keys[None, :]
+        same.fill_diagonal_(False)
+        return info_nce(q.float(), p.float(), temperature=self.config.temperature, mask=same.to(q.device))
