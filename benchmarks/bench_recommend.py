@@ -14,8 +14,8 @@ Arms:
 - ``popularity``: every user gets the films ordered by their number of training interactions.
 - ``textcl``: the recipe (MiniLM as both towers, in-batch softmax with logQ correction and accidental hits
   masked); ``textcl-no-logq`` and ``textcl-no-mask`` switch one correction off; ``textcl-catalogue`` trains
-  with every training film as a negative (``negatives: catalogue``: a full softmax, the films outside the batch
-  from a cache re-embedded every 50 steps).
+  with every training film as a negative too (``negatives: catalogue``: a second softmax of each user over the
+  cached vectors of every film, re-embedded every 50 steps); ``textcl-catalogue-lr1e-4`` does so at twice the learning rate.
 - ``textcl-mean-user``: the ``textcl`` run's model with the other user tower: the mean of the embeddings of the
   same recent films instead of the encoded history text (scored after training, no run of its own).
 - ``bpr``, ``sasrec``, ``gru4rec``: RecBole 1.2.1 with its default configuration for the model, trained on
@@ -46,8 +46,9 @@ TEXTCL_ARMS = {
     "textcl": {},
     "textcl-no-logq": {"logq_correction": False},
     "textcl-no-mask": {"mask_hits": False},
-    # every training item as a negative (full softmax, the catalogue re-embedded every 50 steps); nothing sampled
+    # beside the in-batch softmax, each user against every training item's cached vector (re-embedded every 50 steps)
     "textcl-catalogue": {"negatives": "catalogue"},
+    "textcl-catalogue-lr1e-4": {"negatives": "catalogue", "optim.lr": 1e-4},
 }
 PEERS = {"bpr": "BPR", "sasrec": "SASRec", "gru4rec": "GRU4Rec"}
 #: the ``textcl`` run's saved model with another user tower: the mean of the history items' embeddings
@@ -61,8 +62,11 @@ COLD_TARGET, TRAIN_LIMIT_S = 0.03, 900.0
 def _config(overrides: dict, out: Path | None = None):
     from textcl.config import config_from_dict, load_config
 
+    from textcl.config import set_field
+
     d = load_config(RECIPE).to_dict()
-    d["data"]["interactions"].update(overrides)
+    for key, value in overrides.items():  # a dotted key is a recipe field; a plain one, data.interactions'
+        set_field(d, key if "." in key else f"data.interactions.{key}", value)
     d["train"].update({"report_to": "none", "plot": False})
     if out is not None:
         d["output_dir"] = str(out)
