@@ -74,6 +74,7 @@ def _config(arm: str, out: Path):
     d = load_config(RECIPE).to_dict()
     d["eval"].update({"guard": GUARDS, "guard_tolerance": TOLERANCE, "guard_select": False})
     d["train"].update({"wise_alpha": None, "checkpoint_every": 0, "report_to": "none", "plot": False})
+    d["data"]["mix"] = None  # every arm is the recipe without its remedy, plus the arm's own
     for key, value in ARMS[arm].items():
         section, name = key.split(".")
         d[section][name] = value

@@ -37,7 +37,7 @@ def train_run(pairs: Path | None, out: Path, matryoshka: bool) -> Path:
 
     overrides = ["train.epochs=1", "train.mixed_precision=no", "train.checkpoint_every=0", "train.plot=false",
                  "train.report_to=none", "eval.every=0", "eval.before=false", "eval.select_best=false",
-                 "eval.data=[]", "eval.test=[]"]
+                 "eval.data=[]", "eval.test=[]", "eval.guard=[]", "data.mix=null", "train.wise_alpha=null"]
     if matryoshka:
         overrides.append(f"loss.matryoshka={json.dumps({'dims': DIMS})}")
     config = load_config(Path(__file__).resolve().parent.parent / "recipes" / "sts-finetune.yaml", overrides)

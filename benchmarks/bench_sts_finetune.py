@@ -51,8 +51,9 @@ def run_textcl(loss: str, epochs: int, out: str, seed: int, lr: float, ema_decay
                          [f"loss.name={loss}", f"train.epochs={epochs}", "train.mixed_precision=no",
                           "train.checkpoint_every=0", "train.plot=false", "train.report_to=none",
                           f"train.seed={seed}", f"optim.lr={lr}", f"optim.ema_decay={ema_decay}",
-                          # the trainers compared as they train: no guard sets, no WiSE-FT merge (bench_keep.py)
-                          "eval.guard=[]", "train.wise_alpha=null"])
+                          # the trainers compared as they train: no guard sets, no general-domain term, no
+                          # WiSE-FT merge (bench_keep.py measures those)
+                          "eval.guard=[]", "data.mix=null", "train.wise_alpha=null"])
     t0 = time.perf_counter()
     result = train(config, output_dir=out)
     wall = time.perf_counter() - t0
