@@ -394,6 +394,20 @@ def test_pairs_of_one_article_or_one_text_are_not_each_others_negatives(tiny_ber
     assert got != pytest.approx(float(info_nce(q, d, temperature=0.1)), abs=1e-4)
 
 
+def test_a_retrieval_guard_sharing_a_query_and_its_titled_document_with_the_mix_is_refused(tmp_path):
+    from textcl.data.beir import BeirData
+    from textcl.eval.guards import Guard, check_held_out, pair_keys
+
+    beir = BeirData({"d0": {"title": "Cats", "text": "Cats purr."}, "d1": {"title": "", "text": "Dogs bark."}},
+                    {"q0": "what do cats do", "q1": "what do dogs do"}, {"q0": {"d0": 1}, "q1": {"d1": 1}})
+    guard = Guard("pets", beir=beir)
+    # a BEIR export writes title + text: the copy is found under either form, and counted once
+    mix = pair_keys(["what do cats do", "what do cats do"], ["Cats Cats purr.", "Cats purr."])
+    with pytest.raises(ConfigError, match=r"eval.guard: pets shares 1 of its 2 pairs with mix.jsonl \(data.mix.path\)"):
+        check_held_out([guard], [("data.mix.path", "mix.jsonl", mix)])
+    check_held_out([guard], [("data.mix.path", "mix.jsonl", pair_keys(["what do cats do"], ["Dogs bark."]))])
+
+
 def test_a_pairs_mix_holding_a_guards_pairs_is_refused(tiny_bert_dir, tmp_path):
     guard = _write(tmp_path / "guard.tsv", GUARD_ROWS)
     pairs = tmp_path / "pairs.jsonl"

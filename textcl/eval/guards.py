@@ -159,15 +159,21 @@ def pair_keys(sentences1, sentences2) -> set[tuple[str, str]]:
             for a, b in ((_text_key(x), _text_key(y)) for x, y in zip(sentences1, sentences2))}
 
 
-def guard_pair_keys(g: Guard) -> set[tuple[str, str]]:
-    """A guard's pairs as :func:`pair_keys`: an STS set's sentence pairs, or a retrieval set's (query, relevant
-    document) pairs."""
+def guard_pair_keys(g: Guard) -> list[set[tuple[str, str]]]:
+    """A guard's pairs, each as the set of its :func:`pair_keys` forms: an STS set's sentence pairs, or a
+    retrieval set's (query, relevant document) pairs, a titled document both as its text and as title + text
+    (as retrieval scores it, and as a BEIR export writes it out)."""
     if g.sts is not None:
-        return pair_keys(g.sts.sentences1, g.sts.sentences2)
+        return [pair_keys([a], [b]) for a, b in zip(g.sts.sentences1, g.sts.sentences2)]
     b = g.beir
-    rows = [(b.queries[q], b.corpus[d]["text"]) for q, rel in b.qrels.items() if q in b.queries
-            for d, grade in rel.items() if grade > 0 and d in b.corpus]
-    return pair_keys([q for q, _ in rows], [d for _, d in rows])
+    out = []
+    for q, rel in b.qrels.items():
+        for d, grade in rel.items():
+            if grade > 0 and q in b.queries and d in b.corpus:
+                doc = b.corpus[d]
+                docs = [doc["text"]] + ([f"{doc['title']} {doc['text']}"] if doc.get("title") else [])
+                out.append(pair_keys([b.queries[q]] * len(docs), docs))
+    return out
 
 
 def check_held_out(guards: list[Guard], task_sets: list[tuple[str, str, set]], field: str = "eval.guard") -> None:
@@ -179,7 +185,7 @@ def check_held_out(guards: list[Guard], task_sets: list[tuple[str, str, set]], f
     for g in guards:
         mine = guard_pair_keys(g)
         for where, name, keys in task_sets:
-            shared = len(mine & keys)
+            shared = sum(1 for forms in mine if forms & keys)
             if shared:
                 raise ConfigError(field, f"{g.name} shares {shared} of its {len(mine)} pairs with {name} ({where}): "
                                          "a guard measures what fine-tuning cost off the task, and these pairs are "
