@@ -283,8 +283,8 @@ class TrainConfig:
             choice("data.path", d.path, ("packaged:ml100k",) if d.kind == "interactions" else ("packaged:wiki",))
         if d.mix is not None:
             if not d.mix.path.startswith(("packaged:", "hf:")) and not Path(d.mix.path).expanduser().is_file():
-                bad("data.mix.path", f"file {d.mix.path!r} does not exist (expected a .txt/.jsonl file of texts (objective pairs: of pairs), "
-                                     "packaged:wiki, or hf:NAME[:SPLIT])")
+                bad("data.mix.path", f"file {d.mix.path!r} does not exist (expected a .txt/.jsonl file of texts "
+                                     "(objective pairs: of pairs), packaged:wiki, or hf:NAME[:SPLIT])")
             if d.mix.path.startswith("packaged:"):
                 choice("data.mix.path", d.mix.path, ("packaged:wiki",))
             if d.mix.objective == "pairs" and Path(d.mix.path).suffix.lower() == ".txt":

@@ -112,7 +112,8 @@ def catalogue_softmax(users: torch.Tensor, catalogue: torch.Tensor, columns: tor
         raise ValueError(f"catalogue: expected an (N, {d}) tensor, got "
                          f"{tuple(catalogue.shape) if isinstance(catalogue, torch.Tensor) else catalogue!r}")
     n = catalogue.shape[0]
-    if (not isinstance(columns, torch.Tensor) or columns.shape != (b,) or columns.dtype not in (torch.int64, torch.int32)
+    if (not isinstance(columns, torch.Tensor) or columns.shape != (b,)
+            or columns.dtype not in (torch.int64, torch.int32)
             or bool((columns < 0).any()) or bool((columns >= n).any())):
         raise ValueError(f"columns: expected a ({b},) integer tensor of catalogue rows in [0, {n})")
     columns = columns.long()

@@ -3,9 +3,8 @@
 
 Every ``every`` optimizer steps the item tower embeds every training item as training embeds a batch's items
 (its catalogue text cut at ``model.max_seq_len``, no prompt) but in eval mode, without gradient, at the run's
-precision; between refreshes the loss reads these vectors for the
-items that are not in the batch. The items held out for cold start are not in it: a cold item stays unseen by
-training, as it would be in a catalogue that did not hold it yet.
+precision; between refreshes the loss reads these vectors. The items held out for cold start are not in it: a
+cold item stays unseen by training, as it would be in a catalogue that did not hold it yet.
 
 The cache is a module whose buffers (the vectors and the step of their last refresh) are saved with each
 checkpoint, so a resumed run reads the very vectors the uninterrupted one read.

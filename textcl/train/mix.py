@@ -13,8 +13,8 @@ task's loss with a weight. Its ``objective``:
   starting weights are copied when the run is built, before a resumed run loads its checkpoint, so a resumed
   run distils towards the same start.
 
-Each step draws ``batch_size`` texts (or pairs) from a generator seeded by (seed, step, process), so a resumed run draws
-the same texts and nothing is checkpointed.
+Each step draws ``batch_size`` texts (or pairs) from a generator seeded by (seed, step, process), so a resumed
+run draws the same texts and nothing is checkpointed.
 """
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ from textcl.models.features import pad_features
 class MixTerm:
     """``term(run, step) -> loss`` (a scalar with gradient) over the step's b texts: ``weight * InfoNCE(z1, z2)``
     where z1, z2 (b, d) are two dropout forwards through ``run.model`` (objective infonce; objective pairs: the
-    b queries' and the b passages' embeddings), or ``weight * mean(1 - cos(z, t))`` where z (b, d) is one forward through ``run.model`` without dropout and
-    t (b, d) the ``teacher``'s (the starting weights, in eval mode, no gradient; objective distill)."""
+    b queries' and the b passages' embeddings), or ``weight * mean(1 - cos(z, t))`` where z (b, d) is one
+    forward through ``run.model`` without dropout and t (b, d) the ``teacher``'s (the starting weights, in eval
+    mode, no gradient; objective distill)."""
 
     def __init__(self, config, texts: list, seed: int, teacher: torch.nn.Module | None = None):
         """``texts``: the texts to draw from, or (objective pairs) (query, passage, group) triples: two rows of
