@@ -138,8 +138,8 @@ def test_the_pruner_stops_hopeless_trials_at_known_steps(files, tmp_path, pruner
     assert result.best["number"] == 0
 
 
-def _study(out):
-    return optuna.load_study(study_name="recipe", storage=storage.default_storage(out))
+def _study(out):  # opened as textcl opens it (a reader racing the study's creation must not break it)
+    return optuna.load_study(study_name="recipe", storage=storage.open_storage(storage.default_storage(out)))
 
 
 def test_a_killed_study_continues_where_it_stopped(files, tmp_path, monkeypatch):
@@ -501,3 +501,27 @@ def test_a_trial_scored_nan_is_a_failure_and_bounded(files, tmp_path, monkeypatc
     with pytest.raises(TextclError, match=r"3 trials of study 'recipe' failed .*dev score is nan"):
         tune(recipe, space, trials=2, out=tmp_path / "tune", pruner="none", compare=False)
     assert len(calls) == 3
+
+
+def test_a_fresh_sqlite_study_is_created_under_a_lock(tmp_path, monkeypatch):
+    """Two processes opening a fresh SQLite study at once both create Optuna's tables, and one fails (a UNIQUE
+    constraint on its version row): the storage is built under an exclusive lock beside the database."""
+    import fcntl
+
+    db = tmp_path / "study.sqlite3"
+    seen = []
+
+    class Storage:
+        def __init__(self, url, **kwargs):
+            fd = os.open(tmp_path / "study.sqlite3.init.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                seen.append("free")
+            except BlockingIOError:
+                seen.append("held")
+            finally:
+                os.close(fd)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", Storage)
+    storage.open_storage(f"sqlite:///{db}")
+    assert seen == ["held"]

@@ -38,9 +38,14 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite:") else {}
+    lock = contextlib.nullcontext()
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # heartbeats are an experimental feature of Optuna's
+        db = Path(url[len("sqlite:///"):]).expanduser()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        # Optuna creates its tables and version row when the storage is built: two processes doing so at once on
+        # a fresh file both insert the row, and one fails on its UNIQUE constraint
+        lock = study_lock(db.parent, f"{db.name}.init.lock")
+    with lock, warnings.catch_warnings():  # heartbeats are an experimental feature of Optuna's
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
                                           grace_period=GRACE_S)
