@@ -488,3 +488,67 @@ def test_the_distill_mix_refuses_the_simcse_head(tiny_bert_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"^data.mix.objective: distill compares pooled vectors.*model.mlp_head"):
         _config(tiny_bert_dir, tmp_path, model={"mlp_head": True},
                 data={"mix": {"path": str(wiki), "objective": "distill"}})
+
+
+def _pets_beir(root, query="what do cats do", doc="Cats purr."):
+    from test_beir import write_beir
+
+    return write_beir(root, [{"_id": "d0", "title": "", "text": doc}, {"_id": "d1", "title": "", "text": "Dogs bark."}],
+                      [{"_id": "q0", "text": query}, {"_id": "q1", "text": "what do dogs do"}],
+                      [("q0", "d0", 1), ("q1", "d1", 1)])
+
+
+def test_a_retrieval_guard_sharing_pairs_with_an_eval_retrieval_folder_is_refused(tiny_bert_dir, tmp_path):
+    """eval.retrieval folders select the best step as eval.data does: a guard holding their (query, relevant
+    document) pairs measures what selection was chosen for."""
+    guard = _pets_beir(tmp_path / "pets")
+    selects = _pets_beir(tmp_path / "select", query="WHAT do cats do ")
+    config = _config(tiny_bert_dir, tmp_path, eval={"retrieval": [str(selects)], "guard": [str(guard)]})
+    with pytest.raises(ConfigError, match=r"^eval.guard: pets ndcg@10 shares 2 of its 2 pairs with .*select "
+                                          r"\(eval.retrieval\)"):
+        train(config, output_dir=tmp_path / "run")
+    other = _pets_beir(tmp_path / "other", query="which animal purrs", doc="A cat purrs.")
+    config = _config(tiny_bert_dir, tmp_path, eval={"retrieval": [str(other)], "guard": [str(guard)]})
+    with pytest.raises(ConfigError, match=r"shares 1 of its 2 pairs with .*other \(eval.retrieval\)"):
+        train(config, output_dir=tmp_path / "run")  # q1 -> d1 is in both
+
+
+@pytest.mark.parametrize("objective", ["infonce", "distill"])
+def test_a_text_mix_holding_a_guards_texts_is_refused(tiny_bert_dir, tmp_path, objective):
+    """Dropout views or distillation of the guard's own sentences keep exactly what the guard scores: it could no
+    longer show what fine-tuning cost. Texts are compared as pairs are (case, spaces, Unicode forms aside)."""
+    guard = _write(tmp_path / "guard.tsv", GUARD_ROWS)
+    texts = tmp_path / "general.txt"
+    texts.write_text("an unrelated sentence\nStocks  fell on Monday\nthe leader gave a speech\n")
+    config = _config(tiny_bert_dir, tmp_path, eval={"guard": [str(guard)]},
+                     data={"mix": {"path": str(texts), "objective": objective, "batch_size": 2}})
+    with pytest.raises(ConfigError, match=r"^eval.guard: guard shares 2 of its 12 texts with .*general.txt "
+                                          r"\(data.mix.path\)"):
+        train(config, output_dir=tmp_path / "run")
+    texts.write_text("an unrelated sentence\nanother one\n")
+    train(config, output_dir=tmp_path / "run")
+
+
+def test_unlabeled_training_texts_holding_a_guards_texts_are_refused(tiny_bert_dir, tmp_path):
+    guard = _write(tmp_path / "guard.tsv", GUARD_ROWS)
+    texts = tmp_path / "train.txt"
+    texts.write_text("".join(f"sentence number {i}\n" for i in range(20)) + "oil is cheap\n")
+    config = _config(tiny_bert_dir, tmp_path, eval={"guard": [str(guard)], "test": []},
+                     data={"path": str(texts), "kind": "unlabeled"}, loss={"name": "infonce"})
+    with pytest.raises(ConfigError, match=r"^eval.guard: guard shares 1 of its 12 texts with .*train.txt "
+                                          r"\(data.path\)"):
+        train(config, output_dir=tmp_path / "run")
+
+
+def test_distill_refuses_a_mix_temperature_it_would_ignore(tiny_bert_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"^data.mix.temperature: is set \(0.1\) but objective distill has no "
+                                          r"softmax"):
+        _config(tiny_bert_dir, tmp_path, data={"mix": {"objective": "distill", "temperature": 0.1}})
+
+
+def test_a_beir_folder_is_a_guard_and_only_matryoshka_row_names_are_reserved(tmp_path):
+    guard = load_guard(_pets_beir(tmp_path / "pets"))
+    assert guard.name == "pets ndcg@10" and len(guard.beir.queries) == 2
+    _write(tmp_path / "set@64d.tsv", GUARD_ROWS)
+    with pytest.raises(ConfigError, match=r"a guard cannot be named 'set@64d' \(reserved"):
+        load_guard(tmp_path / "set@64d.tsv")

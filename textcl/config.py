@@ -297,6 +297,10 @@ class TrainConfig:
                                           "objective: infonce or model.mlp_head: false")
             positive("data.mix.weight", d.mix.weight)
             positive("data.mix.temperature", d.mix.temperature)
+            if d.mix.objective == "distill" and d.mix.temperature != MixConfig().temperature:
+                bad("data.mix.temperature", f"is set ({d.mix.temperature!r}) but objective distill has no softmax "
+                                            "(it reads weight and batch_size); drop it, or set objective infonce "
+                                            "or pairs")
             if d.mix.objective in ("infonce", "pairs") and d.mix.batch_size < 2:
                 bad("data.mix.batch_size", f"in-batch negatives need at least 2 texts, got {d.mix.batch_size!r}")
             if d.mix.batch_size < 1:

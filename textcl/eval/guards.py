@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,7 @@ def load_guard(spec: str | os.PathLike, field: str = "eval.guard") -> Guard:
         raise
     except (TextclError, OSError) as exc:
         raise ConfigError(field, f"{text!r}: {exc}; the built-in guards are {', '.join(BUILTIN_GUARDS)}") from exc
-    if guard.name == "all" or "@" in guard.name:  # "all" and "<set>@<d>d" name other rows of the reports
+    if guard.name == "all" or re.search(r"@\d+d$", guard.name):  # "all" and "<set>@<d>d" name other report rows
         raise ConfigError(field, f"{text!r}: a guard cannot be named {guard.name!r} (reserved for SentEval's "
                                  "'all' and Matryoshka rows); rename the file")
     return guard
@@ -159,29 +160,60 @@ def pair_keys(sentences1, sentences2) -> set[tuple[str, str]]:
             for a, b in ((_text_key(x), _text_key(y)) for x, y in zip(sentences1, sentences2))}
 
 
-def guard_pair_keys(g: Guard) -> list[set[tuple[str, str]]]:
-    """A guard's pairs, each as the set of its :func:`pair_keys` forms: an STS set's sentence pairs, or a
-    retrieval set's (query, relevant document) pairs, a titled document both as its text and as title + text
-    (as retrieval scores it, and as a BEIR export writes it out)."""
-    if g.sts is not None:
-        return [pair_keys([a], [b]) for a, b in zip(g.sts.sentences1, g.sts.sentences2)]
-    b = g.beir
+def beir_pair_keys(b: BeirData) -> list[set[tuple[str, str]]]:
+    """A retrieval set's (query, relevant document) pairs, each as the set of its :func:`pair_keys` forms: a
+    titled document both as its text and as title + text (as retrieval scores it, and as a BEIR export writes it
+    out)."""
     out = []
     for q, rel in b.qrels.items():
         for d, grade in rel.items():
             if grade > 0 and q in b.queries and d in b.corpus:
-                doc = b.corpus[d]
-                docs = [doc["text"]] + ([f"{doc['title']} {doc['text']}"] if doc.get("title") else [])
+                docs = _doc_forms(b.corpus[d])
                 out.append(pair_keys([b.queries[q]] * len(docs), docs))
     return out
 
 
-def check_held_out(guards: list[Guard], task_sets: list[tuple[str, str, set]], field: str = "eval.guard") -> None:
+def _doc_forms(doc: dict) -> list[str]:
+    return [doc["text"]] + ([f"{doc['title']} {doc['text']}"] if doc.get("title") else [])
+
+
+def guard_pair_keys(g: Guard) -> list[set[tuple[str, str]]]:
+    """A guard's pairs, each as the set of its :func:`pair_keys` forms: an STS set's sentence pairs, or a
+    retrieval set's (query, relevant document) pairs (:func:`beir_pair_keys`)."""
+    if g.sts is not None:
+        return [pair_keys([a], [b]) for a, b in zip(g.sts.sentences1, g.sts.sentences2)]
+    return beir_pair_keys(g.beir)
+
+
+def text_keys(texts) -> set[str]:
+    """Each text as the overlap check compares it (:func:`_text_key`)."""
+    return {_text_key(t) for t in texts}
+
+
+def guard_text_keys(g: Guard) -> list[set[str]]:
+    """A guard's distinct texts, each as the set of its :func:`_text_key` forms: an STS set's sentences, or a
+    retrieval set's judged queries and relevant documents (a titled document in both forms)."""
+    if g.sts is not None:
+        return [{t} for t in sorted(text_keys(list(g.sts.sentences1) + list(g.sts.sentences2)))]
+    b = g.beir
+    forms = {_text_key(b.queries[q]): {_text_key(b.queries[q])} for q in b.qrels if q in b.queries}
+    for rel in b.qrels.values():
+        for d, grade in rel.items():
+            if grade > 0 and d in b.corpus:
+                keys = {_text_key(t) for t in _doc_forms(b.corpus[d])}
+                forms.setdefault(_text_key(b.corpus[d]["text"]), set()).update(keys)
+    return list(forms.values())
+
+
+def check_held_out(guards: list[Guard], task_sets: list[tuple[str, str, set]], field: str = "eval.guard",
+                   task_texts: list[tuple[str, str, set]] = ()) -> None:
     """Refuse a guard that shares pairs with a set that trains, selects or tests the model (an STS guard's
     sentence pairs, a retrieval guard's query -> relevant document pairs): ``task_sets`` holds ``(its field,
     its name, its pair_keys)``. Such a guard is no measure of what fine-tuning cost off the task (a selection
     set's pairs are what the best step was chosen for), and with ``train.wise_alpha: auto`` a test set's pairs
-    would help choose the merge the test then scores."""
+    would help choose the merge the test then scores. ``task_texts`` holds ``(its field, its name, its
+    text_keys)`` for what trains on single texts (unlabeled rows; a mix's dropout views or distilled texts): a
+    guard sharing a text with them is refused too, since training holds those very texts in place."""
     for g in guards:
         mine = guard_pair_keys(g)
         for where, name, keys in task_sets:
@@ -190,6 +222,16 @@ def check_held_out(guards: list[Guard], task_sets: list[tuple[str, str, set]], f
                 raise ConfigError(field, f"{g.name} shares {shared} of its {len(mine)} pairs with {name} ({where}): "
                                          "a guard measures what fine-tuning cost off the task, and these pairs are "
                                          f"the task's; drop {g.name} from eval.guard, or take {name} out of {where}")
+        if not task_texts:
+            continue
+        texts = guard_text_keys(g)
+        for where, name, keys in task_texts:
+            shared = sum(1 for forms in texts if forms & keys)
+            if shared:
+                raise ConfigError(field, f"{g.name} shares {shared} of its {len(texts)} texts with {name} ({where}): "
+                                         "a guard measures what fine-tuning cost off the task, and training on its "
+                                         f"texts holds them in place; drop {g.name} from eval.guard, or take its "
+                                         f"texts out of {name}")
 
 
 def load_guards(specs, field: str = "eval.guard") -> list[Guard]:

@@ -78,19 +78,34 @@ class Evaluator:
             raise ConfigError("eval.guard", f"{', '.join(both)} is also a selection or test set (eval.data, "
                                             "eval.test, eval.retrieval); a set is a guard or a task set, not both")
         if self.guards:
-            scored = [e for e in run.examples if e.anchor != e.positive]  # unlabeled rows repeat their text
-            mix_pairs = (run.mix.texts if run.mix is not None and c.data.mix.objective == "pairs" else [])
-            check_held_out(self.guards, [("eval.data", s.name, pair_keys(s.sentences1, s.sentences2))
-                                         for s in self.sets]
-                           + [("eval.test", s.name, pair_keys(s.sentences1, s.sentences2)) for s in self.test_sets]
-                           + ([("data.path", str(c.data.path), pair_keys([e.anchor for e in scored],
-                                                                          [e.positive for e in scored]))]
-                              if scored else [])
-                           + ([("data.mix.path", str(c.data.mix.path), pair_keys([r[0] for r in mix_pairs],
-                                                                                  [r[1] for r in mix_pairs]))]
-                              if mix_pairs else []))
+            self._check_guards_held_out(c, run)
         #: Matryoshka prefixes reported before and after training (selection uses the full dimension)
         self.dims = sorted((c.loss.matryoshka.dims if c.loss.matryoshka is not None else []), reverse=True)
+
+    def _check_guards_held_out(self, c, run) -> None:
+        """Refuse a guard that shares pairs with what selects, tests or trains the run, or texts with what trains
+        on single texts (:func:`textcl.eval.guards.check_held_out`)."""
+        from textcl.data.beir import load_beir
+        from textcl.eval.guards import beir_pair_keys, text_keys
+
+        scored = [e for e in run.examples if e.anchor != e.positive]  # unlabeled rows repeat their text
+        single = [e.anchor for e in run.examples if e.anchor == e.positive]
+        mix = c.data.mix
+        mix_pairs = run.mix.texts if run.mix is not None and mix.objective == "pairs" else []
+        mix_texts = run.mix.texts if run.mix is not None and mix.objective != "pairs" else []
+        sets = [("eval.data", s.name, pair_keys(s.sentences1, s.sentences2)) for s in self.sets]
+        sets += [("eval.retrieval", str(d), set().union(*beir_pair_keys(load_beir(d, "test"))))
+                 for d in c.eval.retrieval]
+        sets += [("eval.test", s.name, pair_keys(s.sentences1, s.sentences2)) for s in self.test_sets]
+        if scored:
+            sets.append(("data.path", str(c.data.path), pair_keys([e.anchor for e in scored],
+                                                                   [e.positive for e in scored])))
+        if mix_pairs:
+            sets.append(("data.mix.path", str(mix.path), pair_keys([r[0] for r in mix_pairs],
+                                                                    [r[1] for r in mix_pairs])))
+        texts = ([("data.path", str(c.data.path), text_keys(single))] if single else [])
+        texts += [("data.mix.path", str(mix.path), text_keys(mix_texts))] if mix_texts else []
+        check_held_out(self.guards, sets, task_texts=texts)
 
     def at_dims(self, encoder: Encoder, evaluate) -> dict:
         """``evaluate(encoder)`` at the full dimension, then at each smaller Matryoshka dimension ``d``
