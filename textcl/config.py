@@ -88,6 +88,21 @@ class InteractionsConfig:
     negatives: str = "batch"
     catalogue_refresh: int = 50  #: negatives catalogue: re-embed the catalogue every this many steps
     name: Optional[str] = None  #: the evaluation rows' prefix (NAME-valid, NAME-test, NAME-cold); default from the log
+    #: text: the encoder reads the history as text and trains end to end; sequence: a GRU over the frozen
+    #: encoder's item vectors plus id embeddings (textcl.recommend.sequence), trained in epochs
+    user_tower: str = "text"
+    sequence: Optional["SequenceConfig"] = None  #: the sequence user tower's sizes (user_tower: sequence)
+
+
+@dataclass
+class SequenceConfig:
+    """The sequence user tower (:mod:`textcl.recommend.sequence`): items are ``W x + e`` (d,), users a GRU over
+    their last ``data.interactions.history`` items."""
+
+    dim: int = 64  #: d, the shared user and item space
+    hidden: int = 128  #: the GRU's units
+    dropout: float = 0.3  #: on the history's item vectors
+    id_embeddings: bool = True  #: add a learned vector per item seen in training (cold items: text alone)
 
 
 @dataclass
@@ -474,6 +489,13 @@ class TrainConfig:
         elif it.catalogue_refresh != InteractionsConfig().catalogue_refresh:
             bad("data.interactions.catalogue_refresh", f"is set ({it.catalogue_refresh!r}) but only negatives "
                                                        "catalogue reads it; remove it")
+        if it.user_tower not in ("text", "sequence"):
+            bad("data.interactions.user_tower", f"expected text or sequence, got {it.user_tower!r}")
+        if it.user_tower == "sequence":
+            self._check_sequence_tower(bad, positive)
+        elif it.sequence is not None:
+            bad("data.interactions.sequence", "is set but only user_tower sequence reads it; remove it, or set "
+                                              "data.interactions.user_tower: sequence")
         if lo.name != "infonce":
             bad("loss.name", "data.kind interactions trains with the next-item softmax (loss.name infonce)")
         for name in ("cached", "symmetric", "nt_xent", "learnable_temperature", "gather_across_devices"):
@@ -487,6 +509,40 @@ class TrainConfig:
             bad("model.two_tower", "data.kind interactions trains one tower for users and items")
         if t.wise_alpha is not None:
             bad("train.wise_alpha", "is not offered with data.kind interactions")
+
+    def _check_sequence_tower(self, bad, positive) -> None:
+        """``user_tower: sequence`` trains a small tower over frozen item vectors, in epochs: what the encoder's
+        training reads and it does not is refused when set."""
+        it = self.data.interactions
+        if it.sequence is None:
+            it.sequence = SequenceConfig()
+        sq = it.sequence
+        for name in ("dim", "hidden"):
+            value = getattr(sq, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                bad(f"data.interactions.sequence.{name}", f"expected a positive whole number, got {value!r}")
+        if not isinstance(sq.dropout, (int, float)) or isinstance(sq.dropout, bool) or not 0.0 <= sq.dropout < 1.0:
+            bad("data.interactions.sequence.dropout", f"expected a fraction in [0, 1), got {sq.dropout!r}")
+        if not isinstance(sq.id_embeddings, bool):
+            bad("data.interactions.sequence.id_embeddings", f"expected true or false, got {sq.id_embeddings!r}")
+        defaults = {"data.interactions": InteractionsConfig(), "model": ModelConfig(), "optim": OptimConfig(),
+                    "train": TrainSection(), "eval": EvalConfig()}
+        unread = [("data.interactions", "negatives"), ("data.interactions", "catalogue_refresh"),
+                  ("data.interactions", "logq_correction"), ("data.interactions", "mask_hits"),
+                  ("model", "two_tower"), ("model", "mlp_head"), ("model", "dropout"), ("optim", "warmup_ratio"),
+                  ("optim", "scheduler"), ("optim", "ema_decay"), ("optim", "l2_start"), ("train", "max_steps"),
+                  ("train", "mixed_precision"), ("train", "grad_accum"), ("eval", "guard"), ("eval", "retrieval")]
+        sections = {"data.interactions": it, "model": self.model, "optim": self.optim, "train": self.train,
+                    "eval": self.eval}
+        for section, name in unread:
+            now = getattr(sections[section], name, None)
+            if now != getattr(defaults[section], name, None):
+                bad(f"{section}.{name}", f"is set ({now!r}) but user_tower sequence does not read it (it trains "
+                                         "a GRU over frozen item vectors with a softmax over every item, for "
+                                         "train.epochs); remove it")
+        positive("train.epochs", self.train.epochs)
+        positive("train.batch_size", self.train.batch_size)
+        positive("optim.lr", self.optim.lr)
 
     def _refuse_unused(self, bad) -> None:
         """A field set away from its default that this mode never reads is an error, not a silent no-op."""

@@ -17,7 +17,8 @@ rows' items as negatives, with the two corrections in-batch negatives need on in
    such as Recformer found in-batch negatives too noisy on small data); the in-batch softmax stays and trains
    the item tower.
 
-The functional cores are :func:`next_item_softmax` and :func:`catalogue_softmax`; :class:`NextItemLoss` builds
+The functional cores are :func:`next_item_softmax`, :func:`catalogue_softmax` and (for the sequence user
+tower, a softmax over every item at every position) :func:`sequence_softmax`; :class:`NextItemLoss` builds
 the in-batch mask from integer item keys (:func:`~textcl.losses.text_keys` of the item ids) and is what the
 trainer calls.
 """
@@ -125,6 +126,54 @@ def catalogue_softmax(users: torch.Tensor, catalogue: torch.Tensor, columns: tor
         mask[torch.arange(b, device=columns.device), columns] = False
         logits = logits.masked_fill(mask, float("-inf"))
     return F.cross_entropy(logits, columns)
+
+
+def sequence_softmax(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor, *,
+                     temperature: float = 0.1) -> torch.Tensor:
+    """Mean cross-entropy, over every non-padded position of a batch of item sequences, of the cosine between the
+    user's vector after that position and every candidate item, over ``temperature``, the next item the target
+    (the sequence user tower's objective, :mod:`textcl.recommend.sequence`).
+
+    Args:
+        users: ``(B, L, d)`` the user's vector after each position.
+        items: ``(N, d)`` every item's vector (with gradient: both towers train).
+        targets: ``(B, L)`` int64, the item after each position, ``-1`` where there is none (padding).
+        candidates: ``(N,)`` bool, the items the softmax runs over (those seen in training); every target must
+            be one.
+        temperature: divides the cosines (> 0).
+
+    Returns:
+        Scalar loss (0 when no position has a target).
+
+    Example:
+        >>> u = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+        >>> v = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.0]])
+        >>> t, c = torch.tensor([[-1, 1]]), torch.tensor([True, True, False])
+        >>> round(float(sequence_softmax(u, v, t, c, temperature=1.0)), 4)  # log(1 + e^-1)
+        0.3133
+    """
+    if not isinstance(users, torch.Tensor) or users.dim() != 3:
+        raise ValueError("users: expected a (B, L, d) tensor")
+    _check_temperature(temperature)
+    b, length, d = users.shape
+    if not isinstance(items, torch.Tensor) or items.dim() != 2 or items.shape[1] != d:
+        raise ValueError(f"items: expected an (N, {d}) tensor")
+    n = items.shape[0]
+    if not isinstance(targets, torch.Tensor) or targets.shape != (b, length) or targets.dtype != torch.int64:
+        raise ValueError(f"targets: expected a ({b}, {length}) int64 tensor of item rows or -1")
+    if not isinstance(candidates, torch.Tensor) or candidates.shape != (n,) or candidates.dtype != torch.bool:
+        raise ValueError(f"candidates: expected an ({n},) bool tensor")
+    real = targets >= 0
+    if bool((targets >= n).any()) or bool((targets < -1).any()):
+        raise ValueError(f"targets: expected item rows in [0, {n}) or -1")
+    if not bool(real.any()):
+        return users.sum() * 0.0
+    if not bool(candidates[targets[real]].all()):
+        raise ValueError("targets: every target must be a candidate (an item seen in training)")
+    u = F.normalize(users[real].float(), dim=-1)
+    logits = (u @ F.normalize(items.float(), dim=-1).T) / temperature
+    logits = logits.masked_fill(~candidates, float("-inf"))
+    return F.cross_entropy(logits, targets[real])
 
 
 def accidental_hits(item_keys: torch.Tensor, history_keys: torch.Tensor | None = None) -> torch.Tensor:

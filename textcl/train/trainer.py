@@ -189,4 +189,11 @@ def train(config: TrainConfig, *, output_dir: str | Path | None = None, resume: 
             evaluation is skipped). Single-process runs only.
             :mod:`textcl.tune` prunes trials with it.
     """
+    it = config.data.interactions if config.data.kind == "interactions" else None
+    if it is not None and it.user_tower == "sequence":
+        from textcl.recommend.sequence_train import train_sequence
+
+        if evaluators or on_eval is not None:
+            raise TypeError("train: evaluators and on_eval are not offered with user_tower sequence")
+        return train_sequence(config, output_dir, resume=resume, stop_after_epoch=stop_after_step)
     return Trainer(config, output_dir, evaluators, on_eval).run(resume=resume, stop_after_step=stop_after_step)

@@ -1,0 +1,230 @@
+"""Training the sequence user tower (``data.interactions.user_tower: sequence``, :mod:`textcl.recommend.sequence`).
+
+The text encoder is frozen: the catalogue is embedded once, and only the projection, the id embeddings and
+the GRU train, for ``train.epochs`` epochs of ``train.batch_size`` windows (AdamW at ``optim.lr``, gradients
+clipped to ``optim.max_grad_norm``). After each epoch NAME-valid is scored; the best epoch's weights are the
+model. Each epoch ends with a checkpoint (``OUT/checkpoints/epoch-N.pt``, written atomically, the last
+``train.keep_checkpoints`` kept) holding the weights, the optimizer, the random states and the best so far, so
+``resume`` continues an interrupted run as if it had not stopped. A loss that is not finite stops the run,
+naming the epoch and the last good checkpoint.
+
+Writes ``OUT/model/`` (``recommender.safetensors``: the weights and the catalogue's text vectors;
+``recommender.json``: the shape, the text encoder, the item ids and texts, the temperature),
+``OUT/metrics.json`` (``before``: the untrained tower; ``after``: the best epoch's NAME-valid, NAME-test and
+NAME-cold with 95% bootstrap CIs) and ``OUT/items.jsonl``.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textcl._io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
+from textcl.errors import TextclError
+from textcl.recommend.sequence import SequenceRecommender, SequenceShape, left_pad, training_windows
+
+CHECKPOINT = re.compile(r"^epoch-(\d+)\.pt$")
+
+
+def item_text_vectors(config, task) -> torch.Tensor:
+    """(n, D) the frozen text encoder's normalised vectors of the catalogue's texts, cut at
+    ``model.max_seq_len`` tokens."""
+    from textcl.models import Encoder
+
+    encoder = Encoder.load(config.model.name, pooling=config.model.pooling)
+    encoder.max_seq_length = min(encoder.max_seq_length, int(config.model.max_seq_len))
+    vectors = encoder.encode(task.item_texts, batch_size=config.eval.batch_size, normalize=True)
+    return torch.from_numpy(np.asarray(vectors, dtype=np.float32))
+
+
+def build_model(config, task, text: torch.Tensor) -> SequenceRecommender:
+    s = config.data.interactions.sequence
+    trained = torch.tensor([i not in task.cold_items and i in task.counts for i in task.item_ids], dtype=torch.bool)
+    shape = SequenceShape(text_dim=text.shape[1], dim=s.dim, hidden=s.hidden,
+                          history=config.data.interactions.history, dropout=s.dropout, id_embeddings=s.id_embeddings)
+    torch.manual_seed(config.train.seed)
+    return SequenceRecommender(shape, text, trained)
+
+
+@torch.no_grad()
+def evaluate(model: SequenceRecommender, task, stage: str, n_bootstrap: int = 0) -> dict:
+    """``{score (NDCG@10 x100), ndcg@10, recall@10, mrr@10, n, metric[, ci95]}`` of ``stage``: every item ranked
+    for each user's history (the items of the ranking set, in time order), the user's earlier items left out."""
+    from textcl.recommend.metrics import rank_of_target, ranking_metrics
+
+    s = task.sets[stage]
+    was = model.training
+    model.eval()
+    try:
+        index = task.index
+        rows = torch.tensor([left_pad([index[i] for i in h], model.shape.history) for h in s.history_items],
+                            dtype=torch.long)
+        scores = torch.cat([model.scores(rows[a:a + 512]) for a in range(0, len(rows), 512)])
+    finally:
+        model.train(was)
+    ranks = rank_of_target(scores, torch.from_numpy(s.targets), [torch.as_tensor(x, dtype=torch.long) for x in s.seen])
+    m = ranking_metrics(ranks, k=10, n_bootstrap=n_bootstrap)
+    out = {"score": 100.0 * m["ndcg@10"], "metric": "NDCG@10 x100", "n": m["n_users"],
+           **{k: m[k] for k in ("ndcg@10", "recall@10", "mrr@10")}}
+    if n_bootstrap and "ci95" in m:
+        out["ci95"] = [100.0 * x for x in m["ci95"]["ndcg@10"]]
+        out["ci95_by_metric"] = m["ci95"]
+    return out
+
+
+def _all_stages(model, task, n_bootstrap: int) -> dict:
+    return {f"{task.name}-{stage}": evaluate(model, task, stage, n_bootstrap) for stage in task.sets}
+
+
+def _checkpoints(root: Path) -> list[tuple[int, Path]]:
+    found = [(int(m.group(1)), p) for p in root.glob("epoch-*.pt") if (m := CHECKPOINT.match(p.name))]
+    return sorted(found)
+
+
+def _save_checkpoint(root: Path, epoch: int, state: dict, keep: int) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path = root / f"epoch-{epoch}.pt"
+    atomic_write_bytes(path, buffer.getvalue())
+    for _, old in _checkpoints(root)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def _layout(config, task, model) -> dict:
+    """What a checkpoint must agree on to be resumed: the shape, the catalogue and what training reads."""
+    c = config
+    import dataclasses
+
+    return {"shape": model.shape.to_dict(), "items": len(task.item_ids), "seed": c.train.seed,
+            "batch_size": c.train.batch_size, "lr": c.optim.lr, "weight_decay": c.optim.weight_decay,
+            "max_grad_norm": c.optim.max_grad_norm, "temperature": c.loss.temperature,
+            "model": str(c.model.name), "max_seq_len": c.model.max_seq_len, "data.path": str(c.data.path),
+            "data.interactions": dataclasses.asdict(c.data.interactions)}
+
+
+def train_sequence(config, output_dir=None, *, resume: bool = False, stop_after_epoch: int | None = None):
+    """Train the sequence user tower of ``config`` (validated, ``data.interactions.user_tower: sequence``); see
+    the module docstring. Returns a :class:`~textcl.train.TrainResult` (``steps`` counts epochs)."""
+    from textcl.losses.next_item import sequence_softmax
+    from textcl.recommend.task import load_task
+    from textcl.train.checkpoint import ResumeMismatch
+    from textcl.train.step import TrainingDiverged
+    from textcl.train.trainer import TrainResult
+
+    c = config
+    if c.train.threads:
+        torch.set_num_threads(int(c.train.threads))
+    out = Path(output_dir or c.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_root = out / "checkpoints"
+    task = load_task(c.data)
+    t0 = time.perf_counter()
+    model = build_model(c, task, item_text_vectors(c, task))
+    layout = _layout(c, task, model)
+    inputs, targets = training_windows([[task.index[i] for i in task.train[u]] for u in sorted(task.train)],
+                                       model.shape.history)
+    if len(inputs) == 0:
+        raise TextclError(f"{task.name}: no training windows (every training sequence has one item)")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=c.optim.lr, weight_decay=c.optim.weight_decay)
+    state = {"epoch": 0, "best": None, "best_epoch": 0, "best_weights": None, "history": [],
+             "before": None, "train_s": 0.0}
+    found = _checkpoints(ckpt_root)
+    if resume and found:
+        saved = torch.load(found[-1][1], weights_only=False)
+        if saved["layout"] != layout:
+            diff = sorted(k for k in layout if saved["layout"].get(k) != layout[k])
+            raise ResumeMismatch(f"{found[-1][1]}: the checkpoint was written with other settings ({', '.join(diff)}); "
+                                 "resume with the recipe that wrote it, or start a new output folder")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        state = saved["state"]
+    elif not resume:  # an earlier run's checkpoints and catalogue must not mix with this run's
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+        (out / "items.jsonl").unlink(missing_ok=True)
+        found = []
+    if resume and not found:
+        print(f"textcl: no checkpoint under {ckpt_root}; starting from scratch", flush=True)
+    if state["before"] is None:
+        state["before"] = _all_stages(model, task, 0)
+    candidates = model.trained
+    last_good = found[-1][1] if resume and found else None
+    while state["epoch"] < c.train.epochs:
+        epoch = state["epoch"] + 1
+        t_epoch = time.perf_counter()
+        order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(c.train.seed * 100_003 + epoch))
+        total, batches = 0.0, 0
+        for a in range(0, len(order), c.train.batch_size):
+            rows = order[a:a + c.train.batch_size]
+            items = model.item_vectors()
+            loss = sequence_softmax(model.user_vectors(inputs[rows], items), items, targets[rows], candidates,
+                                    temperature=c.loss.temperature)
+            if not math.isfinite(float(loss.detach())):
+                where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+                raise TrainingDiverged(f"the loss became {float(loss)} in epoch {epoch}, batch {batches + 1}; "
+                                       f"{where} (lower optim.lr, or resume from it)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.optim.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), c.optim.max_grad_norm)
+            optimizer.step()
+            total, batches = total + float(loss), batches + 1
+        state["train_s"] += time.perf_counter() - t_epoch
+        valid = evaluate(model, task, "valid")
+        state["history"].append({"epoch": epoch, "loss": total / batches, "valid_ndcg@10": valid["ndcg@10"]})
+        if state["best"] is None or valid["score"] > state["best"]:
+            state["best"], state["best_epoch"] = valid["score"], epoch
+            state["best_weights"] = {k: v.clone() for k, v in model.state_dict().items()}
+        state["epoch"] = epoch
+        last_good = _save_checkpoint(ckpt_root, epoch, {"layout": layout, "model": model.state_dict(),
+                                                        "optimizer": optimizer.state_dict(),
+                                                        "rng": torch.get_rng_state(), "state": state},
+                                     c.train.keep_checkpoints)
+        print(f"textcl: epoch {epoch}/{c.train.epochs} loss {total / batches:.4f} "
+              f"{task.name}-valid NDCG@10 {valid['ndcg@10']:.4f}", flush=True)
+        if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < c.train.epochs:
+            return TrainResult(out, None, {}, epoch, False)
+    model.load_state_dict(state["best_weights"])
+    after = _all_stages(model, task, 1000)
+    model_dir = save(model, c, task, out / "model")
+    task.write_items(out)
+    metrics = {"name": c.name, "user_tower": "sequence", "before": state["before"], "after": after,
+               "best_step": state["best_epoch"], "steps": state["epoch"], "epochs": state["history"],
+               "time": {"train_s": round(state["train_s"], 2),
+                        "total_s": round(time.perf_counter() - t0, 2)},
+               "ranking": "every item ranked; each user's earlier items left out (the target never)"}
+    atomic_write_json(out / "metrics.json", metrics)
+    return TrainResult(out, model_dir, metrics, state["epoch"], True)
+
+
+def save(model: SequenceRecommender, config, task, path: Path) -> Path:
+    """``path/recommender.safetensors`` and ``path/recommender.json``, written inside one atomic rename."""
+    from safetensors.torch import save_file
+
+    with atomic_dir(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "recommender.safetensors"))
+        atomic_write_json(tmp / "recommender.json", {
+            "shape": model.shape.to_dict(), "text_encoder": str(config.model.name),
+            "max_seq_len": int(config.model.max_seq_len), "temperature": float(config.loss.temperature),
+            "item_ids": list(task.item_ids), "item_texts": list(task.item_texts)})
+    return path
+
+
+def load(path: str | Path) -> tuple[SequenceRecommender, dict]:
+    """The model :func:`save` wrote, in eval mode, and its ``recommender.json``."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = read_json(path / "recommender.json")
+    weights = load_file(str(path / "recommender.safetensors"))
+    model = SequenceRecommender(SequenceShape(**meta["shape"]), weights["text"], weights["trained"])
+    model.load_state_dict(weights)
+    return model.eval(), meta
