@@ -552,3 +552,20 @@ def test_a_beir_folder_is_a_guard_and_only_matryoshka_row_names_are_reserved(tmp
     _write(tmp_path / "set@64d.tsv", GUARD_ROWS)
     with pytest.raises(ConfigError, match=r"a guard cannot be named 'set@64d' \(reserved"):
         load_guard(tmp_path / "set@64d.tsv")
+
+
+@pytest.mark.parametrize("kind, rows", [
+    ("pairs", [("oil is cheap", "petrol costs little")]),                                  # a labelled row's text
+    ("triples", [("a fact", "the same fact", "The president spoke")]),                     # a hard negative
+])
+def test_training_rows_holding_a_guards_texts_are_refused(tiny_bert_dir, tmp_path, kind, rows):
+    guard = _write(tmp_path / "guard.tsv", GUARD_ROWS)
+    train_file = tmp_path / "rows.jsonl"
+    keys = ("anchor", "positive", "negative")
+    other = [tuple(f"row {i} text {j}" for j in range(len(rows[0]))) for i in range(8)]
+    train_file.write_text("".join(json.dumps(dict(zip(keys, r))) + "\n" for r in other + rows))
+    config = _config(tiny_bert_dir, tmp_path, eval={"guard": [str(guard)], "test": []},
+                     data={"path": str(train_file), "kind": kind}, loss={"name": "infonce"})
+    with pytest.raises(ConfigError, match=r"^eval.guard: guard shares 1 of its 12 texts with .*rows.jsonl "
+                                          r"\(data.path\), such as '(oil is cheap|the president spoke)'"):
+        train(config, output_dir=tmp_path / "run")

@@ -526,14 +526,18 @@ class TrainConfig:
         if not isinstance(sq.id_embeddings, bool):
             bad("data.interactions.sequence.id_embeddings", f"expected true or false, got {sq.id_embeddings!r}")
         defaults = {"data.interactions": InteractionsConfig(), "model": ModelConfig(), "optim": OptimConfig(),
-                    "train": TrainSection(), "eval": EvalConfig()}
+                    "train": TrainSection(), "eval": EvalConfig(data=[], test=[]), "loss": LossConfig(),
+                    "data": DataConfig()}
         unread = [("data.interactions", "negatives"), ("data.interactions", "catalogue_refresh"),
                   ("data.interactions", "logq_correction"), ("data.interactions", "mask_hits"),
                   ("model", "two_tower"), ("model", "mlp_head"), ("model", "dropout"), ("optim", "warmup_ratio"),
                   ("optim", "scheduler"), ("optim", "ema_decay"), ("optim", "l2_start"), ("train", "max_steps"),
-                  ("train", "mixed_precision"), ("train", "grad_accum"), ("eval", "guard"), ("eval", "retrieval")]
+                  ("train", "mixed_precision"), ("train", "grad_accum"), ("train", "checkpoint_every"),
+                  ("eval", "guard"), ("eval", "retrieval"), ("eval", "data"), ("eval", "test"), ("eval", "every"),
+                  ("eval", "select_best"), ("loss", "similarity"), ("data", "max_examples"), ("optim", "betas"),
+                  ("optim", "eps")]
         sections = {"data.interactions": it, "model": self.model, "optim": self.optim, "train": self.train,
-                    "eval": self.eval}
+                    "eval": self.eval, "loss": self.loss, "data": self.data}
         for section, name in unread:
             now = getattr(sections[section], name, None)
             if now != getattr(defaults[section], name, None):

@@ -192,11 +192,13 @@ def text_keys(texts) -> set[str]:
 
 def guard_text_keys(g: Guard) -> list[set[str]]:
     """A guard's distinct texts, each as the set of its :func:`_text_key` forms: an STS set's sentences, or a
-    retrieval set's judged queries and relevant documents (a titled document in both forms)."""
+    retrieval set's queries that have a relevant document and those documents (a titled document in both
+    forms)."""
     if g.sts is not None:
         return [{t} for t in sorted(text_keys(list(g.sts.sentences1) + list(g.sts.sentences2)))]
     b = g.beir
-    forms = {_text_key(b.queries[q]): {_text_key(b.queries[q])} for q in b.qrels if q in b.queries}
+    forms = {_text_key(b.queries[q]): {_text_key(b.queries[q])} for q, rel in b.qrels.items()
+             if q in b.queries and any(grade > 0 for grade in rel.values())}
     for rel in b.qrels.values():
         for d, grade in rel.items():
             if grade > 0 and d in b.corpus:
@@ -226,12 +228,13 @@ def check_held_out(guards: list[Guard], task_sets: list[tuple[str, str, set]], f
             continue
         texts = guard_text_keys(g)
         for where, name, keys in task_texts:
-            shared = sum(1 for forms in texts if forms & keys)
+            shared = [forms for forms in texts if forms & keys]
             if shared:
-                raise ConfigError(field, f"{g.name} shares {shared} of its {len(texts)} texts with {name} ({where}): "
-                                         "a guard measures what fine-tuning cost off the task, and training on its "
-                                         f"texts holds them in place; drop {g.name} from eval.guard, or take its "
-                                         f"texts out of {name}")
+                first = min(min(forms & keys) for forms in shared)
+                raise ConfigError(field, f"{g.name} shares {len(shared)} of its {len(texts)} texts with {name} "
+                                         f"({where}), such as {first[:80]!r}: a guard measures what fine-tuning cost "
+                                         "off the task, and training on its texts holds them in place; drop "
+                                         f"{g.name} from eval.guard, or take its texts out of {name}")
 
 
 def load_guards(specs, field: str = "eval.guard") -> list[Guard]:

@@ -11,7 +11,9 @@ naming the epoch and the last good checkpoint.
 Writes ``OUT/model/`` (``recommender.safetensors``: the weights and the catalogue's text vectors;
 ``recommender.json``: the shape, the text encoder, the item ids and texts, the temperature),
 ``OUT/metrics.json`` (``before``: the untrained tower; ``after``: the best epoch's NAME-valid, NAME-test and
-NAME-cold with 95% bootstrap CIs) and ``OUT/items.jsonl``.
+NAME-cold with 95% bootstrap CIs; ``selected_on``) and ``OUT/config.json``. A fresh run first removes what an
+earlier run left in the folder (checkpoints, best-model, metrics.json, items.jsonl, logs). ``textcl serve`` does
+not serve this tower yet (its ``/recommend`` encodes history texts with a sentence encoder).
 """
 from __future__ import annotations
 
@@ -25,11 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textcl._io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
+from textcl._io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json, recover_dir
 from textcl.errors import TextclError
 from textcl.recommend.sequence import SequenceRecommender, SequenceShape, left_pad, training_windows
 
 CHECKPOINT = re.compile(r"^epoch-(\d+)\.pt$")
+#: what an earlier run in the output folder may have left that would describe another run than this one
+STALE = ("best-model", "best-model-document", "model-document", "items.jsonl", "log.csv", "training.png",
+         "metrics.json")
 
 
 def item_text_vectors(config, task) -> torch.Tensor:
@@ -104,7 +109,7 @@ def _layout(config, task, model) -> dict:
     import dataclasses
 
     return {"shape": model.shape.to_dict(), "items": len(task.item_ids), "seed": c.train.seed,
-            "batch_size": c.train.batch_size, "lr": c.optim.lr, "weight_decay": c.optim.weight_decay,
+            "batch_size": c.train.batch_size, "lr": c.optim.lr, "pooling": c.model.pooling, "weight_decay": c.optim.weight_decay,
             "max_grad_norm": c.optim.max_grad_norm, "temperature": c.loss.temperature,
             "model": str(c.model.name), "max_seq_len": c.model.max_seq_len, "data.path": str(c.data.path),
             "data.interactions": dataclasses.asdict(c.data.interactions)}
@@ -113,21 +118,31 @@ def _layout(config, task, model) -> dict:
 def train_sequence(config, output_dir=None, *, resume: bool = False, stop_after_epoch: int | None = None):
     """Train the sequence user tower of ``config`` (validated, ``data.interactions.user_tower: sequence``); see
     the module docstring. Returns a :class:`~textcl.train.TrainResult` (``steps`` counts epochs)."""
+
+    threads = torch.get_num_threads()
+    if config.train.threads:
+        torch.set_num_threads(int(config.train.threads))
+    try:
+        return _train(config, output_dir, resume, stop_after_epoch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(c, output_dir, resume: bool, stop_after_epoch: int | None):
     from textcl.losses.next_item import sequence_softmax
     from textcl.recommend.task import load_task
     from textcl.train.checkpoint import ResumeMismatch
     from textcl.train.step import TrainingDiverged
     from textcl.train.trainer import TrainResult
 
-    c = config
-    if c.train.threads:
-        torch.set_num_threads(int(c.train.threads))
     out = Path(output_dir or c.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_root = out / "checkpoints"
     task = load_task(c.data)
     t0 = time.perf_counter()
-    model = build_model(c, task, item_text_vectors(c, task))
+    text = item_text_vectors(c, task)
+    embed_s = time.perf_counter() - t0
+    model = build_model(c, task, text)
     layout = _layout(c, task, model)
     inputs, targets = training_windows([[task.index[i] for i in task.train[u]] for u in sorted(task.train)],
                                        model.shape.history)
@@ -135,10 +150,10 @@ def train_sequence(config, output_dir=None, *, resume: bool = False, stop_after_
         raise TextclError(f"{task.name}: no training windows (every training sequence has one item)")
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.optim.lr, weight_decay=c.optim.weight_decay)
     state = {"epoch": 0, "best": None, "best_epoch": 0, "best_weights": None, "history": [],
-             "before": None, "train_s": 0.0}
+             "before": None, "train_s": 0.0, "eval_s": 0.0, "embed_s": embed_s, "total_s": 0.0}
     found = _checkpoints(ckpt_root)
     if resume and found:
-        saved = torch.load(found[-1][1], weights_only=False)
+        saved = torch.load(found[-1][1], weights_only=True)  # tensors and plain containers only: no pickled code
         if saved["layout"] != layout:
             diff = sorted(k for k in layout if saved["layout"].get(k) != layout[k])
             raise ResumeMismatch(f"{found[-1][1]}: the checkpoint was written with other settings ({', '.join(diff)}); "
@@ -147,14 +162,18 @@ def train_sequence(config, output_dir=None, *, resume: bool = False, stop_after_
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
         state = saved["state"]
-    elif not resume:  # an earlier run's checkpoints and catalogue must not mix with this run's
-        shutil.rmtree(ckpt_root, ignore_errors=True)
-        (out / "items.jsonl").unlink(missing_ok=True)
+        state["embed_s"] += embed_s
+    elif not resume:  # an earlier run's checkpoints and outputs must not mix with this run's
+        for old in (ckpt_root, *(out / name for name in STALE)):
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
         found = []
     if resume and not found:
         print(f"textcl: no checkpoint under {ckpt_root}; starting from scratch", flush=True)
     if state["before"] is None:
-        state["before"] = _all_stages(model, task, 0)
+        t_eval = time.perf_counter()
+        state["before"] = _all_stages(model, task, 0) if c.eval.before else {}
+        state["eval_s"] += time.perf_counter() - t_eval
+    atomic_write_json(out / "config.json", c.to_dict())
     candidates = model.trained
     last_good = found[-1][1] if resume and found else None
     while state["epoch"] < c.train.epochs:
@@ -176,14 +195,18 @@ def train_sequence(config, output_dir=None, *, resume: bool = False, stop_after_
             if c.optim.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), c.optim.max_grad_norm)
             optimizer.step()
-            total, batches = total + float(loss), batches + 1
+            total, batches = total + float(loss.detach()), batches + 1
         state["train_s"] += time.perf_counter() - t_epoch
+        t_eval = time.perf_counter()
         valid = evaluate(model, task, "valid")
+        state["eval_s"] += time.perf_counter() - t_eval
         state["history"].append({"epoch": epoch, "loss": total / batches, "valid_ndcg@10": valid["ndcg@10"]})
         if state["best"] is None or valid["score"] > state["best"]:
             state["best"], state["best_epoch"] = valid["score"], epoch
             state["best_weights"] = {k: v.clone() for k, v in model.state_dict().items()}
         state["epoch"] = epoch
+        state["total_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
         last_good = _save_checkpoint(ckpt_root, epoch, {"layout": layout, "model": model.state_dict(),
                                                         "optimizer": optimizer.state_dict(),
                                                         "rng": torch.get_rng_state(), "state": state},
@@ -193,13 +216,17 @@ def train_sequence(config, output_dir=None, *, resume: bool = False, stop_after_
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < c.train.epochs:
             return TrainResult(out, None, {}, epoch, False)
     model.load_state_dict(state["best_weights"])
+    t_eval = time.perf_counter()
     after = _all_stages(model, task, 1000)
+    state["eval_s"] += time.perf_counter() - t_eval
     model_dir = save(model, c, task, out / "model")
-    task.write_items(out)
+    state["total_s"] += time.perf_counter() - t0
     metrics = {"name": c.name, "user_tower": "sequence", "before": state["before"], "after": after,
-               "best_step": state["best_epoch"], "steps": state["epoch"], "epochs": state["history"],
-               "time": {"train_s": round(state["train_s"], 2),
-                        "total_s": round(time.perf_counter() - t0, 2)},
+               "selected_on": [f"{task.name}-valid"], "best_step": state["best_epoch"], "steps": state["epoch"],
+               "epochs": state["history"],
+               # seconds over the whole run, resumes included: training epochs, the catalogue's embedding (once
+               # a process), the evaluations, and all of it with loading and saving
+               "time": {k: round(state[k], 2) for k in ("train_s", "embed_s", "eval_s", "total_s")},
                "ranking": "every item ranked; each user's earlier items left out (the target never)"}
     atomic_write_json(out / "metrics.json", metrics)
     return TrainResult(out, model_dir, metrics, state["epoch"], True)
@@ -214,7 +241,8 @@ def save(model: SequenceRecommender, config, task, path: Path) -> Path:
         atomic_write_json(tmp / "recommender.json", {
             "shape": model.shape.to_dict(), "text_encoder": str(config.model.name),
             "max_seq_len": int(config.model.max_seq_len), "temperature": float(config.loss.temperature),
-            "item_ids": list(task.item_ids), "item_texts": list(task.item_texts)})
+            "pooling": config.model.pooling, "item_ids": list(task.item_ids),
+            "item_texts": list(task.item_texts)})
     return path
 
 
@@ -222,7 +250,7 @@ def load(path: str | Path) -> tuple[SequenceRecommender, dict]:
     """The model :func:`save` wrote, in eval mode, and its ``recommender.json``."""
     from safetensors.torch import load_file
 
-    path = Path(path)
+    path = recover_dir(path)  # a save killed between its renames leaves the previous folder or the new one
     meta = read_json(path / "recommender.json")
     weights = load_file(str(path / "recommender.safetensors"))
     model = SequenceRecommender(SequenceShape(**meta["shape"]), weights["text"], weights["trained"])

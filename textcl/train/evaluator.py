@@ -84,12 +84,12 @@ class Evaluator:
 
     def _check_guards_held_out(self, c, run) -> None:
         """Refuse a guard that shares pairs with what selects, tests or trains the run, or texts with what trains
-        on single texts (:func:`textcl.eval.guards.check_held_out`)."""
+        (every text of the training rows; a dropout or distill mix's texts): :func:`textcl.eval.guards.check_held_out`."""
         from textcl.data.beir import load_beir
         from textcl.eval.guards import beir_pair_keys, text_keys
 
         scored = [e for e in run.examples if e.anchor != e.positive]  # unlabeled rows repeat their text
-        single = [e.anchor for e in run.examples if e.anchor == e.positive]
+        trained = [t for e in run.examples for t in (e.anchor, e.positive, e.negative) if t is not None]
         mix = c.data.mix
         mix_pairs = run.mix.texts if run.mix is not None and mix.objective == "pairs" else []
         mix_texts = run.mix.texts if run.mix is not None and mix.objective != "pairs" else []
@@ -103,7 +103,7 @@ class Evaluator:
         if mix_pairs:
             sets.append(("data.mix.path", str(mix.path), pair_keys([r[0] for r in mix_pairs],
                                                                     [r[1] for r in mix_pairs])))
-        texts = ([("data.path", str(c.data.path), text_keys(single))] if single else [])
+        texts = ([("data.path", str(c.data.path), text_keys(trained))] if trained else [])
         texts += [("data.mix.path", str(mix.path), text_keys(mix_texts))] if mix_texts else []
         check_held_out(self.guards, sets, task_texts=texts)
 

@@ -3,6 +3,7 @@ pruner (which may stop the run), and return the dev score of the model the trial
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from textcl.train.card import metric_value
 from textcl.train.trainer import STOP
 from textcl.tune.recipe import BaseRecipe
 from textcl.tune.space import SearchSpace
+
+#: a Matryoshka row of a report, ``<set>@<d>d`` (a guard such as ``X ndcg@10`` is not one)
+MATRYOSHKA_ROW = re.compile(r"@\d+d$")
 
 #: the folders a trial's run writes that a study does not need once the trial is scored
 MODEL_FOLDERS = ("model", "model-document", "best-model", "best-model-document")
@@ -53,7 +57,7 @@ def dev_score(metrics: dict) -> float:
     guards_select = bool(((metrics.get("config") or {}).get("eval") or {}).get("guard_select"))
     # no evaluation during training (eval.every: 0): the sets after it, less the guards (never selected on
     # unless eval.guard_select), SentEval's "all" and the Matryoshka rows
-    names = metrics.get("selected_on") or [k for k, m in after.items() if k != "all" and "@" not in k
+    names = metrics.get("selected_on") or [k for k, m in after.items() if k != "all" and not MATRYOSHKA_ROW.search(k)
                                            and (guards_select or not m.get("guard"))]
     # as the trainer selects (Evaluator.selection_score): the task sets' mean and the guards' mean weigh the same
     task = [metric_value(after[k]) for k in names if not after[k].get("guard")]

@@ -43,6 +43,12 @@ def check_dev_sets(config: TrainConfig, evaluators=(), source: str | None = None
         raise ConfigError("eval.data", "tuning scores each trial on the recipe's dev sets (eval.data, "
                                        "eval.retrieval, or an interaction log's validation stage), and it lists "
                                        "none", source)
+    it = config.data.interactions if task else None
+    if it is not None and it.user_tower == "sequence":
+        raise ConfigError("data.interactions.user_tower", "textcl tune prunes trials at the trainer's evaluations, "
+                                                          "and user_tower sequence trains in epochs without them; "
+                                                          "tune the text tower, or train sequence recipes one by "
+                                                          "one", source)
     tests = {str(t) for t in e.test}
     for i, name in enumerate(e.data):
         if str(name) in tests or str(name).endswith("-test"):
