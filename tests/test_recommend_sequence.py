@@ -66,7 +66,7 @@ def test_a_cold_item_is_its_text_alone_and_never_a_candidate():
 
 
 def test_a_run_trains_reports_and_saves_a_model_that_loads(tiny_bert_dir, tmp_path):
-    from textcl.recommend.sequence_train import evaluate, load
+    from textcl.recommend.sequence import evaluate, load
 
     log, catalogue = _write_log(tmp_path, n_users=16)
     result = train(_config(tiny_bert_dir, log, catalogue), output_dir=tmp_path / "run")

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{config.name}: {result.steps} steps, best step {result.metrics.get('best_step')}")
         print(format_results(result.metrics))
         if result.metrics.get("user_tower") == "sequence":
-            print(f"\nmodel: {result.model_dir}  (textcl.recommend.sequence_train.load('{result.model_dir}') loads it)")
+            print(f"\nmodel: {result.model_dir}  (textcl.recommend.sequence.load('{result.model_dir}') loads it)")
         else:
             print(f"\nmodel: {result.model_dir}  (SentenceTransformer('{result.model_dir}') loads it)")
     return 0

@@ -15,6 +15,7 @@ Padding is on the left with index -1: the last position of a row is its most rec
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -113,3 +114,57 @@ def training_windows(sequences: list[list[int]], length: int) -> tuple[torch.Ten
     if not inputs:
         return torch.empty(0, length, dtype=torch.long), torch.empty(0, length, dtype=torch.long)
     return torch.tensor(inputs, dtype=torch.long), torch.tensor(targets, dtype=torch.long)
+
+
+@torch.no_grad()
+def evaluate(model: SequenceRecommender, task, stage: str, n_bootstrap: int = 0) -> dict:
+    """``{score (NDCG@10 x100), ndcg@10, recall@10, mrr@10, n, metric[, ci95]}`` of ``stage``: every item ranked
+    for each user's history (the items of the ranking set, in time order), the user's earlier items left out."""
+    from textcl.recommend.metrics import rank_of_target, ranking_metrics
+
+    s = task.sets[stage]
+    was = model.training
+    model.eval()
+    try:
+        index = task.index
+        rows = torch.tensor([left_pad([index[i] for i in h], model.shape.history) for h in s.history_items],
+                            dtype=torch.long)
+        scores = torch.cat([model.scores(rows[a:a + 512]) for a in range(0, len(rows), 512)])
+    finally:
+        model.train(was)
+    ranks = rank_of_target(scores, torch.from_numpy(s.targets), [torch.as_tensor(x, dtype=torch.long) for x in s.seen])
+    m = ranking_metrics(ranks, k=10, n_bootstrap=n_bootstrap)
+    out = {"score": 100.0 * m["ndcg@10"], "metric": "NDCG@10 x100", "n": m["n_users"],
+           **{k: m[k] for k in ("ndcg@10", "recall@10", "mrr@10")}}
+    if n_bootstrap and "ci95" in m:
+        out["ci95"] = [100.0 * x for x in m["ci95"]["ndcg@10"]]
+        out["ci95_by_metric"] = m["ci95"]
+    return out
+
+
+def save(model: SequenceRecommender, path: Path, meta: dict) -> Path:
+    """``path/recommender.safetensors`` (the weights and the catalogue's text vectors) and
+    ``path/recommender.json`` (``meta`` and the shape), written inside one atomic rename."""
+    from safetensors.torch import save_file
+
+    from textcl._io import atomic_dir, atomic_write_json
+
+    with atomic_dir(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "recommender.safetensors"))
+        atomic_write_json(tmp / "recommender.json", {"shape": model.shape.to_dict(), **meta})
+    return path
+
+
+def load(path: str | Path) -> tuple[SequenceRecommender, dict]:
+    """The model :func:`save` wrote, in eval mode, and its ``recommender.json``."""
+    from safetensors.torch import load_file
+
+    from textcl._io import read_json, recover_dir
+
+    path = recover_dir(path)  # a save killed between its renames leaves the previous folder or the new one
+    meta = read_json(path / "recommender.json")
+    weights = load_file(str(path / "recommender.safetensors"))
+    model = SequenceRecommender(SequenceShape(**meta["shape"]), weights["text"], weights["trained"])
+    model.load_state_dict(weights)
+    return model.eval(), meta
+

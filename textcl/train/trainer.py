@@ -26,21 +26,13 @@ from textcl.train.checkpoint import Checkpointer
 from textcl.train.evaluator import Clock, Evaluator
 from textcl.train.logs import CSVLog, Reporter
 from textcl.thread_governor import install
+from textcl.train.result import TrainResult
 from textcl.train.step import TrainingDiverged, train_step
 
 __all__ = ["STOP", "TrainResult", "Trainer", "TrainingDiverged", "train"]
 
 #: what an ``on_eval`` callback returns to end the run after the current step (as if interrupted)
 STOP = "stop"
-
-
-@dataclass
-class TrainResult:
-    output_dir: Path
-    model_dir: Path | None
-    metrics: dict
-    steps: int
-    finished: bool
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -191,7 +183,7 @@ def train(config: TrainConfig, *, output_dir: str | Path | None = None, resume: 
     """
     it = config.data.interactions if config.data.kind == "interactions" else None
     if it is not None and it.user_tower == "sequence":
-        from textcl.recommend.sequence_train import train_sequence
+        from textcl.train.sequence import train_sequence
 
         if evaluators or on_eval is not None:
             raise TypeError("train: evaluators and on_eval are not offered with user_tower sequence")

@@ -1,4 +1,5 @@
-"""Training the sequence user tower (``data.interactions.user_tower: sequence``, :mod:`textcl.recommend.sequence`).
+"""Training the sequence user tower (``data.interactions.user_tower: sequence``, :mod:`textcl.recommend.sequence`);
+:func:`textcl.train.train` hands such a recipe here.
 
 The text encoder is frozen: the catalogue is embedded once, and only the projection, the id embeddings and
 the GRU train, for ``train.epochs`` epochs of ``train.batch_size`` windows (AdamW at ``optim.lr``, gradients
@@ -27,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textcl._io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json, recover_dir
+from textcl._io import atomic_write_bytes, atomic_write_json
 from textcl.errors import TextclError
-from textcl.recommend.sequence import SequenceRecommender, SequenceShape, left_pad, training_windows
+from textcl.recommend.sequence import SequenceRecommender, SequenceShape, evaluate, save, training_windows
 
 CHECKPOINT = re.compile(r"^epoch-(\d+)\.pt$")
 #: what an earlier run in the output folder may have left that would describe another run than this one
@@ -55,32 +56,6 @@ def build_model(config, task, text: torch.Tensor) -> SequenceRecommender:
                           history=config.data.interactions.history, dropout=s.dropout, id_embeddings=s.id_embeddings)
     torch.manual_seed(config.train.seed)
     return SequenceRecommender(shape, text, trained)
-
-
-@torch.no_grad()
-def evaluate(model: SequenceRecommender, task, stage: str, n_bootstrap: int = 0) -> dict:
-    """``{score (NDCG@10 x100), ndcg@10, recall@10, mrr@10, n, metric[, ci95]}`` of ``stage``: every item ranked
-    for each user's history (the items of the ranking set, in time order), the user's earlier items left out."""
-    from textcl.recommend.metrics import rank_of_target, ranking_metrics
-
-    s = task.sets[stage]
-    was = model.training
-    model.eval()
-    try:
-        index = task.index
-        rows = torch.tensor([left_pad([index[i] for i in h], model.shape.history) for h in s.history_items],
-                            dtype=torch.long)
-        scores = torch.cat([model.scores(rows[a:a + 512]) for a in range(0, len(rows), 512)])
-    finally:
-        model.train(was)
-    ranks = rank_of_target(scores, torch.from_numpy(s.targets), [torch.as_tensor(x, dtype=torch.long) for x in s.seen])
-    m = ranking_metrics(ranks, k=10, n_bootstrap=n_bootstrap)
-    out = {"score": 100.0 * m["ndcg@10"], "metric": "NDCG@10 x100", "n": m["n_users"],
-           **{k: m[k] for k in ("ndcg@10", "recall@10", "mrr@10")}}
-    if n_bootstrap and "ci95" in m:
-        out["ci95"] = [100.0 * x for x in m["ci95"]["ndcg@10"]]
-        out["ci95_by_metric"] = m["ci95"]
-    return out
 
 
 def _all_stages(model, task, n_bootstrap: int) -> dict:
@@ -133,7 +108,7 @@ def _train(c, output_dir, resume: bool, stop_after_epoch: int | None):
     from textcl.recommend.task import load_task
     from textcl.train.checkpoint import ResumeMismatch
     from textcl.train.step import TrainingDiverged
-    from textcl.train.trainer import TrainResult
+    from textcl.train.result import TrainResult
 
     out = Path(output_dir or c.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,7 +194,10 @@ def _train(c, output_dir, resume: bool, stop_after_epoch: int | None):
     t_eval = time.perf_counter()
     after = _all_stages(model, task, 1000)
     state["eval_s"] += time.perf_counter() - t_eval
-    model_dir = save(model, c, task, out / "model")
+    model_dir = save(model, out / "model", {
+        "text_encoder": str(c.model.name), "pooling": c.model.pooling, "max_seq_len": int(c.model.max_seq_len),
+        "temperature": float(c.loss.temperature), "item_ids": list(task.item_ids),
+        "item_texts": list(task.item_texts)})
     state["total_s"] += time.perf_counter() - t0
     metrics = {"name": c.name, "user_tower": "sequence", "before": state["before"], "after": after,
                "selected_on": [f"{task.name}-valid"], "best_step": state["best_epoch"], "steps": state["epoch"],
@@ -230,29 +208,3 @@ def _train(c, output_dir, resume: bool, stop_after_epoch: int | None):
                "ranking": "every item ranked; each user's earlier items left out (the target never)"}
     atomic_write_json(out / "metrics.json", metrics)
     return TrainResult(out, model_dir, metrics, state["epoch"], True)
-
-
-def save(model: SequenceRecommender, config, task, path: Path) -> Path:
-    """``path/recommender.safetensors`` and ``path/recommender.json``, written inside one atomic rename."""
-    from safetensors.torch import save_file
-
-    with atomic_dir(path) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "recommender.safetensors"))
-        atomic_write_json(tmp / "recommender.json", {
-            "shape": model.shape.to_dict(), "text_encoder": str(config.model.name),
-            "max_seq_len": int(config.model.max_seq_len), "temperature": float(config.loss.temperature),
-            "pooling": config.model.pooling, "item_ids": list(task.item_ids),
-            "item_texts": list(task.item_texts)})
-    return path
-
-
-def load(path: str | Path) -> tuple[SequenceRecommender, dict]:
-    """The model :func:`save` wrote, in eval mode, and its ``recommender.json``."""
-    from safetensors.torch import load_file
-
-    path = recover_dir(path)  # a save killed between its renames leaves the previous folder or the new one
-    meta = read_json(path / "recommender.json")
-    weights = load_file(str(path / "recommender.safetensors"))
-    model = SequenceRecommender(SequenceShape(**meta["shape"]), weights["text"], weights["trained"])
-    model.load_state_dict(weights)
-    return model.eval(), meta
