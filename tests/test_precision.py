@@ -154,13 +154,16 @@ def test_training_with_auto_records_and_evaluates_in_the_chosen_precision(tiny_b
     assert seen and set(seen) == {native}
 
 
-def test_a_disturbed_measurement_decides_the_run_but_is_not_cached(tmp_path, monkeypatch):
+@pytest.mark.parametrize("native", [True, False])
+def test_a_disturbed_measurement_is_not_cached_and_the_instructions_decide_the_run(tmp_path, monkeypatch, native):
     """Two rounds whose bf16/fp32 ratios differ by 50% were taken while other work shared the cores: the
-    figure is used now, and the next run measures again instead of keeping it."""
+    figure is not trusted (the CPU's bf16 instructions decide this run, whatever the disturbed figure says),
+    and the next run measures again instead of keeping it."""
     from textcl.models import calibration
     from textcl.models.calibration import cache_dir
 
     monkeypatch.setenv("TEXTCL_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "native_bf16", lambda device_type: native)
     calls = []
 
     def disturbed():
@@ -168,7 +171,7 @@ def test_a_disturbed_measurement_decides_the_run_but_is_not_cached(tmp_path, mon
         return {"fp32_s": 1.0, "bf16_s": 0.5, "bf16_over_fp32": 0.5, "spread": 0.5}
 
     first = precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=disturbed)
-    assert first.resolved == "bf16" and not list(cache_dir().glob("precision-*.json"))
+    assert first.resolved == ("bf16" if native else "no") and not list(cache_dir().glob("precision-*.json"))
     precision.choose_precision("auto", "cpu", hidden=32, intermediate=64, probe=disturbed)
     assert len(calls) == 1  # this process keeps its first answer
     calibration._DECIDED.clear()  # a new process

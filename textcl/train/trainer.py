@@ -13,7 +13,7 @@ optimizer, schedule), :class:`~textcl.train.batcher.Batcher` (views, tokens, key
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
