@@ -124,10 +124,14 @@ def test_a_loss_that_is_not_finite_stops_and_keeps_the_last_good_checkpoint(tiny
     ("loss", "similarity", "dot", "loss.similarity"),
     ("data", "max_examples", 100, "data.max_examples"),
     ("train", "checkpoint_every", 0, "train.checkpoint_every"),
+    ("optim", "fused", False, "optim.fused"),
+    ("model", "fast_dropout", False, "model.fast_dropout"),
+    ("train", "report_to", "wandb", "train.report_to"),
 ])
 def test_settings_the_sequence_tower_never_reads_are_refused(tiny_bert_dir, tmp_path, section, key, value, field):
     log, catalogue = _write_log(tmp_path)
-    with pytest.raises(ConfigError, match=rf"^{field}: is set \({value!r}\) but user_tower sequence does not read"):
+    with pytest.raises(ConfigError, match=rf"^{field}: is set \({value!r}\) but user_tower sequence (does not read|"
+                                          r"reports to no tracker)"):
         _config(tiny_bert_dir, log, catalogue, **{section: {key: value}})
 
 
@@ -174,8 +178,11 @@ def test_a_fresh_run_removes_what_an_earlier_run_left(tiny_bert_dir, tmp_path):
     (out / "best-model").mkdir(parents=True)
     for name in ("items.jsonl", "log.csv", "metrics.json", "training.png"):
         (out / name).write_text("an earlier run")
-    train(_config(tiny_bert_dir, log, catalogue, epochs=2), output_dir=out, stop_after_step=1)
+    (out / "checkpoints" / "step-00000004").mkdir(parents=True)  # a text-tower run's checkpoint
+    # --resume with no checkpoint of this tower to resume is a fresh start too
+    train(_config(tiny_bert_dir, log, catalogue, epochs=2), output_dir=out, stop_after_step=1, resume=True)
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json"]
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["epoch-1.pt"]
 
 
 def test_tune_refuses_the_sequence_tower_by_name(tiny_bert_dir, tmp_path):
@@ -184,3 +191,29 @@ def test_tune_refuses_the_sequence_tower_by_name(tiny_bert_dir, tmp_path):
     log, catalogue = _write_log(tmp_path)
     with pytest.raises(ConfigError, match=r"^data.interactions.user_tower: textcl tune prunes trials"):
         check_dev_sets(_config(tiny_bert_dir, log, catalogue))
+
+
+def test_a_resume_past_train_epochs_is_refused(tiny_bert_dir, tmp_path):
+    from textcl.train.checkpoint import ResumeMismatch
+
+    log, catalogue = _write_log(tmp_path, n_users=16)
+    train(_config(tiny_bert_dir, log, catalogue, epochs=3), output_dir=tmp_path / "run", stop_after_step=2)
+    with pytest.raises(ResumeMismatch, match=r"already trained 2 epochs, more than train.epochs \(1\)"):
+        train(_config(tiny_bert_dir, log, catalogue, epochs=1), output_dir=tmp_path / "run", resume=True)
+
+
+def test_a_tune_trial_on_the_sequence_tower_is_a_config_error(tiny_bert_dir, tmp_path):
+    """A search space may switch a trial to the sequence tower: the trial fails as a bad config, which the
+    study records, rather than as a TypeError that stops the study."""
+    log, catalogue = _write_log(tmp_path)
+    with pytest.raises(ConfigError, match=r"^data.interactions.user_tower: sequence trains in epochs"):
+        train(_config(tiny_bert_dir, log, catalogue), output_dir=tmp_path / "run", on_eval=lambda step, score: None)
+
+
+def test_a_batch_of_one_window_is_allowed_and_a_negative_cold_seed_is_not(tiny_bert_dir, tmp_path):
+    log, catalogue = _write_log(tmp_path)
+    assert _config(tiny_bert_dir, log, catalogue, train={"batch_size": 1}).train.batch_size == 1
+    with pytest.raises(ConfigError, match=r"^data.interactions.cold_seed: expected a whole number >= 0, got -1"):
+        _config(tiny_bert_dir, log, catalogue, data={"interactions": {
+            "items": str(catalogue), "template": "{title} ({year}). {genre}", "user_tower": "sequence",
+            "cold_fraction": 0.2, "cold_seed": -1}})

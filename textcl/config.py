@@ -431,7 +431,8 @@ class TrainConfig:
         positive("eval.every", e.every, allow_zero=True)
         positive("eval.batch_size", e.batch_size)
         positive("train.batch_size", t.batch_size)
-        if t.batch_size < 2 and lo.moco is None:
+        sequence = d.kind == "interactions" and d.interactions is not None and d.interactions.user_tower == "sequence"
+        if t.batch_size < 2 and lo.moco is None and not sequence:  # the sequence tower's softmax: every item
             bad("train.batch_size", "in-batch negatives need a batch of at least 2")
         positive("train.epochs", t.epochs)
         if t.max_steps is not None:
@@ -489,6 +490,8 @@ class TrainConfig:
         elif it.catalogue_refresh != InteractionsConfig().catalogue_refresh:
             bad("data.interactions.catalogue_refresh", f"is set ({it.catalogue_refresh!r}) but only negatives "
                                                        "catalogue reads it; remove it")
+        if not isinstance(it.cold_seed, int) or isinstance(it.cold_seed, bool) or it.cold_seed < 0:
+            bad("data.interactions.cold_seed", f"expected a whole number >= 0, got {it.cold_seed!r}")
         if it.user_tower not in ("text", "sequence"):
             bad("data.interactions.user_tower", f"expected text or sequence, got {it.user_tower!r}")
         if it.user_tower == "sequence":
@@ -535,7 +538,9 @@ class TrainConfig:
                   ("train", "mixed_precision"), ("train", "grad_accum"), ("train", "checkpoint_every"),
                   ("eval", "guard"), ("eval", "retrieval"), ("eval", "data"), ("eval", "test"), ("eval", "every"),
                   ("eval", "select_best"), ("loss", "similarity"), ("data", "max_examples"), ("optim", "betas"),
-                  ("optim", "eps")]
+                  ("optim", "eps"), ("optim", "fused"), ("train", "log_every"), ("model", "save_max_seq_len"),
+                  ("model", "fast_dropout"), ("data", "group_by_length"), ("data.interactions", "separator"),
+                  ("eval", "guard_tolerance")]
         sections = {"data.interactions": it, "model": self.model, "optim": self.optim, "train": self.train,
                     "eval": self.eval, "loss": self.loss, "data": self.data}
         for section, name in unread:
@@ -544,6 +549,9 @@ class TrainConfig:
                 bad(f"{section}.{name}", f"is set ({now!r}) but user_tower sequence does not read it (it trains "
                                          "a GRU over frozen item vectors with a softmax over every item, for "
                                          "train.epochs); remove it")
+        if self.train.report_to not in ("auto", "none"):  # no trackers: the epochs are printed and in metrics.json
+            bad("train.report_to", f"is set ({self.train.report_to!r}) but user_tower sequence reports to no "
+                                   "tracker (its epochs are printed and kept in metrics.json); use none")
         positive("train.epochs", self.train.epochs)
         positive("train.batch_size", self.train.batch_size)
         positive("optim.lr", self.optim.lr)

@@ -84,7 +84,8 @@ class Evaluator:
 
     def _check_guards_held_out(self, c, run) -> None:
         """Refuse a guard that shares pairs with what selects, tests or trains the run, or texts with what trains
-        (every text of the training rows; a dropout or distill mix's texts): :func:`textcl.eval.guards.check_held_out`."""
+        (every text of the training rows; a dropout or distill mix's texts):
+        :func:`textcl.eval.guards.check_held_out`."""
         from textcl.data.beir import load_beir
         from textcl.eval.guards import beir_pair_keys, text_keys
 

@@ -84,7 +84,8 @@ def _layout(config, task, model) -> dict:
     import dataclasses
 
     return {"shape": model.shape.to_dict(), "items": len(task.item_ids), "seed": c.train.seed,
-            "batch_size": c.train.batch_size, "lr": c.optim.lr, "pooling": c.model.pooling, "weight_decay": c.optim.weight_decay,
+            "batch_size": c.train.batch_size, "lr": c.optim.lr, "pooling": c.model.pooling,
+            "weight_decay": c.optim.weight_decay,
             "max_grad_norm": c.optim.max_grad_norm, "temperature": c.loss.temperature,
             "model": str(c.model.name), "max_seq_len": c.model.max_seq_len, "data.path": str(c.data.path),
             "data.interactions": dataclasses.asdict(c.data.interactions)}
@@ -131,14 +132,19 @@ def _train(c, output_dir, resume: bool, stop_after_epoch: int | None):
         saved = torch.load(found[-1][1], weights_only=True)  # tensors and plain containers only: no pickled code
         if saved["layout"] != layout:
             diff = sorted(k for k in layout if saved["layout"].get(k) != layout[k])
-            raise ResumeMismatch(f"{found[-1][1]}: the checkpoint was written with other settings ({', '.join(diff)}); "
-                                 "resume with the recipe that wrote it, or start a new output folder")
+            raise ResumeMismatch(f"{found[-1][1]}: the checkpoint was written with other settings "
+                                 f"({', '.join(diff)}); resume with the recipe that wrote it, or start a new output "
+                                 "folder")
+        if saved["state"]["epoch"] > c.train.epochs:
+            raise ResumeMismatch(f"{found[-1][1]}: the run already trained {saved['state']['epoch']} epochs, more "
+                                 f"than train.epochs ({c.train.epochs}); resume with train.epochs >= "
+                                 f"{saved['state']['epoch']}, or start a new output folder")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
         state = saved["state"]
         state["embed_s"] += embed_s
-    elif not resume:  # an earlier run's checkpoints and outputs must not mix with this run's
+    else:  # a fresh start (no checkpoint to resume): an earlier run's checkpoints and outputs must not mix in
         for old in (ckpt_root, *(out / name for name in STALE)):
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
         found = []
@@ -164,7 +170,8 @@ def _train(c, output_dir, resume: bool, stop_after_epoch: int | None):
             if not math.isfinite(float(loss.detach())):
                 where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
                 raise TrainingDiverged(f"the loss became {float(loss)} in epoch {epoch}, batch {batches + 1}; "
-                                       f"{where} (lower optim.lr, or resume from it)")
+                                       f"{where} (a resume replays the same batches: start afresh with a lower "
+                                       "optim.lr)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if c.optim.max_grad_norm:

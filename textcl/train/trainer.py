@@ -20,6 +20,7 @@ import torch
 
 from textcl._io import atomic_write_json
 from textcl.config import TrainConfig
+from textcl.errors import ConfigError
 from textcl.train.batcher import Batcher
 from textcl.train.build import Run, build
 from textcl.train.checkpoint import Checkpointer
@@ -185,7 +186,9 @@ def train(config: TrainConfig, *, output_dir: str | Path | None = None, resume: 
     if it is not None and it.user_tower == "sequence":
         from textcl.train.sequence import train_sequence
 
-        if evaluators or on_eval is not None:
-            raise TypeError("train: evaluators and on_eval are not offered with user_tower sequence")
+        if evaluators or on_eval is not None:  # textcl tune's pruning: a trial's config error, not a crash
+            raise ConfigError("data.interactions.user_tower", "sequence trains in epochs without the trainer's "
+                                                              "evaluations, so extra evaluators and textcl tune's "
+                                                              "pruning (on_eval) are not offered; use user_tower text")
         return train_sequence(config, output_dir, resume=resume, stop_after_epoch=stop_after_step)
     return Trainer(config, output_dir, evaluators, on_eval).run(resume=resume, stop_after_step=stop_after_step)
