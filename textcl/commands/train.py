@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = train(config, output_dir=args.out, resume=args.resume)
     if result.metrics:
-        print(f"\n{config.name}: {result.steps} steps, best step {result.metrics.get('best_step')}")
+        unit = "epoch" if result.metrics.get("user_tower") == "sequence" else "step"
+        print(f"\n{config.name}: {result.steps} {unit}s, best {unit} {result.metrics.get('best_step')}")
         print(format_results(result.metrics))
         if result.metrics.get("user_tower") == "sequence":
             print(f"\nmodel: {result.model_dir}  (textcl.recommend.sequence.load('{result.model_dir}') loads it)")
