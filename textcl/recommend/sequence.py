@@ -120,7 +120,7 @@ def training_windows(sequences: list[list[int]], length: int) -> tuple[torch.Ten
 def evaluate(model: SequenceRecommender, task, stage: str, n_bootstrap: int = 0) -> dict:
     """``{score (NDCG@10 x100), ndcg@10, recall@10, mrr@10, n, metric[, ci95]}`` of ``stage``: every item ranked
     for each user's history (the items of the ranking set, in time order), the user's earlier items left out."""
-    from textcl.recommend.metrics import rank_of_target, ranking_metrics
+    from textcl.recommend.task import stage_metrics
 
     s = task.sets[stage]
     was = model.training
@@ -132,14 +132,7 @@ def evaluate(model: SequenceRecommender, task, stage: str, n_bootstrap: int = 0)
         scores = torch.cat([model.scores(rows[a:a + 512]) for a in range(0, len(rows), 512)])
     finally:
         model.train(was)
-    ranks = rank_of_target(scores, torch.from_numpy(s.targets), [torch.as_tensor(x, dtype=torch.long) for x in s.seen])
-    m = ranking_metrics(ranks, k=10, n_bootstrap=n_bootstrap)
-    out = {"score": 100.0 * m["ndcg@10"], "metric": "NDCG@10 x100", "n": m["n_users"],
-           **{k: m[k] for k in ("ndcg@10", "recall@10", "mrr@10")}}
-    if n_bootstrap and "ci95" in m:
-        out["ci95"] = [100.0 * x for x in m["ci95"]["ndcg@10"]]
-        out["ci95_by_metric"] = m["ci95"]
-    return out
+    return stage_metrics(scores, s, n_bootstrap)
 
 
 def save(model: SequenceRecommender, path: Path, meta: dict) -> Path:

@@ -142,8 +142,6 @@ class InteractionTask:
         """``{score (NDCG@10 x100), ndcg@10, recall@10, mrr@10 (fractions), n, metric[, ci95]}`` of ``stage``,
         every catalogue item ranked by cosine to the user's embedding: ``user="text"`` encodes the history text
         (what training optimises); ``"mean"`` averages the item embeddings of the same recent items, (U, d)."""
-        from textcl.recommend.metrics import rank_of_target, ranking_metrics
-
         s = self.sets[stage]
         items = torch.from_numpy(np.asarray(encoder.encode(self.item_texts, batch_size=batch_size, normalize=True)))
         if user == "text":
@@ -153,16 +151,24 @@ class InteractionTask:
             users = torch.nn.functional.normalize(users, dim=-1)
         else:
             raise ValueError(f"user: expected 'text' or 'mean', got {user!r}")
-        scores = users.float() @ items.float().T
-        exclude = [torch.as_tensor(x, dtype=torch.long) for x in s.seen]
-        ranks = rank_of_target(scores, torch.from_numpy(s.targets), exclude)
-        m = ranking_metrics(ranks, k=10, n_bootstrap=n_bootstrap)
-        out = {"score": 100.0 * m["ndcg@10"], "metric": "NDCG@10 x100", "n": m["n_users"],
-               **{k: m[k] for k in ("ndcg@10", "recall@10", "mrr@10")}}
-        if n_bootstrap and "ci95" in m:
-            out["ci95"] = [100.0 * x for x in m["ci95"]["ndcg@10"]]
-            out["ci95_by_metric"] = m["ci95"]
-        return out
+        return stage_metrics(users.float() @ items.float().T, s, n_bootstrap)
+
+
+def stage_metrics(scores: torch.Tensor, s: RankingSet, n_bootstrap: int = 0) -> dict:
+    """``{score (NDCG@10 x100), ndcg@10, recall@10, mrr@10 (fractions), n, metric[, ci95, ci95_by_metric]}`` of
+    ``scores`` (U, n_items), each user's row of ranking set ``s``: the target's rank among every item, the
+    user's ``seen`` items left out (the target never), ties against it."""
+    from textcl.recommend.metrics import rank_of_target, ranking_metrics
+
+    exclude = [torch.as_tensor(x, dtype=torch.long) for x in s.seen]
+    ranks = rank_of_target(scores, torch.from_numpy(s.targets), exclude)
+    m = ranking_metrics(ranks, k=10, n_bootstrap=n_bootstrap)
+    out = {"score": 100.0 * m["ndcg@10"], "metric": "NDCG@10 x100", "n": m["n_users"],
+           **{k: m[k] for k in ("ndcg@10", "recall@10", "mrr@10")}}
+    if n_bootstrap and "ci95" in m:
+        out["ci95"] = [100.0 * x for x in m["ci95"]["ndcg@10"]]
+        out["ci95_by_metric"] = m["ci95"]
+    return out
 
 
 def rows_logq(examples) -> dict[str, float]:
