@@ -429,6 +429,9 @@ def test_a_checkpoint_from_before_the_catalogue_softmax_still_resumes(tiny_bert_
     log, catalogue = _write_log(tmp_path)
     layout = _interactions_layout(_config(tiny_bert_dir, log, catalogue))
     assert "negatives" not in layout and "catalogue_refresh" not in layout and layout["logq_correction"] is True
+    # nor user_tower and sequence, which came later (the text tower is the only one this trainer runs)
+    assert set(layout) == {"items", "template", "history", "separator", "cold_fraction", "cold_seed",
+                           "logq_correction", "mask_hits", "name"}
     on = _interactions_layout(_config(tiny_bert_dir, log, catalogue, negatives="catalogue", catalogue_refresh=7))
     assert on["negatives"] == "catalogue" and on["catalogue_refresh"] == 7
 

@@ -154,8 +154,11 @@ class Trainer:
 
 def _interactions_layout(c: TrainConfig) -> dict:
     """``data.interactions`` as a checkpoint's layout records it: the catalogue softmax's fields only when it is
-    on (a checkpoint written before they existed has in-batch negatives and resumes)."""
+    on (a checkpoint written before they existed has in-batch negatives and resumes); never ``user_tower`` and
+    ``sequence``, which came later still (this trainer runs the text tower only)."""
     d = asdict(c.data.interactions)
+    d.pop("user_tower")
+    d.pop("sequence")
     if d["negatives"] == "batch":
         d.pop("negatives")
         d.pop("catalogue_refresh")
