@@ -487,9 +487,8 @@ class TrainConfig:
                 bad("model.mlp_head", "the SimCSE head runs in training only, so the cached catalogue (embedded in "
                                       "eval mode) and the batch's items would be vectors of two spaces; use "
                                       "negatives batch or model.mlp_head false")
-        elif it.catalogue_refresh != InteractionsConfig().catalogue_refresh:
-            bad("data.interactions.catalogue_refresh", f"is set ({it.catalogue_refresh!r}) but only negatives "
-                                                       "catalogue reads it; remove it")
+        else:
+            self._unused(bad, "data.interactions.catalogue_refresh", "only negatives catalogue reads it")
         if not isinstance(it.cold_seed, int) or isinstance(it.cold_seed, bool) or it.cold_seed < 0:
             bad("data.interactions.cold_seed", f"expected a whole number >= 0, got {it.cold_seed!r}")
         if it.user_tower not in ("text", "sequence"):
@@ -528,27 +527,17 @@ class TrainConfig:
             bad("data.interactions.sequence.dropout", f"expected a fraction in [0, 1), got {sq.dropout!r}")
         if not isinstance(sq.id_embeddings, bool):
             bad("data.interactions.sequence.id_embeddings", f"expected true or false, got {sq.id_embeddings!r}")
-        defaults = {"data.interactions": InteractionsConfig(), "model": ModelConfig(), "optim": OptimConfig(),
-                    "train": TrainSection(), "eval": EvalConfig(data=[], test=[]), "loss": LossConfig(),
-                    "data": DataConfig()}
-        unread = [("data.interactions", "negatives"), ("data.interactions", "catalogue_refresh"),
-                  ("data.interactions", "logq_correction"), ("data.interactions", "mask_hits"),
-                  ("model", "two_tower"), ("model", "mlp_head"), ("model", "dropout"), ("optim", "warmup_ratio"),
-                  ("optim", "scheduler"), ("optim", "ema_decay"), ("optim", "l2_start"), ("train", "max_steps"),
-                  ("train", "mixed_precision"), ("train", "grad_accum"), ("train", "checkpoint_every"),
-                  ("eval", "guard"), ("eval", "retrieval"), ("eval", "data"), ("eval", "test"), ("eval", "every"),
-                  ("eval", "select_best"), ("loss", "similarity"), ("data", "max_examples"), ("optim", "betas"),
-                  ("optim", "eps"), ("optim", "fused"), ("train", "log_every"), ("model", "save_max_seq_len"),
-                  ("model", "fast_dropout"), ("data", "group_by_length"), ("data.interactions", "separator"),
-                  ("eval", "guard_tolerance")]
-        sections = {"data.interactions": it, "model": self.model, "optim": self.optim, "train": self.train,
-                    "eval": self.eval, "loss": self.loss, "data": self.data}
-        for section, name in unread:
-            now = getattr(sections[section], name, None)
-            if now != getattr(defaults[section], name, None):
-                bad(f"{section}.{name}", f"is set ({now!r}) but user_tower sequence does not read it (it trains "
-                                         "a GRU over frozen item vectors with a softmax over every item, for "
-                                         "train.epochs); remove it")
+        why = ("user_tower sequence does not read it (it trains a GRU over frozen item vectors with a softmax over "
+               "every item, for train.epochs)")
+        for path in ("data.interactions.negatives", "data.interactions.catalogue_refresh",
+                     "data.interactions.logq_correction", "data.interactions.mask_hits", "model.two_tower",
+                     "model.mlp_head", "model.dropout", "optim.warmup_ratio", "optim.scheduler", "optim.ema_decay",
+                     "optim.l2_start", "train.max_steps", "train.mixed_precision", "train.grad_accum",
+                     "train.checkpoint_every", "eval.guard", "eval.retrieval", "eval.data", "eval.test", "eval.every",
+                     "eval.select_best", "loss.similarity", "data.max_examples", "optim.betas", "optim.eps",
+                     "optim.fused", "train.log_every", "model.save_max_seq_len", "model.fast_dropout",
+                     "data.group_by_length", "data.interactions.separator", "eval.guard_tolerance"):
+            self._unused(bad, path, why)
         if self.train.report_to not in ("auto", "none"):  # no trackers: the epochs are printed and in metrics.json
             bad("train.report_to", f"is set ({self.train.report_to!r}) but user_tower sequence reports to no "
                                    "tracker (its epochs are printed and kept in metrics.json); use none")
@@ -556,16 +545,26 @@ class TrainConfig:
         positive("train.batch_size", self.train.batch_size)
         positive("optim.lr", self.optim.lr)
 
+    def _unused(self, bad, path: str, why: str) -> None:
+        """Refuse the field at ``path`` (``section.name`` or ``data.interactions.name``) when it is set away from
+        its default: this mode never reads it, and a silent no-op would hide that."""
+        section, name = path.rsplit(".", 1)
+        defaults = {"data": DataConfig(), "data.interactions": InteractionsConfig(), "loss": LossConfig(),
+                    "model": ModelConfig(), "optim": OptimConfig(), "train": TrainSection(),
+                    # an interaction log's runs select and report on its own ranking stages (_kind_defaults)
+                    "eval": EvalConfig(data=[], test=[]) if self.data.kind == "interactions" else EvalConfig()}
+        current = {"data": self.data, "data.interactions": self.data.interactions, "loss": self.loss,
+                   "model": self.model, "optim": self.optim, "train": self.train, "eval": self.eval}
+        now = getattr(current[section], name)
+        if now != getattr(defaults[section], name):
+            bad(path, f"is set ({now!r}) but {why}; remove it")
+
     def _refuse_unused(self, bad) -> None:
         """A field set away from its default that this mode never reads is an error, not a silent no-op."""
         d, lo = self.data, self.loss
-        default_data, default_loss = DataConfig(), LossConfig()
 
         def unused(path: str, why: str) -> None:
-            section, name = path.split(".", 1)
-            now = getattr({"data": d, "loss": lo}[section], name)
-            if now != getattr({"data": default_data, "loss": default_loss}[section], name):
-                bad(path, f"is set ({now!r}) but {why}; remove it")
+            self._unused(bad, path, why)
 
         if lo.moco is not None:
             unused("loss.matryoshka", "MoCo's loss contrasts full embeddings against its queue (no Matryoshka "
