@@ -43,6 +43,8 @@ from textcl.eval.stats import bootstrap_indices
 BUILTIN_GUARDS = ("wiki-description-lead", "wiki-sentence-rest", "wiki-description-lead-b", "wiki-sentence-rest-b",
                   "stsb-dev-forums")
 WIKI_GUARDS = tuple(g for g in BUILTIN_GUARDS if g.startswith("wiki-"))
+#: a Matryoshka row of a run's reports, ``<set>@<d>d`` (``Evaluator.at_dims``); a guard such as ``X ndcg@10`` is not
+MATRYOSHKA_ROW = re.compile(r"@\d+d$")
 
 
 @dataclass
@@ -142,7 +144,7 @@ def load_guard(spec: str | os.PathLike, field: str = "eval.guard") -> Guard:
         raise
     except (TextclError, OSError) as exc:
         raise ConfigError(field, f"{text!r}: {exc}; the built-in guards are {', '.join(BUILTIN_GUARDS)}") from exc
-    if guard.name == "all" or re.search(r"@\d+d$", guard.name):  # "all" and "<set>@<d>d" name other report rows
+    if guard.name == "all" or MATRYOSHKA_ROW.search(guard.name):  # they name other rows of the reports
         raise ConfigError(field, f"{text!r}: a guard cannot be named {guard.name!r} (reserved for SentEval's "
                                  "'all' and Matryoshka rows); rename the file")
     return guard

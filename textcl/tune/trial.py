@@ -3,7 +3,6 @@ pruner (which may stop the run), and return the dev score of the model the trial
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -11,14 +10,12 @@ import numpy as np
 import optuna
 import torch
 
+from textcl.eval.guards import MATRYOSHKA_ROW
 from textcl.train import train
 from textcl.train.card import metric_value
 from textcl.train.trainer import STOP
 from textcl.tune.recipe import BaseRecipe
 from textcl.tune.space import SearchSpace
-
-#: a Matryoshka row of a report, ``<set>@<d>d`` (a guard such as ``X ndcg@10`` is not one)
-MATRYOSHKA_ROW = re.compile(r"@\d+d$")
 
 #: the folders a trial's run writes that a study does not need once the trial is scored
 MODEL_FOLDERS = ("model", "model-document", "best-model", "best-model-document")
