@@ -18,7 +18,7 @@ not serve this tower yet (its ``/recommend`` encodes history texts with a senten
 """
 from __future__ import annotations
 
-import io
+import dataclasses
 import math
 import re
 import shutil
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textcl._io import atomic_write_bytes, atomic_write_json
+from textcl._io import atomic_path, atomic_write_json
 from textcl.errors import TextclError
 from textcl.recommend.sequence import SequenceRecommender, SequenceShape, evaluate, save, training_windows
 
@@ -68,11 +68,9 @@ def _checkpoints(root: Path) -> list[tuple[int, Path]]:
 
 
 def _save_checkpoint(root: Path, epoch: int, state: dict, keep: int) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
     path = root / f"epoch-{epoch}.pt"
-    atomic_write_bytes(path, buffer.getvalue())
+    with atomic_path(path) as tmp:  # written beside it, then renamed: a kill leaves the previous checkpoints
+        torch.save(state, tmp)
     for _, old in _checkpoints(root)[:-keep]:
         old.unlink(missing_ok=True)
     return path
@@ -81,8 +79,6 @@ def _save_checkpoint(root: Path, epoch: int, state: dict, keep: int) -> Path:
 def _layout(config, task, model) -> dict:
     """What a checkpoint must agree on to be resumed: the shape, the catalogue and what training reads."""
     c = config
-    import dataclasses
-
     return {"shape": model.shape.to_dict(), "items": len(task.item_ids), "seed": c.train.seed,
             "batch_size": c.train.batch_size, "lr": c.optim.lr, "pooling": c.model.pooling,
             "weight_decay": c.optim.weight_decay,
