@@ -80,8 +80,9 @@ def test_a_run_trains_reports_and_saves_a_model_that_loads(tiny_bert_dir, tmp_pa
     task = load_task(_config(tiny_bert_dir, log, catalogue).data)
     assert meta["item_ids"] == task.item_ids
     assert evaluate(model, task, "test")["ndcg@10"] == m["after"]["views-test"]["ndcg@10"]
-    # /recommend cannot serve this tower yet: no catalogue for `textcl index build` beside it
-    assert not (tmp_path / "run" / "items.jsonl").exists()
+    # the catalogue for `textcl index build --input OUT/items.jsonl --model OUT/model`
+    items = [json.loads(line) for line in (tmp_path / "run" / "items.jsonl").read_text().splitlines()]
+    assert items == [{"id": i, "text": t} for i, t in zip(task.item_ids, task.item_texts)]
     assert m["selected_on"] == ["views-valid"] and m["time"]["total_s"] >= m["time"]["train_s"]
 
 

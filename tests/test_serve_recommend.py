@@ -93,7 +93,7 @@ def test_ranking_user_text_and_because_match_a_by_hand_computation(client, by_ha
 
     # the user's text: the last 2 items (history 2 in the model's folder), most recent first, joined by " || "
     assert body["user_text"] == TEXT["heat"] + SEP + NIXON
-    assert body["settings"] == {"history": 2, "separator": SEP, "source": "model"}
+    assert body["settings"] == {"history": 2, "separator": SEP, "source": "model", "user_tower": "text"}
     assert body["excluded"] == 3  # toy, jumanji, heat
 
     # every item but the history's, ranked by cosine to the user's text
@@ -211,7 +211,7 @@ def test_a_model_without_settings_is_served_with_the_defaults_and_says_so(tmp_pa
     history = [i[0] for i in ITEMS] + [{"text": NIXON}, "toy"]  # 12 entries: more than the default 10
     with local_client(create_app(path, encoder=serve_encoder)) as client:
         body = ok(client.post("/recommend", json={"history": history, "k": 3, "exclude_history": False}))
-        defaults = {"history": 10, "separator": " | ", "source": "default"}
+        defaults = {"history": 10, "separator": " | ", "source": "default", "user_tower": "text"}
         assert body["settings"] == defaults and client.get("/info").json()["recommend"] == defaults
     texts = [TEXT[h] if isinstance(h, str) else h["text"] for h in history]
     assert body["user_text"] == " | ".join(texts[-10:][::-1])
@@ -219,7 +219,7 @@ def test_a_model_without_settings_is_served_with_the_defaults_and_says_so(tmp_pa
 
 def test_the_settings_are_read_from_the_model_the_server_loads(tmp_path, rec_model, serve_model_dir, serve_encoder,
                                                                client):
-    assert client.get("/info").json()["recommend"] == {**SETTINGS, "source": "model"}
+    assert client.get("/info").json()["recommend"] == {**SETTINGS, "source": "model", "user_tower": "text"}
     # the index's own model, found through its manifest
     path = build_index(tmp_path / "own", rec_model, docs=ITEMS[:3], encoder=serve_encoder)
     with local_client(create_app(path)) as own:

@@ -94,6 +94,7 @@ def _open(path: str, model: str | None, need_encoder: bool = True, backend: str 
     from textcl.index import SearchIndex
     from textcl.index.encoding import truncate_to_index
     from textcl.index.identity import checked_encoder
+    from textcl.recommend.tower import load_model
 
     manifest = SearchIndex.read_manifest(path)
     encoder = None
@@ -106,7 +107,8 @@ def _open(path: str, model: str | None, need_encoder: bool = True, backend: str 
 
             raise ConfigError("--server", f"{path} was built with a local model, not through a server (or --model is "
                               "given): leave --server out")
-        encoder = checked_encoder(path, manifest, model, "--model", lambda name: load_encoder(name, backend))
+        encoder = checked_encoder(path, manifest, model, "--model",
+                                  lambda name: load_model(name, lambda n: load_encoder(n, backend)))
     return SearchIndex.load(path, encoder=encoder)
 
 
@@ -148,6 +150,7 @@ def run_build(args: argparse.Namespace) -> int:
     from textcl.encode import dist, launch_from_env
     from textcl.index import build_streaming
     from textcl.data.documents import read_documents
+    from textcl.recommend.tower import is_tower, load_model
     from textcl.thread_governor import governing
 
     if args.server is None and args.model is None:
@@ -174,7 +177,12 @@ def run_build(args: argparse.Namespace) -> int:
 
             check_served_weights(encoder, args.model, args.backend)
     else:
-        encoder = load_encoder(args.model, args.backend)
+        encoder = load_model(args.model, lambda n: load_encoder(n, args.backend))
+    if args.dim is not None and is_tower(args.model):
+        from textcl.errors import ConfigError
+
+        raise ConfigError("--dim", f"{args.model} is a sequence recommender: its items are {encoder.dim}-dimensional "
+                          "as trained (--dim keeps the first dimensions of a Matryoshka text model); leave it out")
     if args.dim is not None:
         if not 1 <= args.dim <= encoder.dim:
             from textcl.errors import ConfigError

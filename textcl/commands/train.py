@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{config.name}: {result.steps} {unit}s, best {unit} {result.metrics.get('best_step')}")
         print(format_results(result.metrics))
         if result.metrics.get("user_tower") == "sequence":
-            print(f"\nmodel: {result.model_dir}  (textcl.recommend.sequence.load('{result.model_dir}') loads it)")
+            index = Path(result.output_dir) / "index"
+            print(f"\nmodel: {result.model_dir}  (textcl.recommend.sequence.load('{result.model_dir}') loads it)\n"
+                  f"serve it: textcl index build --input {Path(result.output_dir) / 'items.jsonl'} --model "
+                  f"{result.model_dir} --out {index} && textcl serve {index}")
         else:
             print(f"\nmodel: {result.model_dir}  (SentenceTransformer('{result.model_dir}') loads it)")
     return 0

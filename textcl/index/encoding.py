@@ -1,6 +1,7 @@
 """Turning texts into unit-length float32 vectors with any encoder.
 
-An encoder is any object with ``encode(list[str]) -> np.ndarray`` of shape ``(n, d)``. Keyword arguments
+An encoder is any object with ``encode(list[str]) -> np.ndarray`` of shape ``(n, d)``; one that also has
+``encode_documents(ids, texts)`` embeds documents through it (:func:`encode_documents`). Keyword arguments
 (``batch_size``, ``normalize``, ``show_progress``) are passed only to encoders whose ``encode`` accepts them.
 """
 from __future__ import annotations
@@ -42,6 +43,21 @@ def encode_texts(encoder, texts: Sequence[str], batch_size: int = 64, show_progr
     vecs = np.ascontiguousarray(np.asarray(vecs, dtype=np.float32))
     if vecs.ndim != 2 or vecs.shape[0] != len(texts):
         raise ValueError(f"encoder returned shape {vecs.shape} for {len(texts)} texts; expected (n, d)")
+    return normalize_rows(vecs)
+
+
+def encode_documents(encoder, docs: Sequence[Any], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+    """Documents (objects with ``id`` and ``text``) as a C-contiguous float32 ``(len(docs), d)`` array of unit rows:
+    through the encoder's ``encode_documents(ids, texts)`` when it has one (a model whose item vectors depend on
+    the id as well as the text: a sequence recommender's, :class:`textcl.recommend.tower.SequenceTower`), else
+    their texts through :func:`encode_texts`."""
+    docs = list(docs)
+    by_id = getattr(encoder, "encode_documents", None)
+    if not callable(by_id):
+        return encode_texts(encoder, [d.text for d in docs], batch_size, show_progress)
+    vecs = np.ascontiguousarray(np.asarray(by_id([d.id for d in docs], [d.text for d in docs]), dtype=np.float32))
+    if vecs.ndim != 2 or vecs.shape[0] != len(docs):
+        raise ValueError(f"encoder returned shape {vecs.shape} for {len(docs)} documents; expected (n, d)")
     return normalize_rows(vecs)
 
 

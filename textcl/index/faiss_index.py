@@ -39,7 +39,8 @@ import textcl.index.ondisk as ondisk
 from textcl.index.compressed import (BinaryIndex, VectorFile, check_vector_file, memory_bytes_per_vector,
                                      rescore as rescore_candidates)
 from textcl.index.docstore import DocStore, Document
-from textcl.index.encoding import check_dim, encode_texts, encoder_dim, encoder_name, normalize_rows
+from textcl.index.encoding import (check_dim, encode_documents, encode_texts, encoder_dim, encoder_name,
+                                   normalize_rows)
 from textcl.index.errors import EmptyCorpusError, EmptyQueryError, IndexCorruptedError, IndexStateError
 
 MANIFEST = "manifest.json"
@@ -290,7 +291,7 @@ class SearchIndex:
             return normalize_rows(vecs)
         if self.encoder is None:
             raise ConfigError("encoder", "this index has no encoder: load it with one, or pass embeddings")
-        vecs = encode_texts(self.encoder, [d.text for d in docs], batch_size, show_progress)
+        vecs = encode_documents(self.encoder, docs, batch_size, show_progress)
         if vecs.shape[1] != self.dim:
             check_dim(self.encoder, self.dim, "add")
         return vecs
@@ -402,6 +403,11 @@ class SearchIndex:
     # ---------------------------------------------------------------- searching
     def __len__(self) -> int:
         return len(self._store)
+
+    def encode_documents(self, docs: Sequence[Document], batch_size: int = 64) -> np.ndarray:
+        """(len(docs), dim) unit rows: ``docs`` as :meth:`add` embeds them (by id and text for an encoder with
+        ``encode_documents``, else by text; see :func:`~textcl.index.encoding.encode_documents`)."""
+        return self._vectors(list(docs), None, batch_size, False)
 
     def encode_queries(self, queries: Sequence[str], batch_size: int = 64) -> np.ndarray:
         if self.encoder is None:

@@ -35,7 +35,7 @@ from textcl.encode.shards import ShardError, encode_shard, remove_shards, shard_
 import textcl.index.factory as fx
 import textcl.index.ondisk as ondisk
 from textcl.index.docstore import DocStore, Document
-from textcl.index.encoding import encode_texts, encoder_dim, encoder_name
+from textcl.index.encoding import encode_documents, encoder_dim, encoder_name
 from textcl.index.errors import EmptyCorpusError
 from textcl.index.faiss_index import DOCS_FILE, SearchIndex, local_model
 
@@ -154,8 +154,8 @@ def build_streaming(documents: Iterable[Document], encoder, out: str | Path, fac
     with _progress(n, min(done * chunk_size, n), "embedding", show_progress) as bar:
         for c in range(done, n_chunks):
             rows = store.iter_range(c * chunk_size, (c + 1) * chunk_size)
-            vectors[c * chunk_size : c * chunk_size + len(rows)] = encode_texts(
-                encoder, [d.text for _, d in rows], batch_size
+            vectors[c * chunk_size : c * chunk_size + len(rows)] = encode_documents(
+                encoder, [d for _, d in rows], batch_size
             )
             vectors.flush()
             state["done_chunks"] = c + 1
@@ -233,7 +233,7 @@ def _embed_shard(work: Path, launch: Launch, config: dict, store: DocStore, enco
     chunks = [(c * chunk_size, min((c + 1) * chunk_size, n)) for c in range(c0, c1)]
 
     def encode_rows(a: int, b: int) -> np.ndarray:
-        return encode_texts(encoder, [d.text for _, d in store.iter_range(a, b)], batch_size)
+        return encode_documents(encoder, [d for _, d in store.iter_range(a, b)], batch_size)
 
     encode_shard(work, launch, chunks, dim, config, encode_rows, show_progress=show_progress and launch.is_main,
                  desc=f"embedding (rank 0 of {launch.world})")

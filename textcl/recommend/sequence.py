@@ -82,7 +82,11 @@ class SequenceRecommender(nn.Module):
             raise ValueError(f"histories: expected (B, L) item indices, got {tuple(histories.shape)}")
         items = self.item_vectors() if items is None else items
         real = histories >= 0
-        h = items[histories.clamp(min=0)] * real[..., None].to(items.dtype)
+        return self.users(items[histories.clamp(min=0)] * real[..., None].to(items.dtype))
+
+    def users(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, L, d): the user's vector after each position of ``h`` (B, L, d), the history's item vectors in
+        time order, left-padded with zero vectors."""
         return self.out(self.gru(self.drop(h))[0])
 
     def scores(self, histories: torch.Tensor) -> torch.Tensor:

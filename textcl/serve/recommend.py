@@ -45,12 +45,15 @@ BECAUSE_MAX = 50
 
 @dataclass(frozen=True)
 class RecommendSettings:
-    """How a history becomes the user's text; ``source``: ``"model"`` (read from the model's folder) or
-    ``"default"`` (the folder has no settings)."""
+    """How a history becomes the user; ``source``: ``"model"`` (read from the model's folder) or ``"default"``
+    (the folder has no settings). ``user_tower``: ``"text"`` (the user is the text of their last ``history``
+    items joined by ``separator``) or ``"sequence"`` (a sequence recommender's GRU over their last ``history``
+    items' vectors; no separator)."""
 
     history: int = DEFAULT_HISTORY
-    separator: str = DEFAULT_SEPARATOR
+    separator: str | None = DEFAULT_SEPARATOR
     source: Literal["model", "default"] = "default"
+    user_tower: Literal["text", "sequence"] = "text"
 
     def recent(self, n: int) -> list[int]:
         """Positions (into a history of ``n`` items in time order) of the items the user's text holds, most
@@ -65,7 +68,8 @@ class RecommendSettings:
         return user_text(texts, self.history, self.separator)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "separator": self.separator, "source": self.source}
+        return {"history": self.history, "separator": self.separator, "source": self.source,
+                "user_tower": self.user_tower}
 
 
 def model_folder(encoder) -> Path | None:
@@ -75,11 +79,15 @@ def model_folder(encoder) -> Path | None:
     return Path(folder) if folder is not None else None
 
 
-def load_settings(folder: Path | None) -> RecommendSettings:
-    """The settings in ``folder`` (``textcl_recommend.json``), else the defaults. Raises
+def load_settings(folder: Path | None, encoder=None) -> RecommendSettings:
+    """The settings of ``encoder``, a sequence recommender (:class:`~textcl.recommend.tower.SequenceTower`: its
+    ``history``), else those in ``folder`` (``textcl_recommend.json``), else the defaults. Raises
     :class:`~textcl.errors.ConfigError` naming the file and field for a bad file: the server refuses to start."""
     from textcl.models.recommend_settings import read_recommend_settings
+    from textcl.recommend.tower import SequenceTower
 
+    if isinstance(encoder, SequenceTower):
+        return RecommendSettings(encoder.history, None, "model", "sequence")
     found = read_recommend_settings(folder) if folder is not None else None
     if found is None:
         return RecommendSettings()
@@ -133,26 +141,31 @@ async def recommend(service, history: Sequence[Any], k: int, exclude_history: bo
     entries, unknown = history_entries(history, docs)
     if unknown:
         return error_response(422, _message(unknown), unknown)
-    user_text = settings.user_text([e.text for e in entries])
-    cut = len(user_text) > max_user_chars
-    user_text = user_text[:max_user_chars]
     excluded = set(ids) if exclude_history else set()
     # k more than the excluded ids: k remain after leaving them out whenever the index holds that many others
-    [found] = await service.search_found([user_text], k + len(excluded))
+    if settings.user_tower == "sequence":
+        user_text = None
+        held = [entries[i] for i in settings.recent(len(entries))]  # the entries the GRU reads, most recent first
+        cut, found = await _sequence_found(service, entries[-settings.history:], k + len(excluded), max_user_chars)
+    else:
+        user_text = settings.user_text([e.text for e in entries])
+        cut = len(user_text) > max_user_chars
+        user_text = user_text[:max_user_chars]
+        held = _held(entries, settings, max_user_chars)  # the entries the embedded user text holds
+        [found] = await service.search_found([user_text], k + len(excluded))
     hits = [(doc, score) for doc, score in found if doc.id not in excluded][:k]
-    chars = view.chars([hits]) + len(user_text)
+    chars = view.chars([hits]) + len(user_text or "")
     if chars > max_response_chars:
         return error_response(422, f"the answer would hold {chars:,} characters of document text, titles, metadata "
                               f"and the user's text, over the limit of {max_response_chars:,} per answer "
                               "(--max-response-chars): ask for fewer recommendations, a text_chars cut, or fields "
                               "without text (e.g. [\"id\", \"score\"])",
                               [{"field": "k", "message": "too large an answer"}])
-    candidates = _held(entries, settings, max_user_chars)  # the entries the embedded user text holds
     because = []
     if explain:
         try:
-            because = await _because(service, candidates, [doc.text for doc, _ in hits[:BECAUSE_MAX]],
-                                     max_user_chars, service.batcher.max_pending)
+            because = await _because(service, held, [(doc.id, doc.text) for doc, _ in hits[:BECAUSE_MAX]],
+                                     max_user_chars, service.batcher.max_pending, settings.user_tower)
         except ShuttingDownError:
             raise
         except BusyError:  # too many queries waiting: the recommendations, without their reasons
@@ -173,24 +186,40 @@ def _held(entries: list[Entry], settings: RecommendSettings, max_chars: int) -> 
     return held
 
 
-async def _because(service, candidates: list[Entry], texts: list[str], max_chars: int,
-                   max_texts: int) -> list[dict[str, Any] | None]:
-    """For each of the recommendations' ``texts`` (the first ones, as many as fit ``max_texts`` encodings with
-    the candidates'), the candidate entry (most recent first) it is most like: ``{id, index, score}``. Every
-    distinct text, cut at ``max_chars``, is encoded once, in one call off the event loop, counted against
-    ``--max-pending`` (:class:`BusyError` past it)."""
-    cands = [e.text[:max_chars] for e in candidates]
-    texts = [t[:max_chars] for t in texts[:max(0, max_texts - len(set(cands)))]]
-    if not texts:
+async def _sequence_found(service, entries: list[Entry], k: int, max_chars: int) -> tuple[bool, list]:
+    """A sequence recommender's answer: (whether an entry's text was cut at ``max_chars``, the index's ``k``
+    best ``(document, score)`` pairs for the user vector of ``entries``, oldest first)."""
+    ids, texts = [e.id for e in entries], [e.text for e in entries]
+    vector = await service.user_vector(ids, texts, max_chars)
+    return service.encoder.cuts(ids, texts, max_chars), await service.search_vector(vector, k)
+
+
+async def _because(service, candidates: list[Entry], hits: list[tuple[str, str]], max_chars: int,
+                   max_texts: int, user_tower: str = "text") -> list[dict[str, Any] | None]:
+    """For each of the recommendations ``hits`` (``(id, text)``; the first ones, as many as fit ``max_texts``
+    encodings with the candidates'), the candidate entry (most recent first) it is most like: ``{id, index,
+    score}``. The text tower compares texts: every distinct text, cut at ``max_chars``, is encoded once; a
+    sequence recommender compares item vectors (an item's id counts as well as its text). Either way in one call
+    off the event loop, counted against ``--max-pending`` (:class:`BusyError` past it)."""
+    if user_tower == "sequence":
+        keys = [(e.id, e.text) for e in candidates]
+        hits = hits[:max(0, max_texts - len(set(keys)))]
+    else:
+        keys = [(None, e.text[:max_chars]) for e in candidates]
+        hits = [(None, t[:max_chars]) for _, t in hits[:max(0, max_texts - len(set(keys)))]]
+    if not hits:
         return []
-    distinct = list(dict.fromkeys(cands + texts))
-    row = {text: i for i, text in enumerate(distinct)}
-    vecs = await service.encode(distinct, bounded=True)  # (len(distinct), d) unit rows
-    best, cos = most_similar(vecs[[row[t] for t in cands]], vecs[[row[t] for t in texts]])
+    distinct = list(dict.fromkeys(keys + hits))
+    row = {key: i for i, key in enumerate(distinct)}
+    if user_tower == "sequence":
+        vecs = await service.item_vectors([i for i, _ in distinct], [t for _, t in distinct], max_chars)
+    else:
+        vecs = await service.encode([t for _, t in distinct], bounded=True)  # (len(distinct), d) unit rows
+    best, cos = most_similar(vecs[[row[key] for key in keys]], vecs[[row[key] for key in hits]])
     return [{"id": candidates[b].id, "index": candidates[b].index, "score": float(c)} for b, c in zip(best, cos)]
 
 
-def _response(hits: list[tuple[Document, float]], because: list[dict[str, Any]], user_text: str, cut: bool,
+def _response(hits: list[tuple[Document, float]], because: list[dict[str, Any]], user_text: str | None, cut: bool,
               settings: RecommendSettings, excluded: int, view: HitView, started: float) -> JSONResponse:
     """The answer, rendered to bytes here (off the event loop, as a search answer is)."""
     out = [{**view.hit(doc, score), "because": why} for (doc, score), why in zip(hits, because)]

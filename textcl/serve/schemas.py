@@ -127,7 +127,8 @@ class Because(BaseModel):
 
     id: str | None = Field(description="its document id; null for an entry given by its text")
     index: int = Field(description="its position in the request's history (0: the oldest)")
-    score: float = Field(description="cosine similarity of its text and the recommendation's text")
+    score: float = Field(description="cosine similarity of its text and the recommendation's text (a sequence "
+                         "recommender: of the two items' vectors)")
 
 
 class RecommendedHit(Hit):
@@ -138,19 +139,25 @@ class RecommendedHit(Hit):
 
 
 class RecommendSettingsOut(BaseModel):
-    history: int = Field(description="the user's text holds this many of the history's most recent items")
-    separator: str = Field(description="between their texts, most recent first")
+    history: int = Field(description="the user is made of this many of the history's most recent items")
+    separator: str | None = Field(description="between their texts, most recent first (null for a sequence "
+                                  "recommender)")
     source: Literal["model", "default"] = Field(
         description="model: read from the served model's folder (textcl_recommend.json, written by a recommendation "
         "run); default: that folder has none (the model was not trained for recommendation), so 10 and \" | \"")
+    user_tower: Literal["text", "sequence"] = Field(
+        "text", description="text: the user is the text of their recent items, embedded like a query; sequence: "
+        "a sequence recommender (data.interactions.user_tower: sequence) runs its GRU over their recent items' "
+        "vectors")
 
 
 class RecommendResponse(BaseModel):
     recommendations: list[RecommendedHit] = Field(description="best first; at most k")
-    user_text: str = Field(description="the text that was embedded as the user (at most --max-query-chars "
-                           "characters)")
+    user_text: str | None = Field(description="the text that was embedded as the user (at most --max-query-chars "
+                                  "characters); null for a sequence recommender, whose user is no text")
     user_text_cut: bool = Field(description="the history's texts were longer than --max-query-chars and were cut "
-                                "there (the encoder reads only its first max_seq_len tokens in any case)")
+                                "there (the encoder reads only its first max_seq_len tokens in any case); a "
+                                "sequence recommender cuts each entry's text that it encodes")
     settings: RecommendSettingsOut
     excluded: int = Field(description="distinct history ids left out of the recommendations (0 when "
                           "exclude_history is false)")

@@ -132,7 +132,8 @@ class IndexService:
         try:
             if self.encoder is None:
                 self.encoder = self._load_encoder()
-            self.recommend_settings = load_settings(model_folder(self.encoder))  # a bad file refuses the start
+            # a bad file refuses the start
+            self.recommend_settings = load_settings(model_folder(self.encoder), self.encoder)
             self.encoder = served(self.encoder, self.config, INDEX, "the index's model")  # its --precision
         except BaseException:
             torch.set_num_threads(self._threads_before)
@@ -172,10 +173,12 @@ class IndexService:
         truncated to an index built with ``--dim`` (see :mod:`textcl.index.identity`)."""
         from textcl.index.identity import checked_encoder
         from textcl.models import Encoder
+        from textcl.recommend.tower import load_model
 
         manifest = SearchIndex.read_manifest(self.config.index_dir)
         return checked_encoder(self.config.index_dir, manifest, self.config.model, "--index-model",
-                               lambda name: Encoder.load(name, backend=self.config.backend or "torch"))
+                               lambda name: load_model(name, lambda n: Encoder.load(
+                                   n, backend=self.config.backend or "torch")))
 
     # ---------------------------------------------------------------- on the index thread
     def _open(self) -> None:
@@ -226,7 +229,7 @@ class IndexService:
             self.index.delete(deletes, missing_ok=True)
         for start in range(0, len(upserts), REPLAY_CHUNK):
             part = upserts[start : start + REPLAY_CHUNK]
-            vecs = self._encode([op.text for op in part])
+            vecs = self._encode_documents([Document(op.doc_id, op.text) for op in part])
             self.index.upsert([op.text for op in part], [op.doc_id for op in part],
                               [op.metadata or {} for op in part], embeddings=vecs)
         self.dirty = True
@@ -420,15 +423,24 @@ class IndexService:
 
     # ---------------------------------------------------------------- encoding (any thread)
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode document texts a chunk at a time, letting query batches in between (on a request's thread,
-        under the batcher's ThreadGovernor, as the searches are)."""
+        """Encode texts as queries are, a chunk at a time (see :meth:`_chunked`)."""
+        return self._chunked(texts, lambda part: self.index.encode_queries(part, batch_size=WRITE_ENCODE_CHUNK))
+
+    def _encode_documents(self, docs: Sequence[Document]) -> np.ndarray:
+        """Encode documents as the index embeds them (by id and text for a recommender's items), a chunk at a
+        time (see :meth:`_chunked`)."""
+        return self._chunked(docs, lambda part: self.index.encode_documents(part, batch_size=WRITE_ENCODE_CHUNK))
+
+    def _chunked(self, items: Sequence[Any], encode: Callable[[Sequence[Any]], np.ndarray]) -> np.ndarray:
+        """``encode`` over ``items`` a chunk of :data:`WRITE_ENCODE_CHUNK` at a time under the encoder's lock,
+        letting query batches in between (on a request's thread, under the batcher's ThreadGovernor, as the
+        searches are)."""
         parts = []
         previous = install(self.batcher.governor)
         try:
-            for start in range(0, len(texts), WRITE_ENCODE_CHUNK):
+            for start in range(0, len(items), WRITE_ENCODE_CHUNK):
                 with self.encode_lock:
-                    parts.append(self.index.encode_queries(texts[start : start + WRITE_ENCODE_CHUNK],
-                                                           batch_size=WRITE_ENCODE_CHUNK))
+                    parts.append(encode(items[start : start + WRITE_ENCODE_CHUNK]))
         finally:
             install(previous)
         return np.concatenate(parts) if parts else np.zeros((0, self.index.dim), np.float32)
@@ -472,6 +484,44 @@ class IndexService:
         with self.batcher.admitted(len(texts)):
             return await run_in_threadpool(self._encode, list(texts))
 
+    async def user_vector(self, ids: Sequence[str | None], texts: Sequence[str], max_chars: int) -> np.ndarray:
+        """A sequence recommender's (d,) user vector for a history (oldest first; see
+        :meth:`~textcl.recommend.tower.SequenceTower.user_vector`): off the event loop, under the encoder's lock,
+        its texts counted against ``max_pending`` (:class:`~textcl.serve.batcher.BusyError` past it)."""
+        return await self._bounded_encode(len(texts), self.encoder.user_vector, list(ids), list(texts), max_chars)
+
+    async def item_vectors(self, ids: Sequence[str | None], texts: Sequence[str], max_chars: int) -> np.ndarray:
+        """A sequence recommender's (n, d) unit item vectors (ids None: items given by their text), as
+        :meth:`user_vector` runs."""
+        return await self._bounded_encode(len(texts), self.encoder.encode_documents, list(ids), list(texts),
+                                          max_chars)
+
+    async def _bounded_encode(self, n: int, fn: Callable, *args) -> Any:
+        from starlette.concurrency import run_in_threadpool
+
+        def run():
+            previous = install(self.batcher.governor)
+            try:
+                with self.encode_lock:
+                    return fn(*args)
+            finally:
+                install(previous)
+
+        with self.batcher.admitted(n):
+            return await run_in_threadpool(run)
+
+    async def search_vector(self, vector: np.ndarray, k: int) -> list[tuple[Document, float]]:
+        """The ``k`` best ``(document, score)`` pairs for the (d,) unit ``vector``, best first (a client's read:
+        refused with BusyError past ``max_pending``)."""
+        def run():
+            if self.n_docs == 0:
+                return []
+            scores, labels = self.index.search_vectors(np.asarray(vector, np.float32)[None], k=k)
+            docs = self.index.store.fetch(labels[0].tolist())
+            return [(docs[lab], float(sc)) for sc, lab in zip(scores[0], labels[0].tolist()) if lab in docs]
+
+        return await self._on_index_thread(run)
+
     async def info(self) -> dict[str, Any]:
         return await self._on_index_thread(self._info)
 
@@ -481,7 +531,7 @@ class IndexService:
 
         if mode == "add":  # fail before the encoding; checked again on the index thread
             await self._on_index_thread(self._refuse_existing, [d.id for d in docs])
-        vecs = await run_in_threadpool(self._encode, [d.text for d in docs])
+        vecs = await run_in_threadpool(self._encode_documents, docs)
         return await self._on_index_thread(self._write, docs, vecs, mode, bounded=False, write=True)
 
     async def delete(self, doc_id: str) -> int:

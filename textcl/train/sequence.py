@@ -11,10 +11,11 @@ naming the epoch and the last good checkpoint.
 
 Writes ``OUT/model/`` (``recommender.safetensors``: the weights and the catalogue's text vectors;
 ``recommender.json``: the shape, the text encoder, the item ids and texts, the temperature),
-``OUT/metrics.json`` (``before``: the untrained tower; ``after``: the best epoch's NAME-valid, NAME-test and
-NAME-cold with 95% bootstrap CIs; ``selected_on``) and ``OUT/config.json``. A fresh run first removes what an
-earlier run left in the folder (checkpoints, best-model, metrics.json, items.jsonl, logs). ``textcl serve`` does
-not serve this tower yet (its ``/recommend`` encodes history texts with a sentence encoder).
+``OUT/items.jsonl`` (the catalogue as documents), ``OUT/metrics.json`` (``before``: the untrained tower;
+``after``: the best epoch's NAME-valid, NAME-test and NAME-cold with 95% bootstrap CIs; ``selected_on``) and
+``OUT/config.json``. A fresh run first removes what an earlier run left in the folder (checkpoints, best-model,
+metrics.json, items.jsonl, logs). Serving: ``textcl index build --input OUT/items.jsonl --model OUT/model --out
+INDEX`` then ``textcl serve INDEX`` (:mod:`textcl.recommend.tower`).
 """
 from __future__ import annotations
 
@@ -47,6 +48,12 @@ def item_text_vectors(config, task) -> torch.Tensor:
     encoder.max_seq_length = min(encoder.max_seq_length, int(config.model.max_seq_len))
     vectors = encoder.encode(task.item_texts, batch_size=config.eval.batch_size, normalize=True)
     return torch.from_numpy(np.asarray(vectors, dtype=np.float32))
+
+
+def _local(name: str) -> str:
+    """``name`` as an absolute path when it is a local folder (the server may start elsewhere), else as given."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
 
 
 def build_model(config, task, text: torch.Tensor) -> SequenceRecommender:
@@ -198,9 +205,10 @@ def _train(c, output_dir, resume: bool, stop_after_epoch: int | None):
     after = _all_stages(model, task, 1000)
     state["eval_s"] += time.perf_counter() - t_eval
     model_dir = save(model, out / "model", {
-        "text_encoder": str(c.model.name), "pooling": c.model.pooling, "max_seq_len": int(c.model.max_seq_len),
+        "text_encoder": _local(str(c.model.name)), "pooling": c.model.pooling, "max_seq_len": int(c.model.max_seq_len),
         "temperature": float(c.loss.temperature), "item_ids": list(task.item_ids),
         "item_texts": list(task.item_texts)})
+    task.write_items(out)  # the catalogue to index: textcl index build --input OUT/items.jsonl --model OUT/model
     state["total_s"] += time.perf_counter() - t0
     metrics = {"name": c.name, "user_tower": "sequence", "before": state["before"], "after": after,
                "selected_on": [f"{task.name}-valid"], "best_step": state["best_epoch"], "steps": state["epoch"],

@@ -1,0 +1,200 @@
+"""Serving a sequence recommender (``data.interactions.user_tower: sequence``): ``textcl index build --model
+OUT/model`` and ``textcl serve`` rank exactly as evaluation does; a new item is its text alone, recommendable at
+once and after a restart; a trained item keeps its learned vector when its text changes; a different text encoder
+is refused.
+
+The model is a sequence tower trained for three epochs over conftest's tiny random BERT on a ten-film log: its
+rankings are arbitrary, so every expectation is computed from the model itself (torch, not the server's code).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_recommend_sequence import _config
+from test_recommend_train import _write_log
+from test_serve_support import local_client
+
+from textcl.cli import main
+from textcl.errors import ConfigError
+from textcl.recommend.sequence import left_pad, load
+from textcl.serve import create_app
+from textcl.serve.schemas import RecommendResponse
+
+
+@pytest.fixture(scope="module")
+def run(tiny_bert_dir, tmp_path_factory):
+    """(the run's folder, its index folder, its task): trained, then indexed from OUT/items.jsonl by the CLI."""
+    from textcl.recommend.task import load_task
+    from textcl.train import train
+
+    root = tmp_path_factory.mktemp("seq")
+    log, catalogue = _write_log(root, n_users=16)
+    config = _config(tiny_bert_dir, log, catalogue)
+    result = train(config, output_dir=root / "run")
+    assert main(["index", "build", "--input", str(root / "run" / "items.jsonl"), "--model", str(result.model_dir),
+                 "--out", str(root / "ix")]) == 0
+    return root / "run", root / "ix", load_task(config.data)
+
+
+@pytest.fixture()
+def client(run, tmp_path):
+    import shutil
+
+    ix = tmp_path / "ix"
+    shutil.copytree(run[1], ix)
+    with local_client(create_app(ix, allow_writes=True), raise_server_exceptions=False) as client:
+        yield client
+
+
+def ok(response) -> dict:
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def model_of(run):
+    model, meta = load(run[0] / "model")
+    return model, meta["item_ids"]
+
+
+@torch.no_grad()
+def by_hand(model, ids: list[str], history: list[str], extra: torch.Tensor | None = None):
+    """(every item's id, its cosine to the user) in the model's own arithmetic: the GRU over the history's item
+    vectors (``extra`` (m, d): more item vectors, appended to the catalogue's)."""
+    items = model.item_vectors()
+    user = model.user_vectors(torch.tensor([left_pad([ids.index(i) for i in history], model.shape.history)]),
+                              items)[0, -1]
+    if extra is not None:
+        items = torch.cat([items, extra])
+    return (F.normalize(items, dim=-1) @ F.normalize(user, dim=0)).numpy()
+
+
+def test_the_served_ranking_is_the_evaluated_one(run, client):
+    model, ids = model_of(run)
+    task = run[2]
+    for user, history in list(zip(task.sets["test"].users, task.sets["test"].history_items))[:6]:
+        body = ok(client.post("/recommend", json={"history": list(history), "k": 10}))
+        RecommendResponse.model_validate(body)
+        scores = by_hand(model, ids, list(history))
+        others = [j for j, i in enumerate(ids) if i not in set(history)]
+        order = sorted(others, key=lambda j: -scores[j])
+        assert [h["id"] for h in body["recommendations"]] == [ids[j] for j in order][:10], user
+        assert [h["score"] for h in body["recommendations"]] == pytest.approx([scores[j] for j in order], abs=1e-5)
+        assert body["user_text"] is None and body["user_text_cut"] is False
+        assert body["settings"] == {"history": 4, "separator": None, "source": "model", "user_tower": "sequence"}
+
+
+def test_because_names_the_held_entry_whose_item_vector_is_nearest(run, client):
+    model, ids = model_of(run)
+    history = [ids[0], ids[1], ids[2], ids[3], ids[4]]  # five entries: the model reads the last four
+    body = ok(client.post("/recommend", json={"history": history, "k": 5}))
+    with torch.no_grad():
+        items = F.normalize(model.item_vectors(), dim=-1)
+    held = [4, 3, 2, 1]  # positions in the history the GRU read, most recent first
+    for hit in body["recommendations"]:
+        cos = items[[ids.index(history[p]) for p in held]] @ items[ids.index(hit["id"])]
+        best = int(torch.argmax(cos))
+        assert hit["because"]["index"] == held[best] and hit["because"]["id"] == history[held[best]]
+        assert hit["because"]["score"] == pytest.approx(float(cos[best]), abs=1e-5)
+
+
+def test_an_item_given_by_its_text_is_a_new_item_and_an_id_carries_its_learned_vector(run, client):
+    model, ids = model_of(run)
+    task = run[2]
+    cold = next(i for i in ids if i in task.cold_items)
+    warm = next(i for i in ids if i not in task.cold_items and i in task.counts)
+    text = {i: t for i, t in zip(task.item_ids, task.item_texts)}
+    by_id = ok(client.post("/recommend", json={"history": [cold], "k": 10, "exclude_history": False}))
+    by_text = ok(client.post("/recommend", json={"history": [{"text": text[cold]}], "k": 10}))
+    assert [h["id"] for h in by_text["recommendations"]] == [h["id"] for h in by_id["recommendations"]]
+    assert [h["score"] for h in by_text["recommendations"]] == pytest.approx(
+        [h["score"] for h in by_id["recommendations"]], abs=1e-4)
+    warm_id = ok(client.post("/recommend", json={"history": [warm], "k": 10, "exclude_history": False}))
+    warm_text = ok(client.post("/recommend", json={"history": [{"text": text[warm]}], "k": 10}))
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(
+        sorted(warm_id["recommendations"], key=lambda h: h["id"]),
+        sorted(warm_text["recommendations"], key=lambda h: h["id"]))) > 1e-3  # the id vector counts
+
+
+def test_a_new_item_is_recommendable_at_once_and_after_a_restart(run, client, tmp_path):
+    model, ids = model_of(run)
+    from textcl.recommend.tower import SequenceTower
+
+    tower = SequenceTower.load(run[0] / "model")
+    new_text = "Brand New Film (2030). Drama"
+    ok(client.post("/documents", json={"documents": [{"id": "new-film", "text": new_text}]}))
+    history = [ids[0], ids[1]]
+    with torch.no_grad():
+        new_vec = model.project(torch.from_numpy(tower.text_encoder.encode([new_text], normalize=True)))
+    scores = by_hand(model, ids, history, extra=new_vec)
+    body = ok(client.post("/recommend", json={"history": history, "k": 10}))
+    got = {h["id"]: h["score"] for h in body["recommendations"]}
+    assert "new-film" in got and got["new-film"] == pytest.approx(float(scores[-1]), abs=1e-5)
+    # upserting a trained item's text keeps its learned vector and changes its text part
+    warm = next(i for i in ids if i not in run[2].cold_items and i in run[2].counts and i not in history)
+    ok(client.post("/documents", json={"documents": [{"id": warm, "text": "A Renamed Film"}], "mode": "upsert"}))
+    with torch.no_grad():
+        renamed = model.project(torch.from_numpy(tower.text_encoder.encode(["A Renamed Film"], normalize=True)))
+        renamed = renamed + model.ids.weight[ids.index(warm)]
+    scores = by_hand(model, ids, history, extra=renamed)
+    got = {h["id"]: h["score"] for h in ok(client.post("/recommend", json={"history": history, "k": 10}))
+           ["recommendations"]}
+    assert got[warm] == pytest.approx(float(scores[-1]), abs=1e-5)
+    # a restart (the log replayed, or the saved folder) serves the same vectors
+    ix = tmp_path / "ix"
+    client.__exit__(None, None, None)
+    with local_client(create_app(ix), raise_server_exceptions=False) as again:
+        after = {h["id"]: h["score"] for h in ok(again.post("/recommend", json={"history": history, "k": 10}))
+                 ["recommendations"]}
+    assert after == pytest.approx(got, abs=1e-6)
+
+
+def test_a_text_search_embeds_the_query_as_a_new_item(run, client):
+    model, ids = model_of(run)
+    from textcl.recommend.tower import SequenceTower
+
+    tower = SequenceTower.load(run[0] / "model")
+    q = "an animated film for children"
+    body = ok(client.post("/search", json={"queries": [q], "k": 3}))
+    with torch.no_grad():
+        qv = F.normalize(model.project(torch.from_numpy(tower.text_encoder.encode([q], normalize=True)))[0], dim=0)
+        scores = (F.normalize(model.item_vectors(), dim=-1) @ qv).numpy()
+    top = np.argsort(-scores)[:3]
+    hits = body["results"][0]["hits"]
+    assert [h["id"] for h in hits] == [ids[j] for j in top]
+    assert [h["score"] for h in hits] == pytest.approx(scores[top].tolist(), abs=1e-5)
+
+
+def test_info_says_the_user_tower(client):
+    assert ok(client.get("/info"))["recommend"] == {"history": 4, "separator": None, "source": "model",
+                                                    "user_tower": "sequence"}
+
+
+def test_dim_is_refused_for_a_recommender(run, tmp_path, capsys):
+    assert main(["index", "build", "--input", str(run[0] / "items.jsonl"), "--model", str(run[0] / "model"),
+                 "--out", str(tmp_path / "ix"), "--dim", "4"]) != 0
+    assert "--dim: " in capsys.readouterr().err and not (tmp_path / "ix").exists()
+
+
+def test_a_text_encoder_that_embeds_the_catalogue_otherwise_is_refused(run, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from textcl.recommend.tower import SequenceTower
+
+    folder = tmp_path / "model"
+    shutil.copytree(run[0] / "model", folder)
+    weights = load_file(str(folder / "recommender.safetensors"))
+    weights["text"] = F.normalize(weights["text"] + 0.5 * torch.randn_like(weights["text"]), dim=-1)
+    save_file(weights, str(folder / "recommender.safetensors"))
+    with pytest.raises(ConfigError, match=r"recommender.json: text_encoder.*does not embed the catalogue"):
+        SequenceTower.load(folder)
+    meta = json.loads((folder / "recommender.json").read_text())
+    del meta["item_texts"]
+    (folder / "recommender.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"recommender.json: item_texts.*missing"):
+        SequenceTower.load(folder)

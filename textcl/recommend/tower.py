@@ -1,0 +1,179 @@
+"""A trained sequence recommender (:mod:`textcl.recommend.sequence`) as the model of an index and a server.
+
+``textcl index build --input OUT/items.jsonl --model OUT/model --out INDEX`` and ``textcl serve INDEX`` load the
+folder a ``user_tower: sequence`` run writes (``OUT/model``: ``recommender.json`` + ``recommender.safetensors``)
+as a :class:`SequenceTower`:
+
+- **Documents are items**: a document's vector is its item vector, ``W x + e`` (the projection of the frozen text
+  encoder's vector of its text, plus the learned id vector when its id is an item seen in training), so the index
+  holds exactly the vectors the model ranks with. A document whose id training never saw (``POST /documents``
+  of a new item) is its text alone, ``W x``: recommendable at once, as a cold item is in evaluation.
+- **Users**: :meth:`SequenceTower.user_vector` runs the GRU over the item vectors of the last ``history``
+  entries of a history (ids or texts), as training and evaluation do; ``POST /recommend`` searches the index
+  with it.
+- **Text queries** (``/search``) are embedded as a new item of that text, ``W x``.
+
+The catalogue's text vectors are stored in the folder, so an item whose text is the one it was trained with is not
+re-encoded; at load the text encoder the folder names is checked to embed a few catalogue texts as training did.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from textcl.errors import ConfigError
+
+RECOMMENDER_JSON = "recommender.json"
+#: catalogue texts re-encoded at load and compared with the vectors training stored
+CHECK_TEXTS = 3
+MIN_COSINE = 0.999
+
+
+def is_tower(name: str | Path | None) -> bool:
+    """Whether ``name`` is a local folder holding a sequence recommender (``recommender.json``)."""
+    if name is None:
+        return False
+    path = Path(name).expanduser()
+    return (path / RECOMMENDER_JSON).is_file() or (path.parent / f".{path.name}.old" / RECOMMENDER_JSON).is_file()
+
+
+class SequenceTower:
+    """An encoder over a sequence recommender: ``encode(texts)`` (n, d) new-item vectors, ``encode_documents(ids,
+    texts)`` (n, d) item vectors, ``user_vector(ids, texts)`` (d,). Not thread-safe: the caller serialises calls
+    (the server's encoder lock), as for any encoder with a tokenizer."""
+
+    def __init__(self, model, meta: dict, text_encoder, folder: str | Path):
+        self.model = model.eval()
+        self.text_encoder = text_encoder
+        self.item_ids: list[str] = [str(i) for i in meta["item_ids"]]
+        self.item_texts: list[str] = list(meta["item_texts"])
+        if len(self.item_ids) != model.n_items or len(self.item_texts) != model.n_items:
+            raise ConfigError(f"{Path(folder) / RECOMMENDER_JSON}: item_ids",
+                              f"expected {model.n_items} item ids and texts (the model's catalogue), got "
+                              f"{len(self.item_ids)} and {len(self.item_texts)}")
+        self.row = {item: i for i, item in enumerate(self.item_ids)}
+        self.history = int(model.shape.history)
+        self.dim = int(model.shape.dim)
+        self.name = str(folder)
+        self._folder = Path(folder)
+        with torch.no_grad():
+            self._id_vectors = (model.ids.weight * model.trained[:, None].float()).clone() if model.ids is not None \
+                else None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, folder: str | Path, check: bool = True) -> "SequenceTower":
+        """The recommender in ``folder`` with the text encoder its ``recommender.json`` names. ``check``: refuse
+        (ConfigError) a text encoder that does not embed the catalogue's texts as the stored vectors say."""
+        from textcl.models import Encoder
+        from textcl.recommend.sequence import load
+
+        model, meta = load(folder)
+        folder = Path(folder).expanduser().resolve()
+        for field in ("text_encoder", "item_ids", "item_texts"):
+            if field not in meta:
+                raise ConfigError(f"{folder / RECOMMENDER_JSON}: {field}", "missing; expected the file a "
+                                  "`user_tower: sequence` run writes (textcl train)")
+        text_encoder = Encoder.load(meta["text_encoder"], pooling=meta.get("pooling", "mean"))
+        text_encoder.max_seq_length = min(text_encoder.max_seq_length, int(meta.get("max_seq_len", 512)))
+        tower = cls(model, meta, text_encoder, folder)
+        if check:
+            tower.check_text_encoder()
+        return tower
+
+    def check_text_encoder(self) -> None:
+        """ConfigError unless the text encoder embeds :data:`CHECK_TEXTS` catalogue texts (first, middle, last)
+        within :data:`MIN_COSINE` of the vectors training stored."""
+        n = len(self.item_texts)
+        rows = sorted({0, n // 2, n - 1})[:CHECK_TEXTS] if n else []
+        if not rows:
+            return
+        got = self._text_vectors([self.item_texts[r] for r in rows])
+        cos = (got * self.model.text[rows]).sum(dim=1)
+        worst = int(torch.argmin(cos))
+        if float(cos[worst]) < MIN_COSINE:
+            raise ConfigError(f"{self._folder / RECOMMENDER_JSON}: text_encoder",
+                              f"{self.text_encoder_name!r} does not embed the catalogue's texts as training did "
+                              f"(cosine {float(cos[worst]):.4f} for item {self.item_ids[rows[worst]]!r}; expected "
+                              f"{MIN_COSINE} or more): expected the text encoder the recommender was trained on")
+
+    @property
+    def text_encoder_name(self) -> str:
+        return str(getattr(self.text_encoder, "name", None) or self.text_encoder)
+
+    # ------------------------------------------------------------------ items
+    def _text_vectors(self, texts: Sequence[str]) -> torch.Tensor:
+        """(n, D) the frozen text encoder's unit vectors of ``texts``."""
+        if not texts:
+            return torch.zeros(0, self.model.shape.text_dim)
+        vecs = self.text_encoder.encode(list(texts), batch_size=64, normalize=True)
+        return torch.from_numpy(np.ascontiguousarray(np.asarray(vecs, dtype=np.float32)))
+
+    def _cached(self, ids: Sequence[str | None], texts: Sequence[str]) -> list[int | None]:
+        """For each item, its catalogue row when its text is the one it was trained with (its stored vector is
+        used), else None (its text is encoded)."""
+        rows = [self.row.get(i) if i is not None else None for i in ids]
+        return [r if r is not None and self.item_texts[r] == t else None for r, t in zip(rows, texts)]
+
+    def cuts(self, ids: Sequence[str | None], texts: Sequence[str], max_chars: int | None) -> bool:
+        """Whether :meth:`item_vectors` with ``max_chars`` cuts any of these texts."""
+        return max_chars is not None and any(r is None and len(t) > max_chars
+                                             for r, t in zip(self._cached(ids, texts), texts))
+
+    @torch.no_grad()
+    def item_vectors(self, ids: Sequence[str | None], texts: Sequence[str],
+                     max_chars: int | None = None) -> torch.Tensor:
+        """(n, d) items as the model scores them, not normalised: ``W x + e`` for an id seen in training, ``W x``
+        for any other (an id of None: an item given by its text). ``x`` is the stored catalogue vector when the
+        text is the one the item was trained with, else the text encoder's vector of ``texts[i]`` (its first
+        ``max_chars`` characters, when given)."""
+        if len(ids) != len(texts):
+            raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
+        rows = [self.row.get(i) if i is not None else None for i in ids]
+        cached = self._cached(ids, texts)
+        x = torch.zeros(len(texts), self.model.shape.text_dim)
+        fresh = [j for j, c in enumerate(cached) if c is None]
+        if fresh:
+            x[fresh] = self._text_vectors([texts[j][:max_chars] for j in fresh])
+        hit = [j for j, c in enumerate(cached) if c is not None]
+        if hit:
+            x[hit] = self.model.text[[cached[j] for j in hit]]
+        v = self.model.project(x)
+        known = [j for j, r in enumerate(rows) if r is not None]
+        if known and self._id_vectors is not None:
+            v[known] = v[known] + self._id_vectors[[rows[j] for j in known]]
+        return v
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, normalize: bool = True,
+               show_progress: bool = False) -> np.ndarray:
+        """(n, d) float32: each text as a new item's vector, ``W x`` (a text query or a history entry without an
+        id); unit rows when ``normalize``."""
+        v = self.item_vectors([None] * len(texts), list(texts))
+        return (F.normalize(v, dim=-1) if normalize else v).numpy()
+
+    def encode_documents(self, ids: Sequence[str | None], texts: Sequence[str],
+                         max_chars: int | None = None) -> np.ndarray:
+        """(n, d) float32 unit rows: the documents as items (:meth:`item_vectors`), what the index holds."""
+        return F.normalize(self.item_vectors(list(ids), list(texts), max_chars), dim=-1).numpy()
+
+    # ------------------------------------------------------------------ users
+    @torch.no_grad()
+    def user_vector(self, ids: Sequence[str | None], texts: Sequence[str], max_chars: int | None = None) -> np.ndarray:
+        """(d,) float32 unit vector: the GRU's output after the last :attr:`history` entries of a history in
+        time order (oldest first; ``ids[i]`` None for an entry given by its text), as evaluation ranks with."""
+        if not texts:
+            raise ValueError("a user's history holds at least one item")
+        ids, texts = list(ids)[-self.history:], list(texts)[-self.history:]
+        h = torch.zeros(1, self.history, self.dim)
+        h[0, self.history - len(texts):] = self.item_vectors(ids, texts, max_chars)
+        return F.normalize(self.model.users(h)[0, -1], dim=-1).numpy()
+
+
+def load_model(name: str, load_encoder):
+    """The model of an index or a server: a :class:`SequenceTower` for a recommender folder, else
+    ``load_encoder(name)``."""
+    return SequenceTower.load(name) if is_tower(name) else load_encoder(name)
