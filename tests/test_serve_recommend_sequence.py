@@ -198,3 +198,9 @@ def test_a_text_encoder_that_embeds_the_catalogue_otherwise_is_refused(run, tmp_
     (folder / "recommender.json").write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match=r"recommender.json: item_texts.*missing"):
         SequenceTower.load(folder)
+
+
+def test_a_recommender_is_refused_as_an_embeddings_model(run):
+    with pytest.raises(ConfigError, match=r"--models.*sequence recommender's folder is no text encoder"):
+        with local_client(create_app(models=[str(run[0] / "model")])):
+            pass

@@ -207,8 +207,13 @@ class Embedders:
             shared = (_index_model(config), *shared[1:])
         encoders = dict(encoders or {})
         out = []
+        from textcl.recommend.tower import is_tower
+
         for spec in config.models:
             name, path = parse_model_spec(spec)
+            if is_tower(path):
+                raise ConfigError("--models", f"{spec}: a sequence recommender's folder is no text encoder for "
+                                  "/v1/embeddings; index its catalogue with it and serve that index for /recommend")
             if name in encoders:
                 out.append(Embedder(name, encoders[name], config))
             elif shared is not None and _same_model(path, shared[0]):

@@ -11,6 +11,11 @@ the document's) or ``{"text": ...}``. The answer: the user's text searched like 
 micro-batcher as ``/search``), the history's ids left out, and for each recommendation the history entry it is
 most like (``because``: cosine of the two texts' embeddings, among the entries the user's text holds).
 
+A sequence recommender's index (:mod:`textcl.recommend.tower`; ``settings.user_tower`` ``"sequence"``): the
+user is the model's GRU over the item vectors of the history's last ``history`` entries, the index is searched
+with that vector, ``user_text`` is None, and ``because`` compares item vectors (an entry's id counts as well as
+its text) instead of texts.
+
 Limits: the user's text is cut at ``--max-query-chars`` characters, as a query would be refused past them (ids
 may name long documents; the encoder reads at most ``max_seq_len`` tokens of it anyway), and the answer says
 ``user_text_cut``. ``because`` compares the entries whose text the embedded user text holds (after the cut)
