@@ -143,13 +143,21 @@ def test_a_new_item_is_recommendable_at_once_and_after_a_restart(run, client, tm
     got = {h["id"]: h["score"] for h in ok(client.post("/recommend", json={"history": history, "k": 10}))
            ["recommendations"]}
     assert got[warm] == pytest.approx(float(scores[-1]), abs=1e-5)
-    # a restart (the log replayed, or the saved folder) serves the same vectors
-    ix = tmp_path / "ix"
+    # a server killed now: the folder as last saved (without the writes) and the write-ahead log beside it
+    import shutil
+
+    killed = tmp_path / "killed" / "ix"
+    shutil.copytree(tmp_path / "ix", killed)
+    for log in (tmp_path / "ix").parent.glob("ix.wal.sqlite*"):
+        shutil.copy(log, killed.parent / log.name)
+    # a restart (after a clean stop: the saved folder; after the kill: the log replayed) serves the same vectors
     client.__exit__(None, None, None)
-    with local_client(create_app(ix), raise_server_exceptions=False) as again:
-        after = {h["id"]: h["score"] for h in ok(again.post("/recommend", json={"history": history, "k": 10}))
-                 ["recommendations"]}
-    assert after == pytest.approx(got, abs=1e-6)
+    for ix in (tmp_path / "ix", killed):
+        with local_client(create_app(ix), raise_server_exceptions=False) as again:
+            assert ok(again.get("/info"))["n_docs"] == len(ids) + 1
+            after = {h["id"]: h["score"] for h in ok(again.post("/recommend", json={"history": history, "k": 10}))
+                     ["recommendations"]}
+        assert after == pytest.approx(got, abs=1e-6), ix
 
 
 def test_a_text_search_embeds_the_query_as_a_new_item(run, client):
@@ -204,3 +212,81 @@ def test_a_recommender_is_refused_as_an_embeddings_model(run):
     with pytest.raises(ConfigError, match=r"--models.*sequence recommender's folder is no text encoder"):
         with local_client(create_app(models=[str(run[0] / "model")])):
             pass
+
+
+def test_a_catalogue_whose_trained_ids_carry_other_texts_is_refused(run, tmp_path, capsys):
+    lines = (run[0] / "items.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    (tmp_path / "other.jsonl").write_text("\n".join([json.dumps({"id": first["id"], "text": "A kettle, 1.7 l"})]
+                                                    + lines[1:]) + "\n")
+    assert main(["index", "build", "--input", str(tmp_path / "other.jsonl"), "--model", str(run[0] / "model"),
+                 "--out", str(tmp_path / "ix")]) != 0
+    err = capsys.readouterr().err
+    assert f"other.jsonl: document 1 (id {first['id']!r}) has the id of an item" in err and "'A kettle, 1.7 l'" in err
+
+
+def test_a_long_history_of_stored_items_is_served_under_a_small_max_pending(run, tmp_path):
+    import shutil
+
+    model, ids = model_of(run)
+    shutil.copytree(run[1], tmp_path / "ix")
+    history = ids[:6]  # more entries than --max-pending, none of them encoded: their text vectors are stored
+    with local_client(create_app(tmp_path / "ix", max_pending=2), raise_server_exceptions=False) as c:
+        body = ok(c.post("/recommend", json={"history": history, "k": 3}))
+    scores = by_hand(model, ids, history)
+    assert [h["score"] for h in body["recommendations"]] == pytest.approx(
+        sorted((scores[j] for j in range(len(ids)) if ids[j] not in history), reverse=True)[:3], abs=1e-5)
+    assert all(h["because"] is not None for h in body["recommendations"])
+
+
+def test_a_long_document_in_a_history_is_read_as_the_index_holds_it(run, tmp_path):
+    import shutil
+
+    from textcl.recommend.tower import SequenceTower
+
+    model, ids = model_of(run)
+    tower = SequenceTower.load(run[0] / "model")
+    shutil.copytree(run[1], tmp_path / "ix")
+    long = "A Long Film (2031). " + "Drama Mystery " * 3  # over --max-query-chars below
+    with local_client(create_app(tmp_path / "ix", allow_writes=True, max_query_chars=12),
+                      raise_server_exceptions=False) as c:
+        ok(c.post("/documents", json={"documents": [{"id": "long", "text": long}]}))
+        body = ok(c.post("/recommend", json={"history": [ids[0], "long"], "k": 3}))
+    with torch.no_grad():
+        x = torch.from_numpy(tower.text_encoder.encode([long], normalize=True))
+        items = model.item_vectors()
+        h = torch.stack([items[0], model.project(x)[0]])[None]
+        user = F.normalize(model.users(torch.cat([torch.zeros(1, model.shape.history - 2, model.shape.dim), h],
+                                                 dim=1))[0, -1], dim=0)
+        scores = (F.normalize(items, dim=-1) @ user).numpy()
+    want = sorted((scores[j] for j in range(1, len(ids))), reverse=True)[:3]
+    assert [h["score"] for h in body["recommendations"]] == pytest.approx(want, abs=1e-5)
+    assert body["user_text_cut"] is False
+
+
+def test_a_text_encoder_of_another_width_is_refused_by_name(run):
+    from textcl.recommend.tower import SequenceTower
+
+    class Wider:
+        name = "wider-model"
+
+        def encode(self, texts, **kwargs):
+            return np.ones((len(texts), 7), np.float32) / 7 ** 0.5
+
+    tower = SequenceTower.load(run[0] / "model", check=False)
+    tower.text_encoder = Wider()
+    with pytest.raises(ConfigError, match=r"text_encoder.*'wider-model' makes 7-dimensional vectors"):
+        tower.check_text_encoder()
+
+
+def test_the_fingerprint_covers_the_recommender_json(run, tmp_path):
+    import shutil
+
+    from textcl.index.faiss_index import model_fingerprint
+
+    shutil.copytree(run[0] / "model", tmp_path / "model")
+    before = model_fingerprint(tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / "recommender.json").read_text())
+    meta["item_ids"] = list(reversed(meta["item_ids"]))
+    (tmp_path / "model" / "recommender.json").write_text(json.dumps(meta))
+    assert model_fingerprint(tmp_path / "model") != before

@@ -200,9 +200,13 @@ def run_build(args: argparse.Namespace) -> int:
             yield first
         yield from docs
 
+    documents = all_docs()
+    if is_tower(args.model) and server is None:  # a trained id must come with its trained text
+        documents = encoder.checked(documents, args.input)
+
     # torch's threads follow the cores other processes leave free (torchrun's processes are pinned already)
     with governing("encode", processes=launch.local_world) if server is None else contextlib.nullcontext():
-        index = build_streaming(all_docs(), encoder, args.out, factory=args.factory, chunk_size=args.chunk_size,
+        index = build_streaming(documents, encoder, args.out, factory=args.factory, chunk_size=args.chunk_size,
                                 batch_size=args.batch_size, resume=not args.no_resume,
                                 memory_budget=int(args.memory_budget_gb * 2**30),
                                 model_name=_recorded_model(args.model, server), server=server,

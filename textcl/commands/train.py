@@ -52,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{config.name}: {result.steps} {unit}s, best {unit} {result.metrics.get('best_step')}")
         print(format_results(result.metrics))
         if result.metrics.get("user_tower") == "sequence":
-            index = Path(result.output_dir) / "index"
+            out = Path(result.output_dir).resolve()
+            index = out.with_name(out.name + "-index")  # beside the run: a fresh run clears its own folder
             print(f"\nmodel: {result.model_dir}  (textcl.recommend.sequence.load('{result.model_dir}') loads it)\n"
-                  f"serve it: textcl index build --input {Path(result.output_dir) / 'items.jsonl'} --model "
+                  f"serve it: textcl index build --input {out / 'items.jsonl'} --model "
                   f"{result.model_dir} --out {index} && textcl serve {index}")
         else:
             print(f"\nmodel: {result.model_dir}  (SentenceTransformer('{result.model_dir}') loads it)")

@@ -111,8 +111,9 @@ def model_fingerprint(folder: str | os.PathLike | None) -> str | None:
     if not files:
         return None
     digest = hashlib.blake2b(digest_size=16)
-    if (folder / "config.json").is_file():
-        digest.update((folder / "config.json").read_bytes())
+    for meta in ("config.json", "recommender.json"):  # a sequence recommender's catalogue and text encoder
+        if (folder / meta).is_file():
+            digest.update((folder / meta).read_bytes())
     for f in files:
         size = f.stat().st_size
         digest.update(f"{f.name}:{size}".encode())

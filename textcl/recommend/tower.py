@@ -19,7 +19,7 @@ re-encoded; at load the text encoder the folder names is checked to embed a few 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -93,6 +93,10 @@ class SequenceTower:
         if not rows:
             return
         got = self._text_vectors([self.item_texts[r] for r in rows])
+        if got.shape[1] != self.model.shape.text_dim:
+            raise ConfigError(f"{self._folder / RECOMMENDER_JSON}: text_encoder",
+                              f"{self.text_encoder_name!r} makes {got.shape[1]}-dimensional vectors, the recommender "
+                              f"was trained on {self.model.shape.text_dim}: expected the text encoder it was trained on")
         cos = (got * self.model.text[rows]).sum(dim=1)
         worst = int(torch.argmin(cos))
         if float(cos[worst]) < MIN_COSINE:
@@ -119,18 +123,16 @@ class SequenceTower:
         rows = [self.row.get(i) if i is not None else None for i in ids]
         return [r if r is not None and self.item_texts[r] == t else None for r, t in zip(rows, texts)]
 
-    def cuts(self, ids: Sequence[str | None], texts: Sequence[str], max_chars: int | None) -> bool:
-        """Whether :meth:`item_vectors` with ``max_chars`` cuts any of these texts."""
-        return max_chars is not None and any(r is None and len(t) > max_chars
-                                             for r, t in zip(self._cached(ids, texts), texts))
+    def encodings(self, ids: Sequence[str | None], texts: Sequence[str]) -> int:
+        """How many of these items :meth:`item_vectors` encodes (the others' text vectors are stored)."""
+        return sum(r is None for r in self._cached(ids, texts))
 
     @torch.no_grad()
-    def item_vectors(self, ids: Sequence[str | None], texts: Sequence[str],
-                     max_chars: int | None = None) -> torch.Tensor:
+    def item_vectors(self, ids: Sequence[str | None], texts: Sequence[str]) -> torch.Tensor:
         """(n, d) items as the model scores them, not normalised: ``W x + e`` for an id seen in training, ``W x``
         for any other (an id of None: an item given by its text). ``x`` is the stored catalogue vector when the
-        text is the one the item was trained with, else the text encoder's vector of ``texts[i]`` (its first
-        ``max_chars`` characters, when given)."""
+        text is the one the item was trained with, else the text encoder's vector of ``texts[i]`` (which reads
+        its first ``max_seq_len`` tokens, as for a document written to the index)."""
         if len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
         rows = [self.row.get(i) if i is not None else None for i in ids]
@@ -138,7 +140,7 @@ class SequenceTower:
         x = torch.zeros(len(texts), self.model.shape.text_dim)
         fresh = [j for j, c in enumerate(cached) if c is None]
         if fresh:
-            x[fresh] = self._text_vectors([texts[j][:max_chars] for j in fresh])
+            x[fresh] = self._text_vectors([texts[j] for j in fresh])
         hit = [j for j, c in enumerate(cached) if c is not None]
         if hit:
             x[hit] = self.model.text[[cached[j] for j in hit]]
@@ -155,22 +157,41 @@ class SequenceTower:
         v = self.item_vectors([None] * len(texts), list(texts))
         return (F.normalize(v, dim=-1) if normalize else v).numpy()
 
-    def encode_documents(self, ids: Sequence[str | None], texts: Sequence[str],
-                         max_chars: int | None = None) -> np.ndarray:
+    def encode_documents(self, ids: Sequence[str | None], texts: Sequence[str]) -> np.ndarray:
         """(n, d) float32 unit rows: the documents as items (:meth:`item_vectors`), what the index holds."""
-        return F.normalize(self.item_vectors(list(ids), list(texts), max_chars), dim=-1).numpy()
+        return F.normalize(self.item_vectors(list(ids), list(texts)), dim=-1).numpy()
+
+    def checked(self, docs: Iterable, source: str) -> Iterator:
+        """``docs`` (with ``id`` and ``text``) as they come, refusing (DataFormatError naming ``source`` and the id)
+        one whose id is an item the model was trained on but whose text is not that item's: it would be indexed
+        with that item's learned vector. (``POST /documents`` may change a trained item's text on purpose.)"""
+        from textcl.errors import DataFormatError
+
+        for n, doc in enumerate(docs, 1):
+            row = self.row.get(str(doc.id))
+            if row is not None and self.item_texts[row] != doc.text:
+                raise DataFormatError(
+                    source, None, f"document {n} (id {str(doc.id)!r}) has the id of an item {self._folder} was "
+                    f"trained on, with another text ({_quote(doc.text)} where training had {_quote(self.item_texts[row])}); "
+                    "it would be indexed with that item's learned vector. Expected the run's items.jsonl (or new "
+                    "ids for other items; POST /documents can change a trained item's text later)")
+            yield doc
 
     # ------------------------------------------------------------------ users
     @torch.no_grad()
-    def user_vector(self, ids: Sequence[str | None], texts: Sequence[str], max_chars: int | None = None) -> np.ndarray:
+    def user_vector(self, ids: Sequence[str | None], texts: Sequence[str]) -> np.ndarray:
         """(d,) float32 unit vector: the GRU's output after the last :attr:`history` entries of a history in
         time order (oldest first; ``ids[i]`` None for an entry given by its text), as evaluation ranks with."""
         if not texts:
             raise ValueError("a user's history holds at least one item")
         ids, texts = list(ids)[-self.history:], list(texts)[-self.history:]
         h = torch.zeros(1, self.history, self.dim)
-        h[0, self.history - len(texts):] = self.item_vectors(ids, texts, max_chars)
+        h[0, self.history - len(texts):] = self.item_vectors(ids, texts)
         return F.normalize(self.model.users(h)[0, -1], dim=-1).numpy()
+
+
+def _quote(text: str, n: int = 60) -> str:
+    return repr(text if len(text) <= n else text[:n] + "...")
 
 
 def load_model(name: str, load_encoder):

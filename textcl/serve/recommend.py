@@ -151,7 +151,7 @@ async def recommend(service, history: Sequence[Any], k: int, exclude_history: bo
     if settings.user_tower == "sequence":
         user_text = None
         held = [entries[i] for i in settings.recent(len(entries))]  # the entries the GRU reads, most recent first
-        cut, found = await _sequence_found(service, entries[-settings.history:], k + len(excluded), max_user_chars)
+        cut, found = False, await _sequence_found(service, entries[-settings.history:], k + len(excluded))
     else:
         user_text = settings.user_text([e.text for e in entries])
         cut = len(user_text) > max_user_chars
@@ -191,12 +191,12 @@ def _held(entries: list[Entry], settings: RecommendSettings, max_chars: int) -> 
     return held
 
 
-async def _sequence_found(service, entries: list[Entry], k: int, max_chars: int) -> tuple[bool, list]:
-    """A sequence recommender's answer: (whether an entry's text was cut at ``max_chars``, the index's ``k``
-    best ``(document, score)`` pairs for the user vector of ``entries``, oldest first)."""
-    ids, texts = [e.id for e in entries], [e.text for e in entries]
-    vector = await service.user_vector(ids, texts, max_chars)
-    return service.encoder.cuts(ids, texts, max_chars), await service.search_vector(vector, k)
+async def _sequence_found(service, entries: list[Entry], k: int) -> list:
+    """A sequence recommender's answer: the index's ``k`` best ``(document, score)`` pairs for the user vector of
+    ``entries`` (oldest first). Each entry's text is encoded as a document written to the index is (uncut: the
+    encoder reads its first ``max_seq_len`` tokens), unless its vector is stored."""
+    vector = await service.user_vector([e.id for e in entries], [e.text for e in entries])
+    return await service.search_vector(vector, k)
 
 
 async def _because(service, candidates: list[Entry], hits: list[tuple[str, str]], max_chars: int,
@@ -204,11 +204,11 @@ async def _because(service, candidates: list[Entry], hits: list[tuple[str, str]]
     """For each of the recommendations ``hits`` (``(id, text)``; the first ones, as many as fit ``max_texts``
     encodings with the candidates'), the candidate entry (most recent first) it is most like: ``{id, index,
     score}``. The text tower compares texts: every distinct text, cut at ``max_chars``, is encoded once; a
-    sequence recommender compares item vectors (an item's id counts as well as its text). Either way in one call
-    off the event loop, counted against ``--max-pending`` (:class:`BusyError` past it)."""
-    if user_tower == "sequence":
+    sequence recommender compares item vectors (an item's id counts as well as its text), and only the items
+    whose text vectors are not stored are encoded (and counted). Either way in one call off the event loop,
+    counted against ``--max-pending`` (:class:`BusyError` past it)."""
+    if user_tower == "sequence":  # stored vectors cost no encoding: the service counts the others
         keys = [(e.id, e.text) for e in candidates]
-        hits = hits[:max(0, max_texts - len(set(keys)))]
     else:
         keys = [(None, e.text[:max_chars]) for e in candidates]
         hits = [(None, t[:max_chars]) for _, t in hits[:max(0, max_texts - len(set(keys)))]]
@@ -217,7 +217,7 @@ async def _because(service, candidates: list[Entry], hits: list[tuple[str, str]]
     distinct = list(dict.fromkeys(keys + hits))
     row = {key: i for i, key in enumerate(distinct)}
     if user_tower == "sequence":
-        vecs = await service.item_vectors([i for i, _ in distinct], [t for _, t in distinct], max_chars)
+        vecs = await service.item_vectors([i for i, _ in distinct], [t for _, t in distinct])
     else:
         vecs = await service.encode([t for _, t in distinct], bounded=True)  # (len(distinct), d) unit rows
     best, cos = most_similar(vecs[[row[key] for key in keys]], vecs[[row[key] for key in hits]])

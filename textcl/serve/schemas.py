@@ -290,7 +290,8 @@ class RequestModels:
                 min_length=1, max_length=max_history,
                 description=f"the user's items in time order: the oldest first, the most recent last; 1 to "
                 f"{max_history}. Each is a document id of the index, or {{\"text\": ...}} for an item that is not "
-                "in it. The user's text joins the texts of the model's last `history` items, most recent first")
+                "in it. The user's text joins the texts of the model's last `history` items, most recent first (a "
+                "sequence recommender: its GRU reads the vectors of the last `history` items)")
             k: int = Field(min(10, max_k, max_hits), ge=1, le=max_k, validate_default=True,
                            description=f"recommendations, 1 to {min(max_k, max_hits)}")
             exclude_history: StrictBool = Field(True, description="leave the history's ids out of the "

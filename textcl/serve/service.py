@@ -484,20 +484,27 @@ class IndexService:
         with self.batcher.admitted(len(texts)):
             return await run_in_threadpool(self._encode, list(texts))
 
-    async def user_vector(self, ids: Sequence[str | None], texts: Sequence[str], max_chars: int) -> np.ndarray:
+    async def user_vector(self, ids: Sequence[str | None], texts: Sequence[str]) -> np.ndarray:
         """A sequence recommender's (d,) user vector for a history (oldest first; see
         :meth:`~textcl.recommend.tower.SequenceTower.user_vector`): off the event loop, under the encoder's lock,
-        its texts counted against ``max_pending`` (:class:`~textcl.serve.batcher.BusyError` past it)."""
-        return await self._bounded_encode(len(texts), self.encoder.user_vector, list(ids), list(texts), max_chars)
+        the texts it encodes counted against ``max_pending`` (see :meth:`_bounded_encode`)."""
+        ids, texts = list(ids)[-self.encoder.history:], list(texts)[-self.encoder.history:]
+        return await self._bounded_encode(self.encoder.encodings(ids, texts), self.encoder.user_vector, ids, texts)
 
-    async def item_vectors(self, ids: Sequence[str | None], texts: Sequence[str], max_chars: int) -> np.ndarray:
+    async def item_vectors(self, ids: Sequence[str | None], texts: Sequence[str]) -> np.ndarray:
         """A sequence recommender's (n, d) unit item vectors (ids None: items given by their text), as
         :meth:`user_vector` runs."""
-        return await self._bounded_encode(len(texts), self.encoder.encode_documents, list(ids), list(texts),
-                                          max_chars)
+        ids, texts = list(ids), list(texts)
+        return await self._bounded_encode(self.encoder.encodings(ids, texts), self.encoder.encode_documents, ids,
+                                          texts)
 
     async def _bounded_encode(self, n: int, fn: Callable, *args) -> Any:
+        """``fn(*args)`` on a thread-pool thread under the encoder's lock, ``n`` encodings counted against
+        ``max_pending`` meanwhile (at most ``max_pending``: a request that needs more runs when no other waits,
+        rather than never); :class:`~textcl.serve.batcher.BusyError` past it."""
         from starlette.concurrency import run_in_threadpool
+
+        n = min(n, self.batcher.max_pending)
 
         def run():
             previous = install(self.batcher.governor)
