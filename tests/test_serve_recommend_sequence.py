@@ -46,7 +46,9 @@ def client(run, tmp_path):
 
     ix = tmp_path / "ix"
     shutil.copytree(run[1], ix)
-    with local_client(create_app(ix, allow_writes=True), raise_server_exceptions=False) as client:
+    # no scheduled save during a test: a copy of the folder taken while it runs lacks its writes
+    with local_client(create_app(ix, allow_writes=True, save_interval_s=3600),
+                      raise_server_exceptions=False) as client:
         yield client
 
 
@@ -152,8 +154,11 @@ def test_a_new_item_is_recommendable_at_once_and_after_a_restart(run, client, tm
         shutil.copy(log, killed.parent / log.name)
     # a restart (after a clean stop: the saved folder; after the kill: the log replayed) serves the same vectors
     client.__exit__(None, None, None)
-    for ix in (tmp_path / "ix", killed):
-        with local_client(create_app(ix), raise_server_exceptions=False) as again:
+    assert json.loads((killed / "manifest.json").read_text())["n_docs"] == len(ids)  # without the writes
+    for ix, replayed in ((tmp_path / "ix", 0), (killed, 2)):
+        app = create_app(ix)
+        with local_client(app, raise_server_exceptions=False) as again:
+            assert app.state.service.replayed == replayed
             assert ok(again.get("/info"))["n_docs"] == len(ids) + 1
             after = {h["id"]: h["score"] for h in ok(again.post("/recommend", json={"history": history, "k": 10}))
                      ["recommendations"]}
@@ -290,3 +295,91 @@ def test_the_fingerprint_covers_the_recommender_json(run, tmp_path):
     meta["item_ids"] = list(reversed(meta["item_ids"]))
     (tmp_path / "model" / "recommender.json").write_text(json.dumps(meta))
     assert model_fingerprint(tmp_path / "model") != before
+
+
+def test_only_a_trained_id_with_another_text_is_refused_and_index_add_checks_too(run, tmp_path, capsys):
+    import shutil
+
+    model, ids = model_of(run)
+    task = run[2]
+    cold = next(i for i in ids if i in task.cold_items)
+    warm = next(i for i in ids if i not in task.cold_items and i in task.counts)
+    lines = [json.loads(line) for line in (run[0] / "items.jsonl").read_text().splitlines()]
+    renamed = [{**d, "text": "Renamed"} if d["id"] == cold else d for d in lines]
+    (tmp_path / "cold.jsonl").write_text("".join(json.dumps(d) + "\n" for d in renamed))
+    assert main(["index", "build", "--input", str(tmp_path / "cold.jsonl"), "--model", str(run[0] / "model"),
+                 "--out", str(tmp_path / "ix")]) == 0  # a held-out item has no learned vector to carry
+    shutil.copytree(run[1], tmp_path / "ix2")
+    assert main(["index", "delete", str(tmp_path / "ix2"), warm]) == 0
+    (tmp_path / "warm.jsonl").write_text(json.dumps({"id": warm, "text": "A kettle"}) + "\n")
+    capsys.readouterr()
+    assert main(["index", "add", str(tmp_path / "ix2"), "--input", str(tmp_path / "warm.jsonl")]) != 0
+    assert f"document 1 (id {warm!r}) has the id of an item" in capsys.readouterr().err
+    assert main(["index", "add", str(tmp_path / "ix2"), "--input", str(tmp_path / "warm.jsonl"), "--upsert"]) == 0
+
+
+def _spy_encodings(monkeypatch):
+    """Every text the recommender's text encoder is given, in order."""
+    from textcl.recommend.tower import SequenceTower
+
+    seen, real = [], SequenceTower._text_vectors
+
+    def spy(self, texts):
+        seen.extend(texts)
+        return real(self, texts)
+
+    monkeypatch.setattr(SequenceTower, "_text_vectors", spy)
+    return seen
+
+
+def test_a_request_encodes_each_text_once_and_no_more_than_max_pending(run, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(run[1], tmp_path / "ix")
+    docs = [{"id": f"n{i}", "text": f"New film number {i} (2031). " + "Drama " * 200} for i in range(12)]
+    with local_client(create_app(tmp_path / "ix", allow_writes=True), raise_server_exceptions=False) as c:
+        ok(c.post("/documents", json={"documents": docs}))
+    seen = _spy_encodings(monkeypatch)  # a restarted server: no text encoded lately
+    history = ["n0", "n1", "n2"]
+    with local_client(create_app(tmp_path / "ix", max_pending=5), raise_server_exceptions=False) as c:
+        seen.clear()  # the start's check of the text encoder
+        body = ok(c.post("/recommend", json={"history": history, "k": 20}))
+        # the history's three for the user, then (those three kept) at most --max-pending hits' for because
+        assert len(seen) == len(set(seen)) == 3 + 5
+        flags = [h["because"] is not None for h in body["recommendations"]]  # the first ones, until the budget
+        assert flags == sorted(flags, reverse=True) and 5 <= sum(flags) < len(flags)  # (stored hits cost nothing)
+        again = ok(c.post("/recommend", json={"history": history, "k": 20}))
+        assert [(h["id"], h["score"]) for h in again["recommendations"]] == \
+            [(h["id"], h["score"]) for h in body["recommendations"]]
+        # the texts encoded before are kept: the second answer explains more hits, encoding only new texts
+        assert len(seen) == len(set(seen)) == 12  # all twelve new films by now, each once
+        assert sum(h["because"] is not None for h in again["recommendations"]) > sum(flags)
+        assert all(a["because"] == b["because"] for a, b in zip(again["recommendations"], body["recommendations"])
+                   if b["because"] is not None)
+
+
+def test_only_the_texts_to_encode_count_against_max_pending(run, tmp_path, monkeypatch):
+    import shutil
+    from contextlib import contextmanager
+
+    from textcl.serve.batcher import MicroBatcher
+
+    model, ids = model_of(run)
+    shutil.copytree(run[1], tmp_path / "ix")
+    sizes, real = [], MicroBatcher.admitted
+
+    @contextmanager
+    def spy(self, size):
+        sizes.append(size)
+        with real(self, size):
+            yield
+
+    monkeypatch.setattr(MicroBatcher, "admitted", spy)
+    app = create_app(tmp_path / "ix", max_pending=3)
+    with local_client(app, raise_server_exceptions=False) as c:
+        ok(c.post("/recommend", json={"history": ids[:3] + [{"text": "One"}, {"text": "Two"}], "k": 2,
+                                      "because": False}))
+        assert sizes == [2]  # the two texts; the stored items cost nothing
+        sizes.clear()
+        body = ok(c.post("/recommend", json={"history": [{"text": w} for w in "ABCDE"], "k": 2, "because": False}))
+        assert sizes == [3] and len(body["recommendations"]) == 2  # five texts, counted as a full queue

@@ -243,6 +243,8 @@ def run_add(args: argparse.Namespace) -> int:
     check_writable(args.index, "index", folder=True)  # the folder is rewritten as a whole
     docs = list(read_documents(args.input))
     index = _open(args.index, args.model, backend=args.backend, server=args.server)
+    if not args.upsert and callable(getattr(index.encoder, "checked", None)):
+        docs = list(index.encoder.checked(docs, args.input))  # a recommender's trained id with another text
     texts, ids, meta = [d.text for d in docs], [d.id for d in docs], [d.metadata for d in docs]
     if args.upsert:
         index.upsert(texts, ids, meta, batch_size=args.batch_size)

@@ -52,11 +52,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{config.name}: {result.steps} {unit}s, best {unit} {result.metrics.get('best_step')}")
         print(format_results(result.metrics))
         if result.metrics.get("user_tower") == "sequence":
+            from shlex import quote
+
             out = Path(result.output_dir).resolve()
-            index = out.with_name(out.name + "-index")  # beside the run: a fresh run clears its own folder
+            index = quote(str(out.parent / f"{out.name or 'run'}-index"))  # beside the run, as the README puts it
             print(f"\nmodel: {result.model_dir}  (textcl.recommend.sequence.load('{result.model_dir}') loads it)\n"
-                  f"serve it: textcl index build --input {out / 'items.jsonl'} --model "
-                  f"{result.model_dir} --out {index} && textcl serve {index}")
+                  f"serve it: textcl index build --input {quote(str(out / 'items.jsonl'))} --model "
+                  f"{quote(str(result.model_dir))} --out {index} && textcl serve {index}")
         else:
             print(f"\nmodel: {result.model_dir}  (SentenceTransformer('{result.model_dir}') loads it)")
     return 0

@@ -18,6 +18,8 @@ re-encoded; at load the text encoder the folder names is checked to embed a few 
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -28,6 +30,9 @@ import torch.nn.functional as F
 from textcl.errors import ConfigError
 
 RECOMMENDER_JSON = "recommender.json"
+#: text vectors kept for items outside the stored catalogue (documents written, history entries): about 1.5 KB
+#: each for a 384-dimensional encoder
+RECENT = 8192
 #: catalogue texts re-encoded at load and compared with the vectors training stored
 CHECK_TEXTS = 3
 MIN_COSINE = 0.999
@@ -63,6 +68,8 @@ class SequenceTower:
         with torch.no_grad():
             self._id_vectors = (model.ids.weight * model.trained[:, None].float()).clone() if model.ids is not None \
                 else None
+        #: text vectors of items outside the stored catalogue, encoded lately, by a digest of their text (LRU)
+        self._recent: OrderedDict[bytes, torch.Tensor] = OrderedDict()
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -119,20 +126,55 @@ class SequenceTower:
 
     def _cached(self, ids: Sequence[str | None], texts: Sequence[str]) -> list[int | None]:
         """For each item, its catalogue row when its text is the one it was trained with (its stored vector is
-        used), else None (its text is encoded)."""
+        used), else None (its text is encoded, or found among those encoded lately)."""
         rows = [self.row.get(i) if i is not None else None for i in ids]
         return [r if r is not None and self.item_texts[r] == t else None for r, t in zip(rows, texts)]
 
+    def missing(self, ids: Sequence[str | None], texts: Sequence[str]) -> list[str]:
+        """The distinct texts :meth:`item_vectors` would encode for these items: neither a catalogue item's
+        trained text nor among the last :data:`RECENT` texts encoded for items."""
+        return list(dict.fromkeys(t for r, t in zip(self._cached(ids, texts), texts)
+                                  if r is None and _key(t) not in self._recent))
+
     def encodings(self, ids: Sequence[str | None], texts: Sequence[str]) -> int:
-        """How many of these items :meth:`item_vectors` encodes (the others' text vectors are stored)."""
-        return sum(r is None for r in self._cached(ids, texts))
+        """How many texts :meth:`item_vectors` encodes for these items (:meth:`missing`)."""
+        return len(self.missing(ids, texts))
+
+    def remember(self, texts: Sequence[str]) -> None:
+        """Encode ``texts`` now and keep their vectors among the recent ones (a caller encodes a request's
+        :meth:`missing` texts a chunk at a time this way, then scores without encoding)."""
+        texts = [t for t in dict.fromkeys(texts) if _key(t) not in self._recent]
+        for t, x in zip(texts, self._text_vectors(texts)):
+            self._keep(t, x)
+
+    def _keep(self, text: str, x: torch.Tensor) -> None:
+        self._recent[_key(text)] = x.clone()
+        self._recent.move_to_end(_key(text))
+        while len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
+
+    def _fresh(self, texts: Sequence[str], remember: bool) -> torch.Tensor:
+        """(n, D) text vectors of items that are not stored in the catalogue: the recent ones reused, the others
+        encoded (each distinct text once) and, with ``remember``, kept."""
+        found = {}
+        for t in texts:
+            x = self._recent.get(_key(t))
+            if x is not None:
+                found[t] = x
+        todo = [t for t in dict.fromkeys(texts) if t not in found]
+        for t, x in zip(todo, self._text_vectors(todo)):
+            found[t] = x
+            if remember:
+                self._keep(t, x)
+        return torch.stack([found[t] for t in texts]) if texts else torch.zeros(0, self.model.shape.text_dim)
 
     @torch.no_grad()
-    def item_vectors(self, ids: Sequence[str | None], texts: Sequence[str]) -> torch.Tensor:
+    def item_vectors(self, ids: Sequence[str | None], texts: Sequence[str], remember: bool = True) -> torch.Tensor:
         """(n, d) items as the model scores them, not normalised: ``W x + e`` for an id seen in training, ``W x``
         for any other (an id of None: an item given by its text). ``x`` is the stored catalogue vector when the
         text is the one the item was trained with, else the text encoder's vector of ``texts[i]`` (which reads
-        its first ``max_seq_len`` tokens, as for a document written to the index)."""
+        its first ``max_seq_len`` tokens, as for a document written to the index), reused when it was encoded
+        lately for an item (a document written, a history entry) and, with ``remember``, kept for reuse."""
         if len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
         rows = [self.row.get(i) if i is not None else None for i in ids]
@@ -140,7 +182,7 @@ class SequenceTower:
         x = torch.zeros(len(texts), self.model.shape.text_dim)
         fresh = [j for j, c in enumerate(cached) if c is None]
         if fresh:
-            x[fresh] = self._text_vectors([texts[j] for j in fresh])
+            x[fresh] = self._fresh([texts[j] for j in fresh], remember)
         hit = [j for j, c in enumerate(cached) if c is not None]
         if hit:
             x[hit] = self.model.text[[cached[j] for j in hit]]
@@ -154,7 +196,7 @@ class SequenceTower:
                show_progress: bool = False) -> np.ndarray:
         """(n, d) float32: each text as a new item's vector, ``W x`` (a text query or a history entry without an
         id); unit rows when ``normalize``."""
-        v = self.item_vectors([None] * len(texts), list(texts))
+        v = self.item_vectors([None] * len(texts), list(texts), remember=False)  # queries are not items
         return (F.normalize(v, dim=-1) if normalize else v).numpy()
 
     def encode_documents(self, ids: Sequence[str | None], texts: Sequence[str]) -> np.ndarray:
@@ -169,7 +211,8 @@ class SequenceTower:
 
         for n, doc in enumerate(docs, 1):
             row = self.row.get(str(doc.id))
-            if row is not None and self.item_texts[row] != doc.text:
+            if row is not None and self._id_vectors is not None and bool(self.model.trained[row]) \
+                    and self.item_texts[row] != doc.text:
                 raise DataFormatError(
                     source, None, f"document {n} (id {str(doc.id)!r}) has the id of an item {self._folder} was "
                     f"trained on, with another text ({_quote(doc.text)} where training had {_quote(self.item_texts[row])}); "
@@ -188,6 +231,10 @@ class SequenceTower:
         h = torch.zeros(1, self.history, self.dim)
         h[0, self.history - len(texts):] = self.item_vectors(ids, texts)
         return F.normalize(self.model.users(h)[0, -1], dim=-1).numpy()
+
+
+def _key(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def _quote(text: str, n: int = 60) -> str:

@@ -205,10 +205,18 @@ async def _because(service, candidates: list[Entry], hits: list[tuple[str, str]]
     encodings with the candidates'), the candidate entry (most recent first) it is most like: ``{id, index,
     score}``. The text tower compares texts: every distinct text, cut at ``max_chars``, is encoded once; a
     sequence recommender compares item vectors (an item's id counts as well as its text), and only the items
-    whose text vectors are not stored are encoded (and counted). Either way in one call off the event loop,
+    whose text vectors are neither stored nor recent are encoded, and counted. Either way off the event loop,
     counted against ``--max-pending`` (:class:`BusyError` past it)."""
-    if user_tower == "sequence":  # stored vectors cost no encoding: the service counts the others
+    if user_tower == "sequence":  # an item whose text vector is stored or recent costs no encoding
         keys = [(e.id, e.text) for e in candidates]
+        budget = max_texts - service.encoder.encodings([i for i, _ in keys], [t for _, t in keys])
+        kept = []
+        for doc_id, text in hits:
+            budget -= service.encoder.encodings([doc_id], [text])
+            if budget < 0:
+                break
+            kept.append((doc_id, text))
+        hits = kept
     else:
         keys = [(None, e.text[:max_chars]) for e in candidates]
         hits = [(None, t[:max_chars]) for _, t in hits[:max(0, max_texts - len(set(keys)))]]

@@ -489,32 +489,36 @@ class IndexService:
         :meth:`~textcl.recommend.tower.SequenceTower.user_vector`): off the event loop, under the encoder's lock,
         the texts it encodes counted against ``max_pending`` (see :meth:`_bounded_encode`)."""
         ids, texts = list(ids)[-self.encoder.history:], list(texts)[-self.encoder.history:]
-        return await self._bounded_encode(self.encoder.encodings(ids, texts), self.encoder.user_vector, ids, texts)
+        return await self._bounded_encode(ids, texts, self.encoder.user_vector)
 
     async def item_vectors(self, ids: Sequence[str | None], texts: Sequence[str]) -> np.ndarray:
         """A sequence recommender's (n, d) unit item vectors (ids None: items given by their text), as
         :meth:`user_vector` runs."""
-        ids, texts = list(ids), list(texts)
-        return await self._bounded_encode(self.encoder.encodings(ids, texts), self.encoder.encode_documents, ids,
-                                          texts)
+        return await self._bounded_encode(list(ids), list(texts), self.encoder.encode_documents)
 
-    async def _bounded_encode(self, n: int, fn: Callable, *args) -> Any:
-        """``fn(*args)`` on a thread-pool thread under the encoder's lock, ``n`` encodings counted against
-        ``max_pending`` meanwhile (at most ``max_pending``: a request that needs more runs when no other waits,
-        rather than never); :class:`~textcl.serve.batcher.BusyError` past it."""
+    async def _bounded_encode(self, ids: list[str | None], texts: list[str], fn: Callable) -> Any:
+        """``fn(ids, texts)`` of the sequence recommender on a thread-pool thread: first the texts it would
+        encode (:meth:`~textcl.recommend.tower.SequenceTower.missing`) are encoded a chunk of
+        :data:`WRITE_ENCODE_CHUNK` at a time under the encoder's lock (query batches go on between chunks), then
+        ``fn`` runs under it without encoding. Those texts count against ``max_pending`` meanwhile, at most
+        ``max_pending`` of them (a request that needs more runs when no other waits, rather than never);
+        :class:`~textcl.serve.batcher.BusyError` past it."""
         from starlette.concurrency import run_in_threadpool
 
-        n = min(n, self.batcher.max_pending)
+        missing = self.encoder.missing(ids, texts)
 
         def run():
             previous = install(self.batcher.governor)
             try:
+                for start in range(0, len(missing), WRITE_ENCODE_CHUNK):
+                    with self.encode_lock:
+                        self.encoder.remember(missing[start : start + WRITE_ENCODE_CHUNK])
                 with self.encode_lock:
-                    return fn(*args)
+                    return fn(ids, texts)
             finally:
                 install(previous)
 
-        with self.batcher.admitted(n):
+        with self.batcher.admitted(min(len(missing), self.batcher.max_pending)):
             return await run_in_threadpool(run)
 
     async def search_vector(self, vector: np.ndarray, k: int) -> list[tuple[Document, float]]:
