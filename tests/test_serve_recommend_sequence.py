@@ -382,4 +382,78 @@ def test_only_the_texts_to_encode_count_against_max_pending(run, tmp_path, monke
         assert sizes == [2]  # the two texts; the stored items cost nothing
         sizes.clear()
         body = ok(c.post("/recommend", json={"history": [{"text": w} for w in "ABCDE"], "k": 2, "because": False}))
-        assert sizes == [3] and len(body["recommendations"]) == 2  # five texts, counted as a full queue
+        # the model reads the last four of the five texts: counted as a full queue of three
+        assert sizes == [3] and len(body["recommendations"]) == 2
+
+
+def test_texts_to_encode_go_a_chunk_at_a_time_and_the_scoring_encodes_none(run, tmp_path, monkeypatch):
+    import shutil
+
+    from textcl.recommend.tower import SequenceTower
+    from textcl.serve.service import WRITE_ENCODE_CHUNK
+
+    shutil.copytree(run[1], tmp_path / "ix")
+    docs = [{"id": f"n{i}", "text": f"New film number {i} (2031). Drama"} for i in range(40)]
+    with local_client(create_app(tmp_path / "ix", allow_writes=True), raise_server_exceptions=False) as c:
+        ok(c.post("/documents", json={"documents": docs}))
+    calls, real_vectors, real_items = [], SequenceTower._text_vectors, SequenceTower.item_vectors
+    phase = ["pre"]
+
+    def vectors(self, texts):
+        calls.append((phase[0], len(texts)))
+        return real_vectors(self, texts)
+
+    def items(self, *args, **kwargs):  # scoring: after the texts were encoded beforehand
+        phase[0] = "scoring"
+        try:
+            return real_items(self, *args, **kwargs)
+        finally:
+            phase[0] = "pre"
+
+    monkeypatch.setattr(SequenceTower, "_text_vectors", vectors)
+    monkeypatch.setattr(SequenceTower, "item_vectors", items)
+    with local_client(create_app(tmp_path / "ix"), raise_server_exceptions=False) as c:
+        calls.clear()
+        body = ok(c.post("/recommend", json={"history": ["n0", "n1"], "k": 48}))  # every other document
+    assert sum(h["because"] is not None for h in body["recommendations"]) == 48
+    assert sum(n for _, n in calls) == 40  # every new film once (the catalogue's ten are stored)
+    assert all(n <= WRITE_ENCODE_CHUNK for _, n in calls) and len(calls) >= 3
+    assert {p for p, _ in calls} == {"pre"}
+
+
+def test_the_kept_texts_are_items_only_bounded_least_recently_used_and_own_their_memory(run, monkeypatch):
+    import textcl.recommend.tower as tower_module
+    from textcl.recommend.tower import SequenceTower, _key
+
+    tower = SequenceTower.load(run[0] / "model")
+    tower.encode(["a text query"])
+    assert len(tower._recent) == 0  # queries are not items
+    monkeypatch.setattr(tower_module, "RECENT", 3)
+    tower.remember(["A", "B", "C"])
+    tower.item_vectors([None], ["A"])  # A used again
+    tower.remember(["D"])  # B, the least recently used, goes
+    assert tower.missing([None] * 4, ["A", "B", "C", "D"]) == ["B"] and len(tower._recent) == 3
+    x = tower._recent[_key("A")]
+    assert x.untyped_storage().nbytes() == x.numel() * x.element_size()  # not a view of its batch
+
+
+def test_because_charges_a_text_once_however_many_hits_share_it(run):
+    import asyncio
+
+    from textcl.recommend.tower import SequenceTower
+    from textcl.serve.recommend import Entry, _because
+
+    class Service:  # what _because reads of the server
+        encoder = SequenceTower.load(run[0] / "model")
+
+        async def item_vectors(self, ids, texts):
+            return self.encoder.encode_documents(ids, texts)
+
+    model, ids = model_of(run)
+    held = [Entry(0, ids[0], run[2].item_texts[0])]
+    hits = [("d1", "Same new text"), ("d2", "Same new text"), ("d3", "Another new text"), (ids[1], run[2].item_texts[1])]
+    got = asyncio.run(_because(Service(), held, hits, 2000, 1, "sequence"))
+    assert len(got) == 2  # d1 and d2 share their one encoding; d3 would be a second
+    hits = [("d4", "A third text"), (ids[1], run[2].item_texts[1]), ("d5", "A fourth text")]
+    got = asyncio.run(_because(Service(), held, hits, 2000, 1, "sequence"))
+    assert len(got) == 2  # d4, then a stored catalogue item (costs nothing); then d5 would be a second

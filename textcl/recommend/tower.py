@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from textcl.errors import ConfigError
 
 RECOMMENDER_JSON = "recommender.json"
-#: text vectors kept for items outside the stored catalogue (documents written, history entries): about 1.5 KB
-#: each for a 384-dimensional encoder
+#: text vectors kept for items outside the stored catalogue (documents written, history entries), the least
+#: recently used dropped first: about 2.5 KB each for a 384-dimensional encoder (about 21 MB in all)
 RECENT = 8192
 #: catalogue texts re-encoded at load and compared with the vectors training stored
 CHECK_TEXTS = 3
@@ -132,7 +132,7 @@ class SequenceTower:
 
     def missing(self, ids: Sequence[str | None], texts: Sequence[str]) -> list[str]:
         """The distinct texts :meth:`item_vectors` would encode for these items: neither a catalogue item's
-        trained text nor among the last :data:`RECENT` texts encoded for items."""
+        trained text nor among the :data:`RECENT` texts most recently encoded or used for items."""
         return list(dict.fromkeys(t for r, t in zip(self._cached(ids, texts), texts)
                                   if r is None and _key(t) not in self._recent))
 
@@ -143,8 +143,13 @@ class SequenceTower:
     def remember(self, texts: Sequence[str]) -> None:
         """Encode ``texts`` now and keep their vectors among the recent ones (a caller encodes a request's
         :meth:`missing` texts a chunk at a time this way, then scores without encoding)."""
-        texts = [t for t in dict.fromkeys(texts) if _key(t) not in self._recent]
-        for t, x in zip(texts, self._text_vectors(texts)):
+        todo = []
+        for t in dict.fromkeys(texts):
+            if _key(t) in self._recent:
+                self._recent.move_to_end(_key(t))  # used again: kept longer
+            else:
+                todo.append(t)
+        for t, x in zip(todo, self._text_vectors(todo) if todo else []):
             self._keep(t, x)
 
     def _keep(self, text: str, x: torch.Tensor) -> None:
@@ -161,8 +166,9 @@ class SequenceTower:
             x = self._recent.get(_key(t))
             if x is not None:
                 found[t] = x
+                self._recent.move_to_end(_key(t))  # used again: kept longer
         todo = [t for t in dict.fromkeys(texts) if t not in found]
-        for t, x in zip(todo, self._text_vectors(todo)):
+        for t, x in zip(todo, self._text_vectors(todo) if todo else []):
             found[t] = x
             if remember:
                 self._keep(t, x)

@@ -209,12 +209,13 @@ async def _because(service, candidates: list[Entry], hits: list[tuple[str, str]]
     counted against ``--max-pending`` (:class:`BusyError` past it)."""
     if user_tower == "sequence":  # an item whose text vector is stored or recent costs no encoding
         keys = [(e.id, e.text) for e in candidates]
-        budget = max_texts - service.encoder.encodings([i for i, _ in keys], [t for _, t in keys])
+        need = set(service.encoder.missing([i for i, _ in keys], [t for _, t in keys]))
         kept = []
         for doc_id, text in hits:
-            budget -= service.encoder.encodings([doc_id], [text])
-            if budget < 0:
+            new = set(service.encoder.missing([doc_id], [text])) - need
+            if new and len(need) + len(new) > max_texts:
                 break
+            need |= new
             kept.append((doc_id, text))
         hits = kept
     else:
