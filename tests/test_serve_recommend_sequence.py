@@ -186,10 +186,15 @@ def test_info_says_the_user_tower(client):
                                                     "user_tower": "sequence"}
 
 
-def test_dim_is_refused_for_a_recommender(run, tmp_path, capsys):
+def test_dim_and_another_backend_are_refused_for_a_recommender(run, tmp_path, capsys):
     assert main(["index", "build", "--input", str(run[0] / "items.jsonl"), "--model", str(run[0] / "model"),
                  "--out", str(tmp_path / "ix"), "--dim", "4"]) != 0
     assert "--dim: " in capsys.readouterr().err and not (tmp_path / "ix").exists()
+    assert main(["index", "build", "--input", str(run[0] / "items.jsonl"), "--model", str(run[0] / "model"),
+                 "--out", str(tmp_path / "ix"), "--backend", "onnx"]) != 0
+    assert "--backend: " in capsys.readouterr().err and not (tmp_path / "ix").exists()
+    with pytest.raises(ConfigError, match=r"--backend.*runs on torch, not onnx"):
+        create_app(run[1], backend="onnx")
 
 
 def test_a_text_encoder_that_embeds_the_catalogue_otherwise_is_refused(run, tmp_path):

@@ -108,7 +108,7 @@ def _open(path: str, model: str | None, need_encoder: bool = True, backend: str 
             raise ConfigError("--server", f"{path} was built with a local model, not through a server (or --model is "
                               "given): leave --server out")
         encoder = checked_encoder(path, manifest, model, "--model",
-                                  lambda name: load_model(name, lambda n: load_encoder(n, backend)))
+                                  lambda name: load_model(name, lambda n: load_encoder(n, backend), backend))
     return SearchIndex.load(path, encoder=encoder)
 
 
@@ -177,7 +177,7 @@ def run_build(args: argparse.Namespace) -> int:
 
             check_served_weights(encoder, args.model, args.backend)
     else:
-        encoder = load_model(args.model, lambda n: load_encoder(n, args.backend))
+        encoder = load_model(args.model, lambda n: load_encoder(n, args.backend), args.backend)
     if args.dim is not None and is_tower(args.model):
         from textcl.errors import ConfigError
 

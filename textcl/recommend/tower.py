@@ -247,7 +247,13 @@ def _quote(text: str, n: int = 60) -> str:
     return repr(text if len(text) <= n else text[:n] + "...")
 
 
-def load_model(name: str, load_encoder):
+def load_model(name: str, load_encoder, backend: str | None = None):
     """The model of an index or a server: a :class:`SequenceTower` for a recommender folder, else
-    ``load_encoder(name)``."""
-    return SequenceTower.load(name) if is_tower(name) else load_encoder(name)
+    ``load_encoder(name)``. ``backend`` (``--backend``): a recommender's text encoder runs on torch, so another
+    is refused rather than ignored."""
+    if not is_tower(name):
+        return load_encoder(name)
+    if backend not in (None, "torch", "auto"):
+        raise ConfigError("--backend", f"{name} is a sequence recommender: its text encoder runs on torch, not "
+                          f"{backend} (from --backend or $TEXTCL_BACKEND); use torch or auto")
+    return SequenceTower.load(name)

@@ -178,7 +178,7 @@ class IndexService:
         manifest = SearchIndex.read_manifest(self.config.index_dir)
         return checked_encoder(self.config.index_dir, manifest, self.config.model, "--index-model",
                                lambda name: load_model(name, lambda n: Encoder.load(
-                                   n, backend=self.config.backend or "torch")))
+                                   n, backend=self.config.backend or "torch"), self.config.backend))
 
     # ---------------------------------------------------------------- on the index thread
     def _open(self) -> None:
