@@ -174,3 +174,21 @@ def test_liking_results_shows_recommendations_because_of_them(browser, site, tmp
     page.wait_for_selector("#error:not([hidden])")
     assert page.url == before
     context.close()
+
+
+def test_a_liked_document_without_a_title_is_named_by_the_start_of_its_text(browser, tmp_path, serve_model_dir,
+                                                                             serve_encoder):
+    """A catalogue indexed from a run's items.jsonl has no titles: the liked list and "because you liked" name a
+    document by its text (cut at a word near 60 characters), not by its bare id."""
+    docs = [(d[0], "", d[2], {}) for d in DOCS] + [("short", "", "Heat (1995). Action Crime Thriller", {})]
+    index_dir = build_index(tmp_path / "ix", serve_model_dir, docs=docs, encoder=serve_encoder)
+    with live_server(create_app(index_dir, encoder=serve_encoder)) as url:
+        page = browser.new_page()
+        page.goto(url + "/?liked=short&liked=moonlight")
+        page.wait_for_selector("#recs .result")
+        long = "The Piano Sonata No. 14 in C-sharp minor, known as the…"  # DOCS' moonlight text, cut at a word
+        assert page.locator("#liked").text_content() == f"Heat (1995). Action Crime Thriller · {long}"
+        because = [page.locator("#recs .result").nth(i).locator(".because").text_content()
+                   for i in range(page.locator("#recs .result").count())]
+        assert because and all(b.startswith(("because you liked Heat (1995)", f"because you liked {long}"))
+                               for b in because)

@@ -13,7 +13,7 @@
   let liked = []; // liked document ids, oldest first: the history POST /recommend is given
   let shownQuery = ""; // the query of the results on show (what the address keeps: not unsent typing, not a
                        // query the server refused)
-  const titles = new Map(); // document id -> its title (or id), for the liked list and "because you liked"
+  const titles = new Map(); // document id -> its label (see label()), for the liked list and "because you liked"
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -49,13 +49,25 @@
     return typeof value === "string" ? value : JSON.stringify(value);
   }
 
+  // what names a document in the liked list and "because you liked": its title, else the start of its text
+  // (a catalogue indexed from items.jsonl has no titles), else its id
+  const LABEL_CHARS = 60;
+  function label(doc) {
+    if (doc.title) return doc.title;
+    const text = (doc.text || "").trim();
+    if (!text) return doc.id;
+    if (text.length <= LABEL_CHARS) return text;
+    const cut = text.slice(0, LABEL_CHARS), space = cut.lastIndexOf(" ");
+    return (space > LABEL_CHARS * 0.6 ? cut.slice(0, space) : cut) + "…";
+  }
+
   function likeButton(hit) {
     const button = el("button", "like", "♡ Like");
     button.type = "button";
     button.dataset.id = hit.id;
     button.setAttribute("aria-pressed", String(liked.includes(hit.id)));
-    button.setAttribute("aria-label", `Like ${hit.title || hit.id}`);
-    button.addEventListener("click", () => toggleLike(hit.id, hit.title || hit.id));
+    button.setAttribute("aria-label", `Like ${label(hit)}`);
+    button.addEventListener("click", () => toggleLike(hit.id, label(hit)));
     return button;
   }
 
@@ -66,7 +78,7 @@
     const score = el("span", "score", hit.score.toFixed(3));
     score.title = "cosine similarity";
     head.append(el("span", "rank", `${rank}.`), el("h2", "title", hit.title || hit.id), score, likeButton(hit));
-    titles.set(hit.id, hit.title || hit.id);
+    titles.set(hit.id, label(hit));
     const text = el("p", "snippet");
     appendHighlighted(text, snippet(hit.text), query);
     const meta = el("ul", "meta");
@@ -224,7 +236,7 @@
     Promise.all(liked.map((id) => fetch(`/documents/${encodeURIComponent(id)}`, { headers: { Accept: "application/json" } })
       .then(async (r) => {
         const doc = r.ok ? await r.json().catch(() => null) : null;
-        if (doc && doc.id === id) titles.set(id, doc.title || id);
+        if (doc && doc.id === id) titles.set(id, label(doc));
         // "." and ".." cannot be looked up by address (the browser resolves them away): kept, titled by id
         else if (r.status < 500 && id !== "." && id !== "..") gone.add(id);
       })
