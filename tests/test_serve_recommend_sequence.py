@@ -462,3 +462,9 @@ def test_because_charges_a_text_once_however_many_hits_share_it(run):
     hits = [("d4", "A third text"), (ids[1], run[2].item_texts[1]), ("d5", "A fourth text")]
     got = asyncio.run(_because(Service(), held, hits, 2000, 1, "sequence"))
     assert len(got) == 2  # d4, then a stored catalogue item (costs nothing); then d5 would be a second
+
+
+def test_a_recommender_given_where_a_text_encoder_is_expected_is_named(run, capsys):
+    assert main(["encode", "--model", str(run[0] / "model"), "--input", str(run[0] / "items.jsonl"),
+                 "--out", str(run[0].parent / "vectors.npy")]) != 0
+    assert "a sequence recommender (recommender.json), not a text encoder" in capsys.readouterr().err

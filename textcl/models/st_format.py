@@ -72,6 +72,10 @@ def _load_hf(folder: Path):
     from transformers import AutoModel, AutoTokenizer
 
     if not (folder / "config.json").exists():
+        if (folder / "recommender.json").is_file():  # what a user_tower: sequence run writes as OUT/model
+            raise ModelNotFoundError(f"{folder}: a sequence recommender (recommender.json), not a text encoder; "
+                                     "index its catalogue with textcl index build --model FOLDER and serve that "
+                                     "index (textcl.recommend.sequence.load reads it in Python)")
         raise ModelNotFoundError(f"{folder}: no config.json; expected a Hugging Face or sentence-transformers model folder")
     from transformers.utils import logging as hf_logging
 
