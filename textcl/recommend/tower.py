@@ -136,21 +136,10 @@ class SequenceTower:
         return list(dict.fromkeys(t for r, t in zip(self._cached(ids, texts), texts)
                                   if r is None and _key(t) not in self._recent))
 
-    def encodings(self, ids: Sequence[str | None], texts: Sequence[str]) -> int:
-        """How many texts :meth:`item_vectors` encodes for these items (:meth:`missing`)."""
-        return len(self.missing(ids, texts))
-
     def remember(self, texts: Sequence[str]) -> None:
         """Encode ``texts`` now and keep their vectors among the recent ones (a caller encodes a request's
         :meth:`missing` texts a chunk at a time this way, then scores without encoding)."""
-        todo = []
-        for t in dict.fromkeys(texts):
-            if _key(t) in self._recent:
-                self._recent.move_to_end(_key(t))  # used again: kept longer
-            else:
-                todo.append(t)
-        for t, x in zip(todo, self._text_vectors(todo) if todo else []):
-            self._keep(t, x)
+        self._fresh(list(dict.fromkeys(texts)), remember=True)
 
     def _keep(self, text: str, x: torch.Tensor) -> None:
         self._recent[_key(text)] = x.clone()
