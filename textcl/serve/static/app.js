@@ -22,11 +22,16 @@
     return node;
   }
 
-  function snippet(text) {
-    if (text.length <= SNIPPET_CHARS) return text;
-    const cut = text.slice(0, SNIPPET_CHARS);
+  // `text` cut at about `chars` characters, at a word when one ends past 60% of them, with "…"
+  function cutAtWord(text, chars) {
+    if (text.length <= chars) return text;
+    const cut = text.slice(0, chars);
     const space = cut.lastIndexOf(" ");
-    return (space > SNIPPET_CHARS * 0.6 ? cut.slice(0, space) : cut) + "…";
+    return (space > chars * 0.6 ? cut.slice(0, space) : cut) + "…";
+  }
+
+  function snippet(text) {
+    return cutAtWord(text, SNIPPET_CHARS);
   }
 
   const STOPWORDS = new Set(("the and for are was were with that this from into its his her their has have had " +
@@ -55,10 +60,7 @@
   function label(doc) {
     if (doc.title) return doc.title;
     const text = (doc.text || "").trim();
-    if (!text) return doc.id;
-    if (text.length <= LABEL_CHARS) return text;
-    const cut = text.slice(0, LABEL_CHARS), space = cut.lastIndexOf(" ");
-    return (space > LABEL_CHARS * 0.6 ? cut.slice(0, space) : cut) + "…";
+    return text ? cutAtWord(text, LABEL_CHARS) : doc.id;
   }
 
   function likeButton(hit) {
