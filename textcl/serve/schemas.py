@@ -156,8 +156,9 @@ class RecommendResponse(BaseModel):
     user_text: str | None = Field(description="the text that was embedded as the user (at most --max-query-chars "
                                   "characters); null for a sequence recommender, whose user is no text")
     user_text_cut: bool = Field(description="the history's texts were longer than --max-query-chars and were cut "
-                                "there (the encoder reads only its first max_seq_len tokens in any case); a "
-                                "sequence recommender cuts each entry's text that it encodes")
+                                "there (the encoder reads only its first max_seq_len tokens in any case); always "
+                                "false for a sequence recommender, which encodes each entry's text uncut, as the "
+                                "index holds it")
     settings: RecommendSettingsOut
     excluded: int = Field(description="distinct history ids left out of the recommendations (0 when "
                           "exclude_history is false)")
