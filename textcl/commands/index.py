@@ -178,7 +178,8 @@ def run_build(args: argparse.Namespace) -> int:
             check_served_weights(encoder, args.model, args.backend)
     else:
         encoder = load_model(args.model, lambda n: load_encoder(n, args.backend), args.backend)
-    if args.dim is not None and is_tower(args.model):
+    recommender = is_tower(args.model)  # a sequence recommender's folder
+    if args.dim is not None and recommender:
         from textcl.errors import ConfigError
 
         raise ConfigError("--dim", f"{args.model} is a sequence recommender: its items are {encoder.dim}-dimensional "
@@ -201,7 +202,7 @@ def run_build(args: argparse.Namespace) -> int:
         yield from docs
 
     documents = all_docs()
-    if is_tower(args.model) and server is None:  # a trained id must come with its trained text
+    if recommender and server is None:  # a trained id must come with its trained text
         documents = encoder.checked(documents, args.input)
 
     # torch's threads follow the cores other processes leave free (torchrun's processes are pinned already)
