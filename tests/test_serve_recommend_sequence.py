@@ -197,6 +197,16 @@ def test_dim_and_another_backend_are_refused_for_a_recommender(run, tmp_path, ca
         create_app(run[1], backend="onnx")
 
 
+def test_textcl_backend_from_the_environment_is_refused_for_a_recommender_by_the_cli_too(run, tmp_path, capsys,
+                                                                                         monkeypatch):
+    monkeypatch.setenv("TEXTCL_BACKEND", "onnx")
+    assert main(["index", "build", "--input", str(run[0] / "items.jsonl"), "--model", str(run[0] / "model"),
+                 "--out", str(tmp_path / "ix")]) != 0
+    assert "runs on torch, not onnx (from --backend or $TEXTCL_BACKEND)" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"--backend.*runs on torch, not onnx"):
+        create_app(run[1])
+
+
 def test_a_text_encoder_that_embeds_the_catalogue_otherwise_is_refused(run, tmp_path):
     import shutil
 

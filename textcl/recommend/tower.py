@@ -240,9 +240,12 @@ def load_model(name: str, load_encoder, backend: str | None = None):
     """The model of an index or a server: a :class:`SequenceTower` for a recommender folder, else
     ``load_encoder(name)``. ``backend`` (``--backend``): a recommender's text encoder runs on torch, so another
     is refused rather than ignored."""
+    from textcl.models.onnx_backend import resolve_backend
+
     if not is_tower(name):
         return load_encoder(name)
-    if backend not in (None, "torch", "auto"):
+    backend = resolve_backend(backend)  # --backend, else $TEXTCL_BACKEND (the CLI and the server alike)
+    if backend not in ("torch", "auto"):
         raise ConfigError("--backend", f"{name} is a sequence recommender: its text encoder runs on torch, not "
                           f"{backend} (from --backend or $TEXTCL_BACKEND); use torch or auto")
     return SequenceTower.load(name)
