@@ -192,3 +192,16 @@ def test_a_liked_document_without_a_title_is_named_by_the_start_of_its_text(brow
                    for i in range(page.locator("#recs .result").count())]
         assert because and all(b.startswith(("because you liked Heat (1995)", f"because you liked {long}"))
                                for b in because)
+
+
+def test_a_label_cut_never_splits_a_character_in_two(browser, tmp_path, serve_model_dir, serve_encoder):
+    """The 60-character cut counts UTF-16 units: an emoji (two units) straddling it is dropped whole, never
+    shown as half a character (a lone surrogate, drawn as a replacement box)."""
+    text = "x" * 59 + "\N{GRINNING FACE}" + "y" * 10  # no space: cut at 60 units, between the emoji's halves
+    docs = [(d[0], "", d[2], {}) for d in DOCS] + [("emoji", "", text, {})]
+    index_dir = build_index(tmp_path / "ix", serve_model_dir, docs=docs, encoder=serve_encoder)
+    with live_server(create_app(index_dir, encoder=serve_encoder)) as url:
+        page = browser.new_page()
+        page.goto(url + "/?liked=emoji")
+        page.wait_for_selector("#recs .result")
+        assert page.locator("#liked").text_content() == "x" * 59 + "…"

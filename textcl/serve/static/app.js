@@ -25,7 +25,9 @@
   // `text` cut at about `chars` characters, at a word when one ends past 60% of them, with "…"
   function cutAtWord(text, chars) {
     if (text.length <= chars) return text;
-    const cut = text.slice(0, chars);
+    let cut = text.slice(0, chars);
+    const last = cut.charCodeAt(cut.length - 1);
+    if (last >= 0xd800 && last <= 0xdbff) cut = cut.slice(0, -1);  // never half of a two-unit character
     const space = cut.lastIndexOf(" ");
     return (space > chars * 0.6 ? cut.slice(0, space) : cut) + "…";
   }
