@@ -6,7 +6,7 @@ Guards (textcl.eval.guards): ``wiki-description-lead`` (a Wikipedia article's sh
 runs' ``eval.guard``. Neither selects the best step (``eval.guard_select`` stays false); only
 ``wise_alpha: auto`` reads them, with STS-B dev, never STS-B test. The table also reports the ``-b`` Wikipedia
 guards, the same constructions on other articles, which nothing chose on (``data.mix`` never trains on either
-set's articles), and ``stsb-dev-forums`` (the 375 STS-B dev pairs of the answers-forums genre, which STS-B
+set's articles), and ``stsb-dev-forums`` (the 375 STS-B dev pairs of the answers-forums source, which STS-B
 train lacks): scored after training only, since it is part of STS-B dev, which selects (textcl refuses it as
 a guard there). Every model is scored by the same code, with 95% bootstrap CIs.
 

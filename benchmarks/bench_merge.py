@@ -8,17 +8,21 @@ starting model; each scheme gives every tensor its own alpha, ``(1 - a) * start 
 - ``keep-embeddings``: the embeddings at the start, every layer tuned;
 - ``keep-lower-K``: the embeddings and layers 0..K-1 at the start, the layers from K on tuned;
 - ``ramp-A``: the embeddings at the start, layer i of L at A + (1 - A) * i / (L - 1) (A at the bottom, 1 at
-  the top).
+  the top);
+- ``soup-A-B`` (with ``--with SECOND``, a second run fine-tuned from the same start): every tensor at
+  ``start + A * (tuned - start) + B * (second - start)``, a model soup of the two runs' task vectors.
 
 Every merge is scored on STS-B dev and the run's two Wikipedia guards (what a chooser may read: the best dev
 score among the merges whose guards stay within 1 point of the start), and on STS-B test, the held-out ``-b``
 Wikipedia guards and STS-B dev's forum genre (the answers-forums source, which STS-B train lacks), which no
-choice reads. Scores are x100 with 95% bootstrap CIs. Results are kept per scheme in
-``benchmarks/.cache/merge/`` (a rerun scores only what is missing).
+choice reads. Scores are x100 with 95% bootstrap CIs. Results are kept per model and scheme in
+``benchmarks/.cache/merge/<models>/`` (a rerun scores only what is missing).
 
     python benchmarks/bench_merge.py                                  # the recipe arm's model, every scheme
     python benchmarks/bench_merge.py --schemes uniform-0.6 ramp-0.3   # some schemes
-    python benchmarks/bench_merge.py --report
+    python benchmarks/bench_merge.py --with benchmarks/.cache/keep/run-distill2-wise/best-model \
+        --schemes start soup-0.5-0.5                                  # a soup of the two runs
+    python benchmarks/bench_merge.py --report                         # (--tuned / --with name the table)
 """
 from __future__ import annotations
 
@@ -44,6 +48,24 @@ SCHEMES = ["start", *[f"uniform-{a}" for a in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)], "
 _LAYER = re.compile(r"(?:^|\.)layer\.(\d+)\.")
 
 
+_SOUP = re.compile(r"soup-([0-9.]+)-([0-9.]+)")
+
+
+def cache_dir(tuned: Path, second: Path | None = None) -> Path:
+    """Where the scores of merges of ``tuned`` (and ``second``) are kept: one folder per pair of models, so
+    a merge of one run is never reported as a merge of another."""
+    name = "-".join(tuned.resolve().parts[-2:])
+    if second is not None:
+        name += "+" + "-".join(second.resolve().parts[-2:])
+    return CACHE / name
+
+
+def soup_weights(scheme: str) -> tuple[float, float] | None:
+    """``soup-A-B`` -> (A, B); None for any other scheme."""
+    m = _SOUP.fullmatch(scheme)
+    return (float(m.group(1)), float(m.group(2))) if m else None
+
+
 def alpha_of(scheme: str, key: str, layers: int) -> float:
     """The alpha ``scheme`` gives the tensor named ``key`` of a ``layers``-layer encoder (embeddings: -1,
     the pooler: the top layer)."""
@@ -64,14 +86,22 @@ def alpha_of(scheme: str, key: str, layers: int) -> float:
     raise ValueError(f"unknown scheme {scheme!r}; expected one of {SCHEMES}")
 
 
-def merged_state(base: dict, tuned: dict, scheme: str, layers: int) -> dict:
+def merged_state(base: dict, tuned: dict, scheme: str, layers: int, second: dict | None = None) -> dict:
     import torch
 
+    soup = soup_weights(scheme)
+    if soup is not None and second is None:
+        raise SystemExit(f"scheme {scheme}: a soup needs a second fine-tuned model (--with)")
     out = {}
     for key, b in base.items():
         t = tuned[key]
-        a = alpha_of(scheme, key, layers)
-        out[key] = t.clone() if not b.is_floating_point() else torch.lerp(b.float(), t.float(), a).to(b.dtype)
+        if not b.is_floating_point():
+            out[key] = t.clone()
+        elif soup is not None:
+            w1, w2 = soup
+            out[key] = (b.float() + w1 * (t.float() - b.float()) + w2 * (second[key].float() - b.float())).to(b.dtype)
+        else:
+            out[key] = torch.lerp(b.float(), t.float(), alpha_of(scheme, key, layers)).to(b.dtype)
     return out
 
 
@@ -88,21 +118,26 @@ def score(enc) -> dict:
     return {k: [round(m["score"], 2), *[round(x, 2) for x in m["ci95"]]] for k, m in side.items()}
 
 
-def run(schemes: list[str], tuned_path: Path) -> None:
+def run(schemes: list[str], tuned_path: Path, second_path: Path | None = None) -> None:
     from textcl.models import Encoder
 
     base = Encoder.load(BASE, device="cpu").state_dict()
+    second = None
+    if second_path is not None:
+        second = {k: v.detach().clone() for k, v in Encoder.load(second_path, device="cpu").state_dict().items()}
     enc = Encoder.load(tuned_path, device="cpu")
     tuned = {k: v.detach().clone() for k, v in enc.state_dict().items()}
     layers = enc.model.config.num_hidden_layers
-    CACHE.mkdir(parents=True, exist_ok=True)
+    out = cache_dir(tuned_path, second_path)
+    out.mkdir(parents=True, exist_ok=True)
     for scheme in schemes:
-        path = CACHE / f"{scheme}.json"
+        path = out / f"{scheme}.json"
         if path.exists():
             continue
         t0 = time.perf_counter()
-        enc.load_state_dict(merged_state(base, tuned, scheme, layers))
-        record = {"scheme": scheme, "tuned": str(tuned_path), "scores": score(enc),
+        enc.load_state_dict(merged_state(base, tuned, scheme, layers, second))
+        record = {"scheme": scheme, "tuned": str(tuned_path), "with": str(second_path) if second_path else None,
+                  "scores": score(enc),
                   "seconds": round(time.perf_counter() - t0, 1)}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=1))
@@ -110,8 +145,8 @@ def run(schemes: list[str], tuned_path: Path) -> None:
         print(scheme, json.dumps(record["scores"]), flush=True)
 
 
-def report() -> str:
-    rows = {p.stem: json.loads(p.read_text())["scores"] for p in CACHE.glob("*.json")}
+def report(folder: Path) -> str:
+    rows = {p.stem: json.loads(p.read_text())["scores"] for p in folder.glob("*.json")}
     if "start" not in rows:
         return "the starting model has not been scored yet"
     start = rows["start"]
@@ -137,11 +172,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--schemes", nargs="+", default=SCHEMES)
     parser.add_argument("--tuned", type=Path, default=TUNED, help="the fine-tuned model folder")
+    parser.add_argument("--with", dest="second", type=Path, default=None,
+                        help="a second model fine-tuned from the same start, for the soup-A-B schemes")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
+    for scheme in args.schemes:
+        if soup_weights(scheme) is None:
+            try:
+                alpha_of(scheme, "encoder.layer.0.output.dense.weight", 6)
+            except ValueError as e:
+                parser.error(str(e) + " or soup-A-B")
+        elif args.second is None:
+            parser.error(f"scheme {scheme}: a soup needs a second fine-tuned model (--with)")
     if not args.report:
-        run(args.schemes, args.tuned)
-    print(report())
+        run(args.schemes, args.tuned, args.second)
+    print(report(cache_dir(args.tuned, args.second)))
     return 0
 
 
