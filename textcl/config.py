@@ -222,8 +222,8 @@ class TrainSection:
     #: for runs repeatable bit for bit (a different thread count sums in a different order)
     threads: Optional[int] = None
     #: WiSE-FT (textcl.models.merge): after training, save (1 - a) * starting weights + a * trained weights;
-    #: a number in [0, 1], "auto" (a on a grid, by the mean of the selection and guard sets, never a test
-    #: set), or None to save the trained weights
+    #: a number in [0, 1], "auto" (a on a grid: the best selection score among the a whose guards all stay
+    #: within eval.guard_tolerance; never a test set), or None to save the trained weights
     wise_alpha: Any = None
     seed: int = 42
     checkpoint_every: int = 250
