@@ -10,7 +10,7 @@ set's articles), and ``stsb-dev-forums`` (the 375 STS-B dev pairs of the answers
 train lacks): scored after training only, since it is part of STS-B dev, which selects (textcl refuses it as
 a guard there). Every model is scored by the same code, with 95% bootstrap CIs.
 
-Arms (each a training run of the recipe, same seed, the recipe's precision; every arm is a fresh process):
+Arms (each a training run of the recipe, seed 42 unless named, the recipe's precision; every arm is a fresh process):
 
 - ``recipe``: the recipe without any remedy (its best step), the run ``benchmarks/bench_merge.py`` merges;
   ``recipe-seed43`` the same with another seed (its soup with ``recipe`` averages out what one seed adds).

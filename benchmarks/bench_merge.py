@@ -54,12 +54,14 @@ _WEIGHTS = ("*.safetensors", "*.bin")
 
 
 def fingerprint(folder: Path) -> str:
-    """The first 12 hex digits of a SHA-256 over a model folder's weight files (their relative paths and
-    bytes): a run retrained in place, or another run under the same name, gets another fingerprint."""
+    """The first 12 hex digits of a SHA-256 over every file of a model folder but its model card (their
+    relative paths and bytes: weights, tokenizer, pooling, maximum length): a run retrained in place, or
+    another run under the same name, gets another fingerprint."""
     h = hashlib.sha256()
-    files = sorted(f for pattern in _WEIGHTS for f in Path(folder).rglob(pattern))
-    if not files:
+    folder = Path(folder)
+    if not any(f for pattern in _WEIGHTS for f in folder.rglob(pattern)):
         raise SystemExit(f"{folder}: no weight file (*.safetensors or *.bin); expected a model folder")
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.relative_to(folder) != Path("README.md"))
     for f in files:
         h.update(str(f.relative_to(folder)).encode() + b"\0")
         with open(f, "rb") as fh:
@@ -69,9 +71,10 @@ def fingerprint(folder: Path) -> str:
 
 
 def cache_dir(tuned: Path, second: Path | None = None) -> Path:
-    """Where the scores of merges of ``tuned`` (and ``second``) are kept: one folder per pair of weights
+    """Where the scores of merges of ``tuned`` (and ``second``) are kept: one folder per pair of models
     (named by the runs' folders and their :func:`fingerprint`), so a merge of one run is never reported as a
-    merge of another, nor of an earlier training of the same folder."""
+    merge of another, nor of an earlier training of the same folder. (The starting model, ``BASE``, and the
+    scoring code are not in the key: delete the cache after changing either.)"""
     name = "-".join(tuned.resolve().parts[-2:]) + "@" + fingerprint(tuned)
     if second is not None:
         name += "+" + "-".join(second.resolve().parts[-2:]) + "@" + fingerprint(second)
@@ -100,13 +103,22 @@ def soup_weights(scheme: str) -> tuple[float, float] | None:
 
 def check_scheme(scheme: str, layers: int) -> None:
     """Refuse a scheme name that is unknown, out of range, or another name for a listed scheme."""
-    if soup_weights(scheme) is not None or scheme in ("start", "keep-embeddings"):
+    if scheme in ("start", "keep-embeddings"):
+        return
+    soup = soup_weights(scheme)
+    if soup is not None:
+        if 0.0 in soup:
+            raise ValueError(f"scheme {scheme!r}: a soup with a weight 0 is a uniform merge of one run")
         return
     kind, _, arg = scheme.rpartition("-")
     if kind in ("uniform", "ramp"):
-        _number(arg, scheme, 0.0, 1.0)
+        value = _number(arg, scheme, 0.0, 1.0)
+        if kind == "uniform" and value == 0.0:
+            raise ValueError(f"scheme {scheme!r} is start")
+        if kind == "ramp" and value == 1.0:
+            raise ValueError(f"scheme {scheme!r} is keep-embeddings")
     elif kind == "keep-lower":
-        if not arg.isdigit() or str(int(arg)) != arg or not 1 <= int(arg) < layers:
+        if not (arg.isascii() and arg.isdigit()) or str(int(arg)) != arg or not 1 <= int(arg) < layers:
             raise ValueError(f"scheme {scheme!r}: K must be a whole number from 1 to {layers - 1} "
                              "(keep-lower-0 is keep-embeddings; keeping every layer is start)")
     else:

@@ -64,6 +64,46 @@ def test_two_runs_under_the_same_folder_names_never_share_a_cache(tmp_path):
     assert bench_merge.cache_dir(a) != bench_merge.cache_dir(same)
 
 
+def test_every_listed_scheme_is_accepted():
+    for scheme in bench_merge.SCHEMES:
+        bench_merge.check_scheme(scheme, bench_merge.LAYERS)
+
+
+@pytest.mark.parametrize("scheme, message", [("uniform-0.0", "is start"), ("ramp-1.0", "is keep-embeddings"),
+                                             ("soup-0.5-0.0", "a uniform merge of one run")])
+def test_another_name_for_a_listed_merge_is_refused(scheme, message):
+    with pytest.raises(ValueError, match=message):
+        bench_merge.check_scheme(scheme, 6)
+
+
+def test_the_cache_key_covers_the_folder_but_its_model_card(tmp_path):
+    folder = tmp_path / "run" / "model"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 128}')
+    key = bench_merge.cache_dir(folder)
+    (folder / "README.md").write_text("a model card")
+    assert bench_merge.cache_dir(folder) == key
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 256}')
+    assert bench_merge.cache_dir(folder) != key
+
+
 def test_a_folder_without_weights_is_refused_by_name(tmp_path):
-    with pytest.raises(SystemExit, match="no weight file"):
+    with pytest.raises(SystemExit, match=f"{tmp_path}: no weight file"):
         bench_merge.cache_dir(tmp_path)
+
+
+def test_a_run_that_is_not_the_starts_architecture_is_refused_before_scoring(tiny_bert_dir, tmp_path, monkeypatch):
+    from textcl.models import Encoder
+    from textcl.models.merge import MergeMismatch
+
+    base = Encoder.load(tiny_bert_dir, device="cpu")
+    base.save(tmp_path / "start")
+    Encoder.load(tmp_path / "start", pooling="cls_before_pooler").save(tmp_path / "cls" / "model")
+    monkeypatch.setattr(bench_merge, "BASE", str(tmp_path / "start"))
+    monkeypatch.setattr(bench_merge, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(bench_merge, "score", lambda enc: pytest.fail("scored a model it should have refused"))
+    with pytest.raises(MergeMismatch, match="pooling"):
+        bench_merge.run(["uniform-0.5"], tmp_path / "cls" / "model")
+    with pytest.raises(MergeMismatch, match="pooling"):
+        bench_merge.run(["soup-0.5-0.5"], tmp_path / "start", tmp_path / "cls" / "model")

@@ -223,7 +223,8 @@ class TrainSection:
     threads: Optional[int] = None
     #: WiSE-FT (textcl.models.merge): after training, save (1 - a) * starting weights + a * trained weights;
     #: a number in [0, 1], "auto" (a on a grid: the best selection score among the a whose guards all stay
-    #: within eval.guard_tolerance; never a test set), or None to save the trained weights
+    #: within eval.guard_tolerance of the starting model's, ties to the larger a; never a test set), or None
+    #: to save the trained weights
     wise_alpha: Any = None
     seed: int = 42
     checkpoint_every: int = 250
