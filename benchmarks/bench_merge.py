@@ -31,17 +31,13 @@ import hashlib
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
 CACHE = ROOT / "benchmarks" / ".cache" / "merge"
 TUNED = ROOT / "benchmarks" / ".cache" / "keep" / "run-recipe" / "model"
 BASE = "sentence-transformers/all-MiniLM-L6-v2"
-CHOOSER = ["stsb-dev", "wiki-description-lead", "wiki-sentence-rest"]
-HELD_OUT = ["stsb-test", "wiki-description-lead-b", "wiki-sentence-rest-b", "stsb-dev-forums"]
 GUARDS = ["wiki-description-lead", "wiki-sentence-rest"]
 OFF_TASK = ["wiki-description-lead-b", "wiki-sentence-rest-b", *GUARDS, "stsb-dev-forums"]
 TOLERANCE, TARGET_TEST = 1.0, 86.5
@@ -181,20 +177,20 @@ def score(enc) -> dict:
 
 def run(schemes: list[str], tuned_path: Path, second_path: Path | None = None) -> None:
     from textcl.models import Encoder
-    from textcl.models.merge import check_compatible, interpolate
+    from textcl.models.merge import check_compatible, check_tensors
 
     start = Encoder.load(BASE, device="cpu")
     base = start.state_dict()
     enc = Encoder.load(tuned_path, device="cpu")
     tuned = {k: v.detach().clone() for k, v in enc.state_dict().items()}
     check_compatible(start, enc, ("the start", str(tuned_path)))
-    interpolate(base, tuned, 0.0, names=("the start", str(tuned_path)))  # the same tensors, shapes and dtypes
+    check_tensors(base, tuned, ("the start", str(tuned_path)))
     second = None
     if second_path is not None:
         other = Encoder.load(second_path, device="cpu")
         second = {k: v.detach().clone() for k, v in other.state_dict().items()}
         check_compatible(start, other, ("the start", str(second_path)))
-        interpolate(base, second, 0.0, names=("the start", str(second_path)))
+        check_tensors(base, second, ("the start", str(second_path)))
     layers = enc.model.config.num_hidden_layers
     out = cache_dir(tuned_path, second_path)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,19 +217,21 @@ def report(folder: Path) -> str:
     if "start" not in rows:
         return "the starting model has not been scored yet"
     start = rows["start"]
+
+    def within(scheme: str, sets: list[str]) -> bool:
+        return all(rows[scheme][g][0] >= start[g][0] - TOLERANCE for g in sets)
+
     names = ["stsb-dev", "stsb-test", *OFF_TASK]
     lines = ["| merge | " + " | ".join(names) + " | guards kept (chooser) | every off-task set within 1 | target met |",
              "|" + "---|" * (len(names) + 4)]
     order = [s for s in SCHEMES if s in rows] + sorted(set(rows) - set(SCHEMES))
     for s in order:
         r = rows[s]
-        kept = all(r[g][0] >= start[g][0] - TOLERANCE for g in GUARDS)
-        every = all(r[g][0] >= start[g][0] - TOLERANCE for g in OFF_TASK)
+        kept, every = within(s, GUARDS), within(s, OFF_TASK)
         cells = [f"{r[n][0]:.2f}" + ("" if s == "start" else f" ({r[n][0] - start[n][0]:+.2f})") for n in names]
         lines.append(f"| {s} | " + " | ".join(cells) + f" | {'yes' if kept else 'no'} | {'yes' if every else 'no'} | "
                      + ("yes" if every and r["stsb-test"][0] >= TARGET_TEST else "no") + " |")
-    kept = [s for s in order if all(rows[s][g][0] >= start[g][0] - TOLERANCE for g in GUARDS)]
-    chosen = max(kept, key=lambda s: rows[s]["stsb-dev"][0])
+    chosen = max([s for s in order if within(s, GUARDS)], key=lambda s: rows[s]["stsb-dev"][0])
     lines.append(f"\nThe chooser's pick (best STS-B dev among the merges whose two guards stay within {TOLERANCE:g}): "
                  f"{chosen}: STS-B test {rows[chosen]['stsb-test'][0]:.2f}")
     return "\n".join(lines)

@@ -16,8 +16,6 @@ import argparse
 import csv
 from collections import Counter
 
-import numpy as np
-
 
 def sources(split: str) -> Counter:
     """(genre, source) -> number of pairs in the packaged STS-B ``split``."""
@@ -32,15 +30,6 @@ def sources(split: str) -> Counter:
                        if len(row) >= 7)
 
 
-def cosines(encoder, data) -> np.ndarray:
-    """Cosine of each pair of ``data``, shape (n,)."""
-    a = encoder.encode(data.sentences1, batch_size=128)
-    b = encoder.encode(data.sentences2, batch_size=128)
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return (a * b).sum(axis=1)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", help="model names or folders; the first is the reference")
@@ -48,6 +37,7 @@ def main() -> int:
 
     from textcl.data.sts import read_packaged_stsb_source
     from textcl.eval.stats import paired_bootstrap, spearman
+    from textcl.eval.sts import sts_predictions
     from textcl.models import Encoder
 
     train = {src for _, src in sources("train")}
@@ -55,9 +45,9 @@ def main() -> int:
     data = {(split, src): read_packaged_stsb_source(split, src, f"{split}-{src}") for split, _, src, _ in sets}
     preds = {}
     for m in args.models:
-        enc = Encoder.load(m, device="cpu")
-        for key, d in data.items():
-            preds[m, key] = cosines(enc, d)
+        # every distinct sentence of every source encoded once; cosine of each pair
+        for key, pred in zip(data, sts_predictions(Encoder.load(m, device="cpu"), list(data.values()), batch_size=128)):
+            preds[m, key] = pred
     head = ["split", "genre", "source", "pairs", "in train", args.models[0]] + [f"{m} (change, paired CI)"
                                                                              for m in args.models[1:]]
     print("| " + " | ".join(head) + " |")

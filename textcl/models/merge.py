@@ -35,22 +35,11 @@ def interpolate(base: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tens
     dtype or (integer tensors) value; ``names`` are the two models' names for the message.
     """
     alpha = _check_alpha(alpha)
-    only_base, only_tuned = sorted(set(base) - set(tuned)), sorted(set(tuned) - set(base))
-    if only_base or only_tuned:
-        side, key = (names[0], only_base[0]) if only_base else (names[1], only_tuned[0])
-        other = names[1] if side == names[0] else names[0]
-        count = len(only_base) + len(only_tuned)
-        raise MergeMismatch(f"{side} has tensor {key!r}, which {other} lacks ({count} tensor(s) differ): "
-                            "not the same architecture")
+    check_tensors(base, tuned, names)
     out: dict[str, torch.Tensor] = {}
     for key, b in base.items():
         t = tuned[key]
-        if b.shape != t.shape or b.dtype != t.dtype:
-            raise MergeMismatch(f"tensor {key!r}: {names[0]} has {tuple(b.shape)} {b.dtype}, {names[1]} has "
-                                f"{tuple(t.shape)} {t.dtype}: not the same architecture")
         if not b.is_floating_point():
-            if not torch.equal(b, t):
-                raise MergeMismatch(f"tensor {key!r} ({b.dtype}) differs between {names[0]} and {names[1]}")
             out[key] = t.detach().clone()
         elif alpha == 0.0:
             out[key] = b.detach().clone()
@@ -60,6 +49,26 @@ def interpolate(base: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tens
             merged = torch.lerp(b.detach().float(), t.detach().to(b.device).float(), alpha)
             out[key] = merged.to(b.dtype)
     return out
+
+
+def check_tensors(base: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tensor],
+                  names: tuple[str, str] = ("base", "tuned")) -> None:
+    """Raise :class:`MergeMismatch` naming the first tensor that is missing from one side, or differs in
+    shape, dtype or (integer tensors) value; ``names`` are the two models' names for the message."""
+    only_base, only_tuned = sorted(set(base) - set(tuned)), sorted(set(tuned) - set(base))
+    if only_base or only_tuned:
+        side, key = (names[0], only_base[0]) if only_base else (names[1], only_tuned[0])
+        other = names[1] if side == names[0] else names[0]
+        count = len(only_base) + len(only_tuned)
+        raise MergeMismatch(f"{side} has tensor {key!r}, which {other} lacks ({count} tensor(s) differ): "
+                            "not the same architecture")
+    for key, b in base.items():
+        t = tuned[key]
+        if b.shape != t.shape or b.dtype != t.dtype:
+            raise MergeMismatch(f"tensor {key!r}: {names[0]} has {tuple(b.shape)} {b.dtype}, {names[1]} has "
+                                f"{tuple(t.shape)} {t.dtype}: not the same architecture")
+        if not b.is_floating_point() and not torch.equal(b, t):
+            raise MergeMismatch(f"tensor {key!r} ({b.dtype}) differs between {names[0]} and {names[1]}")
 
 
 def check_compatible(base, tuned, names: tuple[str, str]) -> None:
