@@ -16,8 +16,9 @@ or one built from the packaged data:
 ``data.path`` is ``packaged:wiki`` cannot take a Wikipedia guard (it trains on those articles).
 - ``stsb-dev-forums``: the 375 STS-B dev pairs from the answers-forums source (genre main-forums), which
   STS-B train does not hold (its only forum pairs are deft-forum). Read from the packaged STS-B files, which
-  keep the genre and source columns; the hub's copy drops them. It is part of ``stsb-dev``, so a run that selects on (or trains or
-  tests on) STS-B dev cannot take it: a guard sharing pairs with a task set is refused (:func:`check_held_out`).
+  keep the genre and source columns; the hub's copy drops them. It is part of ``stsb-dev``, so a run that
+  selects on (or trains or tests on) STS-B dev cannot take it: a guard sharing pairs with a task set is refused
+  (:func:`check_held_out`).
 
 (Title -> lead retrieval is not offered: the lead repeats the title, and MiniLM scores nDCG@10 99.8 on it
 before any training, so a guard built on it could not fall.)
